@@ -1,0 +1,23 @@
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::events::validation::{Validate, ValidationError, check_email, check_text};
+
+/// `customer.registered` v1: a shopper created an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CustomerRegistered {
+    /// The new customer's id.
+    pub customer_id: Uuid,
+    /// Contact address; must contain one `@` with text on both sides.
+    pub email: String,
+    /// Display name, 1–200 characters.
+    pub name: String,
+}
+
+impl Validate for CustomerRegistered {
+    fn validate(&self) -> Result<(), ValidationError> {
+        check_email("email", &self.email)?;
+        check_text("name", &self.name, 200)
+    }
+}

@@ -1,0 +1,21 @@
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::events::validation::{Validate, ValidationError, check_positive, check_sku};
+
+/// `inventory.restocked` v1: units of a SKU arrived in stock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InventoryRestocked {
+    /// The product's SKU.
+    pub sku: String,
+    /// Units added to stock; at least 1.
+    #[schemars(range(min = 1))]
+    pub quantity: i64,
+}
+
+impl Validate for InventoryRestocked {
+    fn validate(&self) -> Result<(), ValidationError> {
+        check_sku("sku", &self.sku)?;
+        check_positive("quantity", self.quantity)
+    }
+}

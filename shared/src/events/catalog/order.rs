@@ -1,0 +1,128 @@
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::events::validation::{
+    Validate, ValidationError, check_currency, check_non_negative, check_positive, check_sku,
+    check_text,
+};
+
+/// Most lines one order may carry; bounds the work one event can cause.
+pub const MAX_ORDER_LINES: usize = 500;
+
+/// `order.placed` v2 (current): a customer placed an order.
+///
+/// Version 2 added `currency`; version 1 orders were all in US dollars and
+/// are upcast by [`OrderPlacedV1::upcast`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderPlaced {
+    /// The order's id (also its partition key).
+    pub order_id: Uuid,
+    /// Who placed it.
+    pub customer_id: Uuid,
+    /// ISO 4217 code for every price in the order.
+    pub currency: String,
+    /// What was ordered: 1 to 500 lines.
+    #[schemars(length(min = 1, max = 500))]
+    pub lines: Vec<OrderLine>,
+}
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderLine {
+    /// The product's SKU.
+    pub sku: String,
+    /// The product's category slug at the time of the order.
+    pub category: String,
+    /// Units ordered; at least 1.
+    #[schemars(range(min = 1))]
+    pub quantity: i64,
+    /// Price of one unit in minor units.
+    #[schemars(range(min = 0))]
+    pub unit_price_cents: i64,
+}
+
+impl OrderPlaced {
+    /// Sum of `quantity × unit_price_cents` over the lines, or `None` on overflow.
+    pub fn total_cents(&self) -> Option<i64> {
+        self.lines.iter().try_fold(0i64, |total, line| {
+            total.checked_add(line.quantity.checked_mul(line.unit_price_cents)?)
+        })
+    }
+}
+
+impl Validate for OrderPlaced {
+    fn validate(&self) -> Result<(), ValidationError> {
+        check_currency("currency", &self.currency)?;
+        validate_lines(&self.lines)?;
+        if self.total_cents().is_none() {
+            return Err(ValidationError::new("lines", "order total overflows 64 bits"));
+        }
+        Ok(())
+    }
+}
+
+fn validate_lines(lines: &[OrderLine]) -> Result<(), ValidationError> {
+    if lines.is_empty() || lines.len() > MAX_ORDER_LINES {
+        return Err(ValidationError::new(
+            "lines",
+            format!("must hold 1 to {MAX_ORDER_LINES} lines, got {}", lines.len()),
+        ));
+    }
+    for (index, line) in lines.iter().enumerate() {
+        line.validate()
+            .map_err(|error| error.within(&format!("lines[{index}]")))?;
+    }
+    Ok(())
+}
+
+impl Validate for OrderLine {
+    fn validate(&self) -> Result<(), ValidationError> {
+        check_sku("sku", &self.sku)?;
+        check_text("category", &self.category, 100)?;
+        check_positive("quantity", self.quantity)?;
+        check_non_negative("unit_price_cents", self.unit_price_cents)
+    }
+}
+
+/// `order.placed` v1: the same order before currencies existed (all USD).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderPlacedV1 {
+    /// The order's id.
+    pub order_id: Uuid,
+    /// Who placed it.
+    pub customer_id: Uuid,
+    /// What was ordered.
+    #[schemars(length(min = 1, max = 500))]
+    pub lines: Vec<OrderLine>,
+}
+
+impl OrderPlacedV1 {
+    /// The currency every version-1 order was priced in.
+    pub const IMPLIED_CURRENCY: &'static str = "USD";
+
+    /// Lifts a version-1 order to the current struct: its currency was USD.
+    pub fn upcast(self) -> OrderPlaced {
+        OrderPlaced {
+            order_id: self.order_id,
+            customer_id: self.customer_id,
+            currency: Self::IMPLIED_CURRENCY.to_owned(),
+            lines: self.lines,
+        }
+    }
+}
+
+/// `order.cancelled` v1: an order was called off (before or after payment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderCancelled {
+    /// The cancelled order.
+    pub order_id: Uuid,
+    /// Why, 1–500 characters.
+    pub reason: String,
+}
+
+impl Validate for OrderCancelled {
+    fn validate(&self) -> Result<(), ValidationError> {
+        check_text("reason", &self.reason, 500)
+    }
+}

@@ -1,0 +1,52 @@
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::events::validation::{
+    Validate, ValidationError, check_currency, check_positive, check_text,
+};
+
+/// `payment.captured` v1: money for an order was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PaymentCaptured {
+    /// The payment's id.
+    pub payment_id: Uuid,
+    /// The order it pays for.
+    pub order_id: Uuid,
+    /// Amount captured in minor units; at least 1.
+    #[schemars(range(min = 1))]
+    pub amount_cents: i64,
+    /// ISO 4217 code of the amount.
+    pub currency: String,
+}
+
+impl Validate for PaymentCaptured {
+    fn validate(&self) -> Result<(), ValidationError> {
+        check_positive("amount_cents", self.amount_cents)?;
+        check_currency("currency", &self.currency)
+    }
+}
+
+/// `payment.failed` v1: an attempt to take money for an order failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PaymentFailed {
+    /// The payment attempt's id.
+    pub payment_id: Uuid,
+    /// The order it was for.
+    pub order_id: Uuid,
+    /// Amount attempted in minor units; at least 1.
+    #[schemars(range(min = 1))]
+    pub amount_cents: i64,
+    /// ISO 4217 code of the amount.
+    pub currency: String,
+    /// The processor's reason, 1–500 characters.
+    pub reason: String,
+}
+
+impl Validate for PaymentFailed {
+    fn validate(&self) -> Result<(), ValidationError> {
+        check_positive("amount_cents", self.amount_cents)?;
+        check_currency("currency", &self.currency)?;
+        check_text("reason", &self.reason, 500)
+    }
+}

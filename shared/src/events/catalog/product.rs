@@ -1,0 +1,56 @@
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::events::validation::{
+    Validate, ValidationError, check_currency, check_non_negative, check_sku, check_text,
+};
+
+/// `product.listed` v1: a product was put on sale in a category.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ProductListed {
+    /// Stock-keeping unit: 1–64 characters of `A-Z a-z 0-9 - _ .`.
+    pub sku: String,
+    /// Product name, 1–200 characters.
+    pub name: String,
+    /// Category slug, 1–100 characters.
+    pub category: String,
+    /// List price in minor units (cents); zero or more.
+    #[schemars(range(min = 0))]
+    pub price_cents: i64,
+    /// ISO 4217 code of the price, three upper-case letters.
+    pub currency: String,
+}
+
+impl Validate for ProductListed {
+    fn validate(&self) -> Result<(), ValidationError> {
+        check_sku("sku", &self.sku)?;
+        check_text("name", &self.name, 200)?;
+        check_text("category", &self.category, 100)?;
+        check_non_negative("price_cents", self.price_cents)?;
+        check_currency("currency", &self.currency)
+    }
+}
+
+/// `product.price_changed` v1: a listed product got a new price.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ProductPriceChanged {
+    /// The product's SKU.
+    pub sku: String,
+    /// Price before the change, in minor units.
+    #[schemars(range(min = 0))]
+    pub old_price_cents: i64,
+    /// Price after the change, in minor units.
+    #[schemars(range(min = 0))]
+    pub new_price_cents: i64,
+    /// ISO 4217 code of both prices.
+    pub currency: String,
+}
+
+impl Validate for ProductPriceChanged {
+    fn validate(&self) -> Result<(), ValidationError> {
+        check_sku("sku", &self.sku)?;
+        check_non_negative("old_price_cents", self.old_price_cents)?;
+        check_non_negative("new_price_cents", self.new_price_cents)?;
+        check_currency("currency", &self.currency)
+    }
+}

@@ -1,0 +1,25 @@
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::events::validation::{Validate, ValidationError, check_text};
+
+/// `order.shipped` v1: an order left the warehouse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderShipped {
+    /// The shipped order.
+    pub order_id: Uuid,
+    /// The shipment's id.
+    pub shipment_id: Uuid,
+    /// Carrier name, 1–100 characters.
+    pub carrier: String,
+    /// Carrier's tracking number, 1–100 characters.
+    pub tracking_number: String,
+}
+
+impl Validate for OrderShipped {
+    fn validate(&self) -> Result<(), ValidationError> {
+        check_text("carrier", &self.carrier, 100)?;
+        check_text("tracking_number", &self.tracking_number, 100)
+    }
+}

@@ -1,0 +1,162 @@
+//! Bytes → [`Event`]: size limit, JSON, envelope attributes, then payload.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::decode_error::DecodeError;
+use super::envelope::{CloudEventEnvelope, SPEC_VERSION};
+use super::event::Event;
+use super::event_type::{EventType, SCHEMA_URI_PREFIX};
+use super::payload::EventPayload;
+
+/// Default largest accepted event body: 256 KiB.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 256 * 1024;
+/// Longest accepted text attribute (source, subject, extensions).
+const MAX_ATTRIBUTE_CHARS: usize = 1024;
+
+impl Event {
+    /// Decodes a structured-mode CloudEvent, refusing bodies over `max_bytes`.
+    /// Never panics: any input either yields a valid event or a [`DecodeError`].
+    pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<Event, DecodeError> {
+        if bytes.len() > max_bytes {
+            return Err(DecodeError::TooLarge {
+                size: bytes.len(),
+                limit: max_bytes,
+            });
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|error| DecodeError::Malformed {
+                field: "$".to_owned(),
+                reason: format!("not valid JSON: {error}"),
+            })?;
+        Self::from_json_value(value)
+    }
+
+    /// Decodes an already parsed JSON document (the HTTP gateway's batches).
+    pub fn from_json_value(value: serde_json::Value) -> Result<Event, DecodeError> {
+        if !value.is_object() {
+            return Err(DecodeError::Malformed {
+                field: "$".to_owned(),
+                reason: "an event must be a JSON object".to_owned(),
+            });
+        }
+        let envelope: CloudEventEnvelope =
+            serde_path_to_error::deserialize(value).map_err(|error| DecodeError::Malformed {
+                field: error.path().to_string(),
+                reason: error.into_inner().to_string(),
+            })?;
+        Self::from_envelope(envelope)
+    }
+
+    /// Checks every attribute of `envelope` and decodes its `data`.
+    pub fn from_envelope(envelope: CloudEventEnvelope) -> Result<Event, DecodeError> {
+        if envelope.specversion != SPEC_VERSION {
+            return Err(DecodeError::invalid("specversion", "must be \"1.0\""));
+        }
+        let id = Uuid::parse_str(&envelope.id)
+            .map_err(|_| DecodeError::invalid("id", "must be a UUID"))?;
+        check_attribute("source", &envelope.source)?;
+        let event_type: EventType = envelope
+            .event_type
+            .parse()
+            .map_err(|_| DecodeError::UnknownType(envelope.event_type.clone()))?;
+        let time = DateTime::parse_from_rfc3339(&envelope.time)
+            .map_err(|_| DecodeError::invalid("time", "must be an RFC 3339 timestamp"))?
+            .with_timezone(&Utc);
+        if let Some(content_type) = &envelope.datacontenttype
+            && !is_json_media_type(content_type)
+        {
+            return Err(DecodeError::invalid(
+                "datacontenttype",
+                "must be application/json",
+            ));
+        }
+        let version = schema_version(event_type, envelope.dataschema.as_deref())?;
+        for (field, value) in [
+            ("subject", &envelope.subject),
+            ("correlationid", &envelope.correlationid),
+            ("causationid", &envelope.causationid),
+            ("partitionkey", &envelope.partitionkey),
+        ] {
+            if let Some(value) = value {
+                check_attribute(field, value)?;
+            }
+        }
+        if let Some(traceparent) = &envelope.traceparent {
+            check_traceparent(traceparent)?;
+        }
+        let payload = EventPayload::from_data(event_type, version, &envelope.data)?;
+        Ok(Event {
+            id,
+            source: envelope.source,
+            time,
+            subject: envelope.subject,
+            correlation_id: envelope.correlationid,
+            causation_id: envelope.causationid,
+            traceparent: envelope.traceparent,
+            partition_key: envelope
+                .partitionkey
+                .unwrap_or_else(|| payload.aggregate_key()),
+            payload,
+        })
+    }
+}
+
+/// The schema version named by `dataschema`; version 1 when it is absent.
+fn schema_version(event_type: EventType, dataschema: Option<&str>) -> Result<u32, DecodeError> {
+    let Some(uri) = dataschema else {
+        return Ok(1);
+    };
+    let expected_prefix = format!("{SCHEMA_URI_PREFIX}{}:v", event_type.as_str());
+    let version: u32 = uri
+        .strip_prefix(&expected_prefix)
+        .and_then(|digits| digits.parse().ok())
+        .filter(|version| *version >= 1)
+        .ok_or_else(|| {
+            DecodeError::invalid(
+                "dataschema",
+                format!("must be {expected_prefix}<version> for this type"),
+            )
+        })?;
+    if version > event_type.current_version() {
+        return Err(DecodeError::UnsupportedVersion {
+            event_type,
+            version,
+            newest: event_type.current_version(),
+        });
+    }
+    Ok(version)
+}
+
+fn check_attribute(field: &str, value: &str) -> Result<(), DecodeError> {
+    if value.trim().is_empty() {
+        return Err(DecodeError::invalid(field, "must not be empty"));
+    }
+    if value.chars().count() > MAX_ATTRIBUTE_CHARS {
+        return Err(DecodeError::invalid(
+            field,
+            format!("must be at most {MAX_ATTRIBUTE_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn is_json_media_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+/// `version-traceid-parentid-flags`: 2, 32, 16 and 2 lower-case hex digits.
+fn check_traceparent(value: &str) -> Result<(), DecodeError> {
+    let lengths: Vec<usize> = value.split('-').map(str::len).collect();
+    let hex = value
+        .chars()
+        .all(|c| c == '-' || c.is_ascii_digit() || ('a'..='f').contains(&c));
+    if lengths != [2, 32, 16, 2] || !hex {
+        return Err(DecodeError::invalid(
+            "traceparent",
+            "must be a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! The typed payload of an event, and how each (type, version) of `data`
+//! becomes the current struct.
+
+use serde::de::DeserializeOwned;
+
+use super::catalog::*;
+use super::decode_error::DecodeError;
+use super::event_type::EventType;
+use super::validation::Validate;
+
+/// The `data` of an event, as the current version of its type's struct.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventPayload {
+    /// `customer.registered`
+    CustomerRegistered(CustomerRegistered),
+    /// `product.listed`
+    ProductListed(ProductListed),
+    /// `product.price_changed`
+    ProductPriceChanged(ProductPriceChanged),
+    /// `inventory.restocked`
+    InventoryRestocked(InventoryRestocked),
+    /// `order.placed`
+    OrderPlaced(OrderPlaced),
+    /// `payment.captured`
+    PaymentCaptured(PaymentCaptured),
+    /// `payment.failed`
+    PaymentFailed(PaymentFailed),
+    /// `order.shipped`
+    OrderShipped(OrderShipped),
+    /// `order.cancelled`
+    OrderCancelled(OrderCancelled),
+}
+
+impl EventPayload {
+    /// Which type this payload is.
+    pub fn event_type(&self) -> EventType {
+        match self {
+            EventPayload::CustomerRegistered(_) => EventType::CustomerRegistered,
+            EventPayload::ProductListed(_) => EventType::ProductListed,
+            EventPayload::ProductPriceChanged(_) => EventType::ProductPriceChanged,
+            EventPayload::InventoryRestocked(_) => EventType::InventoryRestocked,
+            EventPayload::OrderPlaced(_) => EventType::OrderPlaced,
+            EventPayload::PaymentCaptured(_) => EventType::PaymentCaptured,
+            EventPayload::PaymentFailed(_) => EventType::PaymentFailed,
+            EventPayload::OrderShipped(_) => EventType::OrderShipped,
+            EventPayload::OrderCancelled(_) => EventType::OrderCancelled,
+        }
+    }
+
+    /// The aggregate this event belongs to (the default `partitionkey`):
+    /// events with the same key must be applied in order.
+    pub fn aggregate_key(&self) -> String {
+        match self {
+            EventPayload::CustomerRegistered(e) => e.customer_id.to_string(),
+            EventPayload::ProductListed(e) => e.sku.clone(),
+            EventPayload::ProductPriceChanged(e) => e.sku.clone(),
+            EventPayload::InventoryRestocked(e) => e.sku.clone(),
+            EventPayload::OrderPlaced(e) => e.order_id.to_string(),
+            EventPayload::PaymentCaptured(e) => e.order_id.to_string(),
+            EventPayload::PaymentFailed(e) => e.order_id.to_string(),
+            EventPayload::OrderShipped(e) => e.order_id.to_string(),
+            EventPayload::OrderCancelled(e) => e.order_id.to_string(),
+        }
+    }
+
+    /// Checks the business rules of the payload.
+    pub fn validate(&self) -> Result<(), super::validation::ValidationError> {
+        match self {
+            EventPayload::CustomerRegistered(e) => e.validate(),
+            EventPayload::ProductListed(e) => e.validate(),
+            EventPayload::ProductPriceChanged(e) => e.validate(),
+            EventPayload::InventoryRestocked(e) => e.validate(),
+            EventPayload::OrderPlaced(e) => e.validate(),
+            EventPayload::PaymentCaptured(e) => e.validate(),
+            EventPayload::PaymentFailed(e) => e.validate(),
+            EventPayload::OrderShipped(e) => e.validate(),
+            EventPayload::OrderCancelled(e) => e.validate(),
+        }
+    }
+
+    /// The payload as JSON `data` in the current schema version.
+    pub fn to_data(&self) -> serde_json::Value {
+        let encoded = match self {
+            EventPayload::CustomerRegistered(e) => serde_json::to_value(e),
+            EventPayload::ProductListed(e) => serde_json::to_value(e),
+            EventPayload::ProductPriceChanged(e) => serde_json::to_value(e),
+            EventPayload::InventoryRestocked(e) => serde_json::to_value(e),
+            EventPayload::OrderPlaced(e) => serde_json::to_value(e),
+            EventPayload::PaymentCaptured(e) => serde_json::to_value(e),
+            EventPayload::PaymentFailed(e) => serde_json::to_value(e),
+            EventPayload::OrderShipped(e) => serde_json::to_value(e),
+            EventPayload::OrderCancelled(e) => serde_json::to_value(e),
+        };
+        // Plain structs of strings, integers and uuids always serialize.
+        encoded.unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Decodes `data` written in `version` of `event_type`'s schema, upcasting
+    /// older versions to the current struct, then validates it.
+    pub fn from_data(
+        event_type: EventType,
+        version: u32,
+        data: &serde_json::Value,
+    ) -> Result<Self, DecodeError> {
+        let unsupported = || DecodeError::UnsupportedVersion {
+            event_type,
+            version,
+            newest: event_type.current_version(),
+        };
+        let payload = match (event_type, version) {
+            (EventType::CustomerRegistered, 1) => Self::CustomerRegistered(parse(data)?),
+            (EventType::ProductListed, 1) => Self::ProductListed(parse(data)?),
+            (EventType::ProductPriceChanged, 1) => Self::ProductPriceChanged(parse(data)?),
+            (EventType::InventoryRestocked, 1) => Self::InventoryRestocked(parse(data)?),
+            (EventType::OrderPlaced, 1) => Self::OrderPlaced(parse::<OrderPlacedV1>(data)?.upcast()),
+            (EventType::OrderPlaced, 2) => Self::OrderPlaced(parse(data)?),
+            (EventType::PaymentCaptured, 1) => Self::PaymentCaptured(parse(data)?),
+            (EventType::PaymentFailed, 1) => Self::PaymentFailed(parse(data)?),
+            (EventType::OrderShipped, 1) => Self::OrderShipped(parse(data)?),
+            (EventType::OrderCancelled, 1) => Self::OrderCancelled(parse(data)?),
+            _ => return Err(unsupported()),
+        };
+        payload.validate().map_err(|error| DecodeError::Invalid {
+            field: format!("data.{}", error.field),
+            reason: error.reason,
+        })?;
+        Ok(payload)
+    }
+}
+
+/// Deserializes `data` into `T`, naming the offending field on failure.
+fn parse<T: DeserializeOwned>(data: &serde_json::Value) -> Result<T, DecodeError> {
+    serde_path_to_error::deserialize(data).map_err(|error| {
+        let path = error.path().to_string();
+        let field = if path == "." {
+            "data".to_owned()
+        } else {
+            format!("data.{path}")
+        };
+        DecodeError::Malformed {
+            field,
+            reason: error.into_inner().to_string(),
+        }
+    })
+}

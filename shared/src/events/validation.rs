@@ -1,0 +1,116 @@
+//! Business-rule validation of payloads, with errors that name the field.
+
+use std::fmt;
+
+/// A payload broke a rule; `field` is a dotted path inside `data`
+/// (`lines[2].quantity`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    /// Path of the offending field, relative to the payload.
+    pub field: String,
+    /// What is wrong with it, as a sentence fragment ("must be at least 1").
+    pub reason: String,
+}
+
+impl ValidationError {
+    /// A rule broken by `field`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The same error seen from a parent: `within("lines[2]")` turns
+    /// `quantity` into `lines[2].quantity`.
+    pub fn within(mut self, parent: &str) -> Self {
+        self.field = format!("{parent}.{}", self.field);
+        self
+    }
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ValidationError {}
+
+/// Implemented by every payload: checks the rules serde cannot express.
+pub trait Validate {
+    /// `Ok` when every field holds a value the business accepts.
+    fn validate(&self) -> Result<(), ValidationError>;
+}
+
+/// Non-empty text of at most `max_chars` characters, not only white space.
+pub fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(), ValidationError> {
+    if value.trim().is_empty() {
+        return Err(ValidationError::new(field, "must not be empty"));
+    }
+    let chars = value.chars().count();
+    if chars > max_chars {
+        return Err(ValidationError::new(
+            field,
+            format!("must be at most {max_chars} characters, got {chars}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A SKU: 1–64 characters of ASCII letters, digits, `-`, `_` and `.`.
+pub fn check_sku(field: &str, value: &str) -> Result<(), ValidationError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if value.is_empty() || value.len() > 64 || !value.chars().all(allowed) {
+        return Err(ValidationError::new(
+            field,
+            "must be 1 to 64 characters of A-Z, a-z, 0-9, '-', '_' or '.'",
+        ));
+    }
+    Ok(())
+}
+
+/// An ISO 4217-shaped currency code: exactly three upper-case ASCII letters.
+pub fn check_currency(field: &str, value: &str) -> Result<(), ValidationError> {
+    if value.len() != 3 || !value.chars().all(|c| c.is_ascii_uppercase()) {
+        return Err(ValidationError::new(
+            field,
+            "must be an ISO 4217 code of three upper-case letters",
+        ));
+    }
+    Ok(())
+}
+
+/// An e-mail address in the loose sense: one `@` with text on both sides, ≤ 254 bytes.
+pub fn check_email(field: &str, value: &str) -> Result<(), ValidationError> {
+    let shaped = match value.split_once('@') {
+        Some((local, domain)) => !local.is_empty() && !domain.is_empty() && !domain.contains('@'),
+        None => false,
+    };
+    if !shaped || value.len() > 254 || value.chars().any(char::is_whitespace) {
+        return Err(ValidationError::new(field, "must be an e-mail address"));
+    }
+    Ok(())
+}
+
+/// A count or amount of at least 1.
+pub fn check_positive(field: &str, value: i64) -> Result<(), ValidationError> {
+    if value < 1 {
+        return Err(ValidationError::new(
+            field,
+            format!("must be at least 1, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+/// An amount of zero or more.
+pub fn check_non_negative(field: &str, value: i64) -> Result<(), ValidationError> {
+    if value < 0 {
+        return Err(ValidationError::new(
+            field,
+            format!("must not be negative, got {value}"),
+        ));
+    }
+    Ok(())
+}
