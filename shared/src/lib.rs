@@ -1,4 +1,23 @@
 //! Switchyard's shared library: everything producers and consumers agree on.
 //!
 //! - [`events`]: the CloudEvents contract, the event catalog and its schemas.
+//! - [`groups`]: consumer groups and which event types each receives.
+//! - [`topology`]: exchanges, queues and bindings as data; declaring them safely.
+//! - [`publish`]: confirmed publishing.
+//! - [`broker`]: connecting to RabbitMQ with automatic recovery.
+//! - [`database`]: connecting to PostgreSQL, creating the database, migrating.
+//! - [`settings`]: one validated configuration value from the environment.
+//! - [`retry`]: the exponential-backoff retry policy.
+//! - [`telemetry`]: log output set-up.
+//! - [`tls`]: the process-wide rustls crypto provider.
+
+pub mod broker;
+pub mod database;
 pub mod events;
+pub mod groups;
+pub mod publish;
+pub mod retry;
+pub mod settings;
+pub mod telemetry;
+pub mod tls;
+pub mod topology;

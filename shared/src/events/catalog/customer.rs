@@ -12,6 +12,7 @@ pub struct CustomerRegistered {
     /// Contact address; must contain one `@` with text on both sides.
     pub email: String,
     /// Display name, 1–200 characters.
+    #[schemars(length(min = 1, max = 200))]
     pub name: String,
 }
 

@@ -7,6 +7,7 @@ use crate::events::validation::{Validate, ValidationError, check_positive, check
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct InventoryRestocked {
     /// The product's SKU.
+    #[schemars(pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
     pub sku: String,
     /// Units added to stock; at least 1.
     #[schemars(range(min = 1))]

@@ -21,6 +21,7 @@ pub struct OrderPlaced {
     /// Who placed it.
     pub customer_id: Uuid,
     /// ISO 4217 code for every price in the order.
+    #[schemars(pattern(r"^[A-Z]{3}$"))]
     pub currency: String,
     /// What was ordered: 1 to 500 lines.
     #[schemars(length(min = 1, max = 500))]
@@ -31,8 +32,10 @@ pub struct OrderPlaced {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderLine {
     /// The product's SKU.
+    #[schemars(pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
     pub sku: String,
     /// The product's category slug at the time of the order.
+    #[schemars(length(min = 1, max = 100))]
     pub category: String,
     /// Units ordered; at least 1.
     #[schemars(range(min = 1))]
@@ -118,6 +121,7 @@ pub struct OrderCancelled {
     /// The cancelled order.
     pub order_id: Uuid,
     /// Why, 1–500 characters.
+    #[schemars(length(min = 1, max = 500))]
     pub reason: String,
 }
 

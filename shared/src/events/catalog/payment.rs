@@ -17,6 +17,7 @@ pub struct PaymentCaptured {
     #[schemars(range(min = 1))]
     pub amount_cents: i64,
     /// ISO 4217 code of the amount.
+    #[schemars(pattern(r"^[A-Z]{3}$"))]
     pub currency: String,
 }
 
@@ -38,8 +39,10 @@ pub struct PaymentFailed {
     #[schemars(range(min = 1))]
     pub amount_cents: i64,
     /// ISO 4217 code of the amount.
+    #[schemars(pattern(r"^[A-Z]{3}$"))]
     pub currency: String,
     /// The processor's reason, 1–500 characters.
+    #[schemars(length(min = 1, max = 500))]
     pub reason: String,
 }
 

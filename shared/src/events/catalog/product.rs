@@ -9,15 +9,19 @@ use crate::events::validation::{
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ProductListed {
     /// Stock-keeping unit: 1–64 characters of `A-Z a-z 0-9 - _ .`.
+    #[schemars(pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
     pub sku: String,
     /// Product name, 1–200 characters.
+    #[schemars(length(min = 1, max = 200))]
     pub name: String,
     /// Category slug, 1–100 characters.
+    #[schemars(length(min = 1, max = 100))]
     pub category: String,
     /// List price in minor units (cents); zero or more.
     #[schemars(range(min = 0))]
     pub price_cents: i64,
     /// ISO 4217 code of the price, three upper-case letters.
+    #[schemars(pattern(r"^[A-Z]{3}$"))]
     pub currency: String,
 }
 
@@ -35,6 +39,7 @@ impl Validate for ProductListed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ProductPriceChanged {
     /// The product's SKU.
+    #[schemars(pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
     pub sku: String,
     /// Price before the change, in minor units.
     #[schemars(range(min = 0))]
@@ -43,6 +48,7 @@ pub struct ProductPriceChanged {
     #[schemars(range(min = 0))]
     pub new_price_cents: i64,
     /// ISO 4217 code of both prices.
+    #[schemars(pattern(r"^[A-Z]{3}$"))]
     pub currency: String,
 }
 

@@ -12,8 +12,10 @@ pub struct OrderShipped {
     /// The shipment's id.
     pub shipment_id: Uuid,
     /// Carrier name, 1–100 characters.
+    #[schemars(length(min = 1, max = 100))]
     pub carrier: String,
     /// Carrier's tracking number, 1–100 characters.
+    #[schemars(length(min = 1, max = 100))]
     pub tracking_number: String,
 }
 

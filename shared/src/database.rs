@@ -1,0 +1,67 @@
+//! PostgreSQL: connect (TLS per `sslmode`), create the database if missing,
+//! and run the embedded migrations.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+
+use crate::settings::Settings;
+use crate::tls::install_crypto_provider;
+
+/// The migrations in `migrations/`, embedded in every binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Why the database could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    /// `DATABASE_URL` could not be parsed (the URL itself is not repeated).
+    #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
+    BadUrl(#[source] sqlx::Error),
+    /// The server could not be reached or refused us.
+    #[error("cannot reach PostgreSQL: {0}")]
+    Unreachable(#[source] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Connects a pool of at most `max_connections`, creating the database first
+/// when it does not exist, and applies pending migrations.
+pub async fn connect_and_migrate(
+    settings: &Settings,
+    max_connections: u32,
+) -> Result<PgPool, DatabaseError> {
+    let pool = connect(settings, max_connections, true).await?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+/// Connects a pool; with `create_if_missing`, creates the database first.
+pub async fn connect(
+    settings: &Settings,
+    max_connections: u32,
+    create_if_missing: bool,
+) -> Result<PgPool, DatabaseError> {
+    install_crypto_provider();
+    let url = settings.expose_database_url();
+    let options = PgConnectOptions::from_str(url).map_err(DatabaseError::BadUrl)?;
+    if create_if_missing
+        && !Postgres::database_exists(url)
+            .await
+            .map_err(DatabaseError::Unreachable)?
+    {
+        tracing::info!(database = options.get_database().unwrap_or_default(), "creating database");
+        Postgres::create_database(url)
+            .await
+            .map_err(DatabaseError::Unreachable)?;
+    }
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .map_err(DatabaseError::Unreachable)
+}

@@ -1,0 +1,13 @@
+//! Publishing with publisher confirms.
+//!
+//! - [`message`]: [`OutgoingMessage`], an event's body, routing key and AMQP properties.
+//! - [`publisher`]: [`Publisher`], confirmed publishing with a bounded window.
+//! - [`error`]: [`PublishError`], one variant per way a publish can fail.
+
+pub mod error;
+pub mod message;
+pub mod publisher;
+
+pub use error::PublishError;
+pub use message::OutgoingMessage;
+pub use publisher::Publisher;

@@ -1,0 +1,191 @@
+//! [`Publisher`]: confirmed, mandatory, persistent publishing with many
+//! publishes in flight and a bounded wait for each.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::Confirmation;
+use lapin::{Channel, Connection};
+use tokio::sync::{Mutex, Semaphore};
+
+use super::error::PublishError;
+use super::message::OutgoingMessage;
+use crate::broker::connect;
+use crate::events::Event;
+use crate::settings::{PublishSettings, Settings};
+
+/// Publishes events to the events exchange and waits for broker confirms.
+///
+/// Cheap to clone; clones share one connection, one confirm-mode channel and
+/// one in-flight window of `max_in_flight` publishes. A publish returns `Ok`
+/// only once the broker confirmed a routed message; it never hangs longer
+/// than the configured timeout. After a broker outage lapin recovers the
+/// connection; if recovery gives up, the next publish opens a new one.
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    exchange: String,
+    name: String,
+    window: Semaphore,
+    session: Mutex<Option<Session>>,
+}
+
+struct Session {
+    connection: Connection,
+    channel: Channel,
+}
+
+impl Publisher {
+    /// A publisher to `exchange`; connects lazily on first publish.
+    pub fn new(settings: &Settings, exchange: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                exchange: exchange.into(),
+                name: name.into(),
+                window: Semaphore::new(settings.publish.max_in_flight),
+                session: Mutex::new(None),
+                settings: settings.clone(),
+            }),
+        }
+    }
+
+    /// A publisher that has already connected (so start-up fails fast when
+    /// the broker is unreachable).
+    pub async fn connect(
+        settings: &Settings,
+        exchange: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Result<Self, PublishError> {
+        let publisher = Self::new(settings, exchange, name);
+        publisher.channel().await?;
+        Ok(publisher)
+    }
+
+    /// The publish settings in force.
+    pub fn settings(&self) -> &PublishSettings {
+        &self.inner.settings.publish
+    }
+
+    /// Publishes one event and waits for its confirm.
+    pub async fn publish(&self, event: &Event) -> Result<(), PublishError> {
+        self.publish_message(OutgoingMessage::for_event(event)).await
+    }
+
+    /// Publishes many events concurrently (up to the window) and returns one
+    /// result per event, in order.
+    pub async fn publish_all(&self, events: &[Event]) -> Vec<Result<(), PublishError>> {
+        futures_util::stream::iter(events)
+            .map(|event| self.publish(event))
+            .buffered(self.inner.settings.publish.max_in_flight.max(1))
+            .collect()
+            .await
+    }
+
+    /// Publishes a prepared message (mandatory, with confirm) and waits for
+    /// the confirm, at most the configured timeout.
+    pub async fn publish_message(&self, message: OutgoingMessage) -> Result<(), PublishError> {
+        let timeout = self.inner.settings.publish.timeout;
+        let _slot = self
+            .inner
+            .window
+            .acquire()
+            .await
+            .map_err(|_| PublishError::BrokerUnavailable("publisher closed".to_owned()))?;
+        // A publish can hang while the server shuts down: bound the whole of it.
+        match tokio::time::timeout(timeout, self.publish_and_confirm(&message)).await {
+            Ok(result) => result,
+            Err(_elapsed) => {
+                tracing::warn!(routing_key = %message.routing_key, ?timeout, "publish confirm timed out");
+                Err(PublishError::Timeout(timeout))
+            }
+        }
+    }
+
+    async fn publish_and_confirm(&self, message: &OutgoingMessage) -> Result<(), PublishError> {
+        let channel = self.channel().await?;
+        let exchange = message.exchange.as_deref().unwrap_or(&self.inner.exchange);
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                message.routing_key.as_str().into(),
+                options,
+                &message.body,
+                message.properties.clone(),
+            )
+            .await
+            .map_err(unavailable)?;
+        let confirmation = confirm.await.map_err(unavailable)?;
+        interpret(confirmation, &message.routing_key)
+    }
+
+    /// The confirm-mode channel, (re)opened when there is none or when the
+    /// connection or channel can no longer recover.
+    async fn channel(&self) -> Result<Channel, PublishError> {
+        let mut session = self.inner.session.lock().await;
+        if let Some(current) = session.as_ref() {
+            let connection = current.connection.status();
+            let broken = connection.errored() || connection.closed() || connection.closing();
+            let channel = current.channel.status();
+            let channel_gone = !channel.connected() && !channel.reconnecting() && !channel.initializing();
+            if !broken && !channel_gone {
+                return Ok(current.channel.clone());
+            }
+            tracing::info!(publisher = %self.inner.name, "reopening the broker connection");
+            *session = None;
+        }
+        let connection = connect(&self.inner.settings, &self.inner.name)
+            .await
+            .map_err(|error| PublishError::BrokerUnavailable(error.to_string()))?;
+        let channel = connection.create_channel().await.map_err(unavailable)?;
+        // Without confirm mode every confirm reads NotRequested: never skip it.
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(unavailable)?;
+        *session = Some(Session {
+            connection,
+            channel: channel.clone(),
+        });
+        Ok(channel)
+    }
+
+    /// Closes the connection after in-flight publishes (call at shutdown).
+    pub async fn close(&self) {
+        self.inner.window.close();
+        if let Some(session) = self.inner.session.lock().await.take() {
+            let _ = session.connection.close(200, "shutdown".into()).await;
+        }
+    }
+}
+
+fn interpret(confirmation: Confirmation, routing_key: &str) -> Result<(), PublishError> {
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        // With `mandatory`, an unroutable message is returned, then acked.
+        Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+            Err(PublishError::Unroutable {
+                routing_key: routing_key.to_owned(),
+                reply_text: returned.reply_text.to_string(),
+            })
+        }
+        Confirmation::Nack(None) => Err(PublishError::Nacked {
+            routing_key: routing_key.to_owned(),
+        }),
+        Confirmation::NotRequested => Err(PublishError::BrokerUnavailable(
+            "channel is not in confirm mode".to_owned(),
+        )),
+    }
+}
+
+fn unavailable(error: lapin::Error) -> PublishError {
+    PublishError::BrokerUnavailable(error.to_string())
+}

@@ -1,0 +1,11 @@
+//! RabbitMQ topology as data: every exchange, queue, argument and binding
+//! Switchyard needs, derived from the namespace and the settings.
+//!
+//! - [`spec`]: the data types and [`Topology::new`].
+//! - [`declare`]: idempotent declaration, with the startup safety check.
+
+pub mod declare;
+pub mod spec;
+
+pub use declare::TopologyError;
+pub use spec::{ArgumentValue, BindingSpec, ExchangeKind, ExchangeSpec, GroupQueues, QueueSpec, Topology};
