@@ -79,8 +79,11 @@ impl Publisher {
     /// Publishes many events concurrently (up to the window) and returns one
     /// result per event, in order.
     pub async fn publish_all(&self, events: &[Event]) -> Vec<Result<(), PublishError>> {
-        futures_util::stream::iter(events)
-            .map(|event| self.publish(event))
+        // Owned messages keep the future `Send` (a stream over references
+        // trips the compiler's higher-ranked lifetime inference).
+        let messages: Vec<OutgoingMessage> = events.iter().map(OutgoingMessage::for_event).collect();
+        futures_util::stream::iter(messages)
+            .map(|message| self.publish_message(message))
             .buffered(self.inner.settings.publish.max_in_flight.max(1))
             .collect()
             .await

@@ -2,4 +2,5 @@
 //! PostgreSQL (defaults: the local services).
 
 mod helpers;
+mod publisher;
 mod topology;

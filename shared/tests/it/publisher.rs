@@ -1,0 +1,280 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use shared::events::catalog::*;
+use shared::events::{Event, EventPayload, EventType};
+use shared::groups::ConsumerGroup;
+use shared::publish::{OutgoingMessage, PublishError, Publisher};
+use shared::settings::Settings;
+use uuid::Uuid;
+
+use crate::helpers::{IsolatedTopology, TcpProxy, connect, eventually, isolated_settings};
+
+/// One valid event of `event_type`.
+pub fn sample_event(event_type: EventType) -> Event {
+    let order_id = Uuid::now_v7();
+    let payload = match event_type {
+        EventType::CustomerRegistered => EventPayload::CustomerRegistered(CustomerRegistered {
+            customer_id: Uuid::now_v7(),
+            email: "ada@example.com".into(),
+            name: "Ada".into(),
+        }),
+        EventType::ProductListed => EventPayload::ProductListed(ProductListed {
+            sku: "SKU-1".into(),
+            name: "Kettle".into(),
+            category: "kitchen".into(),
+            price_cents: 2_999,
+            currency: "EUR".into(),
+        }),
+        EventType::ProductPriceChanged => EventPayload::ProductPriceChanged(ProductPriceChanged {
+            sku: "SKU-1".into(),
+            old_price_cents: 2_999,
+            new_price_cents: 2_499,
+            currency: "EUR".into(),
+        }),
+        EventType::InventoryRestocked => EventPayload::InventoryRestocked(InventoryRestocked {
+            sku: "SKU-1".into(),
+            quantity: 40,
+        }),
+        EventType::OrderPlaced => EventPayload::OrderPlaced(OrderPlaced {
+            order_id,
+            customer_id: Uuid::now_v7(),
+            currency: "EUR".into(),
+            lines: vec![OrderLine {
+                sku: "SKU-1".into(),
+                category: "kitchen".into(),
+                quantity: 2,
+                unit_price_cents: 2_999,
+            }],
+        }),
+        EventType::PaymentCaptured => EventPayload::PaymentCaptured(PaymentCaptured {
+            payment_id: Uuid::now_v7(),
+            order_id,
+            amount_cents: 5_998,
+            currency: "EUR".into(),
+        }),
+        EventType::PaymentFailed => EventPayload::PaymentFailed(PaymentFailed {
+            payment_id: Uuid::now_v7(),
+            order_id,
+            amount_cents: 5_998,
+            currency: "EUR".into(),
+            reason: "card declined".into(),
+        }),
+        EventType::OrderShipped => EventPayload::OrderShipped(OrderShipped {
+            order_id,
+            shipment_id: Uuid::now_v7(),
+            carrier: "DHL".into(),
+            tracking_number: "JD0002".into(),
+        }),
+        EventType::OrderCancelled => EventPayload::OrderCancelled(OrderCancelled {
+            order_id,
+            reason: "customer asked".into(),
+        }),
+    };
+    Event::new("/tests", payload)
+}
+
+/// Takes every message currently in `queue` and returns their message ids.
+async fn drain_message_ids(connection: &lapin::Connection, queue: &str) -> Vec<String> {
+    let channel = connection.create_channel().await.unwrap();
+    let mut ids = Vec::new();
+    while let Some(message) = channel
+        .basic_get(queue.into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+    {
+        let id = message.delivery.properties.message_id().as_ref().unwrap().to_string();
+        message.delivery.ack(BasicAckOptions::default()).await.unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+async fn message_count(connection: &lapin::Connection, queue: &str) -> u32 {
+    let channel = connection.create_channel().await.unwrap();
+    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+    channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .unwrap()
+        .message_count()
+}
+
+#[tokio::test]
+async fn a_published_event_reaches_every_queue_bound_for_its_type_and_no_other() {
+    let isolated = IsolatedTopology::declare().await;
+    let topology = &isolated.topology;
+    let publisher = Publisher::connect(&isolated.settings, topology.events_exchange(), "test")
+        .await
+        .unwrap();
+    let events: Vec<Event> = EventType::ALL.into_iter().map(sample_event).collect();
+
+    for result in publisher.publish_all(&events).await {
+        result.expect("every catalog event is routable and confirmed");
+    }
+
+    let connection = connect(&isolated.settings).await;
+    for group in ConsumerGroup::ALL {
+        let expected: BTreeSet<String> = events
+            .iter()
+            .filter(|event| group.handles(event.event_type()))
+            .map(|event| event.id.to_string())
+            .collect();
+        let work = &topology.group(group).work;
+        eventually(Duration::from_secs(10), || async {
+            (message_count(&connection, work).await as usize >= expected.len()).then_some(())
+        })
+        .await;
+        let received: BTreeSet<String> = drain_message_ids(&connection, work).await.into_iter().collect();
+        assert_eq!(received, expected, "group {group}");
+        assert_eq!(message_count(&connection, &topology.group(group).dead_letter).await, 0);
+    }
+    publisher.close().await;
+}
+
+#[tokio::test]
+async fn published_messages_carry_the_contract_properties() {
+    let isolated = IsolatedTopology::declare().await;
+    let publisher = Publisher::connect(&isolated.settings, isolated.topology.events_exchange(), "test")
+        .await
+        .unwrap();
+    let mut event = sample_event(EventType::OrderPlaced);
+    event.correlation_id = Some("flow-7".into());
+    event.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+
+    publisher.publish(&event).await.unwrap();
+
+    let connection = connect(&isolated.settings).await;
+    let channel = connection.create_channel().await.unwrap();
+    let work = &isolated.topology.group(ConsumerGroup::Sales).work;
+    let message = eventually(Duration::from_secs(10), || async {
+        channel.basic_get(work.as_str().into(), BasicGetOptions::default()).await.unwrap()
+    })
+    .await
+    .expect("message arrives");
+    let properties = &message.delivery.properties;
+    assert_eq!(properties.message_id().as_ref().unwrap().as_str(), event.id.to_string());
+    assert_eq!(properties.kind().as_ref().unwrap().as_str(), "order.placed");
+    assert_eq!(properties.content_type().as_ref().unwrap().as_str(), "application/cloudevents+json");
+    assert_eq!(properties.correlation_id().as_ref().unwrap().as_str(), "flow-7");
+    assert_eq!(*properties.delivery_mode(), Some(2));
+    assert_eq!(*properties.timestamp(), Some(event.time.timestamp() as u64));
+    let headers = properties.headers().as_ref().unwrap();
+    assert!(headers.inner().contains_key("traceparent"));
+    let decoded = Event::decode(&message.delivery.data, 1 << 20).unwrap();
+    assert_eq!(decoded, event);
+}
+
+#[tokio::test]
+async fn an_event_no_queue_is_bound_for_is_an_unroutable_error() {
+    let isolated = IsolatedTopology::declare().await;
+    let publisher = Publisher::connect(&isolated.settings, isolated.topology.events_exchange(), "test")
+        .await
+        .unwrap();
+    let mut message = OutgoingMessage::for_event(&sample_event(EventType::OrderPlaced));
+    message.routing_key = "nobody.listens".into();
+
+    let error = publisher.publish_message(message).await.expect_err("unroutable");
+
+    assert!(matches!(error, PublishError::Unroutable { .. }), "{error}");
+    assert!(!error.is_transient());
+    // The channel stays usable after a return.
+    publisher.publish(&sample_event(EventType::OrderPlaced)).await.unwrap();
+}
+
+fn settings_through(proxy: &TcpProxy, namespace: &str) -> Settings {
+    let url = format!("amqp://guest:guest@{}/%2f", proxy.address);
+    let namespace = namespace.to_owned();
+    Settings::from_lookup(move |name| match name {
+        "AMQP_URL" => Some(url.clone()),
+        "SWITCHYARD_NAMESPACE" => Some(namespace.clone()),
+        "SWITCHYARD_PUBLISH_TIMEOUT_MS" => Some("2000".into()),
+        _ => None,
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_cut_connection_fails_publishes_and_publishing_resumes_when_it_returns() {
+    let isolated = IsolatedTopology::declare_with(isolated_settings()).await;
+    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let settings = settings_through(&proxy, &isolated.settings.namespace);
+    let publisher = Publisher::connect(&settings, isolated.topology.events_exchange(), "test")
+        .await
+        .unwrap();
+    let before = sample_event(EventType::InventoryRestocked);
+    publisher.publish(&before).await.expect("publishes before the cut");
+
+    proxy.cut();
+    let during = sample_event(EventType::InventoryRestocked);
+    let outcome = tokio::time::timeout(Duration::from_secs(30), publisher.publish(&during))
+        .await
+        .expect("a publish never hangs past its timeout");
+    let error = outcome.expect_err("nothing is confirmed while the broker is unreachable");
+    assert!(error.is_transient(), "{error}");
+
+    proxy.restore();
+    let after = sample_event(EventType::InventoryRestocked);
+    let resumed = eventually(Duration::from_secs(60), || async {
+        publisher.publish(&after).await.ok()
+    })
+    .await;
+    assert!(resumed.is_some(), "publishing resumes once the connection returns");
+
+    let connection = connect(&isolated.settings).await;
+    let work = isolated.topology.group(ConsumerGroup::Inventory).work.clone();
+    let ids = drain_message_ids(&connection, &work).await;
+    assert!(ids.contains(&before.id.to_string()));
+    assert!(ids.contains(&after.id.to_string()));
+    assert!(!ids.contains(&during.id.to_string()), "a failed publish left no message");
+    publisher.close().await;
+}
+
+#[tokio::test]
+async fn publishes_in_flight_when_the_connection_drops_fail_and_none_confirmed_is_lost() {
+    let isolated = IsolatedTopology::declare_with(isolated_settings()).await;
+    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let settings = settings_through(&proxy, &isolated.settings.namespace);
+    let publisher = Publisher::connect(&settings, isolated.topology.events_exchange(), "test")
+        .await
+        .unwrap();
+    let events: Vec<Event> = (0..3_000).map(|_| sample_event(EventType::InventoryRestocked)).collect();
+
+    let batch = {
+        let publisher = publisher.clone();
+        let events = events.clone();
+        tokio::spawn(async move { publisher.publish_all(&events).await })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    proxy.cut();
+    let results = tokio::time::timeout(Duration::from_secs(60), batch)
+        .await
+        .expect("every in-flight publish resolves")
+        .unwrap();
+    proxy.restore();
+
+    let failed = results.iter().filter(|result| result.is_err()).count();
+    assert!(failed > 0, "the cut interrupted some publishes");
+    let confirmed: BTreeSet<String> = events
+        .iter()
+        .zip(&results)
+        .filter(|(_, result)| result.is_ok())
+        .map(|(event, _)| event.id.to_string())
+        .collect();
+    let connection = connect(&isolated.settings).await;
+    let work = isolated.topology.group(ConsumerGroup::Inventory).work.clone();
+    let queued = eventually(Duration::from_secs(10), || async {
+        (message_count(&connection, &work).await as usize >= confirmed.len()).then_some(())
+    })
+    .await;
+    assert!(queued.is_some());
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for id in drain_message_ids(&connection, &work).await {
+        *counts.entry(id).or_default() += 1;
+    }
+    let missing: Vec<&String> = confirmed.iter().filter(|id| !counts.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "{} confirmed events were lost", missing.len());
+    publisher.close().await;
+}
