@@ -10,6 +10,7 @@
 //! - [`retry`]: the exponential-backoff retry policy.
 //! - [`telemetry`]: log output set-up.
 //! - [`tls`]: the process-wide rustls crypto provider.
+//! - `testing` (feature `testing`): support for integration tests.
 
 pub mod broker;
 pub mod database;
@@ -19,5 +20,7 @@ pub mod publish;
 pub mod retry;
 pub mod settings;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 pub mod topology;

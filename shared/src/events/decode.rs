@@ -41,9 +41,9 @@ impl Event {
             });
         }
         let envelope: CloudEventEnvelope =
-            serde_path_to_error::deserialize(value).map_err(|error| DecodeError::Malformed {
-                field: error.path().to_string(),
-                reason: error.into_inner().to_string(),
+            serde_path_to_error::deserialize(value).map_err(|error| {
+                let path = error.path().to_string();
+                DecodeError::from_serde(None, &path, error.into_inner().to_string())
             })?;
         Self::from_envelope(envelope)
     }

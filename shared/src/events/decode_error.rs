@@ -67,6 +67,27 @@ impl DecodeError {
         }
     }
 
+    /// A serde failure at `path` (as `serde_path_to_error` prints it, `.`
+    /// for the root) under `prefix`, turned into a [`DecodeError::Malformed`]
+    /// whose field names the missing or mistyped field itself.
+    pub(crate) fn from_serde(prefix: Option<&str>, path: &str, reason: String) -> Self {
+        let mut segments: Vec<&str> = prefix.into_iter().collect();
+        if path != "." {
+            segments.push(path);
+        }
+        // serde names a missing field only in its message: "missing field `x`".
+        let missing = reason
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(name, _)| name.to_owned());
+        if let Some(name) = missing.as_deref() {
+            segments.push(name);
+        }
+        let field = if segments.is_empty() { "$".to_owned() } else { segments.join(".") };
+        let reason = if missing.is_some() { "is required".to_owned() } else { reason };
+        DecodeError::Malformed { field, reason }
+    }
+
     pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Self {
         DecodeError::Invalid {
             field: field.to_owned(),

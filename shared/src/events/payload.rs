@@ -132,14 +132,6 @@ impl EventPayload {
 fn parse<T: DeserializeOwned>(data: &serde_json::Value) -> Result<T, DecodeError> {
     serde_path_to_error::deserialize(data).map_err(|error| {
         let path = error.path().to_string();
-        let field = if path == "." {
-            "data".to_owned()
-        } else {
-            format!("data.{path}")
-        };
-        DecodeError::Malformed {
-            field,
-            reason: error.into_inner().to_string(),
-        }
+        DecodeError::from_serde(Some("data"), &path, error.into_inner().to_string())
     })
 }

@@ -10,7 +10,7 @@ use shared::publish::{OutgoingMessage, PublishError, Publisher};
 use shared::settings::Settings;
 use uuid::Uuid;
 
-use crate::helpers::{IsolatedTopology, TcpProxy, connect, eventually, isolated_settings};
+use shared::testing::{IsolatedTopology, TcpProxy, connect, eventually, isolated_settings};
 
 /// One valid event of `event_type`.
 pub fn sample_event(event_type: EventType) -> Event {

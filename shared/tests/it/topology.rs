@@ -3,7 +3,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use shared::groups::ConsumerGroup;
 use shared::topology::{Topology, TopologyError};
 
-use crate::helpers::{IsolatedTopology, connect, isolated_settings};
+use shared::testing::{IsolatedTopology, connect, isolated_settings};
 
 #[tokio::test]
 async fn declaring_the_topology_twice_is_idempotent() {

@@ -1,0 +1,17 @@
+//! Test support shared by every crate's integration tests (feature
+//! `testing`): isolated broker namespaces, throw-away databases, a TCP proxy
+//! to simulate network failures, and polling with a deadline.
+//!
+//! Everything talks to the real RabbitMQ and PostgreSQL given by `AMQP_URL`
+//! and `DATABASE_URL` (default: the local services) and cleans up after
+//! itself, even when a test panics.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod broker;
+mod database;
+mod proxy;
+
+pub use broker::{IsolatedTopology, connect, eventually, isolated_settings};
+pub use database::TestDatabase;
+pub use proxy::TcpProxy;

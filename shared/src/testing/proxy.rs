@@ -1,0 +1,73 @@
+//! A loopback TCP proxy that a test controls, to cut a connection without
+//! touching the shared broker or database.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A loopback TCP proxy to `upstream` that can cut every connection and
+/// refuse new ones until restored, standing in for a network failure.
+pub struct TcpProxy {
+    /// Where clients connect.
+    pub address: SocketAddr,
+    cut: watch::Sender<u64>,
+    refusing: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Listens on a free loopback port and forwards to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let address = listener.local_addr().expect("proxy address");
+        let (cut, _) = watch::channel(0u64);
+        let refusing = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(accept_loop(listener, upstream, cut.clone(), refusing.clone()));
+        Self { address, cut, refusing, task }
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.refusing.store(true, Ordering::SeqCst);
+        self.cut.send_modify(|generation| *generation += 1);
+    }
+
+    /// Accepts and forwards connections again.
+    pub fn restore(&self) {
+        self.refusing.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    cut: watch::Sender<u64>,
+    refusing: Arc<AtomicBool>,
+) {
+    while let Ok((client, _)) = listener.accept().await {
+        if refusing.load(Ordering::SeqCst) {
+            drop(client);
+            continue;
+        }
+        let mut cut_signal = cut.subscribe();
+        tokio::spawn(async move {
+            let Ok(server) = TcpStream::connect(upstream).await else { return };
+            let (mut client, mut server) = (client, server);
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                _ = cut_signal.changed() => {}
+            }
+        });
+    }
+}

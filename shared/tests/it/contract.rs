@@ -1,0 +1,214 @@
+//! The wire contract: what decodes, what does not, and which field is named.
+
+use serde_json::{Value, json};
+use shared::events::catalog::OrderPlaced;
+use shared::events::{DEFAULT_MAX_EVENT_BYTES, DecodeError, Event, EventPayload, EventType};
+
+use crate::publisher::sample_event;
+
+fn envelope(event_type: &str, data: Value) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": "0193a2b0-7c3e-7a11-9f00-5d5e1c9d0a01",
+        "source": "/checkout",
+        "type": event_type,
+        "time": "2026-11-23T10:00:00Z",
+        "datacontenttype": "application/json",
+        "dataschema": format!("urn:switchyard:schema:{event_type}:v1"),
+        "data": data,
+    })
+}
+
+fn order_v2() -> Value {
+    let mut value = envelope(
+        "order.placed",
+        json!({
+            "order_id": "0193a2b0-7c3e-7a11-9f00-5d5e1c9d0a02",
+            "customer_id": "0193a2b0-7c3e-7a11-9f00-5d5e1c9d0a03",
+            "currency": "EUR",
+            "lines": [{"sku": "SKU-1", "category": "kitchen", "quantity": 2, "unit_price_cents": 1500}]
+        }),
+    );
+    value["dataschema"] = json!("urn:switchyard:schema:order.placed:v2");
+    value
+}
+
+fn decode(value: &Value) -> Result<Event, DecodeError> {
+    Event::decode(&serde_json::to_vec(value).unwrap(), DEFAULT_MAX_EVENT_BYTES)
+}
+
+fn field_of(value: &Value) -> String {
+    decode(value).expect_err("must be rejected").field().to_owned()
+}
+
+#[test]
+fn every_catalog_type_round_trips_through_its_wire_form() {
+    for event_type in EventType::ALL {
+        let event = sample_event(event_type);
+        let decoded = Event::decode(&event.to_json_bytes(), DEFAULT_MAX_EVENT_BYTES).unwrap();
+        assert_eq!(decoded, event, "{event_type}");
+    }
+}
+
+#[test]
+fn a_current_order_decodes_with_its_partition_key_defaulting_to_the_order_id() {
+    let event = decode(&order_v2()).unwrap();
+    let EventPayload::OrderPlaced(order) = &event.payload else { panic!("wrong type") };
+    assert_eq!(order.currency, "EUR");
+    assert_eq!(event.partition_key, order.order_id.to_string());
+    assert_eq!(order.total_cents(), Some(3_000));
+}
+
+#[test]
+fn a_version_1_order_is_upcast_to_the_current_struct_in_us_dollars() {
+    let mut value = order_v2();
+    value["data"].as_object_mut().unwrap().remove("currency");
+    value["dataschema"] = json!("urn:switchyard:schema:order.placed:v1");
+
+    let event = decode(&value).unwrap();
+
+    let EventPayload::OrderPlaced(OrderPlaced { currency, lines, .. }) = event.payload else {
+        panic!("wrong type")
+    };
+    assert_eq!(currency, "USD");
+    assert_eq!(lines.len(), 1);
+}
+
+#[test]
+fn an_event_without_dataschema_is_read_as_version_1() {
+    let mut value = order_v2();
+    value.as_object_mut().unwrap().remove("dataschema");
+    value["data"].as_object_mut().unwrap().remove("currency");
+    let event = decode(&value).unwrap();
+    assert_eq!(event.event_type(), EventType::OrderPlaced);
+}
+
+#[test]
+fn unknown_fields_in_a_version_1_payload_are_ignored_and_it_is_upcast() {
+    let mut value = order_v2();
+    value["dataschema"] = json!("urn:switchyard:schema:order.placed:v1");
+    // v1 has no currency; serde ignores unknown fields, so this still decodes as USD.
+    let event = decode(&value).unwrap();
+    let EventPayload::OrderPlaced(order) = event.payload else { panic!() };
+    assert_eq!(order.currency, "USD");
+}
+
+#[test]
+fn a_newer_unknown_version_is_a_typed_error() {
+    let mut value = order_v2();
+    value["dataschema"] = json!("urn:switchyard:schema:order.placed:v3");
+    let error = decode(&value).unwrap_err();
+    assert_eq!(
+        error,
+        DecodeError::UnsupportedVersion { event_type: EventType::OrderPlaced, version: 3, newest: 2 }
+    );
+    assert_eq!(error.field(), "dataschema");
+}
+
+#[test]
+fn an_unknown_type_is_a_typed_error() {
+    let value = envelope("order.teleported", json!({}));
+    assert_eq!(decode(&value).unwrap_err(), DecodeError::UnknownType("order.teleported".into()));
+}
+
+#[test]
+fn bytes_that_are_not_json_are_malformed_at_the_root() {
+    let error = Event::decode(b"\x00\xffnot json", DEFAULT_MAX_EVENT_BYTES).unwrap_err();
+    assert_eq!(error.code(), "malformed");
+    assert_eq!(error.field(), "$");
+}
+
+#[test]
+fn truncated_json_is_malformed() {
+    let bytes = serde_json::to_vec(&order_v2()).unwrap();
+    let error = Event::decode(&bytes[..bytes.len() / 2], DEFAULT_MAX_EVENT_BYTES).unwrap_err();
+    assert_eq!(error.code(), "malformed");
+}
+
+#[test]
+fn a_json_array_is_not_an_event() {
+    assert_eq!(field_of(&json!([1, 2])), "$");
+}
+
+#[test]
+fn a_payload_over_the_size_limit_is_refused_before_parsing() {
+    let bytes = serde_json::to_vec(&order_v2()).unwrap();
+    let error = Event::decode(&bytes, 100).unwrap_err();
+    assert_eq!(error, DecodeError::TooLarge { size: bytes.len(), limit: 100 });
+}
+
+#[test]
+fn each_bad_attribute_is_named() {
+    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+        ("id", Box::new(|v| v["id"] = json!("not-a-uuid"))),
+        ("id", Box::new(|v| v["id"] = json!(42))),
+        ("time", Box::new(|v| v["time"] = json!("yesterday"))),
+        ("time", Box::new(|v| { v.as_object_mut().unwrap().remove("time"); })),
+        ("specversion", Box::new(|v| v["specversion"] = json!("0.3"))),
+        ("source", Box::new(|v| v["source"] = json!(""))),
+        ("type", Box::new(|v| { v.as_object_mut().unwrap().remove("type"); })),
+        ("data", Box::new(|v| { v.as_object_mut().unwrap().remove("data"); })),
+        ("datacontenttype", Box::new(|v| v["datacontenttype"] = json!("text/xml"))),
+        ("dataschema", Box::new(|v| v["dataschema"] = json!("urn:other:thing"))),
+        ("traceparent", Box::new(|v| v["traceparent"] = json!("00-xyz"))),
+    ];
+    for (field, mutate) in cases {
+        let mut value = order_v2();
+        mutate(&mut value);
+        let error = decode(&value).unwrap_err();
+        assert!(error.field().starts_with(field), "expected {field}, got {error}");
+    }
+}
+
+#[test]
+fn each_bad_payload_field_is_named_with_its_path() {
+    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+        ("data.lines[0].quantity", Box::new(|v| v["data"]["lines"][0]["quantity"] = json!(-3))),
+        ("data.lines[0].quantity", Box::new(|v| v["data"]["lines"][0]["quantity"] = json!("two"))),
+        ("data.lines[0].unit_price_cents", Box::new(|v| v["data"]["lines"][0]["unit_price_cents"] = json!(1.5))),
+        ("data.lines[0].sku", Box::new(|v| v["data"]["lines"][0]["sku"] = json!("no spaces allowed"))),
+        ("data.lines", Box::new(|v| v["data"]["lines"] = json!([]))),
+        ("data.currency", Box::new(|v| v["data"]["currency"] = json!("euro"))),
+        ("data.order_id", Box::new(|v| v["data"]["order_id"] = json!("42"))),
+        ("data.customer_id", Box::new(|v| { v["data"].as_object_mut().unwrap().remove("customer_id"); })),
+        ("data.lines[0].sku", Box::new(|v| { v["data"]["lines"][0].as_object_mut().unwrap().remove("sku"); })),
+        ("data", Box::new(|v| v["data"] = json!("a string"))),
+    ];
+    for (field, mutate) in cases {
+        let mut value = order_v2();
+        mutate(&mut value);
+        let error = decode(&value).unwrap_err();
+        assert_eq!(error.field(), field, "{error}");
+    }
+}
+
+#[test]
+fn a_missing_payload_field_is_named_in_the_reason() {
+    let mut value = order_v2();
+    value["data"].as_object_mut().unwrap().remove("customer_id");
+    let error = decode(&value).unwrap_err();
+    assert!(error.to_string().contains("customer_id"), "{error}");
+}
+
+#[test]
+fn an_order_whose_total_overflows_is_invalid() {
+    let mut value = order_v2();
+    value["data"]["lines"][0]["quantity"] = json!(i64::MAX);
+    value["data"]["lines"][0]["unit_price_cents"] = json!(10);
+    assert_eq!(decode(&value).unwrap_err().field(), "data.lines");
+}
+
+#[test]
+fn caused_by_links_correlation_and_causation() {
+    let order = sample_event(EventType::OrderPlaced);
+    let payment = sample_event(EventType::PaymentCaptured).caused_by(&order);
+    assert_eq!(payment.causation_id, Some(order.id.to_string()));
+    assert_eq!(payment.correlation_id, Some(order.id.to_string()));
+    let shipment = sample_event(EventType::OrderShipped).caused_by(&payment);
+    assert_eq!(shipment.correlation_id, Some(order.id.to_string()));
+}
+
+#[test]
+fn new_event_ids_are_uuid_version_7() {
+    assert_eq!(sample_event(EventType::OrderPlaced).id.get_version_num(), 7);
+}
