@@ -62,7 +62,7 @@ impl ConsumerGroup {
 
 impl fmt::Display for ConsumerGroup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`broker`]: connecting to RabbitMQ with automatic recovery.
 //! - [`database`]: connecting to PostgreSQL, creating the database, migrating.
 //! - [`settings`]: one validated configuration value from the environment.
+//! - [`startup`]: what every process does first (declare topology, migrate).
 //! - [`retry`]: the exponential-backoff retry policy.
 //! - [`telemetry`]: log output set-up.
 //! - [`tls`]: the process-wide rustls crypto provider.
@@ -19,6 +20,7 @@ pub mod groups;
 pub mod publish;
 pub mod retry;
 pub mod settings;
+pub mod startup;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -87,7 +87,7 @@ pub const SCHEMA_URI_PREFIX: &str = "urn:switchyard:schema:";
 
 impl fmt::Display for EventType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

@@ -3,9 +3,12 @@
 //!
 //! - [`spec`]: the data types and [`Topology::new`].
 //! - [`declare`]: idempotent declaration, with the startup safety check.
+//! - [`stats`]: queue depths per group.
 
 pub mod declare;
 pub mod spec;
+pub mod stats;
 
 pub use declare::TopologyError;
+pub use stats::GroupDepth;
 pub use spec::{ArgumentValue, BindingSpec, ExchangeKind, ExchangeSpec, GroupQueues, QueueSpec, Topology};

@@ -1,0 +1,23 @@
+//! One module per subcommand; [`run`] dispatches.
+
+mod declare;
+mod load;
+mod migrate;
+mod publish;
+
+pub use load::{LoadReport, run_load};
+pub use publish::{PublishReport, Rejection, publish_ndjson};
+
+use shared::settings::Settings;
+
+use crate::cli::Command;
+
+/// Runs one subcommand to completion.
+pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Migrate => migrate::run(settings).await,
+        Command::Declare => declare::run(settings).await,
+        Command::Publish(args) => publish::run(args, settings).await,
+        Command::Load(args) => load::run(args, settings).await,
+    }
+}

@@ -1,0 +1,93 @@
+//! `producers publish`: validate and publish CloudEvents from NDJSON.
+
+use std::io::BufRead;
+
+use anyhow::Context;
+use shared::events::Event;
+use shared::publish::Publisher;
+use shared::settings::Settings;
+
+use crate::cli::PublishArgs;
+
+/// Lines published together; bounds memory on large files.
+const CHUNK_LINES: usize = 1_000;
+
+/// A line that was not published, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// 1-based line number in the input.
+    pub line: usize,
+    /// The decode or publish error.
+    pub reason: String,
+}
+
+/// What `publish` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PublishReport {
+    /// Events the broker confirmed.
+    pub published: usize,
+    /// Lines not published, in input order.
+    pub rejected: Vec<Rejection>,
+}
+
+pub async fn run(args: PublishArgs, settings: &Settings) -> anyhow::Result<()> {
+    let (connection, topology) = shared::startup::prepare_broker(settings, "switchyard-publish").await?;
+    let _ = connection.close(200, "OK".into()).await;
+    let publisher = Publisher::connect(settings, topology.events_exchange(), "switchyard-publish").await?;
+    let input: Box<dyn BufRead> = match args.file.as_deref() {
+        None => Box::new(std::io::stdin().lock()),
+        Some(path) if path.as_os_str() == "-" => Box::new(std::io::stdin().lock()),
+        Some(path) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+        )),
+    };
+    let report = publish_ndjson(input, &publisher, settings.max_event_bytes).await?;
+    publisher.close().await;
+    println!("published: {}", report.published);
+    println!("rejected:  {}", report.rejected.len());
+    for rejection in &report.rejected {
+        println!("  line {}: {}", rejection.line, rejection.reason);
+    }
+    anyhow::ensure!(report.rejected.is_empty(), "{} lines were not published", report.rejected.len());
+    Ok(())
+}
+
+/// Decodes each non-blank line as a CloudEvent and publishes the valid ones
+/// with confirms, [`CHUNK_LINES`] at a time.
+pub async fn publish_ndjson(
+    input: impl BufRead,
+    publisher: &Publisher,
+    max_event_bytes: usize,
+) -> std::io::Result<PublishReport> {
+    let mut report = PublishReport::default();
+    let mut chunk: Vec<(usize, Event)> = Vec::with_capacity(CHUNK_LINES);
+    for (index, line) in input.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match Event::decode(line.as_bytes(), max_event_bytes) {
+            Ok(event) => chunk.push((index + 1, event)),
+            Err(error) => report.rejected.push(Rejection { line: index + 1, reason: error.to_string() }),
+        }
+        if chunk.len() == CHUNK_LINES {
+            publish_chunk(&mut chunk, publisher, &mut report).await;
+        }
+    }
+    publish_chunk(&mut chunk, publisher, &mut report).await;
+    report.rejected.sort_by_key(|rejection| rejection.line);
+    Ok(report)
+}
+
+async fn publish_chunk(chunk: &mut Vec<(usize, Event)>, publisher: &Publisher, report: &mut PublishReport) {
+    let events: Vec<Event> = chunk.iter().map(|(_, event)| event.clone()).collect();
+    for ((line, event), result) in chunk.drain(..).zip(publisher.publish_all(&events).await) {
+        match result {
+            Ok(()) => report.published += 1,
+            Err(error) => {
+                tracing::warn!(event_id = %event.id, line, %error, "event not published");
+                report.rejected.push(Rejection { line, reason: error.to_string() });
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! What every Switchyard process does before its own work: connect to the
+//! broker and declare (and so check) the topology, and prepare the database.
+
+use std::time::Duration;
+
+use lapin::Connection;
+use sqlx::PgPool;
+
+use crate::broker::{ConnectError, connect_with_retry};
+use crate::database::{DatabaseError, connect_and_migrate};
+use crate::settings::Settings;
+use crate::topology::{Topology, TopologyError};
+
+/// How long a starting process waits for the broker to come up.
+pub const BROKER_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Why a process could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The broker stayed unreachable.
+    #[error(transparent)]
+    Broker(#[from] ConnectError),
+    /// The topology could not be declared, or an existing queue is unsafe.
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    /// The database could not be prepared.
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+}
+
+/// Connects to the broker (retrying while it starts) and declares the
+/// topology, refusing to continue when an existing queue is unsafe.
+pub async fn prepare_broker(
+    settings: &Settings,
+    process_name: &str,
+) -> Result<(Connection, Topology), StartupError> {
+    let connection = connect_with_retry(settings, process_name, &settings.retry, BROKER_PATIENCE).await?;
+    let topology = Topology::new(settings);
+    topology.declare(&connection).await?;
+    Ok((connection, topology))
+}
+
+/// Creates the database if missing and applies the migrations.
+pub async fn prepare_database(settings: &Settings, max_connections: u32) -> Result<PgPool, StartupError> {
+    Ok(connect_and_migrate(settings, max_connections).await?)
+}

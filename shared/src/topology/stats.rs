@@ -1,0 +1,54 @@
+//! Queue depths of a topology, read with passive declares.
+
+use lapin::Connection;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+
+use super::declare::TopologyError;
+use super::spec::Topology;
+use crate::groups::ConsumerGroup;
+
+/// Messages and consumers on one group's queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDepth {
+    /// The group.
+    pub group: ConsumerGroup,
+    /// Ready messages on the work queue.
+    pub work: u32,
+    /// Consumers attached to the work queue.
+    pub consumers: u32,
+    /// Messages waiting in all retry wait queues.
+    pub retrying: u32,
+    /// Messages in the dead-letter queue.
+    pub dead_letter: u32,
+}
+
+impl Topology {
+    /// Reads the depth of every group's queues.
+    pub async fn depths(&self, connection: &Connection) -> Result<Vec<GroupDepth>, TopologyError> {
+        let mut depths = Vec::new();
+        for queues in &self.groups {
+            let (work, consumers) = depth(connection, &queues.work).await?;
+            let mut retrying = 0;
+            for wait_queue in &queues.retry {
+                retrying += depth(connection, wait_queue).await?.0;
+            }
+            let (dead_letter, _) = depth(connection, &queues.dead_letter).await?;
+            depths.push(GroupDepth { group: queues.group, work, consumers, retrying, dead_letter });
+        }
+        Ok(depths)
+    }
+}
+
+async fn depth(connection: &Connection, queue: &str) -> Result<(u32, u32), TopologyError> {
+    let broker_error = |source| TopologyError::Broker { object: queue.to_owned(), source };
+    // A passive declare of a missing queue closes its channel: one per queue.
+    let channel = connection.create_channel().await.map_err(broker_error)?;
+    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+    let declared = channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .map_err(broker_error)?;
+    let _ = channel.close(200, "OK".into()).await;
+    Ok((declared.message_count(), declared.consumer_count()))
+}
