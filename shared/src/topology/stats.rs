@@ -24,7 +24,8 @@ pub struct GroupDepth {
 }
 
 impl Topology {
-    /// Reads the depth of every group's queues.
+    /// Reads the depth of every group's queues; a queue that does not exist
+    /// counts as empty.
     pub async fn depths(&self, connection: &Connection) -> Result<Vec<GroupDepth>, TopologyError> {
         let mut depths = Vec::new();
         for queues in &self.groups {
@@ -45,10 +46,16 @@ async fn depth(connection: &Connection, queue: &str) -> Result<(u32, u32), Topol
     // A passive declare of a missing queue closes its channel: one per queue.
     let channel = connection.create_channel().await.map_err(broker_error)?;
     let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-    let declared = channel
-        .queue_declare(queue.into(), passive, FieldTable::default())
-        .await
-        .map_err(broker_error)?;
-    let _ = channel.close(200, "OK".into()).await;
-    Ok((declared.message_count(), declared.consumer_count()))
+    match channel.queue_declare(queue.into(), passive, FieldTable::default()).await {
+        Ok(declared) => {
+            let _ = channel.close(200, "OK".into()).await;
+            Ok((declared.message_count(), declared.consumer_count()))
+        }
+        Err(error) if is_not_found(&error) => Ok((0, 0)),
+        Err(error) => Err(broker_error(error)),
+    }
+}
+
+fn is_not_found(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404)
 }
