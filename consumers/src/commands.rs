@@ -14,9 +14,20 @@ pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
 }
 
 async fn stats(settings: &Settings) -> anyhow::Result<()> {
-    let (connection, topology) = shared::startup::prepare_broker(settings, "switchyard-stats").await?;
-    println!("{:<10} {:>10} {:>10} {:>10} {:>10}", "group", "ready", "retrying", "dead", "consumers");
-    for GroupDepth { group, work, consumers, retrying, dead_letter } in topology.depths(&connection).await? {
+    let (connection, topology) =
+        shared::startup::prepare_broker(settings, "switchyard-stats").await?;
+    println!(
+        "{:<10} {:>10} {:>10} {:>10} {:>10}",
+        "group", "ready", "retrying", "dead", "consumers"
+    );
+    for GroupDepth {
+        group,
+        work,
+        consumers,
+        retrying,
+        dead_letter,
+    } in topology.depths(&connection).await?
+    {
         println!("{group:<10} {work:>10} {retrying:>10} {dead_letter:>10} {consumers:>10}");
     }
     let _ = connection.close(200, "OK".into()).await;
@@ -24,7 +35,11 @@ async fn stats(settings: &Settings) -> anyhow::Result<()> {
 }
 
 async fn teardown(args: TeardownArgs, settings: &Settings) -> anyhow::Result<()> {
-    let shown = if settings.namespace.is_empty() { "default" } else { settings.namespace.as_str() };
+    let shown = if settings.namespace.is_empty() {
+        "default"
+    } else {
+        settings.namespace.as_str()
+    };
     anyhow::ensure!(
         args.confirm == shown,
         "refusing: --confirm must repeat the namespace being deleted ({shown:?})"
@@ -35,7 +50,9 @@ async fn teardown(args: TeardownArgs, settings: &Settings) -> anyhow::Result<()>
         .depths(&connection)
         .await?
         .iter()
-        .map(|depth| u64::from(depth.work) + u64::from(depth.retrying) + u64::from(depth.dead_letter))
+        .map(|depth| {
+            u64::from(depth.work) + u64::from(depth.retrying) + u64::from(depth.dead_letter)
+        })
         .sum();
     anyhow::ensure!(
         held == 0 || args.discard_messages,
@@ -43,6 +60,10 @@ async fn teardown(args: TeardownArgs, settings: &Settings) -> anyhow::Result<()>
     );
     topology.delete(&connection).await?;
     let _ = connection.close(200, "OK".into()).await;
-    println!("deleted {} queues and {} exchanges of namespace {shown:?}", topology.queues.len(), topology.exchanges.len());
+    println!(
+        "deleted {} queues and {} exchanges of namespace {shown:?}",
+        topology.queues.len(),
+        topology.exchanges.len()
+    );
     Ok(())
 }

@@ -121,7 +121,8 @@ impl StoreTraffic {
 
     fn change_price(&mut self) {
         let index = self.random.random_range(0..self.products.len());
-        let new_price = (self.products[index].price_cents * self.random.random_range(80..=120) / 100).max(99);
+        let new_price =
+            (self.products[index].price_cents * self.random.random_range(80..=120) / 100).max(99);
         let old_price = std::mem::replace(&mut self.products[index].price_cents, new_price);
         let sku = self.products[index].sku.clone();
         self.emit(EventPayload::ProductPriceChanged(ProductPriceChanged {
@@ -136,7 +137,10 @@ impl StoreTraffic {
         let index = self.random.random_range(0..self.products.len());
         let quantity = self.random.random_range(20..200);
         let sku = self.products[index].sku.clone();
-        self.emit(EventPayload::InventoryRestocked(InventoryRestocked { sku, quantity }));
+        self.emit(EventPayload::InventoryRestocked(InventoryRestocked {
+            sku,
+            quantity,
+        }));
     }
 
     fn place_order(&mut self) {
@@ -160,11 +164,16 @@ impl StoreTraffic {
         };
         let total_cents = order.total_cents().unwrap_or_default();
         let placed = self.emit(EventPayload::OrderPlaced(order));
-        self.awaiting_payment.push(OpenOrder { placed, total_cents });
+        self.awaiting_payment.push(OpenOrder {
+            placed,
+            total_cents,
+        });
     }
 
     fn settle_payment(&mut self) {
-        let Some(order) = self.take_random(true) else { return self.place_order() };
+        let Some(order) = self.take_random(true) else {
+            return self.place_order();
+        };
         let order_id = order_id(&order);
         if self.random.random_bool(0.92) {
             let payment = PaymentCaptured {
@@ -190,25 +199,38 @@ impl StoreTraffic {
     }
 
     fn ship(&mut self) {
-        let Some(order) = self.take_random(false) else { return self.settle_payment() };
+        let Some(order) = self.take_random(false) else {
+            return self.settle_payment();
+        };
         let carrier = CARRIERS[self.random.random_range(0..CARRIERS.len())];
         let shipment = OrderShipped {
             order_id: order_id(&order),
             shipment_id: Uuid::now_v7(),
             carrier: carrier.to_owned(),
-            tracking_number: format!("{carrier}{:010}", self.random.random_range(0..10_000_000_000u64)),
+            tracking_number: format!(
+                "{carrier}{:010}",
+                self.random.random_range(0..10_000_000_000u64)
+            ),
         };
         self.emit_caused(EventPayload::OrderShipped(shipment), &order.placed);
     }
 
     fn cancel(&mut self) {
         let before_payment = self.random.random_bool(0.6);
-        let Some(order) = self.take_random(before_payment).or_else(|| self.take_random(!before_payment)) else {
+        let Some(order) = self
+            .take_random(before_payment)
+            .or_else(|| self.take_random(!before_payment))
+        else {
             return;
         };
         let cancellation = OrderCancelled {
             order_id: order_id(&order),
-            reason: if before_payment { "customer changed mind" } else { "damaged in warehouse" }.to_owned(),
+            reason: if before_payment {
+                "customer changed mind"
+            } else {
+                "damaged in warehouse"
+            }
+            .to_owned(),
         };
         self.emit_caused(EventPayload::OrderCancelled(cancellation), &order.placed);
     }
@@ -219,7 +241,11 @@ impl StoreTraffic {
     }
 
     fn take_random(&mut self, awaiting_payment: bool) -> Option<OpenOrder> {
-        let orders = if awaiting_payment { &mut self.awaiting_payment } else { &mut self.awaiting_shipment };
+        let orders = if awaiting_payment {
+            &mut self.awaiting_payment
+        } else {
+            &mut self.awaiting_shipment
+        };
         if orders.is_empty() {
             return None;
         }
@@ -273,7 +299,11 @@ mod tests {
             if event.event_type() == EventType::OrderPlaced {
                 placed.insert(event.id.to_string());
             } else if let Some(cause) = &event.causation_id {
-                assert!(placed.contains(cause), "{} before its order", event.event_type());
+                assert!(
+                    placed.contains(cause),
+                    "{} before its order",
+                    event.event_type()
+                );
             }
         }
     }

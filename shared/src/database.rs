@@ -53,7 +53,10 @@ pub async fn connect(
             .await
             .map_err(DatabaseError::Unreachable)?
     {
-        tracing::info!(database = options.get_database().unwrap_or_default(), "creating database");
+        tracing::info!(
+            database = options.get_database().unwrap_or_default(),
+            "creating database"
+        );
         Postgres::create_database(url)
             .await
             .map_err(DatabaseError::Unreachable)?;

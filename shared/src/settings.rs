@@ -137,12 +137,20 @@ impl Settings {
         };
         let retry = RetryPolicy {
             max_attempts: number(RETRY_MAX_ATTEMPTS, 5, 1, 50)? as u32,
-            initial_delay: Duration::from_millis(number(RETRY_INITIAL_DELAY_MS, 1_000, 1, 3_600_000)?),
+            initial_delay: Duration::from_millis(number(
+                RETRY_INITIAL_DELAY_MS,
+                1_000,
+                1,
+                3_600_000,
+            )?),
             max_delay: Duration::from_millis(number(RETRY_MAX_DELAY_MS, 60_000, 1, 86_400_000)?),
             ..RetryPolicy::default()
         };
         if retry.max_delay < retry.initial_delay {
-            return Err(invalid(RETRY_MAX_DELAY_MS, "must not be below the initial delay"));
+            return Err(invalid(
+                RETRY_MAX_DELAY_MS,
+                "must not be below the initial delay",
+            ));
         }
         let queues = QueueSettings {
             delivery_limit: number(QUEUE_DELIVERY_LIMIT, 20, 1, 1_000)? as u32,
@@ -159,7 +167,12 @@ impl Settings {
             database_url: SecretString::from(database_url),
             namespace,
             log_format,
-            max_event_bytes: number(MAX_EVENT_BYTES, DEFAULT_MAX_EVENT_BYTES as u64, 512, 16 << 20)? as usize,
+            max_event_bytes: number(
+                MAX_EVENT_BYTES,
+                DEFAULT_MAX_EVENT_BYTES as u64,
+                512,
+                16 << 20,
+            )? as usize,
             publish: PublishSettings {
                 timeout: Duration::from_millis(number(PUBLISH_TIMEOUT_MS, 5_000, 10, 600_000)?),
                 max_in_flight: number(PUBLISH_MAX_IN_FLIGHT, 1_024, 1, 65_535)? as usize,
@@ -172,7 +185,8 @@ impl Settings {
     /// The settings a local process gets with no variables set.
     pub fn local_defaults() -> Self {
         // The defaults are constants that pass validation.
-        Self::from_lookup(|_| None).unwrap_or_else(|error| unreachable!("defaults invalid: {error}"))
+        Self::from_lookup(|_| None)
+            .unwrap_or_else(|error| unreachable!("defaults invalid: {error}"))
     }
 
     /// The same settings under another namespace (tests, staging).

@@ -34,13 +34,17 @@ pub async fn prepare_broker(
     settings: &Settings,
     process_name: &str,
 ) -> Result<(Connection, Topology), StartupError> {
-    let connection = connect_with_retry(settings, process_name, &settings.retry, BROKER_PATIENCE).await?;
+    let connection =
+        connect_with_retry(settings, process_name, &settings.retry, BROKER_PATIENCE).await?;
     let topology = Topology::new(settings);
     topology.declare(&connection).await?;
     Ok((connection, topology))
 }
 
 /// Creates the database if missing and applies the migrations.
-pub async fn prepare_database(settings: &Settings, max_connections: u32) -> Result<PgPool, StartupError> {
+pub async fn prepare_database(
+    settings: &Settings,
+    max_connections: u32,
+) -> Result<PgPool, StartupError> {
     Ok(connect_and_migrate(settings, max_connections).await?)
 }

@@ -38,8 +38,10 @@ impl LoadReport {
 }
 
 pub async fn run(args: LoadArgs, settings: &Settings) -> anyhow::Result<()> {
-    let (connection, topology) = shared::startup::prepare_broker(settings, "switchyard-load").await?;
-    let publisher = Publisher::connect(settings, topology.events_exchange(), "switchyard-load").await?;
+    let (connection, topology) =
+        shared::startup::prepare_broker(settings, "switchyard-load").await?;
+    let publisher =
+        Publisher::connect(settings, topology.events_exchange(), "switchyard-load").await?;
     let rate = (args.rate > 0).then_some(args.rate);
     println!(
         "publishing {} store events {} to exchange {:?}",
@@ -49,18 +51,31 @@ pub async fn run(args: LoadArgs, settings: &Settings) -> anyhow::Result<()> {
     );
     let report = run_load(&publisher, StoreTraffic::new(args.seed), args.count, rate).await;
     publisher.close().await;
-    println!("published: {} confirmed, {} failed in {:.2?}", report.published, report.failed, report.elapsed);
+    println!(
+        "published: {} confirmed, {} failed in {:.2?}",
+        report.published, report.failed, report.elapsed
+    );
     println!("rate:      {:.0} events/s", report.rate());
     if let Some(latency) = report.latency {
         println!("confirm:   {latency}");
     }
     println!("queues (ready / retrying / dead-lettered):");
-    for GroupDepth { group, work, retrying, dead_letter, consumers } in topology.depths(&connection).await? {
+    for GroupDepth {
+        group,
+        work,
+        retrying,
+        dead_letter,
+        consumers,
+    } in topology.depths(&connection).await?
+    {
         println!("  {group:<10} {work:>8} / {retrying} / {dead_letter}  ({consumers} consumers)");
     }
     let _ = connection.close(200, "OK".into()).await;
     if let Some(error) = report.first_error {
-        anyhow::bail!("{} events were not published; first error: {error}", report.failed);
+        anyhow::bail!(
+            "{} events were not published; first error: {error}",
+            report.failed
+        );
     }
     Ok(())
 }
@@ -76,7 +91,10 @@ pub async fn run_load(
     let started = Instant::now();
     let window = publisher.settings().max_in_flight.max(1);
     let schedule = move |index: u64| {
-        rate.map(|rate| tokio::time::Instant::from_std(started) + Duration::from_secs_f64(index as f64 / rate as f64))
+        rate.map(|rate| {
+            tokio::time::Instant::from_std(started)
+                + Duration::from_secs_f64(index as f64 / rate as f64)
+        })
     };
     let outcomes = futures_util::stream::iter(0..count)
         .then(|index| {
@@ -95,7 +113,13 @@ pub async fn run_load(
         })
         .buffered(window);
     let mut outcomes = std::pin::pin!(outcomes);
-    let mut report = LoadReport { published: 0, failed: 0, first_error: None, elapsed: Duration::ZERO, latency: None };
+    let mut report = LoadReport {
+        published: 0,
+        failed: 0,
+        first_error: None,
+        elapsed: Duration::ZERO,
+        latency: None,
+    };
     let mut latencies = Vec::with_capacity(count as usize);
     let mut last_progress = Instant::now();
     while let Some((result, latency)) = outcomes.next().await {
@@ -112,7 +136,12 @@ pub async fn run_load(
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
             let rate = report.published as f64 / started.elapsed().as_secs_f64();
-            tracing::info!(published = report.published, failed = report.failed, rate = rate as u64, "load progress");
+            tracing::info!(
+                published = report.published,
+                failed = report.failed,
+                rate = rate as u64,
+                "load progress"
+            );
         }
     }
     report.elapsed = started.elapsed();

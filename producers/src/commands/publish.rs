@@ -31,9 +31,11 @@ pub struct PublishReport {
 }
 
 pub async fn run(args: PublishArgs, settings: &Settings) -> anyhow::Result<()> {
-    let (connection, topology) = shared::startup::prepare_broker(settings, "switchyard-publish").await?;
+    let (connection, topology) =
+        shared::startup::prepare_broker(settings, "switchyard-publish").await?;
     let _ = connection.close(200, "OK".into()).await;
-    let publisher = Publisher::connect(settings, topology.events_exchange(), "switchyard-publish").await?;
+    let publisher =
+        Publisher::connect(settings, topology.events_exchange(), "switchyard-publish").await?;
     let input: Box<dyn BufRead> = match args.file.as_deref() {
         None => Box::new(std::io::stdin().lock()),
         Some(path) if path.as_os_str() == "-" => Box::new(std::io::stdin().lock()),
@@ -48,7 +50,11 @@ pub async fn run(args: PublishArgs, settings: &Settings) -> anyhow::Result<()> {
     for rejection in &report.rejected {
         println!("  line {}: {}", rejection.line, rejection.reason);
     }
-    anyhow::ensure!(report.rejected.is_empty(), "{} lines were not published", report.rejected.len());
+    anyhow::ensure!(
+        report.rejected.is_empty(),
+        "{} lines were not published",
+        report.rejected.len()
+    );
     Ok(())
 }
 
@@ -68,7 +74,10 @@ pub async fn publish_ndjson(
         }
         match Event::decode(line.as_bytes(), max_event_bytes) {
             Ok(event) => chunk.push((index + 1, event)),
-            Err(error) => report.rejected.push(Rejection { line: index + 1, reason: error.to_string() }),
+            Err(error) => report.rejected.push(Rejection {
+                line: index + 1,
+                reason: error.to_string(),
+            }),
         }
         if chunk.len() == CHUNK_LINES {
             publish_chunk(&mut chunk, publisher, &mut report).await;
@@ -79,14 +88,21 @@ pub async fn publish_ndjson(
     Ok(report)
 }
 
-async fn publish_chunk(chunk: &mut Vec<(usize, Event)>, publisher: &Publisher, report: &mut PublishReport) {
+async fn publish_chunk(
+    chunk: &mut Vec<(usize, Event)>,
+    publisher: &Publisher,
+    report: &mut PublishReport,
+) {
     let events: Vec<Event> = chunk.iter().map(|(_, event)| event.clone()).collect();
     for ((line, event), result) in chunk.drain(..).zip(publisher.publish_all(&events).await) {
         match result {
             Ok(()) => report.published += 1,
             Err(error) => {
                 tracing::warn!(event_id = %event.id, line, %error, "event not published");
-                report.rejected.push(Rejection { line, reason: error.to_string() });
+                report.rejected.push(Rejection {
+                    line,
+                    reason: error.to_string(),
+                });
             }
         }
     }

@@ -10,11 +10,18 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas"));
     match shared::events::schema::write_schema_files(&directory) {
         Ok(written) => {
-            println!("wrote {} schema files to {}", written.len(), directory.display());
+            println!(
+                "wrote {} schema files to {}",
+                written.len(),
+                directory.display()
+            );
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("could not write schemas to {}: {error}", directory.display());
+            eprintln!(
+                "could not write schemas to {}: {error}",
+                directory.display()
+            );
             ExitCode::FAILURE
         }
     }

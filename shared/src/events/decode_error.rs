@@ -83,8 +83,16 @@ impl DecodeError {
         if let Some(name) = missing.as_deref() {
             segments.push(name);
         }
-        let field = if segments.is_empty() { "$".to_owned() } else { segments.join(".") };
-        let reason = if missing.is_some() { "is required".to_owned() } else { reason };
+        let field = if segments.is_empty() {
+            "$".to_owned()
+        } else {
+            segments.join(".")
+        };
+        let reason = if missing.is_some() {
+            "is required".to_owned()
+        } else {
+            reason
+        };
         DecodeError::Malformed { field, reason }
     }
 

@@ -112,7 +112,9 @@ impl EventPayload {
             (EventType::ProductListed, 1) => Self::ProductListed(parse(data)?),
             (EventType::ProductPriceChanged, 1) => Self::ProductPriceChanged(parse(data)?),
             (EventType::InventoryRestocked, 1) => Self::InventoryRestocked(parse(data)?),
-            (EventType::OrderPlaced, 1) => Self::OrderPlaced(parse::<OrderPlacedV1>(data)?.upcast()),
+            (EventType::OrderPlaced, 1) => {
+                Self::OrderPlaced(parse::<OrderPlacedV1>(data)?.upcast())
+            }
             (EventType::OrderPlaced, 2) => Self::OrderPlaced(parse(data)?),
             (EventType::PaymentCaptured, 1) => Self::PaymentCaptured(parse(data)?),
             (EventType::PaymentFailed, 1) => Self::PaymentFailed(parse(data)?),

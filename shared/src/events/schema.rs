@@ -70,7 +70,10 @@ pub fn stale_schema_files(directory: &Path) -> Vec<String> {
     all_schema_files()
         .into_iter()
         .filter(|(name, text)| {
-            std::fs::read_to_string(directory.join(name)).ok().as_deref() != Some(text.as_str())
+            std::fs::read_to_string(directory.join(name))
+                .ok()
+                .as_deref()
+                != Some(text.as_str())
         })
         .map(|(name, _)| name)
         .collect()

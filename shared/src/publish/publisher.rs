@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::Confirmation;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Connection};
 use tokio::sync::{Mutex, Semaphore};
 
@@ -73,7 +73,8 @@ impl Publisher {
 
     /// Publishes one event and waits for its confirm.
     pub async fn publish(&self, event: &Event) -> Result<(), PublishError> {
-        self.publish_message(OutgoingMessage::for_event(event)).await
+        self.publish_message(OutgoingMessage::for_event(event))
+            .await
     }
 
     /// Publishes many events concurrently (up to the window) and returns one
@@ -81,7 +82,8 @@ impl Publisher {
     pub async fn publish_all(&self, events: &[Event]) -> Vec<Result<(), PublishError>> {
         // Owned messages keep the future `Send` (a stream over references
         // trips the compiler's higher-ranked lifetime inference).
-        let messages: Vec<OutgoingMessage> = events.iter().map(OutgoingMessage::for_event).collect();
+        let messages: Vec<OutgoingMessage> =
+            events.iter().map(OutgoingMessage::for_event).collect();
         futures_util::stream::iter(messages)
             .map(|message| self.publish_message(message))
             .buffered(self.inner.settings.publish.max_in_flight.max(1))
@@ -138,7 +140,8 @@ impl Publisher {
             let connection = current.connection.status();
             let broken = connection.errored() || connection.closed() || connection.closing();
             let channel = current.channel.status();
-            let channel_gone = !channel.connected() && !channel.reconnecting() && !channel.initializing();
+            let channel_gone =
+                !channel.connected() && !channel.reconnecting() && !channel.initializing();
             if !broken && !channel_gone {
                 return Ok(current.channel.clone());
             }

@@ -33,7 +33,10 @@ impl IsolatedTopology {
     pub async fn declare_with(settings: Settings) -> Self {
         let topology = Topology::new(&settings);
         let connection = connect(&settings).await;
-        topology.declare(&connection).await.expect("declare topology");
+        topology
+            .declare(&connection)
+            .await
+            .expect("declare topology");
         let _ = connection.close(200, "OK".into()).await;
         Self { settings, topology }
     }
@@ -45,10 +48,13 @@ impl Drop for IsolatedTopology {
         let topology = self.topology.clone();
         // Drop cannot await; tear down on a thread with its own runtime.
         let teardown = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
             if let Ok(runtime) = runtime {
                 runtime.block_on(async {
-                    if let Ok(connection) = crate::broker::connect(&settings, "test-teardown").await {
+                    if let Ok(connection) = crate::broker::connect(&settings, "test-teardown").await
+                    {
                         let _ = topology.delete(&connection).await;
                         let _ = connection.close(200, "OK".into()).await;
                     }
@@ -61,7 +67,9 @@ impl Drop for IsolatedTopology {
 
 /// A broker connection for test assertions.
 pub async fn connect(settings: &Settings) -> Connection {
-    crate::broker::connect(settings, "test").await.expect("connect to the local RabbitMQ")
+    crate::broker::connect(settings, "test")
+        .await
+        .expect("connect to the local RabbitMQ")
 }
 
 /// Polls `check` until it returns `Some` or `deadline` passes.
@@ -81,4 +89,3 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
-

@@ -31,8 +31,14 @@ impl TestDatabase {
         let url = replace_database(base.expose_database_url(), &name);
         let mut settings = base;
         settings.database_url = url.into();
-        let pool = connect_and_migrate(&settings, 4).await.expect("create test database");
-        Self { pool, settings, name }
+        let pool = connect_and_migrate(&settings, 4)
+            .await
+            .expect("create test database");
+        Self {
+            pool,
+            settings,
+            name,
+        }
     }
 
     /// The database's name.
@@ -65,16 +71,25 @@ impl Drop for TestDatabase {
         let admin_url = replace_database(self.settings.database_url.expose_secret(), "postgres");
         let name = self.name.clone();
         let teardown = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             // The pool's connections belong to the test's runtime, which is
             // blocked in this drop: leave them to FORCE, which ends them.
             runtime.block_on(async move {
-                let Ok(options) = admin_url.parse::<PgConnectOptions>() else { return };
-                let Ok(admin) = PgPool::connect_with(options).await else { return };
+                let Ok(options) = admin_url.parse::<PgConnectOptions>() else {
+                    return;
+                };
+                let Ok(admin) = PgPool::connect_with(options).await else {
+                    return;
+                };
                 let drop_sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                let _ = sqlx::query(sqlx::AssertSqlSafe(drop_sql)).execute(&admin).await;
+                let _ = sqlx::query(sqlx::AssertSqlSafe(drop_sql))
+                    .execute(&admin)
+                    .await;
                 admin.close().await;
             });
         });

@@ -26,8 +26,18 @@ impl TcpProxy {
         let address = listener.local_addr().expect("proxy address");
         let (cut, _) = watch::channel(0u64);
         let refusing = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(accept_loop(listener, upstream, cut.clone(), refusing.clone()));
-        Self { address, cut, refusing, task }
+        let task = tokio::spawn(accept_loop(
+            listener,
+            upstream,
+            cut.clone(),
+            refusing.clone(),
+        ));
+        Self {
+            address,
+            cut,
+            refusing,
+            task,
+        }
     }
 
     /// Drops every open connection and refuses new ones.
@@ -62,7 +72,9 @@ async fn accept_loop(
         }
         let mut cut_signal = cut.subscribe();
         tokio::spawn(async move {
-            let Ok(server) = TcpStream::connect(upstream).await else { return };
+            let Ok(server) = TcpStream::connect(upstream).await else {
+                return;
+            };
             let (mut client, mut server) = (client, server);
             tokio::select! {
                 _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}

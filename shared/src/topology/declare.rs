@@ -30,7 +30,9 @@ pub enum TopologyError {
         expected: String,
     },
     /// An exchange of ours exists with another kind or durability.
-    #[error("exchange {exchange:?} already exists with other settings ({broker_says}); refusing to run")]
+    #[error(
+        "exchange {exchange:?} already exists with other settings ({broker_says}); refusing to run"
+    )]
     IncompatibleExchange {
         /// The exchange's name.
         exchange: String,
@@ -60,9 +62,17 @@ impl Topology {
                 ExchangeKind::Topic => LapinExchangeKind::Topic,
                 ExchangeKind::Direct => LapinExchangeKind::Direct,
             };
-            let options = ExchangeDeclareOptions { durable: true, ..Default::default() };
+            let options = ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
             channel
-                .exchange_declare(exchange.name.as_str().into(), kind, options, FieldTable::default())
+                .exchange_declare(
+                    exchange.name.as_str().into(),
+                    kind,
+                    options,
+                    FieldTable::default(),
+                )
                 .await
                 .map_err(|source| match precondition_failed(&source) {
                     Some(broker_says) => TopologyError::IncompatibleExchange {
@@ -112,7 +122,10 @@ impl Topology {
         }
         for exchange in &self.exchanges {
             channel
-                .exchange_delete(exchange.name.as_str().into(), ExchangeDeleteOptions::default())
+                .exchange_delete(
+                    exchange.name.as_str().into(),
+                    ExchangeDeleteOptions::default(),
+                )
                 .await
                 .map_err(|source| broker_error(&exchange.name, source))?;
         }
@@ -123,7 +136,10 @@ impl Topology {
 
 async fn declare_queue(connection: &Connection, queue: &QueueSpec) -> Result<(), TopologyError> {
     let channel = open_channel(connection, &queue.name).await?;
-    let options = QueueDeclareOptions { durable: true, ..Default::default() };
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
     channel
         .queue_declare(queue.name.as_str().into(), options, to_field_table(queue))
         .await
@@ -175,7 +191,10 @@ fn precondition_failed(error: &lapin::Error) -> Option<String> {
     }
 }
 
-async fn open_channel(connection: &Connection, object: &str) -> Result<lapin::Channel, TopologyError> {
+async fn open_channel(
+    connection: &Connection,
+    object: &str,
+) -> Result<lapin::Channel, TopologyError> {
     connection
         .create_channel()
         .await

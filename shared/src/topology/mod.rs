@@ -10,5 +10,7 @@ pub mod spec;
 pub mod stats;
 
 pub use declare::TopologyError;
+pub use spec::{
+    ArgumentValue, BindingSpec, ExchangeKind, ExchangeSpec, GroupQueues, QueueSpec, Topology,
+};
 pub use stats::GroupDepth;
-pub use spec::{ArgumentValue, BindingSpec, ExchangeKind, ExchangeSpec, GroupQueues, QueueSpec, Topology};

@@ -90,8 +90,14 @@ impl Topology {
         let mut topology = Topology {
             namespace: settings.namespace.clone(),
             exchanges: vec![
-                ExchangeSpec { name: events.clone(), kind: ExchangeKind::Topic },
-                ExchangeSpec { name: dead_letter_exchange.clone(), kind: ExchangeKind::Direct },
+                ExchangeSpec {
+                    name: events.clone(),
+                    kind: ExchangeKind::Topic,
+                },
+                ExchangeSpec {
+                    name: dead_letter_exchange.clone(),
+                    kind: ExchangeKind::Direct,
+                },
             ],
             queues: Vec::new(),
             bindings: Vec::new(),
@@ -99,7 +105,10 @@ impl Topology {
         };
         // Wait queues hold a message at most this long even if its own
         // expiration were missing or larger: the longest jittered delay.
-        let retry_cap = settings.retry.max_delay.mul_f64(1.0 + settings.retry.jitter);
+        let retry_cap = settings
+            .retry
+            .max_delay
+            .mul_f64(1.0 + settings.retry.jitter);
         for group in ConsumerGroup::ALL {
             let queues = GroupQueues {
                 group,
@@ -123,11 +132,18 @@ impl Topology {
                 name: queues.dead_letter.clone(),
                 arguments: quorum(),
             });
-            topology.bindings.extend(group.event_types().into_iter().map(|event_type| BindingSpec {
-                exchange: events.clone(),
-                queue: queues.work.clone(),
-                routing_key: event_type.as_str().to_owned(),
-            }));
+            topology
+                .bindings
+                .extend(
+                    group
+                        .event_types()
+                        .into_iter()
+                        .map(|event_type| BindingSpec {
+                            exchange: events.clone(),
+                            queue: queues.work.clone(),
+                            routing_key: event_type.as_str().to_owned(),
+                        }),
+                );
             topology.bindings.push(BindingSpec {
                 exchange: dead_letter_exchange.clone(),
                 queue: queues.dead_letter.clone(),
@@ -151,7 +167,10 @@ impl Topology {
     /// The queue names of `group`.
     pub fn group(&self, group: ConsumerGroup) -> &GroupQueues {
         // `groups` holds every group, built from ConsumerGroup::ALL.
-        let index = ConsumerGroup::ALL.iter().position(|g| *g == group).unwrap_or_default();
+        let index = ConsumerGroup::ALL
+            .iter()
+            .position(|g| *g == group)
+            .unwrap_or_default();
         &self.groups[index]
     }
 
@@ -180,15 +199,24 @@ fn quorum() -> BTreeMap<&'static str, ArgumentValue> {
 /// Dead-lettering that cannot drop: quorum queues confirm each dead-lettered
 /// message with its target before removing it (`at-least-once`), which the
 /// broker only allows together with `reject-publish` overflow.
-fn safe_dead_lettering(
-    exchange: &str,
-    routing_key: &str,
-) -> BTreeMap<&'static str, ArgumentValue> {
+fn safe_dead_lettering(exchange: &str, routing_key: &str) -> BTreeMap<&'static str, ArgumentValue> {
     let mut arguments = quorum();
-    arguments.insert("x-dead-letter-exchange", ArgumentValue::Text(exchange.to_owned()));
-    arguments.insert("x-dead-letter-routing-key", ArgumentValue::Text(routing_key.to_owned()));
-    arguments.insert("x-dead-letter-strategy", ArgumentValue::Text("at-least-once".to_owned()));
-    arguments.insert("x-overflow", ArgumentValue::Text("reject-publish".to_owned()));
+    arguments.insert(
+        "x-dead-letter-exchange",
+        ArgumentValue::Text(exchange.to_owned()),
+    );
+    arguments.insert(
+        "x-dead-letter-routing-key",
+        ArgumentValue::Text(routing_key.to_owned()),
+    );
+    arguments.insert(
+        "x-dead-letter-strategy",
+        ArgumentValue::Text("at-least-once".to_owned()),
+    );
+    arguments.insert(
+        "x-overflow",
+        ArgumentValue::Text("reject-publish".to_owned()),
+    );
     arguments
 }
 
@@ -206,10 +234,7 @@ fn work_queue_arguments(
     arguments
 }
 
-fn retry_queue_arguments(
-    work_queue: &str,
-    cap: Duration,
-) -> BTreeMap<&'static str, ArgumentValue> {
+fn retry_queue_arguments(work_queue: &str, cap: Duration) -> BTreeMap<&'static str, ArgumentValue> {
     // Expired messages go back through the default exchange, which routes
     // by queue name: straight to the group's own work queue and nowhere else.
     let mut arguments = safe_dead_lettering("", work_queue);

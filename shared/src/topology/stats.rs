@@ -35,18 +35,33 @@ impl Topology {
                 retrying += depth(connection, wait_queue).await?.0;
             }
             let (dead_letter, _) = depth(connection, &queues.dead_letter).await?;
-            depths.push(GroupDepth { group: queues.group, work, consumers, retrying, dead_letter });
+            depths.push(GroupDepth {
+                group: queues.group,
+                work,
+                consumers,
+                retrying,
+                dead_letter,
+            });
         }
         Ok(depths)
     }
 }
 
 async fn depth(connection: &Connection, queue: &str) -> Result<(u32, u32), TopologyError> {
-    let broker_error = |source| TopologyError::Broker { object: queue.to_owned(), source };
+    let broker_error = |source| TopologyError::Broker {
+        object: queue.to_owned(),
+        source,
+    };
     // A passive declare of a missing queue closes its channel: one per queue.
     let channel = connection.create_channel().await.map_err(broker_error)?;
-    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-    match channel.queue_declare(queue.into(), passive, FieldTable::default()).await {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    match channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+    {
         Ok(declared) => {
             let _ = channel.close(200, "OK".into()).await;
             Ok((declared.message_count(), declared.consumer_count()))

@@ -33,12 +33,18 @@ fn order_v2() -> Value {
     value
 }
 
+/// A change to a valid envelope that should make it fail.
+type Mutation = Box<dyn Fn(&mut Value)>;
+
 fn decode(value: &Value) -> Result<Event, DecodeError> {
     Event::decode(&serde_json::to_vec(value).unwrap(), DEFAULT_MAX_EVENT_BYTES)
 }
 
 fn field_of(value: &Value) -> String {
-    decode(value).expect_err("must be rejected").field().to_owned()
+    decode(value)
+        .expect_err("must be rejected")
+        .field()
+        .to_owned()
 }
 
 #[test]
@@ -53,7 +59,9 @@ fn every_catalog_type_round_trips_through_its_wire_form() {
 #[test]
 fn a_current_order_decodes_with_its_partition_key_defaulting_to_the_order_id() {
     let event = decode(&order_v2()).unwrap();
-    let EventPayload::OrderPlaced(order) = &event.payload else { panic!("wrong type") };
+    let EventPayload::OrderPlaced(order) = &event.payload else {
+        panic!("wrong type")
+    };
     assert_eq!(order.currency, "EUR");
     assert_eq!(event.partition_key, order.order_id.to_string());
     assert_eq!(order.total_cents(), Some(3_000));
@@ -67,7 +75,10 @@ fn a_version_1_order_is_upcast_to_the_current_struct_in_us_dollars() {
 
     let event = decode(&value).unwrap();
 
-    let EventPayload::OrderPlaced(OrderPlaced { currency, lines, .. }) = event.payload else {
+    let EventPayload::OrderPlaced(OrderPlaced {
+        currency, lines, ..
+    }) = event.payload
+    else {
         panic!("wrong type")
     };
     assert_eq!(currency, "USD");
@@ -89,7 +100,9 @@ fn unknown_fields_in_a_version_1_payload_are_ignored_and_it_is_upcast() {
     value["dataschema"] = json!("urn:switchyard:schema:order.placed:v1");
     // v1 has no currency; serde ignores unknown fields, so this still decodes as USD.
     let event = decode(&value).unwrap();
-    let EventPayload::OrderPlaced(order) = event.payload else { panic!() };
+    let EventPayload::OrderPlaced(order) = event.payload else {
+        panic!()
+    };
     assert_eq!(order.currency, "USD");
 }
 
@@ -100,7 +113,11 @@ fn a_newer_unknown_version_is_a_typed_error() {
     let error = decode(&value).unwrap_err();
     assert_eq!(
         error,
-        DecodeError::UnsupportedVersion { event_type: EventType::OrderPlaced, version: 3, newest: 2 }
+        DecodeError::UnsupportedVersion {
+            event_type: EventType::OrderPlaced,
+            version: 3,
+            newest: 2
+        }
     );
     assert_eq!(error.field(), "dataschema");
 }
@@ -108,7 +125,10 @@ fn a_newer_unknown_version_is_a_typed_error() {
 #[test]
 fn an_unknown_type_is_a_typed_error() {
     let value = envelope("order.teleported", json!({}));
-    assert_eq!(decode(&value).unwrap_err(), DecodeError::UnknownType("order.teleported".into()));
+    assert_eq!(
+        decode(&value).unwrap_err(),
+        DecodeError::UnknownType("order.teleported".into())
+    );
 }
 
 #[test]
@@ -134,44 +154,105 @@ fn a_json_array_is_not_an_event() {
 fn a_payload_over_the_size_limit_is_refused_before_parsing() {
     let bytes = serde_json::to_vec(&order_v2()).unwrap();
     let error = Event::decode(&bytes, 100).unwrap_err();
-    assert_eq!(error, DecodeError::TooLarge { size: bytes.len(), limit: 100 });
+    assert_eq!(
+        error,
+        DecodeError::TooLarge {
+            size: bytes.len(),
+            limit: 100
+        }
+    );
 }
 
 #[test]
 fn each_bad_attribute_is_named() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let cases: Vec<(&str, Mutation)> = vec![
         ("id", Box::new(|v| v["id"] = json!("not-a-uuid"))),
         ("id", Box::new(|v| v["id"] = json!(42))),
         ("time", Box::new(|v| v["time"] = json!("yesterday"))),
-        ("time", Box::new(|v| { v.as_object_mut().unwrap().remove("time"); })),
+        (
+            "time",
+            Box::new(|v| {
+                v.as_object_mut().unwrap().remove("time");
+            }),
+        ),
         ("specversion", Box::new(|v| v["specversion"] = json!("0.3"))),
         ("source", Box::new(|v| v["source"] = json!(""))),
-        ("type", Box::new(|v| { v.as_object_mut().unwrap().remove("type"); })),
-        ("data", Box::new(|v| { v.as_object_mut().unwrap().remove("data"); })),
-        ("datacontenttype", Box::new(|v| v["datacontenttype"] = json!("text/xml"))),
-        ("dataschema", Box::new(|v| v["dataschema"] = json!("urn:other:thing"))),
-        ("traceparent", Box::new(|v| v["traceparent"] = json!("00-xyz"))),
+        (
+            "type",
+            Box::new(|v| {
+                v.as_object_mut().unwrap().remove("type");
+            }),
+        ),
+        (
+            "data",
+            Box::new(|v| {
+                v.as_object_mut().unwrap().remove("data");
+            }),
+        ),
+        (
+            "datacontenttype",
+            Box::new(|v| v["datacontenttype"] = json!("text/xml")),
+        ),
+        (
+            "dataschema",
+            Box::new(|v| v["dataschema"] = json!("urn:other:thing")),
+        ),
+        (
+            "traceparent",
+            Box::new(|v| v["traceparent"] = json!("00-xyz")),
+        ),
     ];
     for (field, mutate) in cases {
         let mut value = order_v2();
         mutate(&mut value);
         let error = decode(&value).unwrap_err();
-        assert!(error.field().starts_with(field), "expected {field}, got {error}");
+        assert!(
+            error.field().starts_with(field),
+            "expected {field}, got {error}"
+        );
     }
 }
 
 #[test]
 fn each_bad_payload_field_is_named_with_its_path() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
-        ("data.lines[0].quantity", Box::new(|v| v["data"]["lines"][0]["quantity"] = json!(-3))),
-        ("data.lines[0].quantity", Box::new(|v| v["data"]["lines"][0]["quantity"] = json!("two"))),
-        ("data.lines[0].unit_price_cents", Box::new(|v| v["data"]["lines"][0]["unit_price_cents"] = json!(1.5))),
-        ("data.lines[0].sku", Box::new(|v| v["data"]["lines"][0]["sku"] = json!("no spaces allowed"))),
+    let cases: Vec<(&str, Mutation)> = vec![
+        (
+            "data.lines[0].quantity",
+            Box::new(|v| v["data"]["lines"][0]["quantity"] = json!(-3)),
+        ),
+        (
+            "data.lines[0].quantity",
+            Box::new(|v| v["data"]["lines"][0]["quantity"] = json!("two")),
+        ),
+        (
+            "data.lines[0].unit_price_cents",
+            Box::new(|v| v["data"]["lines"][0]["unit_price_cents"] = json!(1.5)),
+        ),
+        (
+            "data.lines[0].sku",
+            Box::new(|v| v["data"]["lines"][0]["sku"] = json!("no spaces allowed")),
+        ),
         ("data.lines", Box::new(|v| v["data"]["lines"] = json!([]))),
-        ("data.currency", Box::new(|v| v["data"]["currency"] = json!("euro"))),
-        ("data.order_id", Box::new(|v| v["data"]["order_id"] = json!("42"))),
-        ("data.customer_id", Box::new(|v| { v["data"].as_object_mut().unwrap().remove("customer_id"); })),
-        ("data.lines[0].sku", Box::new(|v| { v["data"]["lines"][0].as_object_mut().unwrap().remove("sku"); })),
+        (
+            "data.currency",
+            Box::new(|v| v["data"]["currency"] = json!("euro")),
+        ),
+        (
+            "data.order_id",
+            Box::new(|v| v["data"]["order_id"] = json!("42")),
+        ),
+        (
+            "data.customer_id",
+            Box::new(|v| {
+                v["data"].as_object_mut().unwrap().remove("customer_id");
+            }),
+        ),
+        (
+            "data.lines[0].sku",
+            Box::new(|v| {
+                v["data"]["lines"][0].as_object_mut().unwrap().remove("sku");
+            }),
+        ),
         ("data", Box::new(|v| v["data"] = json!("a string"))),
     ];
     for (field, mutate) in cases {

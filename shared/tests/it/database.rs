@@ -41,7 +41,9 @@ async fn an_event_is_recorded_once_per_group() {
 async fn a_missing_database_is_created_migrated_and_migrating_again_is_a_no_op() {
     let database = TestDatabase::create().await;
 
-    let again = shared::database::connect_and_migrate(&database.settings, 2).await.unwrap();
+    let again = shared::database::connect_and_migrate(&database.settings, 2)
+        .await
+        .unwrap();
 
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
         .fetch_one(&again)

@@ -1,10 +1,12 @@
 //! Integration tests of the shared library against the real RabbitMQ and
 //! PostgreSQL (defaults: the local services).
 
+#![allow(clippy::unwrap_used)]
+
 mod contract;
 mod database;
 mod properties;
+mod publisher;
 mod schemas;
 mod settings;
-mod publisher;
 mod topology;

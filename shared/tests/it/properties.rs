@@ -12,7 +12,8 @@ fn sku() -> impl Strategy<Value = String> {
     "[A-Za-z0-9._-]{1,64}"
 }
 fn text(max: usize) -> impl Strategy<Value = String> {
-    proptest::string::string_regex(&format!("[a-zA-Z0-9][a-zA-Z0-9 éü'&-]{{0,{}}}", max - 1)).unwrap()
+    proptest::string::string_regex(&format!("[a-zA-Z0-9][a-zA-Z0-9 éü'&-]{{0,{}}}", max - 1))
+        .unwrap()
 }
 fn currency() -> impl Strategy<Value = String> {
     "[A-Z]{3}"
@@ -21,43 +22,96 @@ fn cents() -> impl Strategy<Value = i64> {
     0i64..10_000_000
 }
 fn line() -> impl Strategy<Value = OrderLine> {
-    (sku(), text(100), 1i64..1_000, cents()).prop_map(|(sku, category, quantity, unit_price_cents)| {
-        OrderLine { sku, category, quantity, unit_price_cents }
-    })
+    (sku(), text(100), 1i64..1_000, cents()).prop_map(
+        |(sku, category, quantity, unit_price_cents)| OrderLine {
+            sku,
+            category,
+            quantity,
+            unit_price_cents,
+        },
+    )
 }
 
 fn payload() -> impl Strategy<Value = EventPayload> {
     prop_oneof![
-        (uuid(), "[a-z]{1,20}@[a-z]{1,20}\\.com", text(200)).prop_map(|(customer_id, email, name)| {
-            EventPayload::CustomerRegistered(CustomerRegistered { customer_id, email, name })
-        }),
-        (sku(), text(200), text(100), cents(), currency()).prop_map(
-            |(sku, name, category, price_cents, currency)| {
-                EventPayload::ProductListed(ProductListed { sku, name, category, price_cents, currency })
+        (uuid(), "[a-z]{1,20}@[a-z]{1,20}\\.com", text(200)).prop_map(
+            |(customer_id, email, name)| {
+                EventPayload::CustomerRegistered(CustomerRegistered {
+                    customer_id,
+                    email,
+                    name,
+                })
             }
         ),
-        (sku(), cents(), cents(), currency()).prop_map(|(sku, old_price_cents, new_price_cents, currency)| {
-            EventPayload::ProductPriceChanged(ProductPriceChanged { sku, old_price_cents, new_price_cents, currency })
-        }),
+        (sku(), text(200), text(100), cents(), currency()).prop_map(
+            |(sku, name, category, price_cents, currency)| {
+                EventPayload::ProductListed(ProductListed {
+                    sku,
+                    name,
+                    category,
+                    price_cents,
+                    currency,
+                })
+            }
+        ),
+        (sku(), cents(), cents(), currency()).prop_map(
+            |(sku, old_price_cents, new_price_cents, currency)| {
+                EventPayload::ProductPriceChanged(ProductPriceChanged {
+                    sku,
+                    old_price_cents,
+                    new_price_cents,
+                    currency,
+                })
+            }
+        ),
         (sku(), 1i64..1_000_000).prop_map(|(sku, quantity)| {
             EventPayload::InventoryRestocked(InventoryRestocked { sku, quantity })
         }),
-        (uuid(), uuid(), currency(), proptest::collection::vec(line(), 1..20)).prop_map(
-            |(order_id, customer_id, currency, lines)| {
-                EventPayload::OrderPlaced(OrderPlaced { order_id, customer_id, currency, lines })
+        (
+            uuid(),
+            uuid(),
+            currency(),
+            proptest::collection::vec(line(), 1..20)
+        )
+            .prop_map(|(order_id, customer_id, currency, lines)| {
+                EventPayload::OrderPlaced(OrderPlaced {
+                    order_id,
+                    customer_id,
+                    currency,
+                    lines,
+                })
+            }),
+        (uuid(), uuid(), 1i64..10_000_000, currency()).prop_map(
+            |(payment_id, order_id, amount_cents, currency)| {
+                EventPayload::PaymentCaptured(PaymentCaptured {
+                    payment_id,
+                    order_id,
+                    amount_cents,
+                    currency,
+                })
             }
         ),
-        (uuid(), uuid(), 1i64..10_000_000, currency()).prop_map(|(payment_id, order_id, amount_cents, currency)| {
-            EventPayload::PaymentCaptured(PaymentCaptured { payment_id, order_id, amount_cents, currency })
-        }),
         (uuid(), uuid(), 1i64..10_000_000, currency(), text(500)).prop_map(
             |(payment_id, order_id, amount_cents, currency, reason)| {
-                EventPayload::PaymentFailed(PaymentFailed { payment_id, order_id, amount_cents, currency, reason })
+                EventPayload::PaymentFailed(PaymentFailed {
+                    payment_id,
+                    order_id,
+                    amount_cents,
+                    currency,
+                    reason,
+                })
             }
         ),
-        (uuid(), uuid(), text(100), text(100)).prop_map(|(order_id, shipment_id, carrier, tracking_number)| {
-            EventPayload::OrderShipped(OrderShipped { order_id, shipment_id, carrier, tracking_number })
-        }),
+        (uuid(), uuid(), text(100), text(100)).prop_map(
+            |(order_id, shipment_id, carrier, tracking_number)| {
+                EventPayload::OrderShipped(OrderShipped {
+                    order_id,
+                    shipment_id,
+                    carrier,
+                    tracking_number,
+                })
+            }
+        ),
         (uuid(), text(500)).prop_map(|(order_id, reason)| {
             EventPayload::OrderCancelled(OrderCancelled { order_id, reason })
         }),
@@ -123,9 +177,15 @@ fn arbitrary_json() -> impl Strategy<Value = serde_json::Value> {
         "[a-z.:0-9-]{0,12}".prop_map(serde_json::Value::from),
     ];
     let keys = prop_oneof![
-        Just("specversion".to_owned()), Just("id".to_owned()), Just("type".to_owned()),
-        Just("time".to_owned()), Just("source".to_owned()), Just("data".to_owned()),
-        Just("dataschema".to_owned()), Just("lines".to_owned()), "[a-z]{1,6}",
+        Just("specversion".to_owned()),
+        Just("id".to_owned()),
+        Just("type".to_owned()),
+        Just("time".to_owned()),
+        Just("source".to_owned()),
+        Just("data".to_owned()),
+        Just("dataschema".to_owned()),
+        Just("lines".to_owned()),
+        "[a-z]{1,6}",
     ];
     leaf.prop_recursive(4, 64, 8, move |inner| {
         prop_oneof![

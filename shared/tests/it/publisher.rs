@@ -85,8 +85,18 @@ async fn drain_message_ids(connection: &lapin::Connection, queue: &str) -> Vec<S
         .await
         .unwrap()
     {
-        let id = message.delivery.properties.message_id().as_ref().unwrap().to_string();
-        message.delivery.ack(BasicAckOptions::default()).await.unwrap();
+        let id = message
+            .delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .unwrap()
+            .to_string();
+        message
+            .delivery
+            .ack(BasicAckOptions::default())
+            .await
+            .unwrap();
         ids.push(id);
     }
     ids
@@ -94,7 +104,10 @@ async fn drain_message_ids(connection: &lapin::Connection, queue: &str) -> Vec<S
 
 async fn message_count(connection: &lapin::Connection, queue: &str) -> u32 {
     let channel = connection.create_channel().await.unwrap();
-    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
     channel
         .queue_declare(queue.into(), passive, FieldTable::default())
         .await
@@ -127,9 +140,15 @@ async fn a_published_event_reaches_every_queue_bound_for_its_type_and_no_other()
             (message_count(&connection, work).await as usize >= expected.len()).then_some(())
         })
         .await;
-        let received: BTreeSet<String> = drain_message_ids(&connection, work).await.into_iter().collect();
+        let received: BTreeSet<String> = drain_message_ids(&connection, work)
+            .await
+            .into_iter()
+            .collect();
         assert_eq!(received, expected, "group {group}");
-        assert_eq!(message_count(&connection, &topology.group(group).dead_letter).await, 0);
+        assert_eq!(
+            message_count(&connection, &topology.group(group).dead_letter).await,
+            0
+        );
     }
     publisher.close().await;
 }
@@ -137,9 +156,13 @@ async fn a_published_event_reaches_every_queue_bound_for_its_type_and_no_other()
 #[tokio::test]
 async fn published_messages_carry_the_contract_properties() {
     let isolated = IsolatedTopology::declare().await;
-    let publisher = Publisher::connect(&isolated.settings, isolated.topology.events_exchange(), "test")
-        .await
-        .unwrap();
+    let publisher = Publisher::connect(
+        &isolated.settings,
+        isolated.topology.events_exchange(),
+        "test",
+    )
+    .await
+    .unwrap();
     let mut event = sample_event(EventType::OrderPlaced);
     event.correlation_id = Some("flow-7".into());
     event.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
@@ -150,15 +173,27 @@ async fn published_messages_carry_the_contract_properties() {
     let channel = connection.create_channel().await.unwrap();
     let work = &isolated.topology.group(ConsumerGroup::Sales).work;
     let message = eventually(Duration::from_secs(10), || async {
-        channel.basic_get(work.as_str().into(), BasicGetOptions::default()).await.unwrap()
+        channel
+            .basic_get(work.as_str().into(), BasicGetOptions::default())
+            .await
+            .unwrap()
     })
     .await
     .expect("message arrives");
     let properties = &message.delivery.properties;
-    assert_eq!(properties.message_id().as_ref().unwrap().as_str(), event.id.to_string());
+    assert_eq!(
+        properties.message_id().as_ref().unwrap().as_str(),
+        event.id.to_string()
+    );
     assert_eq!(properties.kind().as_ref().unwrap().as_str(), "order.placed");
-    assert_eq!(properties.content_type().as_ref().unwrap().as_str(), "application/cloudevents+json");
-    assert_eq!(properties.correlation_id().as_ref().unwrap().as_str(), "flow-7");
+    assert_eq!(
+        properties.content_type().as_ref().unwrap().as_str(),
+        "application/cloudevents+json"
+    );
+    assert_eq!(
+        properties.correlation_id().as_ref().unwrap().as_str(),
+        "flow-7"
+    );
     assert_eq!(*properties.delivery_mode(), Some(2));
     assert_eq!(*properties.timestamp(), Some(event.time.timestamp() as u64));
     let headers = properties.headers().as_ref().unwrap();
@@ -170,18 +205,28 @@ async fn published_messages_carry_the_contract_properties() {
 #[tokio::test]
 async fn an_event_no_queue_is_bound_for_is_an_unroutable_error() {
     let isolated = IsolatedTopology::declare().await;
-    let publisher = Publisher::connect(&isolated.settings, isolated.topology.events_exchange(), "test")
-        .await
-        .unwrap();
+    let publisher = Publisher::connect(
+        &isolated.settings,
+        isolated.topology.events_exchange(),
+        "test",
+    )
+    .await
+    .unwrap();
     let mut message = OutgoingMessage::for_event(&sample_event(EventType::OrderPlaced));
     message.routing_key = "nobody.listens".into();
 
-    let error = publisher.publish_message(message).await.expect_err("unroutable");
+    let error = publisher
+        .publish_message(message)
+        .await
+        .expect_err("unroutable");
 
     assert!(matches!(error, PublishError::Unroutable { .. }), "{error}");
     assert!(!error.is_transient());
     // The channel stays usable after a return.
-    publisher.publish(&sample_event(EventType::OrderPlaced)).await.unwrap();
+    publisher
+        .publish(&sample_event(EventType::OrderPlaced))
+        .await
+        .unwrap();
 }
 
 fn settings_through(proxy: &TcpProxy, namespace: &str) -> Settings {
@@ -205,7 +250,10 @@ async fn a_cut_connection_fails_publishes_and_publishing_resumes_when_it_returns
         .await
         .unwrap();
     let before = sample_event(EventType::InventoryRestocked);
-    publisher.publish(&before).await.expect("publishes before the cut");
+    publisher
+        .publish(&before)
+        .await
+        .expect("publishes before the cut");
 
     proxy.cut();
     let during = sample_event(EventType::InventoryRestocked);
@@ -221,14 +269,24 @@ async fn a_cut_connection_fails_publishes_and_publishing_resumes_when_it_returns
         publisher.publish(&after).await.ok()
     })
     .await;
-    assert!(resumed.is_some(), "publishing resumes once the connection returns");
+    assert!(
+        resumed.is_some(),
+        "publishing resumes once the connection returns"
+    );
 
     let connection = connect(&isolated.settings).await;
-    let work = isolated.topology.group(ConsumerGroup::Inventory).work.clone();
+    let work = isolated
+        .topology
+        .group(ConsumerGroup::Inventory)
+        .work
+        .clone();
     let ids = drain_message_ids(&connection, &work).await;
     assert!(ids.contains(&before.id.to_string()));
     assert!(ids.contains(&after.id.to_string()));
-    assert!(!ids.contains(&during.id.to_string()), "a failed publish left no message");
+    assert!(
+        !ids.contains(&during.id.to_string()),
+        "a failed publish left no message"
+    );
     publisher.close().await;
 }
 
@@ -240,7 +298,9 @@ async fn publishes_in_flight_when_the_connection_drops_fail_and_none_confirmed_i
     let publisher = Publisher::connect(&settings, isolated.topology.events_exchange(), "test")
         .await
         .unwrap();
-    let events: Vec<Event> = (0..3_000).map(|_| sample_event(EventType::InventoryRestocked)).collect();
+    let events: Vec<Event> = (0..3_000)
+        .map(|_| sample_event(EventType::InventoryRestocked))
+        .collect();
 
     let batch = {
         let publisher = publisher.clone();
@@ -264,7 +324,11 @@ async fn publishes_in_flight_when_the_connection_drops_fail_and_none_confirmed_i
         .map(|(event, _)| event.id.to_string())
         .collect();
     let connection = connect(&isolated.settings).await;
-    let work = isolated.topology.group(ConsumerGroup::Inventory).work.clone();
+    let work = isolated
+        .topology
+        .group(ConsumerGroup::Inventory)
+        .work
+        .clone();
     let queued = eventually(Duration::from_secs(10), || async {
         (message_count(&connection, &work).await as usize >= confirmed.len()).then_some(())
     })
@@ -274,7 +338,14 @@ async fn publishes_in_flight_when_the_connection_drops_fail_and_none_confirmed_i
     for id in drain_message_ids(&connection, &work).await {
         *counts.entry(id).or_default() += 1;
     }
-    let missing: Vec<&String> = confirmed.iter().filter(|id| !counts.contains_key(*id)).collect();
-    assert!(missing.is_empty(), "{} confirmed events were lost", missing.len());
+    let missing: Vec<&String> = confirmed
+        .iter()
+        .filter(|id| !counts.contains_key(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} confirmed events were lost",
+        missing.len()
+    );
     publisher.close().await;
 }

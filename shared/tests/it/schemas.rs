@@ -17,7 +17,8 @@ fn checked_in_schemas_match_the_rust_types() {
 fn every_supported_version_of_every_type_has_a_schema() {
     for event_type in EventType::ALL {
         for version in event_type.supported_versions() {
-            let schema = data_schema(event_type, version).unwrap_or_else(|| panic!("{event_type} v{version}"));
+            let schema = data_schema(event_type, version)
+                .unwrap_or_else(|| panic!("{event_type} v{version}"));
             assert_eq!(schema.get("$id").unwrap(), &event_type.schema_uri(version));
         }
         assert!(data_schema(event_type, event_type.current_version() + 1).is_none());

@@ -4,8 +4,10 @@ use std::time::Duration;
 use shared::settings::{DEFAULT_AMQP_URL, ENVIRONMENT_VARIABLES, LogFormat, Settings};
 
 fn settings_from(pairs: &[(&str, &str)]) -> Result<Settings, shared::settings::SettingsError> {
-    let map: HashMap<String, String> =
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     Settings::from_lookup(|name| map.get(name).cloned())
 }
 
@@ -13,7 +15,11 @@ fn settings_from(pairs: &[(&str, &str)]) -> Result<Settings, shared::settings::S
 fn defaults_reach_the_local_services() {
     let settings = settings_from(&[]).unwrap();
     assert_eq!(settings.expose_amqp_url(), DEFAULT_AMQP_URL);
-    assert!(settings.expose_database_url().starts_with("postgres://postgres@127.0.0.1:5432/"));
+    assert!(
+        settings
+            .expose_database_url()
+            .starts_with("postgres://postgres@127.0.0.1:5432/")
+    );
     assert_eq!(settings.namespace, "");
     assert_eq!(settings.log_format, LogFormat::Pretty);
 }
@@ -91,9 +97,18 @@ fn retry_delays_grow_exponentially_within_their_jitter_and_stop_at_the_budget() 
     for attempt in 1..policy.max_attempts {
         let nominal = policy.nominal_delay_after_attempt(attempt);
         let delay = policy.delay_after_attempt(attempt).unwrap();
-        assert!(delay >= nominal.mul_f64(1.0 - policy.jitter), "attempt {attempt}: {delay:?}");
-        assert!(delay <= nominal.mul_f64(1.0 + policy.jitter), "attempt {attempt}: {delay:?}");
+        assert!(
+            delay >= nominal.mul_f64(1.0 - policy.jitter),
+            "attempt {attempt}: {delay:?}"
+        );
+        assert!(
+            delay <= nominal.mul_f64(1.0 + policy.jitter),
+            "attempt {attempt}: {delay:?}"
+        );
     }
-    assert_eq!(policy.nominal_delay_after_attempt(3), policy.initial_delay * 4);
+    assert_eq!(
+        policy.nominal_delay_after_attempt(3),
+        policy.initial_delay * 4
+    );
     assert_eq!(policy.delay_after_attempt(policy.max_attempts), None);
 }

@@ -10,11 +10,18 @@ async fn declaring_the_topology_twice_is_idempotent() {
     let isolated = IsolatedTopology::declare().await;
     let connection = connect(&isolated.settings).await;
 
-    isolated.topology.declare(&connection).await.expect("second declare succeeds");
+    isolated
+        .topology
+        .declare(&connection)
+        .await
+        .expect("second declare succeeds");
 
     let channel = connection.create_channel().await.unwrap();
     for queue in &isolated.topology.queues {
-        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
         channel
             .queue_declare(queue.name.as_str().into(), passive, FieldTable::default())
             .await
@@ -28,34 +35,56 @@ async fn predeclare_then_declare(arguments: FieldTable) -> Result<(), TopologyEr
     let connection = connect(&settings).await;
     let work_queue = topology.group(ConsumerGroup::Orders).work.clone();
     let channel = connection.create_channel().await.unwrap();
-    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
-    channel.queue_declare(work_queue.as_str().into(), durable, arguments).await.unwrap();
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(work_queue.as_str().into(), durable, arguments)
+        .await
+        .unwrap();
 
     let result = topology.declare(&connection).await;
 
     let _ = topology.delete(&connection).await;
     let channel = connection.create_channel().await.unwrap();
-    channel.queue_delete(work_queue.as_str().into(), QueueDeleteOptions::default()).await.unwrap();
+    channel
+        .queue_delete(work_queue.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
     result
 }
 
 #[tokio::test]
 async fn startup_check_rejects_a_work_queue_without_dead_lettering() {
     let mut arguments = FieldTable::default();
-    arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
 
-    let error = predeclare_then_declare(arguments).await.expect_err("must refuse");
+    let error = predeclare_then_declare(arguments)
+        .await
+        .expect_err("must refuse");
 
     let message = error.to_string();
-    assert!(matches!(error, TopologyError::IncompatibleQueue { .. }), "{message}");
+    assert!(
+        matches!(error, TopologyError::IncompatibleQueue { .. }),
+        "{message}"
+    );
     assert!(message.contains("x-dead-letter-exchange"), "{message}");
     assert!(message.contains("Refusing to run"), "{message}");
 }
 
 #[tokio::test]
 async fn startup_check_rejects_a_classic_work_queue() {
-    let error = predeclare_then_declare(FieldTable::default()).await.expect_err("must refuse");
-    assert!(matches!(error, TopologyError::IncompatibleQueue { .. }), "{error}");
+    let error = predeclare_then_declare(FieldTable::default())
+        .await
+        .expect_err("must refuse");
+    assert!(
+        matches!(error, TopologyError::IncompatibleQueue { .. }),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -67,7 +96,9 @@ async fn startup_check_rejects_a_delivery_limit_below_the_retry_budget() {
     let mut arguments = shared::topology::declare::to_field_table(&spec);
     arguments.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(2));
 
-    let error = predeclare_then_declare(arguments).await.expect_err("must refuse");
+    let error = predeclare_then_declare(arguments)
+        .await
+        .expect_err("must refuse");
 
     assert!(error.to_string().contains("x-delivery-limit"), "{error}");
 }

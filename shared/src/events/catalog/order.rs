@@ -59,7 +59,10 @@ impl Validate for OrderPlaced {
         check_currency("currency", &self.currency)?;
         validate_lines(&self.lines)?;
         if self.total_cents().is_none() {
-            return Err(ValidationError::new("lines", "order total overflows 64 bits"));
+            return Err(ValidationError::new(
+                "lines",
+                "order total overflows 64 bits",
+            ));
         }
         Ok(())
     }
@@ -69,7 +72,10 @@ fn validate_lines(lines: &[OrderLine]) -> Result<(), ValidationError> {
     if lines.is_empty() || lines.len() > MAX_ORDER_LINES {
         return Err(ValidationError::new(
             "lines",
-            format!("must hold 1 to {MAX_ORDER_LINES} lines, got {}", lines.len()),
+            format!(
+                "must hold 1 to {MAX_ORDER_LINES} lines, got {}",
+                lines.len()
+            ),
         ));
     }
     for (index, line) in lines.iter().enumerate() {
