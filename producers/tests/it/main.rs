@@ -1,0 +1,9 @@
+//! Integration tests of the producers crate and of the files that describe
+//! how to run Switchyard (docker-compose.yml, the README's examples).
+
+#![allow(clippy::unwrap_used)]
+
+mod compose;
+mod load;
+mod publish;
+mod readme;
