@@ -15,7 +15,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Declare the topology, then print each group's queue depths.
+    /// Declare the topology and migrate, then print each group's queue depths
+    /// and the dead-letter store's size per group.
     Stats,
     /// Delete every queue and exchange of the configured namespace.
     Teardown(TeardownArgs),

@@ -1,7 +1,7 @@
 //! The subcommands of `consumers`.
 
 use shared::settings::Settings;
-use shared::topology::GroupDepth;
+use shared::topology::stats::depth_table;
 
 use crate::cli::{Command, TeardownArgs};
 
@@ -16,20 +16,26 @@ pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
 async fn stats(settings: &Settings) -> anyhow::Result<()> {
     let (connection, topology) =
         shared::startup::prepare_broker(settings, "switchyard-stats").await?;
+    print!("{}", depth_table(&topology.depths(&connection).await?));
+    let pool = shared::startup::prepare_database(settings, 1).await?;
+    let stored: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT consumer_group, count(*) FROM dead_letters GROUP BY consumer_group ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await?;
+    pool.close().await;
+    let stored: Vec<String> = stored
+        .iter()
+        .map(|(group, count)| format!("{group} {count}"))
+        .collect();
     println!(
-        "{:<10} {:>10} {:>10} {:>10} {:>10}",
-        "group", "ready", "retrying", "dead", "consumers"
+        "dead-letter store (PostgreSQL): {}",
+        if stored.is_empty() {
+            "empty".to_owned()
+        } else {
+            stored.join(", ")
+        }
     );
-    for GroupDepth {
-        group,
-        work,
-        consumers,
-        retrying,
-        dead_letter,
-    } in topology.depths(&connection).await?
-    {
-        println!("{group:<10} {work:>10} {retrying:>10} {dead_letter:>10} {consumers:>10}");
-    }
     let _ = connection.close(200, "OK".into()).await;
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use shared::publish::{PublishError, Publisher};
 use shared::settings::Settings;
-use shared::topology::GroupDepth;
+use shared::topology::stats::depth_table;
 
 use crate::cli::LoadArgs;
 use crate::latency::LatencySummary;
@@ -59,17 +59,7 @@ pub async fn run(args: LoadArgs, settings: &Settings) -> anyhow::Result<()> {
     if let Some(latency) = report.latency {
         println!("confirm:   {latency}");
     }
-    println!("queues (ready / retrying / dead-lettered):");
-    for GroupDepth {
-        group,
-        work,
-        retrying,
-        dead_letter,
-        consumers,
-    } in topology.depths(&connection).await?
-    {
-        println!("  {group:<10} {work:>8} / {retrying} / {dead_letter}  ({consumers} consumers)");
-    }
+    print!("{}", depth_table(&topology.depths(&connection).await?));
     let _ = connection.close(200, "OK".into()).await;
     if let Some(error) = report.first_error {
         anyhow::bail!(

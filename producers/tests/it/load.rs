@@ -4,19 +4,12 @@ use std::time::Duration;
 use producers::commands::run_load;
 use producers::traffic::StoreTraffic;
 use shared::groups::ConsumerGroup;
-use shared::publish::Publisher;
 use shared::testing::{IsolatedTopology, connect, eventually};
 
 #[tokio::test]
 async fn every_confirmed_load_event_is_queued_for_each_group_that_handles_its_type() {
     let isolated = IsolatedTopology::declare().await;
-    let publisher = Publisher::connect(
-        &isolated.settings,
-        isolated.topology.events_exchange(),
-        "test",
-    )
-    .await
-    .unwrap();
+    let publisher = isolated.publisher().await;
     let count = 1_500;
     // The same seed yields the same stream: count what each group should get.
     let mut replay = StoreTraffic::new(5);

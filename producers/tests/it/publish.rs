@@ -3,20 +3,13 @@ use std::time::Duration;
 use producers::commands::publish_ndjson;
 use shared::events::{DEFAULT_MAX_EVENT_BYTES, Event};
 use shared::groups::ConsumerGroup;
-use shared::publish::Publisher;
 use shared::testing::{IsolatedTopology, connect, eventually};
 use shared::topology::GroupDepth;
 
 #[tokio::test]
 async fn valid_lines_are_published_and_each_bad_line_is_reported_with_its_number_and_field() {
     let isolated = IsolatedTopology::declare().await;
-    let publisher = Publisher::connect(
-        &isolated.settings,
-        isolated.topology.events_exchange(),
-        "test",
-    )
-    .await
-    .unwrap();
+    let publisher = isolated.publisher().await;
     let mut store = producers::traffic::StoreTraffic::new(11);
     let first = store.next_event();
     let second = store.next_event();

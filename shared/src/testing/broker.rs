@@ -40,6 +40,13 @@ impl IsolatedTopology {
         let _ = connection.close(200, "OK".into()).await;
         Self { settings, topology }
     }
+
+    /// A connected publisher to this namespace's events exchange.
+    pub async fn publisher(&self) -> crate::publish::Publisher {
+        crate::publish::Publisher::connect(&self.settings, self.topology.events_exchange(), "test")
+            .await
+            .expect("publisher connects")
+    }
 }
 
 impl Drop for IsolatedTopology {

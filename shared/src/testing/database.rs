@@ -47,6 +47,11 @@ impl TestDatabase {
     }
 }
 
+/// The database URL of `settings` (tests only: it may carry a password).
+pub fn database_url(settings: &Settings) -> String {
+    settings.database_url.expose_secret().to_owned()
+}
+
 /// `url` with its database path replaced by `database` (query kept).
 fn replace_database(url: &str, database: &str) -> String {
     let (before_query, query) = match url.split_once('?') {

@@ -13,5 +13,5 @@ mod database;
 mod proxy;
 
 pub use broker::{IsolatedTopology, connect, eventually, isolated_settings};
-pub use database::TestDatabase;
+pub use database::{TestDatabase, database_url};
 pub use proxy::TcpProxy;

@@ -23,6 +23,21 @@ pub struct GroupDepth {
     pub dead_letter: u32,
 }
 
+/// The depths as an aligned table, one line per group, header first.
+pub fn depth_table(depths: &[GroupDepth]) -> String {
+    let mut table = format!(
+        "{:<10} {:>10} {:>10} {:>10} {:>10}\n",
+        "group", "ready", "retrying", "dead", "consumers"
+    );
+    for depth in depths {
+        table.push_str(&format!(
+            "{:<10} {:>10} {:>10} {:>10} {:>10}\n",
+            depth.group, depth.work, depth.retrying, depth.dead_letter, depth.consumers
+        ));
+    }
+    table
+}
+
 impl Topology {
     /// Reads the depth of every group's queues; a queue that does not exist
     /// counts as empty.

@@ -9,4 +9,5 @@ mod properties;
 mod publisher;
 mod schemas;
 mod settings;
+mod tls;
 mod topology;

@@ -119,9 +119,7 @@ async fn message_count(connection: &lapin::Connection, queue: &str) -> u32 {
 async fn a_published_event_reaches_every_queue_bound_for_its_type_and_no_other() {
     let isolated = IsolatedTopology::declare().await;
     let topology = &isolated.topology;
-    let publisher = Publisher::connect(&isolated.settings, topology.events_exchange(), "test")
-        .await
-        .unwrap();
+    let publisher = isolated.publisher().await;
     let events: Vec<Event> = EventType::ALL.into_iter().map(sample_event).collect();
 
     for result in publisher.publish_all(&events).await {
@@ -156,13 +154,7 @@ async fn a_published_event_reaches_every_queue_bound_for_its_type_and_no_other()
 #[tokio::test]
 async fn published_messages_carry_the_contract_properties() {
     let isolated = IsolatedTopology::declare().await;
-    let publisher = Publisher::connect(
-        &isolated.settings,
-        isolated.topology.events_exchange(),
-        "test",
-    )
-    .await
-    .unwrap();
+    let publisher = isolated.publisher().await;
     let mut event = sample_event(EventType::OrderPlaced);
     event.correlation_id = Some("flow-7".into());
     event.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
@@ -205,13 +197,7 @@ async fn published_messages_carry_the_contract_properties() {
 #[tokio::test]
 async fn an_event_no_queue_is_bound_for_is_an_unroutable_error() {
     let isolated = IsolatedTopology::declare().await;
-    let publisher = Publisher::connect(
-        &isolated.settings,
-        isolated.topology.events_exchange(),
-        "test",
-    )
-    .await
-    .unwrap();
+    let publisher = isolated.publisher().await;
     let mut message = OutgoingMessage::for_event(&sample_event(EventType::OrderPlaced));
     message.routing_key = "nobody.listens".into();
 
