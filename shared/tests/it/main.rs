@@ -5,6 +5,7 @@
 
 mod contract;
 mod database;
+mod dead_lettering;
 mod properties;
 mod publisher;
 mod schemas;
