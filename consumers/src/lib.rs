@@ -1,7 +1,9 @@
 //! Consumers: the worker side of Switchyard and its operator tooling.
 //!
 //! - [`cli`]: the `consumers` command line.
-//! - [`commands`]: one function per subcommand (`stats`).
+//! - [`commands`]: one function per subcommand.
+//! - [`handlers`]: the store's handlers per group and their typed errors.
 
 pub mod cli;
 pub mod commands;
+pub mod handlers;

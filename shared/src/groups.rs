@@ -40,7 +40,7 @@ impl ConsumerGroup {
         use EventType::*;
         match event_type {
             CustomerRegistered => matches!(self, Orders),
-            ProductListed => matches!(self, Inventory | Sales),
+            ProductListed => matches!(self, Inventory),
             ProductPriceChanged => matches!(self, Inventory),
             InventoryRestocked => matches!(self, Inventory),
             OrderPlaced => true,

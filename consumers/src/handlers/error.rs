@@ -1,0 +1,110 @@
+//! [`HandlerError`]: what went wrong, and so what happens next.
+
+use std::fmt;
+
+/// What the runtime does with a failed event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Try again later (through a retry wait queue), up to the attempt budget.
+    Retry,
+    /// Record it in the dead-letter store now.
+    DeadLetter,
+    /// The database is unreachable: hold the batch and probe, burning no attempt.
+    DatabaseOutage,
+}
+
+/// A handler failure. The variant decides what happens to the event.
+#[derive(Debug)]
+pub enum HandlerError {
+    /// May succeed later: a dependency not seen yet (a payment before its
+    /// order), stock that may still arrive.
+    Transient {
+        /// Stable short name (`order_unknown`).
+        kind: &'static str,
+        /// A sentence for people.
+        message: String,
+    },
+    /// Will never succeed: a broken business rule.
+    Permanent {
+        /// Stable short name (`ship_cancelled_order`).
+        kind: &'static str,
+        /// A sentence for people.
+        message: String,
+    },
+    /// The database failed; [`HandlerError::disposition`] classifies it.
+    Database(sqlx::Error),
+}
+
+impl HandlerError {
+    /// A transient failure.
+    pub fn transient(kind: &'static str, message: impl Into<String>) -> Self {
+        HandlerError::Transient { kind, message: message.into() }
+    }
+
+    /// A permanent failure.
+    pub fn permanent(kind: &'static str, message: impl Into<String>) -> Self {
+        HandlerError::Permanent { kind, message: message.into() }
+    }
+
+    /// What to do next.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            HandlerError::Transient { .. } => Disposition::Retry,
+            HandlerError::Permanent { .. } => Disposition::DeadLetter,
+            HandlerError::Database(error) => classify_database_error(error),
+        }
+    }
+
+    /// Stable short name of the error kind, for headers, metrics and the store.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HandlerError::Transient { kind, .. } | HandlerError::Permanent { kind, .. } => kind,
+            HandlerError::Database(error) => match classify_database_error(error) {
+                Disposition::Retry => "database_contention",
+                Disposition::DeadLetter => "database_constraint",
+                Disposition::DatabaseOutage => "database_unavailable",
+            },
+        }
+    }
+}
+
+/// Serialization failures, deadlocks and lock timeouts are retried;
+/// lost connections are outages; anything else (a constraint the event
+/// breaks) is permanent.
+pub fn classify_database_error(error: &sqlx::Error) -> Disposition {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => Disposition::DatabaseOutage,
+        sqlx::Error::Database(database) => match database.code().as_deref() {
+            // serialization_failure, deadlock_detected, lock_not_available, query_canceled
+            Some("40001" | "40P01" | "55P03" | "57014") => Disposition::Retry,
+            // admin_shutdown, crash_shutdown, cannot_connect_now, connection_* (08xxx)
+            Some(code) if code.starts_with("08") || code.starts_with("57P") => Disposition::DatabaseOutage,
+            _ => Disposition::DeadLetter,
+        },
+        _ => Disposition::DeadLetter,
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandlerError::Transient { kind, message } | HandlerError::Permanent { kind, message } => {
+                write!(f, "{kind}: {message}")
+            }
+            HandlerError::Database(error) => write!(f, "{}: {error}", self.kind()),
+        }
+    }
+}
+
+impl std::error::Error for HandlerError {}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(error: sqlx::Error) -> Self {
+        HandlerError::Database(error)
+    }
+}

@@ -1,0 +1,95 @@
+-- Projections of the store's events, one set of tables per consumer group.
+
+-- orders group ------------------------------------------------------------
+CREATE TABLE customers (
+    customer_id   UUID PRIMARY KEY,
+    email         TEXT        NOT NULL,
+    name          TEXT        NOT NULL,
+    registered_at TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE orders (
+    order_id     UUID PRIMARY KEY,
+    customer_id  UUID        NOT NULL,
+    currency     TEXT        NOT NULL,
+    total_cents  BIGINT      NOT NULL,
+    status       TEXT        NOT NULL CHECK (status IN ('placed', 'paid', 'shipped', 'cancelled')),
+    placed_at    TIMESTAMPTZ NOT NULL,
+    paid_at      TIMESTAMPTZ,
+    shipped_at   TIMESTAMPTZ,
+    cancelled_at TIMESTAMPTZ
+);
+
+CREATE TABLE order_lines (
+    order_id         UUID    NOT NULL REFERENCES orders (order_id),
+    line_number      INTEGER NOT NULL,
+    sku              TEXT    NOT NULL,
+    category         TEXT    NOT NULL,
+    quantity         BIGINT  NOT NULL CHECK (quantity > 0),
+    unit_price_cents BIGINT  NOT NULL CHECK (unit_price_cents >= 0),
+    PRIMARY KEY (order_id, line_number)
+);
+
+CREATE TABLE payments (
+    payment_id   UUID PRIMARY KEY,
+    order_id     UUID        NOT NULL,
+    outcome      TEXT        NOT NULL CHECK (outcome IN ('captured', 'failed')),
+    amount_cents BIGINT      NOT NULL,
+    currency     TEXT        NOT NULL,
+    reason       TEXT,
+    occurred_at  TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE shipments (
+    shipment_id     UUID PRIMARY KEY,
+    order_id        UUID        NOT NULL,
+    carrier         TEXT        NOT NULL,
+    tracking_number TEXT        NOT NULL,
+    shipped_at      TIMESTAMPTZ NOT NULL
+);
+
+-- inventory group ---------------------------------------------------------
+CREATE TABLE products (
+    sku            TEXT PRIMARY KEY,
+    name           TEXT,
+    category       TEXT,
+    price_cents    BIGINT      NOT NULL,
+    currency       TEXT        NOT NULL,
+    -- Last writer wins by (event time, event id), whatever the delivery order.
+    price_as_of    TIMESTAMPTZ NOT NULL,
+    price_event_id UUID        NOT NULL
+);
+
+CREATE TABLE stock (
+    sku      TEXT PRIMARY KEY,
+    on_hand  BIGINT NOT NULL DEFAULT 0 CHECK (on_hand >= 0),
+    reserved BIGINT NOT NULL DEFAULT 0 CHECK (reserved >= 0 AND reserved <= on_hand)
+);
+
+CREATE TABLE stock_reservations (
+    order_id UUID    NOT NULL,
+    sku      TEXT    NOT NULL,
+    quantity BIGINT  NOT NULL CHECK (quantity > 0),
+    released BOOLEAN NOT NULL DEFAULT false,
+    PRIMARY KEY (order_id, sku)
+);
+
+-- sales group -------------------------------------------------------------
+CREATE TABLE sales_orders (
+    order_id   UUID PRIMARY KEY,
+    currency   TEXT    NOT NULL,
+    -- Per category: {"kitchen": {"revenue_cents": 3000, "units": 2}, ...}
+    categories JSONB   NOT NULL,
+    paid_on    DATE,
+    counted    BOOLEAN NOT NULL DEFAULT false,
+    cancelled  BOOLEAN NOT NULL DEFAULT false
+);
+
+CREATE TABLE sales_daily (
+    day           DATE   NOT NULL,
+    category      TEXT   NOT NULL,
+    currency      TEXT   NOT NULL,
+    revenue_cents BIGINT NOT NULL,
+    units         BIGINT NOT NULL,
+    PRIMARY KEY (day, category, currency)
+);
