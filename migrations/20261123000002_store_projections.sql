@@ -85,11 +85,18 @@ CREATE TABLE sales_orders (
     cancelled  BOOLEAN NOT NULL DEFAULT false
 );
 
-CREATE TABLE sales_daily (
-    day           DATE   NOT NULL,
-    category      TEXT   NOT NULL,
-    currency      TEXT   NOT NULL,
-    revenue_cents BIGINT NOT NULL,
-    units         BIGINT NOT NULL,
-    PRIMARY KEY (day, category, currency)
-);
+-- Revenue and units per category per day, counted on payment and reversed
+-- on cancellation: a view over per-order facts, so concurrent workers never
+-- contend on shared counter rows and the result cannot drift.
+CREATE INDEX sales_orders_counted_paid_on ON sales_orders (paid_on) WHERE counted;
+
+CREATE VIEW sales_daily AS
+SELECT o.paid_on                                  AS day,
+       c.key                                      AS category,
+       o.currency                                 AS currency,
+       sum((c.value ->> 'revenue_cents')::bigint) AS revenue_cents,
+       sum((c.value ->> 'units')::bigint)         AS units
+FROM sales_orders o
+CROSS JOIN LATERAL jsonb_each(o.categories) AS c
+WHERE o.counted
+GROUP BY o.paid_on, c.key, o.currency;

@@ -15,6 +15,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run workers for one or more groups until SIGINT/SIGTERM.
+    Run(RunArgs),
     /// Declare the topology and migrate, then print each group's queue depths
     /// and the dead-letter store's size per group.
     Stats,
@@ -31,4 +33,21 @@ pub struct TeardownArgs {
     /// Delete even when queues still hold messages (they are lost).
     #[arg(long)]
     pub discard_messages: bool,
+}
+
+/// Arguments of `run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Group to run (repeatable, or comma-separated); all groups when absent.
+    #[arg(long = "group", env = "SWITCHYARD_GROUPS", value_delimiter = ',')]
+    pub groups: Vec<shared::groups::ConsumerGroup>,
+    /// Workers (AMQP channels, each with its own batches) per group.
+    #[arg(long, env = "SWITCHYARD_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
+    /// Deliveries the broker may send each worker ahead of its acks.
+    #[arg(long, env = "SWITCHYARD_PREFETCH", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: u16,
+    /// Most events applied in one transaction.
+    #[arg(long, env = "SWITCHYARD_BATCH_SIZE", default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    pub batch_size: u16,
 }

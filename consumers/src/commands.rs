@@ -3,11 +3,13 @@
 use shared::settings::Settings;
 use shared::topology::stats::depth_table;
 
-use crate::cli::{Command, TeardownArgs};
+use crate::cli::{Command, RunArgs, TeardownArgs};
+use crate::runtime::{Health, WorkerOptions, run_workers};
 
 /// Runs one subcommand to completion.
 pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
     match command {
+        Command::Run(args) => run_until_signalled(args, settings).await,
         Command::Stats => stats(settings).await,
         Command::Teardown(args) => teardown(args, settings).await,
     }
@@ -72,4 +74,70 @@ async fn teardown(args: TeardownArgs, settings: &Settings) -> anyhow::Result<()>
         topology.exchanges.len()
     );
     Ok(())
+}
+
+async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
+    let options = WorkerOptions {
+        groups: if args.groups.is_empty() {
+            shared::groups::ConsumerGroup::ALL.to_vec()
+        } else {
+            args.groups
+        },
+        workers: usize::from(args.workers),
+        prefetch: args.prefetch,
+        batch_size: usize::from(args.batch_size),
+    };
+    let connections = options.groups.len() as u32 * u32::from(args.workers) + 2;
+    let pool = shared::startup::prepare_database(settings, connections).await?;
+    let (connection, topology) =
+        shared::startup::prepare_broker(settings, "switchyard-workers").await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(stop_on_signals(shutdown.clone()));
+    tracing::info!(groups = ?options.groups, workers = options.workers, prefetch = options.prefetch,
+        batch_size = options.batch_size, "starting workers");
+    let result = run_workers(
+        settings,
+        &connection,
+        &topology,
+        pool.clone(),
+        &options,
+        Health::default(),
+        shutdown,
+    )
+    .await;
+    let _ = connection.close(200, "shutdown".into()).await;
+    pool.close().await;
+    tracing::info!("workers stopped");
+    Ok(result?)
+}
+
+/// First SIGINT or SIGTERM: stop taking deliveries and finish in-flight
+/// batches. Second: exit at once (unacked deliveries return to the queues).
+async fn stop_on_signals(shutdown: tokio_util::sync::CancellationToken) {
+    wait_for_signal().await;
+    tracing::info!(
+        "shutdown requested; finishing in-flight batches (signal again to exit at once)"
+    );
+    shutdown.cancel();
+    wait_for_signal().await;
+    tracing::warn!("second signal; exiting now");
+    std::process::exit(130);
+}
+
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
 }

@@ -38,12 +38,18 @@ pub enum HandlerError {
 impl HandlerError {
     /// A transient failure.
     pub fn transient(kind: &'static str, message: impl Into<String>) -> Self {
-        HandlerError::Transient { kind, message: message.into() }
+        HandlerError::Transient {
+            kind,
+            message: message.into(),
+        }
     }
 
     /// A permanent failure.
     pub fn permanent(kind: &'static str, message: impl Into<String>) -> Self {
-        HandlerError::Permanent { kind, message: message.into() }
+        HandlerError::Permanent {
+            kind,
+            message: message.into(),
+        }
     }
 
     /// What to do next.
@@ -83,7 +89,9 @@ pub fn classify_database_error(error: &sqlx::Error) -> Disposition {
             // serialization_failure, deadlock_detected, lock_not_available, query_canceled
             Some("40001" | "40P01" | "55P03" | "57014") => Disposition::Retry,
             // admin_shutdown, crash_shutdown, cannot_connect_now, connection_* (08xxx)
-            Some(code) if code.starts_with("08") || code.starts_with("57P") => Disposition::DatabaseOutage,
+            Some(code) if code.starts_with("08") || code.starts_with("57P") => {
+                Disposition::DatabaseOutage
+            }
             _ => Disposition::DeadLetter,
         },
         _ => Disposition::DeadLetter,
@@ -93,7 +101,8 @@ pub fn classify_database_error(error: &sqlx::Error) -> Disposition {
 impl fmt::Display for HandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HandlerError::Transient { kind, message } | HandlerError::Permanent { kind, message } => {
+            HandlerError::Transient { kind, message }
+            | HandlerError::Permanent { kind, message } => {
                 write!(f, "{kind}: {message}")
             }
             HandlerError::Database(error) => write!(f, "{}: {error}", self.kind()),

@@ -23,7 +23,11 @@ pub async fn apply(connection: &mut PgConnection, event: &Event) -> Result<(), H
     }
 }
 
-async fn list(connection: &mut PgConnection, event: &Event, product: &ProductListed) -> Result<(), HandlerError> {
+async fn list(
+    connection: &mut PgConnection,
+    event: &Event,
+    product: &ProductListed,
+) -> Result<(), HandlerError> {
     sqlx::query(
         "INSERT INTO products (sku, name, category, price_cents, currency, price_as_of, price_event_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -38,12 +42,30 @@ async fn list(connection: &mut PgConnection, event: &Event, product: &ProductLis
     .bind(event.id)
     .execute(&mut *connection)
     .await?;
-    apply_price_if_newer(connection, event, &product.sku, product.price_cents, &product.currency).await?;
+    apply_price_if_newer(
+        connection,
+        event,
+        &product.sku,
+        product.price_cents,
+        &product.currency,
+    )
+    .await?;
     Ok(())
 }
 
-async fn reprice(connection: &mut PgConnection, event: &Event, change: &ProductPriceChanged) -> Result<(), HandlerError> {
-    let known = apply_price_if_newer(connection, event, &change.sku, change.new_price_cents, &change.currency).await?;
+async fn reprice(
+    connection: &mut PgConnection,
+    event: &Event,
+    change: &ProductPriceChanged,
+) -> Result<(), HandlerError> {
+    let known = apply_price_if_newer(
+        connection,
+        event,
+        &change.sku,
+        change.new_price_cents,
+        &change.currency,
+    )
+    .await?;
     if !known {
         return Err(HandlerError::transient(
             "product_unknown",
@@ -79,7 +101,10 @@ async fn apply_price_if_newer(
     Ok(exists.is_some())
 }
 
-async fn restock_sku(connection: &mut PgConnection, restock: &InventoryRestocked) -> Result<(), HandlerError> {
+async fn restock_sku(
+    connection: &mut PgConnection,
+    restock: &InventoryRestocked,
+) -> Result<(), HandlerError> {
     sqlx::query(
         "INSERT INTO stock (sku, on_hand) VALUES ($1, $2) \
          ON CONFLICT (sku) DO UPDATE SET on_hand = stock.on_hand + EXCLUDED.on_hand",
@@ -113,7 +138,10 @@ async fn reserve(connection: &mut PgConnection, order: &OrderPlaced) -> Result<(
         if reserved == 0 {
             return Err(HandlerError::transient(
                 "insufficient_stock",
-                format!("not enough {sku} in stock to reserve {quantity} for order {}", order.order_id),
+                format!(
+                    "not enough {sku} in stock to reserve {quantity} for order {}",
+                    order.order_id
+                ),
             ));
         }
         sqlx::query("INSERT INTO stock_reservations (order_id, sku, quantity) VALUES ($1, $2, $3)")
@@ -126,7 +154,10 @@ async fn reserve(connection: &mut PgConnection, order: &OrderPlaced) -> Result<(
     Ok(())
 }
 
-async fn release(connection: &mut PgConnection, cancellation: &OrderCancelled) -> Result<(), HandlerError> {
+async fn release(
+    connection: &mut PgConnection,
+    cancellation: &OrderCancelled,
+) -> Result<(), HandlerError> {
     let reservations: Vec<(String, i64, bool)> = sqlx::query_as(
         "SELECT sku, quantity, released FROM stock_reservations WHERE order_id = $1 ORDER BY sku FOR UPDATE",
     )

@@ -8,17 +8,23 @@
 
 mod error;
 mod inventory;
+mod lock_keys;
 mod orders;
 mod sales;
 
 pub use error::{Disposition, HandlerError, classify_database_error};
+pub use lock_keys::{advisory_lock_id, lock_keys};
 
 use shared::events::Event;
 use shared::groups::ConsumerGroup;
 use sqlx::PgConnection;
 
 /// Applies `event` to `group`'s projection on `connection` (inside a transaction).
-pub async fn apply(group: ConsumerGroup, connection: &mut PgConnection, event: &Event) -> Result<(), HandlerError> {
+pub async fn apply(
+    group: ConsumerGroup,
+    connection: &mut PgConnection,
+    event: &Event,
+) -> Result<(), HandlerError> {
     match group {
         ConsumerGroup::Orders => orders::apply(connection, event).await,
         ConsumerGroup::Inventory => inventory::apply(connection, event).await,

@@ -23,7 +23,11 @@ pub async fn apply(connection: &mut PgConnection, event: &Event) -> Result<(), H
     }
 }
 
-async fn register(connection: &mut PgConnection, event: &Event, customer: &CustomerRegistered) -> Result<(), HandlerError> {
+async fn register(
+    connection: &mut PgConnection,
+    event: &Event,
+    customer: &CustomerRegistered,
+) -> Result<(), HandlerError> {
     sqlx::query(
         "INSERT INTO customers (customer_id, email, name, registered_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (customer_id) DO NOTHING",
@@ -37,7 +41,11 @@ async fn register(connection: &mut PgConnection, event: &Event, customer: &Custo
     Ok(())
 }
 
-async fn place(connection: &mut PgConnection, event: &Event, order: &OrderPlaced) -> Result<(), HandlerError> {
+async fn place(
+    connection: &mut PgConnection,
+    event: &Event,
+    order: &OrderPlaced,
+) -> Result<(), HandlerError> {
     let total = order
         .total_cents()
         .ok_or_else(|| HandlerError::permanent("total_overflow", "order total overflows"))?;
@@ -56,14 +64,25 @@ async fn place(connection: &mut PgConnection, event: &Event, order: &OrderPlaced
     if inserted == 0 {
         return Err(HandlerError::permanent(
             "duplicate_order",
-            format!("order {} was already placed by another event", order.order_id),
+            format!(
+                "order {} was already placed by another event",
+                order.order_id
+            ),
         ));
     }
     let numbers: Vec<i32> = (1..=order.lines.len() as i32).collect();
     let skus: Vec<&str> = order.lines.iter().map(|line| line.sku.as_str()).collect();
-    let categories: Vec<&str> = order.lines.iter().map(|line| line.category.as_str()).collect();
+    let categories: Vec<&str> = order
+        .lines
+        .iter()
+        .map(|line| line.category.as_str())
+        .collect();
     let quantities: Vec<i64> = order.lines.iter().map(|line| line.quantity).collect();
-    let prices: Vec<i64> = order.lines.iter().map(|line| line.unit_price_cents).collect();
+    let prices: Vec<i64> = order
+        .lines
+        .iter()
+        .map(|line| line.unit_price_cents)
+        .collect();
     sqlx::query(
         "INSERT INTO order_lines (order_id, line_number, sku, category, quantity, unit_price_cents) \
          SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])",
@@ -81,12 +100,21 @@ async fn place(connection: &mut PgConnection, event: &Event, order: &OrderPlaced
 
 /// The order's status, locked for the rest of the transaction; transient
 /// when the order has not been seen yet (its `order.placed` may come later).
-async fn locked_status(connection: &mut PgConnection, order_id: Uuid) -> Result<String, HandlerError> {
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE order_id = $1 FOR UPDATE")
-        .bind(order_id)
-        .fetch_optional(connection)
-        .await?;
-    status.ok_or_else(|| HandlerError::transient("order_unknown", format!("order {order_id} has not been placed yet")))
+async fn locked_status(
+    connection: &mut PgConnection,
+    order_id: Uuid,
+) -> Result<String, HandlerError> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM orders WHERE order_id = $1 FOR UPDATE")
+            .bind(order_id)
+            .fetch_optional(connection)
+            .await?;
+    status.ok_or_else(|| {
+        HandlerError::transient(
+            "order_unknown",
+            format!("order {order_id} has not been placed yet"),
+        )
+    })
 }
 
 async fn record_payment(
@@ -112,28 +140,56 @@ async fn record_payment(
     Ok(())
 }
 
-async fn capture(connection: &mut PgConnection, event: &Event, payment: &PaymentCaptured) -> Result<(), HandlerError> {
+async fn capture(
+    connection: &mut PgConnection,
+    event: &Event,
+    payment: &PaymentCaptured,
+) -> Result<(), HandlerError> {
     let status = locked_status(connection, payment.order_id).await?;
-    let key = (payment.payment_id, payment.order_id, payment.amount_cents, payment.currency.as_str());
+    let key = (
+        payment.payment_id,
+        payment.order_id,
+        payment.amount_cents,
+        payment.currency.as_str(),
+    );
     record_payment(connection, event, key, "captured", None).await?;
     // A capture never moves a cancelled or shipped order backwards.
-    let next = if status == "placed" { "paid" } else { status.as_str() };
-    sqlx::query("UPDATE orders SET status = $2, paid_at = COALESCE(paid_at, $3) WHERE order_id = $1")
-        .bind(payment.order_id)
-        .bind(next)
-        .bind(event.time)
-        .execute(connection)
-        .await?;
+    let next = if status == "placed" {
+        "paid"
+    } else {
+        status.as_str()
+    };
+    sqlx::query(
+        "UPDATE orders SET status = $2, paid_at = COALESCE(paid_at, $3) WHERE order_id = $1",
+    )
+    .bind(payment.order_id)
+    .bind(next)
+    .bind(event.time)
+    .execute(connection)
+    .await?;
     Ok(())
 }
 
-async fn fail_payment(connection: &mut PgConnection, event: &Event, payment: &PaymentFailed) -> Result<(), HandlerError> {
+async fn fail_payment(
+    connection: &mut PgConnection,
+    event: &Event,
+    payment: &PaymentFailed,
+) -> Result<(), HandlerError> {
     locked_status(connection, payment.order_id).await?;
-    let key = (payment.payment_id, payment.order_id, payment.amount_cents, payment.currency.as_str());
+    let key = (
+        payment.payment_id,
+        payment.order_id,
+        payment.amount_cents,
+        payment.currency.as_str(),
+    );
     record_payment(connection, event, key, "failed", Some(&payment.reason)).await
 }
 
-async fn ship(connection: &mut PgConnection, event: &Event, shipment: &OrderShipped) -> Result<(), HandlerError> {
+async fn ship(
+    connection: &mut PgConnection,
+    event: &Event,
+    shipment: &OrderShipped,
+) -> Result<(), HandlerError> {
     let status = locked_status(connection, shipment.order_id).await?;
     match status.as_str() {
         "cancelled" => {
@@ -145,7 +201,10 @@ async fn ship(connection: &mut PgConnection, event: &Event, shipment: &OrderShip
         "placed" => {
             return Err(HandlerError::transient(
                 "order_unpaid",
-                format!("order {} is not paid yet; its payment may still arrive", shipment.order_id),
+                format!(
+                    "order {} is not paid yet; its payment may still arrive",
+                    shipment.order_id
+                ),
             ));
         }
         _ => {}
@@ -169,12 +228,19 @@ async fn ship(connection: &mut PgConnection, event: &Event, shipment: &OrderShip
     Ok(())
 }
 
-async fn cancel(connection: &mut PgConnection, event: &Event, cancellation: &OrderCancelled) -> Result<(), HandlerError> {
+async fn cancel(
+    connection: &mut PgConnection,
+    event: &Event,
+    cancellation: &OrderCancelled,
+) -> Result<(), HandlerError> {
     let status = locked_status(connection, cancellation.order_id).await?;
     if status == "shipped" {
         return Err(HandlerError::permanent(
             "cancel_shipped_order",
-            format!("order {} has shipped and cannot be cancelled", cancellation.order_id),
+            format!(
+                "order {} has shipped and cannot be cancelled",
+                cancellation.order_id
+            ),
         ));
     }
     sqlx::query("UPDATE orders SET status = 'cancelled', cancelled_at = COALESCE(cancelled_at, $2) WHERE order_id = $1")

@@ -1,5 +1,6 @@
-//! The `sales` group: revenue and units per category per day, counted when
-//! an order is paid and reversed when a paid order is cancelled.
+//! The `sales` group: per-order category totals, counted when an order is
+//! paid and uncounted when it is cancelled; the `sales_daily` view sums
+//! them per day, category and currency.
 
 use std::collections::BTreeMap;
 
@@ -34,7 +35,10 @@ pub async fn apply(connection: &mut PgConnection, event: &Event) -> Result<(), H
     }
 }
 
-async fn record_order(connection: &mut PgConnection, order: &OrderPlaced) -> Result<(), HandlerError> {
+async fn record_order(
+    connection: &mut PgConnection,
+    order: &OrderPlaced,
+) -> Result<(), HandlerError> {
     let mut totals = CategoryTotals::new();
     for line in &order.lines {
         let total = totals.entry(line.category.clone()).or_default();
@@ -54,91 +58,55 @@ async fn record_order(connection: &mut PgConnection, order: &OrderPlaced) -> Res
 }
 
 struct SalesOrder {
-    currency: String,
-    categories: CategoryTotals,
     paid_on: Option<chrono::NaiveDate>,
-    counted: bool,
-    cancelled: bool,
 }
 
-async fn locked_order(connection: &mut PgConnection, order_id: Uuid) -> Result<SalesOrder, HandlerError> {
-    let row: Option<(String, Json<CategoryTotals>, Option<chrono::NaiveDate>, bool, bool)> = sqlx::query_as(
-        "SELECT currency, categories, paid_on, counted, cancelled FROM sales_orders WHERE order_id = $1 FOR UPDATE",
-    )
-    .bind(order_id)
-    .fetch_optional(connection)
-    .await?;
-    let (currency, Json(categories), paid_on, counted, cancelled) = row
-        .ok_or_else(|| HandlerError::transient("order_unknown", format!("order {order_id} has not been placed yet")))?;
-    Ok(SalesOrder { currency, categories, paid_on, counted, cancelled })
+async fn locked_order(
+    connection: &mut PgConnection,
+    order_id: Uuid,
+) -> Result<SalesOrder, HandlerError> {
+    let row: Option<(Option<chrono::NaiveDate>,)> =
+        sqlx::query_as("SELECT paid_on FROM sales_orders WHERE order_id = $1 FOR UPDATE")
+            .bind(order_id)
+            .fetch_optional(connection)
+            .await?;
+    let (paid_on,) = row.ok_or_else(|| {
+        HandlerError::transient(
+            "order_unknown",
+            format!("order {order_id} has not been placed yet"),
+        )
+    })?;
+    Ok(SalesOrder { paid_on })
 }
 
-async fn count(connection: &mut PgConnection, event: &Event, payment: &PaymentCaptured) -> Result<(), HandlerError> {
+async fn count(
+    connection: &mut PgConnection,
+    event: &Event,
+    payment: &PaymentCaptured,
+) -> Result<(), HandlerError> {
     let order = locked_order(connection, payment.order_id).await?;
     if order.paid_on.is_some() {
         return Ok(());
     }
-    let day = event.time.date_naive();
     // A payment for an order already cancelled nets to zero: it would be
     // counted and then reversed had the events arrived the other way round.
-    let counted = !order.cancelled;
-    if counted {
-        add_to_days(connection, day, &order.currency, &order.categories, 1).await?;
-    }
-    sqlx::query("UPDATE sales_orders SET paid_on = $2, counted = $3 WHERE order_id = $1")
-        .bind(payment.order_id)
-        .bind(day)
-        .bind(counted)
-        .execute(connection)
-        .await?;
+    sqlx::query(
+        "UPDATE sales_orders SET paid_on = $2, counted = NOT cancelled WHERE order_id = $1",
+    )
+    .bind(payment.order_id)
+    .bind(event.time.date_naive())
+    .execute(connection)
+    .await?;
     Ok(())
 }
 
-async fn reverse(connection: &mut PgConnection, cancellation: &OrderCancelled) -> Result<(), HandlerError> {
-    let order = locked_order(connection, cancellation.order_id).await?;
-    if order.cancelled {
-        return Ok(());
-    }
-    if let (true, Some(day)) = (order.counted, order.paid_on) {
-        add_to_days(connection, day, &order.currency, &order.categories, -1).await?;
-    }
+async fn reverse(
+    connection: &mut PgConnection,
+    cancellation: &OrderCancelled,
+) -> Result<(), HandlerError> {
+    locked_order(connection, cancellation.order_id).await?;
     sqlx::query("UPDATE sales_orders SET cancelled = true, counted = false WHERE order_id = $1")
         .bind(cancellation.order_id)
-        .execute(connection)
-        .await?;
-    Ok(())
-}
-
-/// Adds (`sign` = 1) or subtracts (-1) an order's totals on `day`; rows that
-/// fall back to zero are removed, so the table only holds real sales.
-async fn add_to_days(
-    connection: &mut PgConnection,
-    day: chrono::NaiveDate,
-    currency: &str,
-    categories: &CategoryTotals,
-    sign: i64,
-) -> Result<(), HandlerError> {
-    let names: Vec<&str> = categories.keys().map(String::as_str).collect();
-    let revenue: Vec<i64> = categories.values().map(|total| sign * total.revenue_cents).collect();
-    let units: Vec<i64> = categories.values().map(|total| sign * total.units).collect();
-    sqlx::query(
-        "INSERT INTO sales_daily (day, category, currency, revenue_cents, units) \
-         SELECT $1, category, $2, revenue, units FROM UNNEST($3::text[], $4::bigint[], $5::bigint[]) \
-           AS t(category, revenue, units) \
-         ON CONFLICT (day, category, currency) DO UPDATE SET \
-           revenue_cents = sales_daily.revenue_cents + EXCLUDED.revenue_cents, \
-           units = sales_daily.units + EXCLUDED.units",
-    )
-    .bind(day)
-    .bind(currency)
-    .bind(&names)
-    .bind(&revenue)
-    .bind(&units)
-    .execute(&mut *connection)
-    .await?;
-    sqlx::query("DELETE FROM sales_daily WHERE day = $1 AND currency = $2 AND revenue_cents = 0 AND units = 0")
-        .bind(day)
-        .bind(currency)
         .execute(connection)
         .await?;
     Ok(())

@@ -1,0 +1,196 @@
+//! One batch, one transaction: each event in its own savepoint, so a failing
+//! event is isolated from its neighbours, which still commit.
+
+use chrono::Utc;
+use shared::events::Event;
+use shared::groups::ConsumerGroup;
+use shared::retry::RetryPolicy;
+use sqlx::{PgConnection, PgPool};
+
+use super::attempts::{AttemptHistory, AttemptRecord};
+use super::dead_letter_store;
+use super::incoming::Incoming;
+use crate::handlers::{self, Disposition, HandlerError, classify_database_error};
+
+/// What happened to one event of a committed batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its effects are committed.
+    Applied,
+    /// It had been applied before; nothing changed.
+    Duplicate,
+    /// Failed transiently; send it to the retry path with this history.
+    Retry(AttemptHistory),
+    /// Recorded in the dead-letter store (in the same transaction).
+    DeadLettered,
+}
+
+/// Why a batch was not committed. Nothing of it took effect.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// PostgreSQL is unreachable: hold the batch, probe, try again.
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(#[source] sqlx::Error),
+    /// Another database failure of the runtime's own statements.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for BatchError {
+    fn from(error: sqlx::Error) -> Self {
+        match classify_database_error(&error) {
+            Disposition::DatabaseOutage => BatchError::DatabaseUnavailable(error),
+            Disposition::Retry | Disposition::DeadLetter => BatchError::Database(error),
+        }
+    }
+}
+
+/// Who processes, for which group, under which retry policy.
+#[derive(Debug, Clone)]
+pub struct BatchContext {
+    /// The consumer group.
+    pub group: ConsumerGroup,
+    /// The worker's name (recorded in attempt logs).
+    pub worker: String,
+    /// Attempt budget.
+    pub policy: RetryPolicy,
+}
+
+/// Applies `batch` in one transaction and returns one outcome per message,
+/// in order. On `Err` nothing was committed and every message must be tried again.
+pub async fn process_batch(
+    pool: &PgPool,
+    context: &BatchContext,
+    batch: &[Incoming],
+) -> Result<Vec<Outcome>, BatchError> {
+    let mut transaction = pool.begin().await?;
+    lock_aggregates(&mut transaction, context.group, batch).await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for incoming in batch {
+        let outcome = match &incoming.event {
+            Ok(event) => process_event(&mut transaction, context, incoming, event).await?,
+            Err(poison) => {
+                let history =
+                    incoming
+                        .history
+                        .with(failure(context, poison.code(), poison.to_string()));
+                tracing::warn!(group = %context.group, message_id = ?incoming.message_id, error = %poison, "poison message dead-lettered");
+                dead_letter_store::record(
+                    &mut transaction,
+                    context.group,
+                    incoming,
+                    &history,
+                    &poison.to_string(),
+                    "poison",
+                )
+                .await?;
+                Outcome::DeadLettered
+            }
+        };
+        outcomes.push(outcome);
+    }
+    transaction.commit().await?;
+    Ok(outcomes)
+}
+
+/// Takes a transaction-scoped advisory lock on every aggregate the batch
+/// touches, in ascending id order: two batches sharing an aggregate then
+/// wait for one another instead of deadlocking on rows locked in different orders.
+async fn lock_aggregates(
+    connection: &mut PgConnection,
+    group: ConsumerGroup,
+    batch: &[Incoming],
+) -> Result<(), BatchError> {
+    let mut ids = Vec::new();
+    for event in batch
+        .iter()
+        .filter_map(|incoming| incoming.event.as_ref().ok())
+    {
+        for key in handlers::lock_keys(group, connection, event).await? {
+            ids.push(handlers::advisory_lock_id(group, &key));
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    sqlx::query("SELECT pg_advisory_xact_lock(id) FROM UNNEST($1::bigint[]) WITH ORDINALITY AS t(id, n) ORDER BY n")
+        .bind(&ids)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+async fn process_event(
+    connection: &mut PgConnection,
+    context: &BatchContext,
+    incoming: &Incoming,
+    event: &Event,
+) -> Result<Outcome, BatchError> {
+    sqlx::query("SAVEPOINT event")
+        .execute(&mut *connection)
+        .await?;
+    let first_time = sqlx::query(
+        "INSERT INTO processed_events (consumer_group, event_id, event_type) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(context.group.as_str())
+    .bind(event.id)
+    .bind(event.event_type().as_str())
+    .execute(&mut *connection)
+    .await?
+    .rows_affected()
+        == 1;
+    if !first_time {
+        sqlx::query("RELEASE SAVEPOINT event")
+            .execute(&mut *connection)
+            .await?;
+        return Ok(Outcome::Duplicate);
+    }
+    let error = match handlers::apply(context.group, connection, event).await {
+        Ok(()) => {
+            sqlx::query("RELEASE SAVEPOINT event")
+                .execute(&mut *connection)
+                .await?;
+            return Ok(Outcome::Applied);
+        }
+        Err(error) => error,
+    };
+    sqlx::query("ROLLBACK TO SAVEPOINT event")
+        .execute(&mut *connection)
+        .await?;
+    let disposition = error.disposition();
+    if disposition == Disposition::DatabaseOutage
+        && let HandlerError::Database(source) = error
+    {
+        return Err(BatchError::DatabaseUnavailable(source));
+    }
+    let history = incoming
+        .history
+        .with(failure(context, error.kind(), error.to_string()));
+    let attempt = incoming.history.current_attempt();
+    let span = tracing::info_span!("event", event_id = %event.id, event_type = %event.event_type(), group = %context.group);
+    let _entered = span.enter();
+    if disposition == Disposition::Retry && attempt < context.policy.max_attempts {
+        tracing::info!(attempt, %error, "event failed transiently; will retry");
+        return Ok(Outcome::Retry(history));
+    }
+    tracing::warn!(attempt, %error, "event dead-lettered");
+    dead_letter_store::record(
+        connection,
+        context.group,
+        incoming,
+        &history,
+        &error.to_string(),
+        error.kind(),
+    )
+    .await?;
+    Ok(Outcome::DeadLettered)
+}
+
+fn failure(context: &BatchContext, kind: &str, message: String) -> AttemptRecord {
+    AttemptRecord {
+        at: Utc::now(),
+        worker: context.worker.clone(),
+        kind: kind.to_owned(),
+        message,
+    }
+}

@@ -1,0 +1,49 @@
+//! Writing to the PostgreSQL dead-letter store.
+
+use chrono::Utc;
+use shared::groups::ConsumerGroup;
+use sqlx::PgConnection;
+
+use super::attempts::AttemptHistory;
+use super::incoming::Incoming;
+
+/// Records `incoming` as dead for `group`, with its whole attempt history
+/// (which already holds the final failure). A second record of the same
+/// event for the same group is ignored.
+pub async fn record(
+    connection: &mut PgConnection,
+    group: ConsumerGroup,
+    incoming: &Incoming,
+    history: &AttemptHistory,
+    reason: &str,
+    error_kind: &str,
+) -> Result<(), sqlx::Error> {
+    let now = Utc::now();
+    let first = history.records.first().map_or(now, |record| record.at);
+    let last = history.records.last().map_or(now, |record| record.at);
+    let (event_id, event_type) = match &incoming.event {
+        Ok(event) => (Some(event.id), Some(event.event_type().as_str().to_owned())),
+        Err(_) => (None, None),
+    };
+    sqlx::query(
+        "INSERT INTO dead_letters (consumer_group, event_id, event_type, routing_key, body, headers, \
+           reason, error_kind, attempts, attempt_log, first_failed_at, last_failed_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (consumer_group, event_id) WHERE event_id IS NOT NULL DO NOTHING",
+    )
+    .bind(group.as_str())
+    .bind(event_id)
+    .bind(event_type)
+    .bind(&incoming.routing_key)
+    .bind(&incoming.body)
+    .bind(&incoming.headers_json)
+    .bind(reason)
+    .bind(error_kind)
+    .bind(history.records.len().max(1) as i32)
+    .bind(history.to_json())
+    .bind(first)
+    .bind(last)
+    .execute(connection)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! One worker: a channel with prefetch, a consumer on the group's work
+//! queue, and a loop that takes what is ready (up to the batch size), applies
+//! it in one transaction and acknowledges only after the commit.
+
+use std::time::Duration;
+
+use futures_util::{FutureExt, StreamExt};
+use lapin::Channel;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::FieldTable;
+use shared::publish::{OutgoingMessage, Publisher};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use super::RuntimeError;
+use super::attempts::AttemptHistory;
+use super::batch::{BatchContext, BatchError, Outcome, process_batch};
+use super::health::Health;
+use super::incoming::Incoming;
+use shared::topology::GroupQueues;
+
+/// Everything one worker needs.
+#[derive(Clone)]
+pub struct Worker {
+    /// Group, worker name, retry policy.
+    pub context: BatchContext,
+    /// The group's queue names.
+    pub queues: GroupQueues,
+    /// The database.
+    pub pool: PgPool,
+    /// Publishes retries to the wait queues (default exchange).
+    pub retry_publisher: Publisher,
+    /// Unacknowledged deliveries the broker may send ahead.
+    pub prefetch: u16,
+    /// Most deliveries applied in one transaction.
+    pub batch_size: usize,
+    /// Largest accepted event body.
+    pub max_event_bytes: usize,
+    /// Readiness flags.
+    pub health: Health,
+}
+
+impl Worker {
+    /// Consumes until `shutdown` is cancelled: the batch in hand is finished,
+    /// committed and acknowledged before returning.
+    pub async fn run(
+        self,
+        channel: Channel,
+        shutdown: CancellationToken,
+    ) -> Result<(), RuntimeError> {
+        // QoS before consume, or the broker may push unbounded deliveries first.
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await?;
+        let mut consumer = channel
+            .basic_consume(
+                self.queues.work.as_str().into(),
+                self.context.worker.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(group = %self.context.group, worker = %self.context.worker, "worker consuming");
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                next = consumer.next() => next,
+            };
+            let first = match next {
+                None => break,
+                Some(Ok(delivery)) => delivery,
+                Some(Err(error)) => {
+                    tracing::warn!(worker = %self.context.worker, %error, "consumer error; waiting for recovery");
+                    channel.wait_for_recovery(error).await?;
+                    continue;
+                }
+            };
+            // No fixed linger: take what is already here, so a batch grows
+            // with load and a lone event is committed as soon as it arrives.
+            let mut deliveries = vec![first];
+            while deliveries.len() < self.batch_size {
+                match consumer.next().now_or_never() {
+                    Some(Some(Ok(delivery))) => deliveries.push(delivery),
+                    _ => break,
+                }
+            }
+            self.handle(&channel, deliveries, &shutdown).await;
+        }
+        let _ = channel
+            .basic_cancel(
+                self.context.worker.as_str().into(),
+                BasicCancelOptions::default(),
+            )
+            .await;
+        let _ = channel.close(200, "worker stopping".into()).await;
+        tracing::info!(worker = %self.context.worker, "worker stopped");
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        channel: &Channel,
+        deliveries: Vec<Delivery>,
+        shutdown: &CancellationToken,
+    ) {
+        let batch: Vec<Incoming> = deliveries
+            .iter()
+            .map(|delivery| Incoming::from_delivery(delivery, self.max_event_bytes))
+            .collect();
+        let outcomes = loop {
+            match process_batch(&self.pool, &self.context, &batch).await {
+                Ok(outcomes) => break outcomes,
+                Err(BatchError::DatabaseUnavailable(error)) => {
+                    // Hold the batch (the prefetch window stops new deliveries)
+                    // and burn no attempt: the events are healthy.
+                    tracing::warn!(worker = %self.context.worker, %error, "database unavailable; pausing");
+                    self.health.set_database_ready(false);
+                    if !wait_for_database(&self.pool, &self.context, shutdown).await {
+                        return; // shutting down: unacked deliveries go back to the queue
+                    }
+                    self.health.set_database_ready(true);
+                    tracing::info!(worker = %self.context.worker, "database back; resuming");
+                }
+                Err(BatchError::Database(error)) => {
+                    tracing::error!(worker = %self.context.worker, %error, "batch failed; requeueing it");
+                    let requeue = BasicNackOptions {
+                        multiple: false,
+                        requeue: true,
+                    };
+                    for delivery in &deliveries {
+                        let _ = delivery.nack(requeue).await;
+                    }
+                    return;
+                }
+            }
+        };
+        let mut all_acked = true;
+        let mut settled = vec![false; deliveries.len()];
+        for (index, (incoming, outcome)) in batch.iter().zip(&outcomes).enumerate() {
+            if let Outcome::Retry(history) = outcome
+                && let Err(error) = self
+                    .schedule_retry(&deliveries[index], incoming, history)
+                    .await
+            {
+                tracing::warn!(worker = %self.context.worker, %error, "retry not scheduled; requeueing");
+                let _ = deliveries[index]
+                    .nack(BasicNackOptions {
+                        multiple: false,
+                        requeue: true,
+                    })
+                    .await;
+                settled[index] = true;
+                all_acked = false;
+            }
+        }
+        acknowledge(channel, &deliveries, &settled, all_acked).await;
+    }
+
+    /// Publishes the event to the wait queue for its attempt, with the
+    /// jittered delay as per-message TTL and the history in its headers.
+    async fn schedule_retry(
+        &self,
+        delivery: &Delivery,
+        incoming: &Incoming,
+        history: &AttemptHistory,
+    ) -> Result<(), shared::publish::PublishError> {
+        let failed_attempts = history.records.len() as u32;
+        let delay = self
+            .context
+            .policy
+            .delay_after_attempt(failed_attempts)
+            .unwrap_or(self.context.policy.max_delay);
+        let wait_queue =
+            &self.queues.retry[(failed_attempts as usize - 1).min(self.queues.retry.len() - 1)];
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        history.write_to(&mut headers);
+        let properties = delivery
+            .properties
+            .clone()
+            .with_headers(headers)
+            .with_expiration(delay.as_millis().to_string().into());
+        self.retry_publisher
+            .publish_message(OutgoingMessage {
+                routing_key: wait_queue.clone(),
+                exchange: Some(String::new()),
+                body: incoming.body.clone(),
+                properties,
+            })
+            .await
+    }
+}
+
+/// Acks every delivery not already settled. When all of the batch is to be
+/// acked, one `multiple` ack of the last tag covers it: every earlier tag
+/// on this channel belongs to this batch or to batches already settled.
+async fn acknowledge(
+    channel: &Channel,
+    deliveries: &[Delivery],
+    settled: &[bool],
+    all_acked: bool,
+) {
+    let result = if all_acked {
+        match deliveries.last() {
+            Some(last) => {
+                channel
+                    .basic_ack(last.delivery_tag, BasicAckOptions { multiple: true })
+                    .await
+            }
+            None => Ok(()),
+        }
+    } else {
+        let mut result = Ok(());
+        for (delivery, done) in deliveries.iter().zip(settled) {
+            if !done {
+                result = result.and(delivery.ack(BasicAckOptions::default()).await.map(|_| ()));
+            }
+        }
+        result
+    };
+    if let Err(error) = result {
+        // The commit stands; a redelivery will be recognised as a duplicate.
+        tracing::warn!(%error, "ack failed after commit; the broker will redeliver and it will be skipped");
+    }
+}
+
+/// Probes the database with the retry policy's backoff until it answers
+/// (true) or shutdown is requested (false).
+async fn wait_for_database(
+    pool: &PgPool,
+    context: &BatchContext,
+    shutdown: &CancellationToken,
+) -> bool {
+    use backoff::backoff::Backoff;
+    let mut schedule = context.policy.backoff();
+    schedule.initial_interval = Duration::from_millis(100);
+    schedule.current_interval = schedule.initial_interval;
+    schedule.max_interval = Duration::from_secs(5);
+    loop {
+        let wait = schedule.next_backoff().unwrap_or(Duration::from_secs(5));
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        if sqlx::query("SELECT 1").execute(pool).await.is_ok() {
+            return true;
+        }
+    }
+}
