@@ -1,0 +1,140 @@
+//! Projections converge: whatever the delivery order and however many
+//! duplicates arrive, the final database equals the in-order result.
+
+use std::collections::VecDeque;
+
+use consumers::runtime::attempts::AttemptHistory;
+use consumers::runtime::batch::{BatchContext, Outcome, process_batch};
+use consumers::runtime::incoming::Incoming;
+use producers::traffic::StoreTraffic;
+use proptest::prelude::*;
+use shared::events::Event;
+use shared::groups::ConsumerGroup;
+use shared::retry::RetryPolicy;
+use shared::testing::TestDatabase;
+use sqlx::PgPool;
+
+const SNAPSHOT_TABLES: [&str; 10] = [
+    "customers",
+    "orders",
+    "order_lines",
+    "payments",
+    "shipments",
+    "products",
+    "stock",
+    "stock_reservations",
+    "sales_orders",
+    "sales_daily",
+];
+
+/// Applies `stream` for every group, retrying transient failures after the
+/// rest (as the retry queues would) until nothing is left.
+async fn apply_all(pool: &PgPool, stream: &[Event]) {
+    for group in ConsumerGroup::ALL {
+        let context = BatchContext {
+            group,
+            worker: "property".into(),
+            policy: RetryPolicy {
+                max_attempts: u32::MAX,
+                ..RetryPolicy::default()
+            },
+        };
+        let mut pending: VecDeque<Incoming> = stream
+            .iter()
+            .filter(|event| group.handles(event.event_type()))
+            .map(|event| Incoming {
+                body: event.to_json_bytes(),
+                routing_key: event.event_type().as_str().to_owned(),
+                message_id: Some(event.id.to_string()),
+                event: Ok(event.clone()),
+                history: AttemptHistory::default(),
+                headers_json: serde_json::json!({}),
+            })
+            .collect();
+        let mut stalled = 0;
+        while let Some(mut incoming) = pending.pop_front() {
+            let outcome = process_batch(pool, &context, std::slice::from_ref(&incoming))
+                .await
+                .unwrap();
+            match &outcome[0] {
+                Outcome::Applied | Outcome::Duplicate => stalled = 0,
+                Outcome::Retry(history) => {
+                    incoming.history = history.clone();
+                    pending.push_back(incoming);
+                    stalled += 1;
+                    assert!(
+                        stalled <= pending.len() + 1,
+                        "group {group}: no progress possible"
+                    );
+                }
+                Outcome::DeadLettered => {
+                    panic!("group {group}: a valid stream dead-lettered an event")
+                }
+            }
+        }
+    }
+}
+
+async fn snapshot(pool: &PgPool) -> Vec<(String, Vec<String>)> {
+    let mut tables = Vec::new();
+    for table in SNAPSHOT_TABLES {
+        let sql = format!("SELECT to_jsonb(t)::text FROM {table} t ORDER BY 1");
+        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        tables.push((table.to_owned(), rows));
+    }
+    tables
+}
+
+fn stream_and_delivery() -> impl Strategy<Value = (Vec<Event>, Vec<Event>)> {
+    (any::<u64>(), 40usize..160).prop_flat_map(|(seed, length)| {
+        let mut store = StoreTraffic::new(seed);
+        let in_order: Vec<Event> = (0..length).map(|_| store.next_event()).collect();
+        let duplicates = proptest::collection::vec(any::<prop::sample::Index>(), 0..length / 2);
+        (
+            Just(in_order.clone()),
+            Just(in_order).prop_shuffle(),
+            duplicates,
+        )
+            .prop_map(|(in_order, mut shuffled, duplicates)| {
+                let copies: Vec<Event> = duplicates
+                    .iter()
+                    .map(|index| index.get(&in_order).clone())
+                    .collect();
+                for (position, copy) in duplicates.iter().zip(copies) {
+                    let at = position.index(shuffled.len() + 1);
+                    shuffled.insert(at, copy);
+                }
+                (in_order, shuffled)
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    #[test]
+    fn projections_converge_whatever_the_order_and_duplicates((in_order, delivered) in stream_and_delivery()) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let expected_db = TestDatabase::create().await;
+            apply_all(&expected_db.pool, &in_order).await;
+            let actual_db = TestDatabase::create().await;
+            apply_all(&actual_db.pool, &delivered).await;
+
+            let expected = snapshot(&expected_db.pool).await;
+            let actual = snapshot(&actual_db.pool).await;
+            for ((table, want), (_, got)) in expected.iter().zip(&actual) {
+                assert_eq!(got, want, "table {table} differs");
+            }
+            let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events")
+                .fetch_one(&actual_db.pool).await.unwrap();
+            let routed: usize = in_order.iter()
+                .map(|event| ConsumerGroup::ALL.iter().filter(|group| group.handles(event.event_type())).count())
+                .sum();
+            assert_eq!(applied as usize, routed, "each event applied once per group");
+        });
+    }
+}

@@ -1,0 +1,156 @@
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use shared::groups::ConsumerGroup;
+use shared::testing::{TcpProxy, database_url, eventually};
+use uuid::Uuid;
+
+use crate::processing::order_placed;
+use crate::support::Stack;
+
+/// Starts the real `consumers run` binary against the stack.
+fn spawn_worker_process(stack: &Stack, workers: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_consumers"))
+        .args([
+            "run",
+            "--group",
+            "orders",
+            "--workers",
+            &workers.to_string(),
+            "--batch-size",
+            "16",
+            "--prefetch",
+            "32",
+        ])
+        .env("SWITCHYARD_NAMESPACE", &stack.settings.namespace)
+        .envs(crate::support::QUICK_RETRY_ENVIRONMENT)
+        .env("DATABASE_URL", database_url(&stack.settings))
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("spawn consumers")
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice() {
+    let stack = Stack::new().await;
+    let events: Vec<_> = (0..2_000).map(|_| order_placed(Uuid::now_v7())).collect();
+    stack.publish(&events).await;
+
+    let mut first = spawn_worker_process(&stack, 2);
+    let started = eventually(Duration::from_secs(60), || async {
+        (stack.number("SELECT count(*) FROM orders").await > 200).then_some(())
+    })
+    .await;
+    first.kill().unwrap(); // SIGKILL: no graceful anything
+    first.wait().unwrap();
+    let at_kill = stack.number("SELECT count(*) FROM orders").await;
+
+    let mut second = spawn_worker_process(&stack, 2);
+    let applied = stack
+        .wait_for("SELECT count(*) FROM orders", 2_000, 120)
+        .await;
+    let drained = crate::support::eventually_drained(&stack, ConsumerGroup::Orders).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+
+    assert!(started.is_some());
+    assert!(at_kill < 2_000, "killed mid-stream ({at_kill} applied)");
+    assert_eq!(applied, 2_000);
+    assert!(drained);
+    assert_eq!(
+        stack.number("SELECT count(*) FROM processed_events").await,
+        2_000
+    );
+    assert_eq!(
+        stack.number("SELECT count(*) FROM order_lines").await,
+        2_000
+    );
+    assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
+}
+
+#[tokio::test]
+async fn an_unreachable_database_pauses_consumption_without_dead_letters_and_it_resumes() {
+    let stack = Stack::new().await;
+    let direct = database_url(&stack.settings);
+    let (host_port, database) = direct.rsplit_once('/').unwrap();
+    let upstream = host_port
+        .rsplit_once('@')
+        .map_or(host_port, |(_, address)| address);
+    let upstream = upstream.trim_start_matches("postgres://");
+    let proxy = TcpProxy::start(
+        tokio::net::lookup_host(upstream)
+            .await
+            .unwrap()
+            .next()
+            .unwrap(),
+    )
+    .await;
+    let through_proxy = format!("postgres://postgres@{}/{database}", proxy.address);
+    let mut settings = stack.settings.clone();
+    settings.database_url = through_proxy.into();
+    let workers = stack.start_with(settings, stack.options(&[ConsumerGroup::Orders], 2));
+    stack
+        .publish(
+            &(0..50)
+                .map(|_| order_placed(Uuid::now_v7()))
+                .collect::<Vec<_>>(),
+        )
+        .await;
+    stack.wait_for("SELECT count(*) FROM orders", 50, 30).await;
+
+    proxy.cut();
+    stack
+        .publish(
+            &(0..100)
+                .map(|_| order_placed(Uuid::now_v7()))
+                .collect::<Vec<_>>(),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = stack.number("SELECT count(*) FROM orders").await;
+    let dead_during = stack.number("SELECT count(*) FROM dead_letters").await;
+    let (_, retrying_during, broker_dead_during) = stack.queued(ConsumerGroup::Orders).await;
+    proxy.restore();
+    let after = stack.wait_for("SELECT count(*) FROM orders", 150, 60).await;
+    workers.stop().await;
+
+    assert_eq!(
+        during, 50,
+        "nothing applied while the database is unreachable"
+    );
+    assert_eq!(
+        (dead_during, retrying_during, broker_dead_during),
+        (0, 0, 0),
+        "no retries burnt, nothing dead-lettered"
+    );
+    assert_eq!(after, 150, "consumption resumed by itself");
+    assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
+    assert_eq!(stack.queued(ConsumerGroup::Orders).await, (0, 0, 0));
+}
+
+#[tokio::test]
+async fn graceful_shutdown_commits_and_acks_in_flight_work() {
+    let stack = Stack::new().await;
+    let total = 3_000;
+    stack
+        .publish(
+            &(0..total)
+                .map(|_| order_placed(Uuid::now_v7()))
+                .collect::<Vec<_>>(),
+        )
+        .await;
+    let workers = stack.start(&[ConsumerGroup::Orders], 2);
+    eventually(Duration::from_secs(60), || async {
+        (stack.number("SELECT count(*) FROM orders").await > 100).then_some(())
+    })
+    .await;
+
+    workers.stop().await;
+
+    let applied = stack.number("SELECT count(*) FROM orders").await;
+    let (ready, retrying, dead) = stack.queued(ConsumerGroup::Orders).await;
+    // Every event is either committed and acked, or back in the queue: never both, never neither.
+    assert_eq!(applied + i64::from(ready), total as i64);
+    assert_eq!((retrying, dead), (0, 0));
+    assert!(applied < total as i64, "stopped mid-stream");
+}

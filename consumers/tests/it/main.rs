@@ -1,0 +1,11 @@
+//! Integration tests of the worker runtime against the real RabbitMQ and
+//! PostgreSQL: exact counts for duplicates, retries, dead letters, poison,
+//! crashes, database outages and shutdown.
+
+#![allow(clippy::unwrap_used)]
+
+mod convergence;
+mod failures;
+mod processing;
+mod retries;
+mod support;

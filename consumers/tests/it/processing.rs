@@ -1,0 +1,194 @@
+use chrono::{DateTime, Utc};
+use shared::events::catalog::*;
+use shared::events::{Event, EventPayload};
+use shared::groups::ConsumerGroup;
+use uuid::Uuid;
+
+use crate::support::Stack;
+
+pub fn order_placed(order_id: Uuid) -> Event {
+    Event::new(
+        "/tests",
+        EventPayload::OrderPlaced(OrderPlaced {
+            order_id,
+            customer_id: Uuid::now_v7(),
+            currency: "EUR".into(),
+            lines: vec![OrderLine {
+                sku: "SKU-1".into(),
+                category: "kitchen".into(),
+                quantity: 2,
+                unit_price_cents: 1_500,
+            }],
+        }),
+    )
+}
+
+pub fn captured(order_id: Uuid) -> Event {
+    Event::new(
+        "/tests",
+        EventPayload::PaymentCaptured(PaymentCaptured {
+            payment_id: Uuid::now_v7(),
+            order_id,
+            amount_cents: 3_000,
+            currency: "EUR".into(),
+        }),
+    )
+}
+
+pub fn cancelled(order_id: Uuid) -> Event {
+    Event::new(
+        "/tests",
+        EventPayload::OrderCancelled(OrderCancelled {
+            order_id,
+            reason: "changed mind".into(),
+        }),
+    )
+}
+
+pub fn shipped(order_id: Uuid) -> Event {
+    Event::new(
+        "/tests",
+        EventPayload::OrderShipped(OrderShipped {
+            order_id,
+            shipment_id: Uuid::now_v7(),
+            carrier: "DHL".into(),
+            tracking_number: "T1".into(),
+        }),
+    )
+}
+
+#[tokio::test]
+async fn duplicated_events_are_applied_once() {
+    let stack = Stack::new().await;
+    let orders: Vec<Event> = (0..20).map(|_| order_placed(Uuid::now_v7())).collect();
+    // Every event three times: re-sent by producers, redelivered by the broker.
+    let stream: Vec<Event> = orders
+        .iter()
+        .chain(&orders)
+        .chain(&orders)
+        .cloned()
+        .collect();
+    stack.publish(&stream).await;
+
+    let workers = stack.start(&[ConsumerGroup::Orders], 2);
+    let processed = stack
+        .wait_for(
+            "SELECT count(*) FROM processed_events WHERE consumer_group = 'orders'",
+            20,
+            30,
+        )
+        .await;
+    crate::support::eventually_drained(&stack, ConsumerGroup::Orders).await;
+    workers.stop().await;
+
+    assert_eq!(processed, 20);
+    // After the workers closed their channels nothing unacked returned.
+    assert_eq!(
+        stack.queued(ConsumerGroup::Orders).await,
+        (0, 0, 0),
+        "all 60 deliveries acked"
+    );
+    assert_eq!(stack.number("SELECT count(*) FROM orders").await, 20);
+    assert_eq!(stack.number("SELECT count(*) FROM order_lines").await, 20);
+    assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
+}
+
+#[derive(sqlx::FromRow, Debug)]
+struct DeadLetter {
+    consumer_group: String,
+    event_id: Option<Uuid>,
+    event_type: Option<String>,
+    routing_key: String,
+    body: Vec<u8>,
+    reason: String,
+    error_kind: String,
+    attempts: i32,
+    attempt_log: serde_json::Value,
+    first_failed_at: DateTime<Utc>,
+    last_failed_at: DateTime<Utc>,
+}
+
+async fn dead_letters(stack: &Stack) -> Vec<DeadLetter> {
+    sqlx::query_as(
+        "SELECT consumer_group, event_id, event_type, routing_key, body, reason, error_kind, attempts, \
+         attempt_log, first_failed_at, last_failed_at FROM dead_letters ORDER BY id",
+    )
+    .fetch_all(&stack.database.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_permanent_failure_is_dead_lettered_at_once_with_all_its_metadata() {
+    let stack = Stack::new().await;
+    let order_id = Uuid::now_v7();
+    let shipment = shipped(order_id);
+    stack
+        .publish(&[order_placed(order_id), cancelled(order_id)])
+        .await;
+    let workers = stack.start(&[ConsumerGroup::Orders], 1);
+    stack
+        .wait_for(
+            "SELECT count(*) FROM orders WHERE status = 'cancelled'",
+            1,
+            30,
+        )
+        .await;
+
+    stack.publish(std::slice::from_ref(&shipment)).await;
+    stack
+        .wait_for("SELECT count(*) FROM dead_letters", 1, 30)
+        .await;
+    workers.stop().await;
+
+    let letters = dead_letters(&stack).await;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.consumer_group, "orders");
+    assert_eq!(letter.event_id, Some(shipment.id));
+    assert_eq!(letter.event_type.as_deref(), Some("order.shipped"));
+    assert_eq!(letter.routing_key, "order.shipped");
+    assert_eq!(letter.body, shipment.to_json_bytes());
+    assert_eq!(letter.error_kind, "ship_cancelled_order");
+    assert!(letter.reason.contains("cancelled"), "{}", letter.reason);
+    assert_eq!(letter.attempts, 1, "a permanent error is not retried");
+    let log = letter.attempt_log.as_array().unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0]["kind"], "ship_cancelled_order");
+    assert!(log[0]["worker"].as_str().unwrap().starts_with("orders-"));
+    assert_eq!(letter.first_failed_at, letter.last_failed_at);
+    assert_eq!(stack.number("SELECT count(*) FROM shipments").await, 0);
+    assert_eq!(stack.queued(ConsumerGroup::Orders).await, (0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_while_its_batch_neighbours_commit() {
+    let stack = Stack::new().await;
+    let before: Vec<Event> = (0..5).map(|_| order_placed(Uuid::now_v7())).collect();
+    let after: Vec<Event> = (0..5).map(|_| order_placed(Uuid::now_v7())).collect();
+    // Queued before any worker starts, so they arrive in one batch.
+    stack.publish(&before).await;
+    stack
+        .publish_raw("order.placed", b"{\"specversion\":\"1.0\", truncated")
+        .await;
+    stack.publish(&after).await;
+
+    let workers = stack.start(&[ConsumerGroup::Orders], 1);
+    let applied = stack.wait_for("SELECT count(*) FROM orders", 10, 30).await;
+    let dead = stack
+        .wait_for("SELECT count(*) FROM dead_letters", 1, 30)
+        .await;
+    workers.stop().await;
+
+    assert_eq!((applied, dead), (10, 1));
+    let letter = &dead_letters(&stack).await[0];
+    assert_eq!(letter.error_kind, "poison");
+    assert_eq!(letter.event_id, None);
+    assert!(
+        letter.reason.contains("not valid JSON"),
+        "{}",
+        letter.reason
+    );
+    assert_eq!(letter.body, b"{\"specversion\":\"1.0\", truncated");
+    assert_eq!(stack.queued(ConsumerGroup::Orders).await, (0, 0, 0));
+}

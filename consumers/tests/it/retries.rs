@@ -1,0 +1,80 @@
+use chrono::{DateTime, Utc};
+use shared::groups::ConsumerGroup;
+use uuid::Uuid;
+
+use crate::processing::{captured, order_placed};
+use crate::support::Stack;
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_with_growing_delays_until_the_budget_is_spent() {
+    // A payment for an order that never arrives: `order_unknown`, transient.
+    let stack = Stack::new().await; // 4 attempts, 200 ms doubling, ±20 % jitter
+    let payment = captured(Uuid::now_v7());
+    let workers = stack.start(&[ConsumerGroup::Orders], 1);
+
+    stack.publish(std::slice::from_ref(&payment)).await;
+    let dead = stack
+        .wait_for("SELECT count(*) FROM dead_letters", 1, 60)
+        .await;
+    workers.stop().await;
+
+    assert_eq!(dead, 1);
+    let (attempts, kind, log): (i32, String, serde_json::Value) =
+        sqlx::query_as("SELECT attempts, error_kind, attempt_log FROM dead_letters")
+            .fetch_one(&stack.database.pool)
+            .await
+            .unwrap();
+    assert_eq!((attempts, kind.as_str()), (4, "order_unknown"));
+    let times: Vec<DateTime<Utc>> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|record| record["at"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(times.len(), 4);
+    let gaps: Vec<i64> = times
+        .windows(2)
+        .map(|pair| (pair[1] - pair[0]).num_milliseconds())
+        .collect();
+    // Nominal 200, 400, 800 ms with ±20 % jitter: each wait is at least its
+    // jittered minimum and longer than the one before.
+    for (gap, nominal) in gaps.iter().zip([200, 400, 800]) {
+        assert!(*gap >= nominal * 8 / 10, "gaps {gaps:?}");
+    }
+    assert!(
+        gaps.windows(2).all(|pair| pair[1] > pair[0]),
+        "gaps grow: {gaps:?}"
+    );
+    assert_eq!(stack.number("SELECT count(*) FROM payments").await, 0);
+    assert_eq!(stack.queued(ConsumerGroup::Orders).await, (0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_transient_failure_succeeds_once_its_dependency_arrives() {
+    let stack = Stack::new().await;
+    let order_id = Uuid::now_v7();
+    let workers = stack.start(&[ConsumerGroup::Orders], 1);
+
+    stack.publish(&[captured(order_id)]).await;
+    let retried = stack
+        .wait_for("SELECT count(*) FROM processed_events", 0, 5)
+        .await;
+    // It is waiting in a retry queue, not lost and not applied.
+    let waiting = shared::testing::eventually(std::time::Duration::from_secs(10), || async {
+        let (_, retrying, _) = stack.queued(ConsumerGroup::Orders).await;
+        (retrying == 1).then_some(())
+    })
+    .await;
+    stack.publish(&[order_placed(order_id)]).await;
+    let paid = stack
+        .wait_for("SELECT count(*) FROM orders WHERE status = 'paid'", 1, 30)
+        .await;
+    workers.stop().await;
+
+    assert_eq!(retried, 0);
+    assert!(waiting.is_some(), "the payment waited in a retry queue");
+    assert_eq!(paid, 1);
+    assert_eq!(stack.number("SELECT count(*) FROM payments").await, 1);
+    assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
+    assert_eq!(stack.queued(ConsumerGroup::Orders).await, (0, 0, 0));
+}

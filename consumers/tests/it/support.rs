@@ -1,0 +1,187 @@
+//! A namespace, a database and workers to run against them.
+
+use std::time::Duration;
+
+use consumers::runtime::{Health, RuntimeError, WorkerOptions, run_workers};
+use lapin::BasicProperties;
+use shared::events::Event;
+use shared::groups::ConsumerGroup;
+use shared::publish::{OutgoingMessage, Publisher};
+use shared::settings::Settings;
+use shared::testing::{IsolatedTopology, TestDatabase, eventually, isolated_settings};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// An isolated namespace and database, with settings pointing at both.
+pub struct Stack {
+    pub isolated: IsolatedTopology,
+    pub database: TestDatabase,
+    pub settings: Settings,
+}
+
+/// Fast retries for tests: 200 ms doubling, four attempts.
+pub const QUICK_RETRY_ENVIRONMENT: [(&str, &str); 3] = [
+    ("SWITCHYARD_RETRY_INITIAL_DELAY_MS", "200"),
+    ("SWITCHYARD_RETRY_MAX_DELAY_MS", "5000"),
+    ("SWITCHYARD_RETRY_MAX_ATTEMPTS", "4"),
+];
+
+/// Settings with [`QUICK_RETRY_ENVIRONMENT`] in a fresh namespace.
+pub fn quick_retry_settings() -> Settings {
+    let namespace = isolated_settings().namespace;
+    Settings::from_lookup(|name| {
+        QUICK_RETRY_ENVIRONMENT
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| (*value).to_owned())
+            .or_else(|| std::env::var(name).ok())
+    })
+    .unwrap()
+    .with_namespace(namespace)
+}
+
+impl Stack {
+    pub async fn new() -> Self {
+        Self::with_settings(quick_retry_settings()).await
+    }
+
+    pub async fn with_settings(settings: Settings) -> Self {
+        let isolated = IsolatedTopology::declare_with(settings.clone()).await;
+        let database = TestDatabase::create_with(settings).await;
+        let settings = database.settings.clone();
+        Self {
+            isolated,
+            database,
+            settings,
+        }
+    }
+
+    pub fn options(&self, groups: &[ConsumerGroup], workers: usize) -> WorkerOptions {
+        WorkerOptions {
+            groups: groups.to_vec(),
+            workers,
+            prefetch: 64,
+            batch_size: 32,
+        }
+    }
+
+    /// Starts workers in this process.
+    pub fn start(&self, groups: &[ConsumerGroup], workers: usize) -> RunningWorkers {
+        self.start_with(self.settings.clone(), self.options(groups, workers))
+    }
+
+    pub fn start_with(&self, settings: Settings, options: WorkerOptions) -> RunningWorkers {
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let topology = self.isolated.topology.clone();
+        let handle = tokio::spawn(async move {
+            let pool = shared::database::connect(&settings, 8, false)
+                .await
+                .expect("pool");
+            let connection = shared::broker::connect(&settings, "test-workers")
+                .await
+                .expect("broker");
+            let result = run_workers(
+                &settings,
+                &connection,
+                &topology,
+                pool,
+                &options,
+                Health::default(),
+                token,
+            )
+            .await;
+            let _ = connection.close(200, "OK".into()).await;
+            result
+        });
+        RunningWorkers { shutdown, handle }
+    }
+
+    pub async fn publisher(&self) -> Publisher {
+        self.isolated.publisher().await
+    }
+
+    pub async fn publish(&self, events: &[Event]) {
+        let publisher = self.publisher().await;
+        for result in publisher.publish_all(events).await {
+            result.unwrap();
+        }
+        publisher.close().await;
+    }
+
+    /// Publishes arbitrary bytes with `routing_key` to the events exchange.
+    pub async fn publish_raw(&self, routing_key: &str, body: &[u8]) {
+        let publisher = self.publisher().await;
+        publisher
+            .publish_message(OutgoingMessage {
+                routing_key: routing_key.to_owned(),
+                exchange: None,
+                body: body.to_vec(),
+                properties: BasicProperties::default().with_delivery_mode(2),
+            })
+            .await
+            .unwrap();
+        publisher.close().await;
+    }
+
+    /// A single number from `sql`.
+    pub async fn number(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.database.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Waits (at most `seconds`) until `sql` returns `expected`; returns the last value.
+    pub async fn wait_for(&self, sql: &'static str, expected: i64, seconds: u64) -> i64 {
+        let reached = eventually(Duration::from_secs(seconds), || async {
+            (self.number(sql).await == expected).then_some(())
+        })
+        .await;
+        if reached.is_some() {
+            expected
+        } else {
+            self.number(sql).await
+        }
+    }
+
+    /// Messages ready in `group`'s work queue, retry queues and dead-letter queue.
+    pub async fn queued(&self, group: ConsumerGroup) -> (u32, u32, u32) {
+        let connection = shared::testing::connect(&self.settings).await;
+        let depths = self.isolated.topology.depths(&connection).await.unwrap();
+        let _ = connection.close(200, "OK".into()).await;
+        let depth = depths
+            .into_iter()
+            .find(|depth| depth.group == group)
+            .unwrap();
+        (depth.work, depth.retrying, depth.dead_letter)
+    }
+}
+
+/// Workers running in a task of this test.
+pub struct RunningWorkers {
+    shutdown: CancellationToken,
+    handle: JoinHandle<Result<(), RuntimeError>>,
+}
+
+impl RunningWorkers {
+    /// Graceful stop: finish in-flight batches, ack, close.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("workers stop in time")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Waits until `group`'s work and retry queues are empty (all acked).
+pub async fn eventually_drained(stack: &Stack, group: ConsumerGroup) -> bool {
+    eventually(Duration::from_secs(30), || async {
+        let (work, retrying, _) = stack.queued(group).await;
+        (work == 0 && retrying == 0).then_some(())
+    })
+    .await
+    .is_some()
+}
