@@ -7,6 +7,8 @@
 //! - [`broker`]: connecting to RabbitMQ with automatic recovery.
 //! - [`database`]: connecting to PostgreSQL, creating the database, migrating.
 //! - [`settings`]: one validated configuration value from the environment.
+//! - [`simulation`]: a simulated online store emitting realistic event streams.
+//! - [`latency`]: percentile summaries of latencies.
 //! - [`startup`]: what every process does first (declare topology, migrate).
 //! - [`retry`]: the exponential-backoff retry policy.
 //! - [`telemetry`]: log output set-up.
@@ -17,9 +19,11 @@ pub mod broker;
 pub mod database;
 pub mod events;
 pub mod groups;
+pub mod latency;
 pub mod publish;
 pub mod retry;
 pub mod settings;
+pub mod simulation;
 pub mod startup;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use consumers::runtime::attempts::AttemptHistory;
 use consumers::runtime::batch::{BatchContext, Outcome, process_batch};
 use consumers::runtime::incoming::Incoming;
-use producers::traffic::StoreTraffic;
+use shared::simulation::StoreTraffic;
 use proptest::prelude::*;
 use shared::events::Event;
 use shared::groups::ConsumerGroup;

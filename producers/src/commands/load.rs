@@ -9,8 +9,8 @@ use shared::settings::Settings;
 use shared::topology::stats::depth_table;
 
 use crate::cli::LoadArgs;
-use crate::latency::LatencySummary;
-use crate::traffic::StoreTraffic;
+use shared::latency::LatencySummary;
+use shared::simulation::StoreTraffic;
 
 /// How often progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);

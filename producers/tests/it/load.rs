@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use producers::commands::run_load;
-use producers::traffic::StoreTraffic;
+use shared::simulation::StoreTraffic;
 use shared::groups::ConsumerGroup;
 use shared::testing::{IsolatedTopology, connect, eventually};
 

@@ -10,7 +10,7 @@ use shared::topology::GroupDepth;
 async fn valid_lines_are_published_and_each_bad_line_is_reported_with_its_number_and_field() {
     let isolated = IsolatedTopology::declare().await;
     let publisher = isolated.publisher().await;
-    let mut store = producers::traffic::StoreTraffic::new(11);
+    let mut store = shared::simulation::StoreTraffic::new(11);
     let first = store.next_event();
     let second = store.next_event();
     let input = [

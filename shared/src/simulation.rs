@@ -4,8 +4,8 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use shared::events::catalog::*;
-use shared::events::{Event, EventPayload};
+use crate::events::catalog::*;
+use crate::events::{Event, EventPayload};
 use uuid::Uuid;
 
 /// The `source` of every generated event.
@@ -21,6 +21,8 @@ struct Product {
     sku: String,
     category: &'static str,
     price_cents: i64,
+    /// Units neither sold nor reserved, as the store believes.
+    available: i64,
 }
 
 struct OpenOrder {
@@ -103,6 +105,7 @@ impl StoreTraffic {
             sku: format!("SKU-{:05}", self.products.len() + 1),
             category: CATEGORIES[self.random.random_range(0..CATEGORIES.len())],
             price_cents: self.random.random_range(199..=19_999),
+            available: 0,
         };
         self.emit(EventPayload::ProductListed(ProductListed {
             sku: product.sku.clone(),
@@ -111,12 +114,9 @@ impl StoreTraffic {
             price_cents: product.price_cents,
             currency: CURRENCY.to_owned(),
         }));
-        let quantity = self.random.random_range(50..500);
-        self.emit(EventPayload::InventoryRestocked(InventoryRestocked {
-            sku: product.sku.clone(),
-            quantity,
-        }));
         self.products.push(product);
+        let quantity = self.random.random_range(50..500);
+        self.restock_product(self.products.len() - 1, quantity);
     }
 
     fn change_price(&mut self) {
@@ -136,26 +136,35 @@ impl StoreTraffic {
     fn restock(&mut self) {
         let index = self.random.random_range(0..self.products.len());
         let quantity = self.random.random_range(20..200);
+        self.restock_product(index, quantity);
+    }
+
+    fn restock_product(&mut self, index: usize, quantity: i64) {
+        self.products[index].available += quantity;
         let sku = self.products[index].sku.clone();
-        self.emit(EventPayload::InventoryRestocked(InventoryRestocked {
-            sku,
-            quantity,
-        }));
+        self.emit(EventPayload::InventoryRestocked(InventoryRestocked { sku, quantity }));
     }
 
     fn place_order(&mut self) {
         let line_count = self.random.random_range(1..=4);
-        let lines: Vec<OrderLine> = (0..line_count)
-            .map(|_| {
-                let product = &self.products[self.random.random_range(0..self.products.len())];
-                OrderLine {
-                    sku: product.sku.clone(),
-                    category: product.category.to_owned(),
-                    quantity: self.random.random_range(1..=3),
-                    unit_price_cents: product.price_cents,
-                }
-            })
-            .collect();
+        let mut lines = Vec::with_capacity(line_count);
+        for _ in 0..line_count {
+            let index = self.random.random_range(0..self.products.len());
+            let quantity = self.random.random_range(1..=3);
+            // A real store reorders before it would oversell.
+            if self.products[index].available < quantity {
+                let restock = self.random.random_range(50..300);
+                self.restock_product(index, restock);
+            }
+            let product = &mut self.products[index];
+            product.available -= quantity;
+            lines.push(OrderLine {
+                sku: product.sku.clone(),
+                category: product.category.to_owned(),
+                quantity,
+                unit_price_cents: product.price_cents,
+            });
+        }
         let order = OrderPlaced {
             order_id: Uuid::now_v7(),
             customer_id: self.customers[self.random.random_range(0..self.customers.len())],
@@ -223,6 +232,13 @@ impl StoreTraffic {
         else {
             return;
         };
+        if let EventPayload::OrderPlaced(placed) = &order.placed.payload {
+            for line in &placed.lines {
+                if let Some(product) = self.products.iter_mut().find(|product| product.sku == line.sku) {
+                    product.available += line.quantity;
+                }
+            }
+        }
         let cancellation = OrderCancelled {
             order_id: order_id(&order),
             reason: if before_payment {
@@ -265,7 +281,7 @@ fn order_id(order: &OpenOrder) -> Uuid {
 mod tests {
     use std::collections::{BTreeMap, HashSet};
 
-    use shared::events::{DEFAULT_MAX_EVENT_BYTES, EventType};
+    use crate::events::{DEFAULT_MAX_EVENT_BYTES, EventType};
 
     use super::*;
 
@@ -288,6 +304,32 @@ mod tests {
         }
         assert_eq!(counts.len(), EventType::ALL.len(), "{counts:?}");
         assert!(counts[&EventType::OrderPlaced] > counts[&EventType::OrderCancelled]);
+    }
+
+    #[test]
+    fn in_order_the_store_never_reserves_more_than_it_has() {
+        let mut store = StoreTraffic::new(4);
+        let mut available: BTreeMap<String, i64> = BTreeMap::new();
+        let mut reserved: BTreeMap<Uuid, Vec<OrderLine>> = BTreeMap::new();
+        for _ in 0..20_000 {
+            match store.next_event().payload {
+                EventPayload::InventoryRestocked(restock) => *available.entry(restock.sku).or_default() += restock.quantity,
+                EventPayload::OrderPlaced(order) => {
+                    for line in &order.lines {
+                        let left = available.entry(line.sku.clone()).or_default();
+                        *left -= line.quantity;
+                        assert!(*left >= 0, "{} oversold", line.sku);
+                    }
+                    reserved.insert(order.order_id, order.lines);
+                }
+                EventPayload::OrderCancelled(cancelled) => {
+                    for line in reserved.remove(&cancelled.order_id).unwrap_or_default() {
+                        *available.entry(line.sku).or_default() += line.quantity;
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     #[test]
