@@ -17,6 +17,9 @@ pub struct Cli {
 pub enum Command {
     /// Run workers for one or more groups until SIGINT/SIGTERM.
     Run(RunArgs),
+    /// The main job: workers of every group fed with simulated store traffic,
+    /// live progress, and database totals at the end.
+    Demo(DemoArgs),
     /// Declare the topology and migrate, then print each group's queue depths
     /// and the dead-letter store's size per group.
     Stats,
@@ -50,4 +53,24 @@ pub struct RunArgs {
     /// Most events applied in one transaction.
     #[arg(long, env = "SWITCHYARD_BATCH_SIZE", default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub batch_size: u16,
+}
+
+/// Arguments of `demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Store events to publish.
+    #[arg(long, default_value_t = 50_000)]
+    pub count: u64,
+    /// Target events per second; 0 publishes flat out.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Seed of the simulated store.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Workers per group.
+    #[arg(long, default_value_t = 2)]
+    pub workers: u16,
+    /// Stop after this many seconds even if work remains.
+    #[arg(long, default_value_t = 600)]
+    pub max_seconds: u64,
 }

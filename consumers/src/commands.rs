@@ -3,13 +3,14 @@
 use shared::settings::Settings;
 use shared::topology::stats::depth_table;
 
-use crate::cli::{Command, RunArgs, TeardownArgs};
+use crate::cli::{Command, DemoArgs, RunArgs, TeardownArgs};
 use crate::runtime::{Health, WorkerOptions, run_workers};
 
 /// Runs one subcommand to completion.
 pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => run_until_signalled(args, settings).await,
+        Command::Demo(args) => demo(args, settings).await,
         Command::Stats => stats(settings).await,
         Command::Teardown(args) => teardown(args, settings).await,
     }
@@ -140,4 +141,22 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(stop_on_signals(shutdown.clone()));
+    let options = crate::demo::DemoOptions {
+        count: args.count,
+        rate: (args.rate > 0).then_some(args.rate),
+        seed: args.seed,
+        workers: WorkerOptions {
+            groups: shared::groups::ConsumerGroup::ALL.to_vec(),
+            workers: usize::from(args.workers),
+            prefetch: 256,
+            batch_size: 128,
+        },
+        deadline: std::time::Duration::from_secs(args.max_seconds),
+    };
+    crate::demo::run_demo(settings, options, shutdown).await
 }

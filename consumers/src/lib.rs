@@ -2,10 +2,12 @@
 //!
 //! - [`cli`]: the `consumers` command line.
 //! - [`commands`]: one function per subcommand.
+//! - [`demo`]: the main job — the whole stack fed with store traffic.
 //! - [`handlers`]: the store's handlers per group and their typed errors.
 //! - [`runtime`]: workers: prefetch, batching, retries, dead letters.
 
 pub mod cli;
 pub mod commands;
+pub mod demo;
 pub mod handlers;
 pub mod runtime;

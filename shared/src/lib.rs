@@ -9,6 +9,7 @@
 //! - [`settings`]: one validated configuration value from the environment.
 //! - [`simulation`]: a simulated online store emitting realistic event streams.
 //! - [`latency`]: percentile summaries of latencies.
+//! - [`load`]: publishing simulated traffic at a rate, with confirm latencies.
 //! - [`startup`]: what every process does first (declare topology, migrate).
 //! - [`retry`]: the exponential-backoff retry policy.
 //! - [`telemetry`]: log output set-up.
@@ -20,6 +21,7 @@ pub mod database;
 pub mod events;
 pub mod groups;
 pub mod latency;
+pub mod load;
 pub mod publish;
 pub mod retry;
 pub mod settings;

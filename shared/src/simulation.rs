@@ -2,10 +2,10 @@
 //! restocked, orders are placed, then paid (or their payment fails), shipped
 //! or cancelled, in plausible proportions and causal order.
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use crate::events::catalog::*;
 use crate::events::{Event, EventPayload};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
 /// The `source` of every generated event.
@@ -142,7 +142,10 @@ impl StoreTraffic {
     fn restock_product(&mut self, index: usize, quantity: i64) {
         self.products[index].available += quantity;
         let sku = self.products[index].sku.clone();
-        self.emit(EventPayload::InventoryRestocked(InventoryRestocked { sku, quantity }));
+        self.emit(EventPayload::InventoryRestocked(InventoryRestocked {
+            sku,
+            quantity,
+        }));
     }
 
     fn place_order(&mut self) {
@@ -234,7 +237,11 @@ impl StoreTraffic {
         };
         if let EventPayload::OrderPlaced(placed) = &order.placed.payload {
             for line in &placed.lines {
-                if let Some(product) = self.products.iter_mut().find(|product| product.sku == line.sku) {
+                if let Some(product) = self
+                    .products
+                    .iter_mut()
+                    .find(|product| product.sku == line.sku)
+                {
                     product.available += line.quantity;
                 }
             }
@@ -313,7 +320,9 @@ mod tests {
         let mut reserved: BTreeMap<Uuid, Vec<OrderLine>> = BTreeMap::new();
         for _ in 0..20_000 {
             match store.next_event().payload {
-                EventPayload::InventoryRestocked(restock) => *available.entry(restock.sku).or_default() += restock.quantity,
+                EventPayload::InventoryRestocked(restock) => {
+                    *available.entry(restock.sku).or_default() += restock.quantity
+                }
                 EventPayload::OrderPlaced(order) => {
                     for line in &order.lines {
                         let left = available.entry(line.sku.clone()).or_default();

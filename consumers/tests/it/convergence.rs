@@ -6,11 +6,11 @@ use std::collections::VecDeque;
 use consumers::runtime::attempts::AttemptHistory;
 use consumers::runtime::batch::{BatchContext, Outcome, process_batch};
 use consumers::runtime::incoming::Incoming;
-use shared::simulation::StoreTraffic;
 use proptest::prelude::*;
 use shared::events::Event;
 use shared::groups::ConsumerGroup;
 use shared::retry::RetryPolicy;
+use shared::simulation::StoreTraffic;
 use shared::testing::TestDatabase;
 use sqlx::PgPool;
 

@@ -5,7 +5,6 @@ mod load;
 mod migrate;
 mod publish;
 
-pub use load::{LoadReport, run_load};
 pub use publish::{PublishReport, Rejection, publish_ndjson};
 
 use shared::settings::Settings;

@@ -1,9 +1,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use producers::commands::run_load;
-use shared::simulation::StoreTraffic;
 use shared::groups::ConsumerGroup;
+use shared::load::run_load;
+use shared::simulation::StoreTraffic;
 use shared::testing::{IsolatedTopology, connect, eventually};
 
 #[tokio::test]

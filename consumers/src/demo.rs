@@ -1,0 +1,199 @@
+//! The main job: the whole stack on one machine — migrate, declare, start
+//! the workers of every group, feed them simulated store traffic, show live
+//! progress, and end with totals read from the database.
+
+use std::time::{Duration, Instant};
+
+use shared::groups::ConsumerGroup;
+use shared::load::run_load;
+use shared::publish::Publisher;
+use shared::settings::Settings;
+use shared::simulation::StoreTraffic;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::{Health, WorkerOptions, run_workers};
+
+/// What the demo runs.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Events to publish.
+    pub count: u64,
+    /// Target publish rate; `None` is flat out.
+    pub rate: Option<u64>,
+    /// Seed of the simulated store.
+    pub seed: u64,
+    /// Worker settings (all groups).
+    pub workers: WorkerOptions,
+    /// Stop after this long even if work remains.
+    pub deadline: Duration,
+}
+
+/// Runs the stack until every published event is applied or dead-lettered
+/// by every group that receives it (or the deadline, or `shutdown`).
+pub async fn run_demo(
+    settings: &Settings,
+    options: DemoOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let connections = options.workers.groups.len() as u32 * options.workers.workers as u32 + 4;
+    let pool = shared::startup::prepare_database(settings, connections).await?;
+    let (connection, topology) =
+        shared::startup::prepare_broker(settings, "switchyard-demo").await?;
+    let before = applied_and_dead(&pool).await?;
+    let expected = routed_deliveries(options.seed, options.count);
+    let workers = {
+        let (settings, pool, topology, workers, stop) = (
+            settings.clone(),
+            pool.clone(),
+            topology.clone(),
+            options.workers.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            let connection = shared::broker::connect(&settings, "switchyard-demo-workers").await?;
+            run_workers(
+                &settings,
+                &connection,
+                &topology,
+                pool,
+                &workers,
+                Health::default(),
+                stop,
+            )
+            .await?;
+            anyhow::Ok(())
+        })
+    };
+    let publisher =
+        Publisher::connect(settings, topology.events_exchange(), "switchyard-demo-load").await?;
+    let load = {
+        let (publisher, count, rate, seed) =
+            (publisher.clone(), options.count, options.rate, options.seed);
+        tokio::spawn(
+            async move { run_load(&publisher, StoreTraffic::new(seed), count, rate).await },
+        )
+    };
+    println!(
+        "switchyard demo: {} store events → {expected} deliveries to {} groups",
+        options.count,
+        options.workers.groups.len()
+    );
+    let started = Instant::now();
+    let mut last = (started, 0i64);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        let (applied, dead) = applied_and_dead(&pool).await?;
+        let done = applied - before.0 + dead - before.1;
+        let depths = topology.depths(&connection).await?;
+        let retrying: u32 = depths.iter().map(|depth| depth.retrying).sum();
+        let backlog: u32 = depths.iter().map(|depth| depth.work).sum();
+        let rate = (done - last.1) as f64 / last.0.elapsed().as_secs_f64();
+        last = (Instant::now(), done);
+        println!(
+            "[{:>5.1}s] applied {done:>8}/{expected}  {rate:>7.0}/s  queued {backlog:>6}  retrying {retrying:>4}  dead-lettered {:>4}",
+            started.elapsed().as_secs_f64(),
+            dead - before.1,
+        );
+        if done as u64 >= expected && load.is_finished() {
+            break;
+        }
+        if started.elapsed() > options.deadline {
+            println!("deadline reached; stopping with work left");
+            break;
+        }
+    }
+    shutdown.cancel();
+    let report = load.await?;
+    workers.await??;
+    publisher.close().await;
+    let _ = connection.close(200, "OK".into()).await;
+    println!(
+        "\npublished {} ({} failed) at {:.0}/s; confirm {}",
+        report.published,
+        report.failed,
+        report.rate(),
+        report
+            .latency
+            .map_or("-".to_owned(), |latency| latency.to_string())
+    );
+    print_totals(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
+/// How many (event, group) deliveries `count` events of `seed` make.
+fn routed_deliveries(seed: u64, count: u64) -> u64 {
+    let mut store = StoreTraffic::new(seed);
+    (0..count)
+        .map(|_| {
+            let event_type = store.next_event().event_type();
+            ConsumerGroup::ALL
+                .iter()
+                .filter(|group| group.handles(event_type))
+                .count() as u64
+        })
+        .sum()
+}
+
+async fn applied_and_dead(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM processed_events), (SELECT count(*) FROM dead_letters)",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+async fn print_totals(pool: &PgPool) -> Result<(), sqlx::Error> {
+    println!("database totals (all runs):");
+    let applied: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT consumer_group, count(*) FROM processed_events GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (group, count) in applied {
+        println!("  applied by {group:<10} {count}");
+    }
+    let statuses: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM orders GROUP BY 1 ORDER BY 1")
+            .fetch_all(pool)
+            .await?;
+    let statuses: Vec<String> = statuses
+        .iter()
+        .map(|(status, count)| format!("{status} {count}"))
+        .collect();
+    println!("  orders                {}", statuses.join(", "));
+    let (on_hand, reserved): (Option<i64>, Option<i64>) =
+        sqlx::query_as("SELECT sum(on_hand)::bigint, sum(reserved)::bigint FROM stock")
+            .fetch_one(pool)
+            .await?;
+    println!(
+        "  stock                 {} on hand, {} reserved",
+        on_hand.unwrap_or(0),
+        reserved.unwrap_or(0)
+    );
+    let (revenue, units): (Option<i64>, Option<i64>) =
+        sqlx::query_as("SELECT sum(revenue_cents)::bigint, sum(units)::bigint FROM sales_daily")
+            .fetch_one(pool)
+            .await?;
+    println!(
+        "  sales                 {} units, {:.2} revenue",
+        units.unwrap_or(0),
+        revenue.unwrap_or(0) as f64 / 100.0
+    );
+    let dead: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT consumer_group, error_kind, count(*) FROM dead_letters GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await?;
+    if dead.is_empty() {
+        println!("  dead letters          none");
+    }
+    for (group, kind, count) in dead {
+        println!("  dead letters          {group}/{kind}: {count}");
+    }
+    Ok(())
+}
