@@ -53,6 +53,13 @@ pub struct RunArgs {
     /// Most events applied in one transaction.
     #[arg(long, env = "SWITCHYARD_BATCH_SIZE", default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub batch_size: u16,
+    /// Where to serve /healthz, /readyz and /metrics (port 0: any free port).
+    #[arg(
+        long,
+        env = "SWITCHYARD_HTTP_ADDRESS",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub http_address: std::net::SocketAddr,
 }
 
 /// Arguments of `demo`.

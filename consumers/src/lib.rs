@@ -4,10 +4,14 @@
 //! - [`commands`]: one function per subcommand.
 //! - [`demo`]: the main job — the whole stack fed with store traffic.
 //! - [`handlers`]: the store's handlers per group and their typed errors.
+//! - [`http`]: liveness, readiness and Prometheus endpoints.
+//! - [`metrics`]: every metric the workers emit.
 //! - [`runtime`]: workers: prefetch, batching, retries, dead letters.
 
 pub mod cli;
 pub mod commands;
 pub mod demo;
 pub mod handlers;
+pub mod http;
+pub mod metrics;
 pub mod runtime;

@@ -63,6 +63,7 @@ pub async fn process_batch(
     context: &BatchContext,
     batch: &[Incoming],
 ) -> Result<Vec<Outcome>, BatchError> {
+    let started = std::time::Instant::now();
     let mut transaction = pool.begin().await?;
     lock_aggregates(&mut transaction, context.group, batch).await?;
     let mut outcomes = Vec::with_capacity(batch.len());
@@ -89,7 +90,15 @@ pub async fn process_batch(
         };
         outcomes.push(outcome);
     }
+    let handled = started.elapsed();
     transaction.commit().await?;
+    record_metrics(
+        context.group,
+        batch,
+        &outcomes,
+        handled,
+        started.elapsed() - handled,
+    );
     Ok(outcomes)
 }
 
@@ -184,6 +193,33 @@ async fn process_event(
     )
     .await?;
     Ok(Outcome::DeadLettered)
+}
+
+fn record_metrics(
+    group: ConsumerGroup,
+    batch: &[Incoming],
+    outcomes: &[Outcome],
+    handling: std::time::Duration,
+    commit: std::time::Duration,
+) {
+    crate::metrics::batch_committed(group, batch.len(), handling, commit);
+    let now = Utc::now();
+    for (incoming, outcome) in batch.iter().zip(outcomes) {
+        let event_type = incoming
+            .event
+            .as_ref()
+            .map_or("poison", |event| event.event_type().as_str());
+        let name = match outcome {
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Retry(_) => "retried",
+            Outcome::DeadLettered => "dead_lettered",
+        };
+        crate::metrics::event_outcome(group, event_type, name);
+        if let (Outcome::Applied, Ok(event)) = (outcome, &incoming.event) {
+            crate::metrics::lag(group, (now - event.time).to_std().unwrap_or_default());
+        }
+    }
 }
 
 fn failure(context: &BatchContext, kind: &str, message: String) -> AttemptRecord {

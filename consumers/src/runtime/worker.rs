@@ -88,7 +88,10 @@ impl Worker {
                     _ => break,
                 }
             }
+            let taken = deliveries.len() as f64;
+            crate::metrics::in_flight(self.context.group, taken);
             self.handle(&channel, deliveries, &shutdown).await;
+            crate::metrics::in_flight(self.context.group, -taken);
         }
         let _ = channel
             .basic_cancel(

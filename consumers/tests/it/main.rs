@@ -6,6 +6,7 @@
 
 mod convergence;
 mod failures;
+mod http;
 mod processing;
 mod retries;
 mod support;

@@ -192,3 +192,53 @@ async fn a_poison_message_is_dead_lettered_while_its_batch_neighbours_commit() {
     assert_eq!(letter.body, b"{\"specversion\":\"1.0\", truncated");
     assert_eq!(stack.queued(ConsumerGroup::Orders).await, (0, 0, 0));
 }
+
+#[tokio::test]
+async fn what_the_broker_dead_letters_on_its_own_is_moved_into_the_store() {
+    let stack = Stack::new().await;
+    let event = order_placed(Uuid::now_v7());
+    stack.publish(std::slice::from_ref(&event)).await;
+    // A consumer that rejects without requeue: the broker dead-letters it.
+    let connection = shared::testing::connect(&stack.settings).await;
+    let channel = connection.create_channel().await.unwrap();
+    let work = stack
+        .isolated
+        .topology
+        .group(ConsumerGroup::Orders)
+        .work
+        .clone();
+    let message = shared::testing::eventually(std::time::Duration::from_secs(10), || async {
+        channel
+            .basic_get(
+                work.as_str().into(),
+                lapin::options::BasicGetOptions::default(),
+            )
+            .await
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    message
+        .delivery
+        .reject(lapin::options::BasicRejectOptions { requeue: false })
+        .await
+        .unwrap();
+
+    let workers = stack.start(&[ConsumerGroup::Orders], 1);
+    let stored = stack
+        .wait_for("SELECT count(*) FROM dead_letters", 1, 30)
+        .await;
+    workers.stop().await;
+
+    assert_eq!(stored, 1);
+    let letter = &dead_letters(&stack).await[0];
+    assert_eq!(letter.error_kind, "broker_rejected");
+    assert_eq!(letter.event_id, Some(event.id));
+    assert_eq!(letter.body, event.to_json_bytes());
+    assert_eq!(stack.number("SELECT count(*) FROM orders").await, 0);
+    assert_eq!(
+        stack.queued(ConsumerGroup::Orders).await,
+        (0, 0, 0),
+        "the dead-letter queue was drained"
+    );
+}

@@ -1,0 +1,72 @@
+//! Every metric the workers emit, recorded from this one place, and the
+//! Prometheus recorder that renders them.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use shared::groups::ConsumerGroup;
+
+/// Events by group, type and outcome (`applied`, `duplicate`, `retried`, `dead_lettered`).
+pub const EVENTS_TOTAL: &str = "switchyard_events_total";
+/// Deliveries per committed batch.
+pub const BATCH_SIZE: &str = "switchyard_batch_size";
+/// Time spent applying a batch's events, before the commit.
+pub const HANDLER_SECONDS: &str = "switchyard_handler_seconds";
+/// Time the commit of a batch took.
+pub const COMMIT_SECONDS: &str = "switchyard_commit_seconds";
+/// Deliveries taken and not yet settled.
+pub const IN_FLIGHT: &str = "switchyard_in_flight";
+/// Commit time minus event time.
+pub const LAG_SECONDS: &str = "switchyard_end_to_end_lag_seconds";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once) and returns its handle.
+pub fn install_recorder() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ];
+            let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &buckets)
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.to_owned()), &sizes)
+                });
+            match builder.map(|builder| builder.build_recorder()) {
+                Ok(recorder) => {
+                    let handle = recorder.handle();
+                    // Another recorder may exist (tests); this handle then renders nothing.
+                    let _ = metrics::set_global_recorder(recorder);
+                    handle
+                }
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+/// One event's outcome.
+pub fn event_outcome(group: ConsumerGroup, event_type: &'static str, outcome: &'static str) {
+    metrics::counter!(EVENTS_TOTAL, "group" => group.as_str(), "type" => event_type, "outcome" => outcome).increment(1);
+}
+
+/// A committed batch: its size and how long applying and committing took.
+pub fn batch_committed(group: ConsumerGroup, size: usize, handling: Duration, commit: Duration) {
+    metrics::histogram!(BATCH_SIZE, "group" => group.as_str()).record(size as f64);
+    metrics::histogram!(HANDLER_SECONDS, "group" => group.as_str()).record(handling.as_secs_f64());
+    metrics::histogram!(COMMIT_SECONDS, "group" => group.as_str()).record(commit.as_secs_f64());
+}
+
+/// End-to-end lag of one applied event.
+pub fn lag(group: ConsumerGroup, lag: Duration) {
+    metrics::histogram!(LAG_SECONDS, "group" => group.as_str()).record(lag.as_secs_f64());
+}
+
+/// Deliveries taken (positive) or settled (negative).
+pub fn in_flight(group: ConsumerGroup, change: f64) {
+    metrics::gauge!(IN_FLIGHT, "group" => group.as_str()).increment(change);
+}
