@@ -35,6 +35,22 @@ fn built_services(compose: &Value) -> Vec<(String, &Value)> {
         .collect()
 }
 
+/// Variables the binaries' flags read (`#[arg(env = …)]`).
+fn cli_environment_variables() -> Vec<String> {
+    use clap::CommandFactory;
+    let mut names = Vec::new();
+    for command in [producers::cli::Cli::command(), consumers::cli::Cli::command()] {
+        for subcommand in command.get_subcommands() {
+            for argument in subcommand.get_arguments() {
+                if let Some(name) = argument.get_env() {
+                    names.push(name.to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    names
+}
+
 #[test]
 fn the_broker_and_database_have_healthchecks_and_stock_ports() {
     let compose = compose();
@@ -81,10 +97,12 @@ fn every_service_command_parses_with_its_binary() {
 #[test]
 fn every_variable_is_one_the_code_reads_and_the_urls_reach_compose_services() {
     let compose = compose();
+    let cli_variables = cli_environment_variables();
     let known: BTreeSet<&str> = ENVIRONMENT_VARIABLES
         .iter()
         .copied()
         .chain(["RUST_LOG"])
+        .chain(cli_variables.iter().map(String::as_str))
         .collect();
     let rabbitmq = &services(&compose)["rabbitmq"]["environment"];
     let postgres = &services(&compose)["postgres"]["environment"];
