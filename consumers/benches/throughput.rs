@@ -1,0 +1,270 @@
+//! Throughput and latency of the worker runtime against the real local
+//! RabbitMQ and PostgreSQL, all measured in one run on quorum queues:
+//!
+//! 1. the broker's own ceiling: publish with confirms and consume with a
+//!    hand-written batching consumer, no database work;
+//! 2. Switchyard end to end: publish with confirms → workers → commit → ack;
+//! 3. the same workers forced to one event per transaction;
+//! 4. publish→commit latency at a steady 2,000 events/s.
+//!
+//! `cargo bench -p consumers` (env `BENCH_EVENTS`, `BENCH_REPEAT`). Each
+//! scenario runs in its own namespace and database. Not part of CI.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use consumers::runtime::{Health, WorkerOptions, run_workers};
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use shared::events::catalog::{OrderLine, OrderPlaced};
+use shared::events::{Event, EventPayload};
+use shared::groups::ConsumerGroup;
+use shared::publish::Publisher;
+use shared::testing::{IsolatedTopology, TestDatabase, isolated_settings};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const SKUS: usize = 200;
+
+fn order_placed_stream(count: usize) -> Vec<Event> {
+    (0..count)
+        .map(|index| {
+            let lines = (0..1 + index % 3)
+                .map(|line| OrderLine {
+                    sku: format!("SKU-{:05}", (index * 7 + line * 13) % SKUS),
+                    category: ["kitchen", "garden", "books", "toys"][(index + line) % 4].to_owned(),
+                    quantity: 1 + (line as i64 % 2),
+                    unit_price_cents: 1_999,
+                })
+                .collect();
+            Event::new(
+                "/bench",
+                EventPayload::OrderPlaced(OrderPlaced {
+                    order_id: Uuid::now_v7(),
+                    customer_id: Uuid::now_v7(),
+                    currency: "EUR".into(),
+                    lines,
+                }),
+            )
+        })
+        .collect()
+}
+
+struct Scenario {
+    isolated: IsolatedTopology,
+    database: TestDatabase,
+}
+
+impl Scenario {
+    async fn new() -> Self {
+        let isolated = IsolatedTopology::declare_with(isolated_settings()).await;
+        let database = TestDatabase::create_with(isolated.settings.clone()).await;
+        // Ample stock, so inventory reservations never wait on restocks.
+        sqlx::query("INSERT INTO stock (sku, on_hand) SELECT format('SKU-%s', lpad(i::text, 5, '0')), 1000000000 FROM generate_series(0, $1) i")
+            .bind(SKUS as i32)
+            .execute(&database.pool)
+            .await
+            .unwrap();
+        Self { isolated, database }
+    }
+
+    fn deliveries(&self, events: usize) -> i64 {
+        ConsumerGroup::ALL.iter().filter(|group| group.handles(shared::events::EventType::OrderPlaced)).count() as i64 * events as i64
+    }
+}
+
+async fn publish_all(scenario: &Scenario, events: &[Event]) -> Publisher {
+    let publisher = scenario.isolated.publisher().await;
+    for result in publisher.publish_all(events).await {
+        result.unwrap();
+    }
+    publisher
+}
+
+/// 1. Publish and consume every routed copy with no database work.
+async fn broker_ceiling(events: &[Event]) -> f64 {
+    let scenario = Scenario::new().await;
+    let expected = scenario.deliveries(events.len());
+    let connection = shared::testing::connect(&scenario.isolated.settings).await;
+    let (done_sender, mut done) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    for group in ConsumerGroup::ALL {
+        let channel = connection.create_channel().await.unwrap();
+        channel.basic_qos(1024, BasicQosOptions::default()).await.unwrap();
+        let queue = scenario.isolated.topology.group(group).work.clone();
+        let mut consumer = channel
+            .basic_consume(queue.as_str().into(), "bench".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+        let sender = done_sender.clone();
+        tokio::spawn(async move {
+            // Hand-written batching: ack every ready delivery with one multiple-ack.
+            while let Some(Ok(first)) = consumer.next().await {
+                let mut last = first.delivery_tag;
+                let mut taken = 1;
+                while let Some(Some(Ok(next))) = futures_util::FutureExt::now_or_never(consumer.next()) {
+                    last = next.delivery_tag;
+                    taken += 1;
+                }
+                channel.basic_ack(last, BasicAckOptions { multiple: true }).await.unwrap();
+                let _ = sender.send(taken);
+            }
+        });
+    }
+    let started = Instant::now();
+    let publisher = publish_all(&scenario, events).await;
+    let mut consumed = 0i64;
+    while consumed < expected {
+        consumed += done.recv().await.unwrap() as i64;
+    }
+    let rate = expected as f64 / started.elapsed().as_secs_f64();
+    publisher.close().await;
+    let _ = connection.close(200, "OK".into()).await;
+    rate
+}
+
+fn worker_options(batch_size: usize) -> WorkerOptions {
+    WorkerOptions { groups: ConsumerGroup::ALL.to_vec(), workers: 2, prefetch: 256, batch_size }
+}
+
+async fn start_workers(scenario: &Scenario, options: WorkerOptions) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let shutdown = CancellationToken::new();
+    let (settings, topology, token) =
+        (scenario.database.settings.clone(), scenario.isolated.topology.clone(), shutdown.clone());
+    let handle = tokio::spawn(async move {
+        let pool = shared::database::connect(&settings, 10, false).await.unwrap();
+        let connection = shared::broker::connect(&settings, "bench-workers").await.unwrap();
+        run_workers(&settings, &connection, &topology, pool, &options, Health::default(), token).await.unwrap();
+    });
+    (shutdown, handle)
+}
+
+async fn applied(scenario: &Scenario) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM processed_events").fetch_one(&scenario.database.pool).await.unwrap()
+}
+
+/// 2 and 3. Publish with confirms while the workers apply, until every copy is committed.
+async fn end_to_end(events: &[Event], batch_size: usize) -> f64 {
+    let scenario = Scenario::new().await;
+    let expected = scenario.deliveries(events.len());
+    let (shutdown, workers) = start_workers(&scenario, worker_options(batch_size)).await;
+    let started = Instant::now();
+    let publisher = publish_all(&scenario, events).await;
+    while applied(&scenario).await < expected {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rate = expected as f64 / started.elapsed().as_secs_f64();
+    shutdown.cancel();
+    workers.await.unwrap();
+    publisher.close().await;
+    rate
+}
+
+/// 4. Publish→commit latency percentiles at a steady rate, from the lag histogram.
+async fn steady_latency(rate: u64, seconds: u64) -> HashMap<&'static str, f64> {
+    let scenario = Scenario::new().await;
+    let metrics = consumers::metrics::install_recorder();
+    let (shutdown, workers) = start_workers(&scenario, worker_options(128)).await;
+    let publisher = scenario.isolated.publisher().await;
+    let before = lag_buckets(&metrics.render());
+    let events = order_placed_stream((rate * seconds) as usize);
+    let started = tokio::time::Instant::now();
+    let stream = futures_util::stream::iter(events.into_iter().enumerate())
+        .then(|(index, mut event)| async move {
+            tokio::time::sleep_until(started + Duration::from_secs_f64(index as f64 / rate as f64)).await;
+            event.time = chrono::Utc::now(); // the publish moment
+            event
+        })
+        .map(|event| {
+            let publisher = publisher.clone();
+            async move { publisher.publish(&event).await.unwrap() }
+        })
+        .buffer_unordered(1024);
+    stream.collect::<Vec<()>>().await;
+    let expected = scenario.deliveries((rate * seconds) as usize);
+    while applied(&scenario).await < expected {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after = lag_buckets(&metrics.render());
+    shutdown.cancel();
+    workers.await.unwrap();
+    publisher.close().await;
+    let window: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(bits, count)| (f64::from_bits(*bits), count - before.get(bits).copied().unwrap_or(0.0)))
+        .collect();
+    ["p50", "p90", "p99"]
+        .into_iter()
+        .zip([0.50, 0.90, 0.99])
+        .map(|(name, quantile)| (name, percentile(&window, quantile) * 1_000.0))
+        .collect()
+}
+
+/// Cumulative count per upper bound of the lag histogram, summed over
+/// groups, keyed by the bound's bits (which order like the positive bounds).
+fn lag_buckets(rendered: &str) -> BTreeMap<u64, f64> {
+    let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
+    for line in rendered.lines().filter(|line| line.starts_with("switchyard_end_to_end_lag_seconds_bucket")) {
+        let le = line.split("le=\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap();
+        let bound: f64 = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() };
+        let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        *buckets.entry(bound.to_bits()).or_default() += count;
+    }
+    buckets
+}
+
+/// Linear interpolation inside the bucket holding the quantile.
+fn percentile(cumulative: &[(f64, f64)], quantile: f64) -> f64 {
+    let total = cumulative.last().map_or(0.0, |(_, count)| *count);
+    let target = quantile * total;
+    let mut previous = (0.0, 0.0);
+    for &(bound, count) in cumulative {
+        if count >= target {
+            if !bound.is_finite() {
+                return previous.0;
+            }
+            let share = if count > previous.1 { (target - previous.1) / (count - previous.1) } else { 1.0 };
+            return previous.0 + share * (bound - previous.0);
+        }
+        previous = (bound, count);
+    }
+    previous.0
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let events: usize = std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let repeat: usize = std::env::var("BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let stream = order_placed_stream(events);
+    let single_stream = order_placed_stream(events / 5);
+    println!("switchyard benchmark: {events} order.placed events × 3 groups, {repeat} runs, medians (deliveries/s)");
+    let (mut ceiling, mut batched, mut single) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=repeat {
+        // Interleaved, so drift on a noisy machine hits every scenario alike.
+        ceiling.push(broker_ceiling(&stream).await);
+        batched.push(end_to_end(&stream, 128).await);
+        single.push(end_to_end(&single_stream, 1).await);
+        println!(
+            "  run {run}: broker ceiling {:>8.0}/s   switchyard {:>8.0}/s   one event per transaction {:>8.0}/s",
+            ceiling[run - 1], batched[run - 1], single[run - 1]
+        );
+    }
+    let (ceiling, batched, single) = (median(ceiling), median(batched), median(single));
+    println!("broker ceiling (publish confirms + hand-written batching consumer): {ceiling:>8.0} deliveries/s");
+    println!("switchyard end to end (confirm → worker → commit → ack):          {batched:>8.0} deliveries/s");
+    println!("switchyard, one event per transaction:                            {single:>8.0} deliveries/s");
+    println!("ratio end to end / broker ceiling:      {:.2}  (target ≥ 0.85)", batched / ceiling);
+    println!("ratio batched / one event per transaction: {:.1}  (target ≥ 5)", batched / single);
+    let latency = steady_latency(2_000, 10).await;
+    println!(
+        "publish→commit latency at 2,000 events/s: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms  (target p99 ≤ 10 ms)",
+        latency["p50"], latency["p90"], latency["p99"]
+    );
+}
