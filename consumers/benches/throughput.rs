@@ -72,7 +72,11 @@ impl Scenario {
     }
 
     fn deliveries(&self, events: usize) -> i64 {
-        ConsumerGroup::ALL.iter().filter(|group| group.handles(shared::events::EventType::OrderPlaced)).count() as i64 * events as i64
+        ConsumerGroup::ALL
+            .iter()
+            .filter(|group| group.handles(shared::events::EventType::OrderPlaced))
+            .count() as i64
+            * events as i64
     }
 }
 
@@ -92,10 +96,18 @@ async fn broker_ceiling(events: &[Event]) -> f64 {
     let (done_sender, mut done) = tokio::sync::mpsc::unbounded_channel::<usize>();
     for group in ConsumerGroup::ALL {
         let channel = connection.create_channel().await.unwrap();
-        channel.basic_qos(1024, BasicQosOptions::default()).await.unwrap();
+        channel
+            .basic_qos(1024, BasicQosOptions::default())
+            .await
+            .unwrap();
         let queue = scenario.isolated.topology.group(group).work.clone();
         let mut consumer = channel
-            .basic_consume(queue.as_str().into(), "bench".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                queue.as_str().into(),
+                "bench".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         let sender = done_sender.clone();
@@ -104,11 +116,16 @@ async fn broker_ceiling(events: &[Event]) -> f64 {
             while let Some(Ok(first)) = consumer.next().await {
                 let mut last = first.delivery_tag;
                 let mut taken = 1;
-                while let Some(Some(Ok(next))) = futures_util::FutureExt::now_or_never(consumer.next()) {
+                while let Some(Some(Ok(next))) =
+                    futures_util::FutureExt::now_or_never(consumer.next())
+                {
                     last = next.delivery_tag;
                     taken += 1;
                 }
-                channel.basic_ack(last, BasicAckOptions { multiple: true }).await.unwrap();
+                channel
+                    .basic_ack(last, BasicAckOptions { multiple: true })
+                    .await
+                    .unwrap();
                 let _ = sender.send(taken);
             }
         });
@@ -126,23 +143,51 @@ async fn broker_ceiling(events: &[Event]) -> f64 {
 }
 
 fn worker_options(batch_size: usize) -> WorkerOptions {
-    WorkerOptions { groups: ConsumerGroup::ALL.to_vec(), workers: 2, prefetch: 256, batch_size }
+    WorkerOptions {
+        groups: ConsumerGroup::ALL.to_vec(),
+        workers: 2,
+        prefetch: 256,
+        batch_size,
+    }
 }
 
-async fn start_workers(scenario: &Scenario, options: WorkerOptions) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+async fn start_workers(
+    scenario: &Scenario,
+    options: WorkerOptions,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let shutdown = CancellationToken::new();
-    let (settings, topology, token) =
-        (scenario.database.settings.clone(), scenario.isolated.topology.clone(), shutdown.clone());
+    let (settings, topology, token) = (
+        scenario.database.settings.clone(),
+        scenario.isolated.topology.clone(),
+        shutdown.clone(),
+    );
     let handle = tokio::spawn(async move {
-        let pool = shared::database::connect(&settings, 10, false).await.unwrap();
-        let connection = shared::broker::connect(&settings, "bench-workers").await.unwrap();
-        run_workers(&settings, &connection, &topology, pool, &options, Health::default(), token).await.unwrap();
+        let pool = shared::database::connect(&settings, 10, false)
+            .await
+            .unwrap();
+        let connection = shared::broker::connect(&settings, "bench-workers")
+            .await
+            .unwrap();
+        run_workers(
+            &settings,
+            &connection,
+            &topology,
+            pool,
+            &options,
+            Health::default(),
+            token,
+        )
+        .await
+        .unwrap();
     });
     (shutdown, handle)
 }
 
 async fn applied(scenario: &Scenario) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM processed_events").fetch_one(&scenario.database.pool).await.unwrap()
+    sqlx::query_scalar("SELECT count(*) FROM processed_events")
+        .fetch_one(&scenario.database.pool)
+        .await
+        .unwrap()
 }
 
 /// 2 and 3. Publish with confirms while the workers apply, until every copy is committed.
@@ -173,7 +218,8 @@ async fn steady_latency(rate: u64, seconds: u64) -> HashMap<&'static str, f64> {
     let started = tokio::time::Instant::now();
     let stream = futures_util::stream::iter(events.into_iter().enumerate())
         .then(|(index, mut event)| async move {
-            tokio::time::sleep_until(started + Duration::from_secs_f64(index as f64 / rate as f64)).await;
+            tokio::time::sleep_until(started + Duration::from_secs_f64(index as f64 / rate as f64))
+                .await;
             event.time = chrono::Utc::now(); // the publish moment
             event
         })
@@ -193,7 +239,12 @@ async fn steady_latency(rate: u64, seconds: u64) -> HashMap<&'static str, f64> {
     publisher.close().await;
     let window: Vec<(f64, f64)> = after
         .iter()
-        .map(|(bits, count)| (f64::from_bits(*bits), count - before.get(bits).copied().unwrap_or(0.0)))
+        .map(|(bits, count)| {
+            (
+                f64::from_bits(*bits),
+                count - before.get(bits).copied().unwrap_or(0.0),
+            )
+        })
         .collect();
     ["p50", "p90", "p99"]
         .into_iter()
@@ -206,9 +257,20 @@ async fn steady_latency(rate: u64, seconds: u64) -> HashMap<&'static str, f64> {
 /// groups, keyed by the bound's bits (which order like the positive bounds).
 fn lag_buckets(rendered: &str) -> BTreeMap<u64, f64> {
     let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
-    for line in rendered.lines().filter(|line| line.starts_with("switchyard_end_to_end_lag_seconds_bucket")) {
-        let le = line.split("le=\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap();
-        let bound: f64 = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() };
+    for line in rendered
+        .lines()
+        .filter(|line| line.starts_with("switchyard_end_to_end_lag_seconds_bucket"))
+    {
+        let le = line
+            .split("le=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap();
+        let bound: f64 = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap()
+        };
         let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
         *buckets.entry(bound.to_bits()).or_default() += count;
     }
@@ -225,7 +287,11 @@ fn percentile(cumulative: &[(f64, f64)], quantile: f64) -> f64 {
             if !bound.is_finite() {
                 return previous.0;
             }
-            let share = if count > previous.1 { (target - previous.1) / (count - previous.1) } else { 1.0 };
+            let share = if count > previous.1 {
+                (target - previous.1) / (count - previous.1)
+            } else {
+                1.0
+            };
             return previous.0 + share * (bound - previous.0);
         }
         previous = (bound, count);
@@ -240,11 +306,19 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let events: usize = std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
-    let repeat: usize = std::env::var("BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let events: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let repeat: usize = std::env::var("BENCH_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let stream = order_placed_stream(events);
     let single_stream = order_placed_stream(events / 5);
-    println!("switchyard benchmark: {events} order.placed events × 3 groups, {repeat} runs, medians (deliveries/s)");
+    println!(
+        "switchyard benchmark: {events} order.placed events × 3 groups, {repeat} runs, medians (deliveries/s)"
+    );
     let (mut ceiling, mut batched, mut single) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=repeat {
         // Interleaved, so drift on a noisy machine hits every scenario alike.
@@ -253,15 +327,29 @@ async fn main() {
         single.push(end_to_end(&single_stream, 1).await);
         println!(
             "  run {run}: broker ceiling {:>8.0}/s   switchyard {:>8.0}/s   one event per transaction {:>8.0}/s",
-            ceiling[run - 1], batched[run - 1], single[run - 1]
+            ceiling[run - 1],
+            batched[run - 1],
+            single[run - 1]
         );
     }
     let (ceiling, batched, single) = (median(ceiling), median(batched), median(single));
-    println!("broker ceiling (publish confirms + hand-written batching consumer): {ceiling:>8.0} deliveries/s");
-    println!("switchyard end to end (confirm → worker → commit → ack):          {batched:>8.0} deliveries/s");
-    println!("switchyard, one event per transaction:                            {single:>8.0} deliveries/s");
-    println!("ratio end to end / broker ceiling:      {:.2}  (target ≥ 0.85)", batched / ceiling);
-    println!("ratio batched / one event per transaction: {:.1}  (target ≥ 5)", batched / single);
+    println!(
+        "broker ceiling (publish confirms + hand-written batching consumer): {ceiling:>8.0} deliveries/s"
+    );
+    println!(
+        "switchyard end to end (confirm → worker → commit → ack):          {batched:>8.0} deliveries/s"
+    );
+    println!(
+        "switchyard, one event per transaction:                            {single:>8.0} deliveries/s"
+    );
+    println!(
+        "ratio end to end / broker ceiling:      {:.2}  (target ≥ 0.85)",
+        batched / ceiling
+    );
+    println!(
+        "ratio batched / one event per transaction: {:.1}  (target ≥ 5)",
+        batched / single
+    );
     let latency = steady_latency(2_000, 10).await;
     println!(
         "publish→commit latency at 2,000 events/s: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms  (target p99 ≤ 10 ms)",

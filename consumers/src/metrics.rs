@@ -34,11 +34,15 @@ pub fn install_recorder() -> PrometheusHandle {
             // Half-millisecond steps up to 20 ms: the latency target is 10 ms at p99.
             let lag_buckets: Vec<f64> = (1..=40)
                 .map(|step| f64::from(step) * 0.000_5)
-                .chain([0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0])
+                .chain([
+                    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                ])
                 .collect();
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(LAG_SECONDS.to_owned()), &lag_buckets)
-                .and_then(|builder| builder.set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &buckets))
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &buckets)
+                })
                 .and_then(|builder| {
                     builder.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.to_owned()), &sizes)
                 });

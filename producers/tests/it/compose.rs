@@ -39,7 +39,10 @@ fn built_services(compose: &Value) -> Vec<(String, &Value)> {
 fn cli_environment_variables() -> Vec<String> {
     use clap::CommandFactory;
     let mut names = Vec::new();
-    for command in [producers::cli::Cli::command(), consumers::cli::Cli::command()] {
+    for command in [
+        producers::cli::Cli::command(),
+        consumers::cli::Cli::command(),
+    ] {
         for subcommand in command.get_subcommands() {
             for argument in subcommand.get_arguments() {
                 if let Some(name) = argument.get_env() {
