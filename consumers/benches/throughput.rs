@@ -190,6 +190,40 @@ async fn applied(scenario: &Scenario) -> i64 {
         .unwrap()
 }
 
+/// Per group: mean batch size, mean time applying a batch and committing it (ms).
+fn batch_profile(rendered: &str) -> Vec<String> {
+    let mut sums: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for line in rendered.lines() {
+        for metric in ["switchyard_batch_size", "switchyard_handler_seconds", "switchyard_commit_seconds"] {
+            for suffix in ["_sum", "_count"] {
+                let prefix = format!("{metric}{suffix}{{group=\"");
+                if let Some(rest) = line.strip_prefix(&prefix) {
+                    let group = rest.split('"').next().unwrap().to_owned();
+                    let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+                    *sums.entry((group, format!("{metric}{suffix}"))).or_default() += value;
+                }
+            }
+        }
+    }
+    let mean = |group: &str, metric: &str| {
+        let sum = sums.get(&(group.to_owned(), format!("{metric}_sum"))).copied().unwrap_or(0.0);
+        let count = sums.get(&(group.to_owned(), format!("{metric}_count"))).copied().unwrap_or(1.0);
+        sum / count.max(1.0)
+    };
+    ConsumerGroup::ALL
+        .iter()
+        .map(|group| {
+            let group = group.as_str();
+            format!(
+                "{group}: {:.1} events/batch, apply {:.2} ms, commit {:.2} ms",
+                mean(group, "switchyard_batch_size"),
+                mean(group, "switchyard_handler_seconds") * 1e3,
+                mean(group, "switchyard_commit_seconds") * 1e3
+            )
+        })
+        .collect()
+}
+
 /// 2 and 3. Publish with confirms while the workers apply, until every copy is committed.
 async fn end_to_end(events: &[Event], batch_size: usize) -> f64 {
     let scenario = Scenario::new().await;
@@ -306,6 +340,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 #[tokio::main]
 async fn main() {
+    consumers::metrics::install_recorder();
     let events: usize = std::env::var("BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -325,6 +360,11 @@ async fn main() {
         ceiling.push(broker_ceiling(&stream).await);
         batched.push(end_to_end(&stream, 128).await);
         single.push(end_to_end(&single_stream, 1).await);
+        if run == 1 {
+            for line in batch_profile(&consumers::metrics::install_recorder().render()) {
+                println!("    (cumulative) {line}");
+            }
+        }
         println!(
             "  run {run}: broker ceiling {:>8.0}/s   switchyard {:>8.0}/s   one event per transaction {:>8.0}/s",
             ceiling[run - 1],
