@@ -191,23 +191,39 @@ async fn applied(scenario: &Scenario) -> i64 {
 }
 
 /// Per group: mean batch size, mean time applying a batch and committing it (ms).
-fn batch_profile(rendered: &str) -> Vec<String> {
+fn batch_profile(before: &str, after: &str) -> Vec<String> {
     let mut sums: BTreeMap<(String, String), f64> = BTreeMap::new();
-    for line in rendered.lines() {
-        for metric in ["switchyard_batch_size", "switchyard_handler_seconds", "switchyard_commit_seconds"] {
+    let lines = after
+        .lines()
+        .map(|line| (line, 1.0))
+        .chain(before.lines().map(|line| (line, -1.0)));
+    for (line, sign) in lines {
+        for metric in [
+            "switchyard_batch_size",
+            "switchyard_handler_seconds",
+            "switchyard_commit_seconds",
+        ] {
             for suffix in ["_sum", "_count"] {
                 let prefix = format!("{metric}{suffix}{{group=\"");
                 if let Some(rest) = line.strip_prefix(&prefix) {
                     let group = rest.split('"').next().unwrap().to_owned();
                     let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-                    *sums.entry((group, format!("{metric}{suffix}"))).or_default() += value;
+                    *sums
+                        .entry((group, format!("{metric}{suffix}")))
+                        .or_default() += sign * value;
                 }
             }
         }
     }
     let mean = |group: &str, metric: &str| {
-        let sum = sums.get(&(group.to_owned(), format!("{metric}_sum"))).copied().unwrap_or(0.0);
-        let count = sums.get(&(group.to_owned(), format!("{metric}_count"))).copied().unwrap_or(1.0);
+        let sum = sums
+            .get(&(group.to_owned(), format!("{metric}_sum")))
+            .copied()
+            .unwrap_or(0.0);
+        let count = sums
+            .get(&(group.to_owned(), format!("{metric}_count")))
+            .copied()
+            .unwrap_or(1.0);
         sum / count.max(1.0)
     };
     ConsumerGroup::ALL
@@ -358,13 +374,13 @@ async fn main() {
     for run in 1..=repeat {
         // Interleaved, so drift on a noisy machine hits every scenario alike.
         ceiling.push(broker_ceiling(&stream).await);
+        let metrics = consumers::metrics::install_recorder();
+        let before = metrics.render();
         batched.push(end_to_end(&stream, 128).await);
-        single.push(end_to_end(&single_stream, 1).await);
-        if run == 1 {
-            for line in batch_profile(&consumers::metrics::install_recorder().render()) {
-                println!("    (cumulative) {line}");
-            }
+        for line in batch_profile(&before, &metrics.render()) {
+            println!("    batched run, {line}");
         }
+        single.push(end_to_end(&single_stream, 1).await);
         println!(
             "  run {run}: broker ceiling {:>8.0}/s   switchyard {:>8.0}/s   one event per transaction {:>8.0}/s",
             ceiling[run - 1],

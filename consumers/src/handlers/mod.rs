@@ -6,12 +6,14 @@
 //! transient until it has been applied, and updates that race (prices) are
 //! decided by event time.
 
+mod bulk;
 mod error;
 mod inventory;
 mod lock_keys;
 mod orders;
 mod sales;
 
+pub use bulk::apply_orders_placed;
 pub use error::{Disposition, HandlerError, classify_database_error};
 pub use lock_keys::{advisory_lock_id, lock_keys};
 

@@ -13,10 +13,10 @@ use uuid::Uuid;
 
 use super::HandlerError;
 
-type CategoryTotals = BTreeMap<String, CategoryTotal>;
+pub(super) type CategoryTotals = BTreeMap<String, CategoryTotal>;
 
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
-struct CategoryTotal {
+pub(super) struct CategoryTotal {
     revenue_cents: i64,
     units: i64,
 }
@@ -35,16 +35,22 @@ pub async fn apply(connection: &mut PgConnection, event: &Event) -> Result<(), H
     }
 }
 
-async fn record_order(
-    connection: &mut PgConnection,
-    order: &OrderPlaced,
-) -> Result<(), HandlerError> {
+/// Revenue and units of an order per category.
+pub(super) fn category_totals(order: &OrderPlaced) -> CategoryTotals {
     let mut totals = CategoryTotals::new();
     for line in &order.lines {
         let total = totals.entry(line.category.clone()).or_default();
         total.units += line.quantity;
         total.revenue_cents += line.quantity * line.unit_price_cents;
     }
+    totals
+}
+
+async fn record_order(
+    connection: &mut PgConnection,
+    order: &OrderPlaced,
+) -> Result<(), HandlerError> {
+    let totals = category_totals(order);
     sqlx::query(
         "INSERT INTO sales_orders (order_id, currency, categories) VALUES ($1, $2, $3) \
          ON CONFLICT (order_id) DO NOTHING",

@@ -2,7 +2,8 @@
 //! event is isolated from its neighbours, which still commit.
 
 use chrono::Utc;
-use shared::events::Event;
+use shared::events::catalog::OrderPlaced;
+use shared::events::{Event, EventPayload};
 use shared::groups::ConsumerGroup;
 use shared::retry::RetryPolicy;
 use sqlx::{PgConnection, PgPool};
@@ -58,7 +59,126 @@ pub struct BatchContext {
 
 /// Applies `batch` in one transaction and returns one outcome per message,
 /// in order. On `Err` nothing was committed and every message must be tried again.
+///
+/// Optimistic first: one set-based dedup insert, runs of `order.placed`
+/// applied set-wise, the other events without savepoints. If anything
+/// fails, that transaction is rolled back and the batch is redone with one
+/// savepoint per event, which isolates and classifies the failure.
 pub async fn process_batch(
+    pool: &PgPool,
+    context: &BatchContext,
+    batch: &[Incoming],
+) -> Result<Vec<Outcome>, BatchError> {
+    if let Some(outcomes) = process_batch_optimistically(pool, context, batch).await? {
+        return Ok(outcomes);
+    }
+    process_batch_isolating_failures(pool, context, batch).await
+}
+
+/// The fast path: `None` when some event failed (nothing was committed).
+async fn process_batch_optimistically(
+    pool: &PgPool,
+    context: &BatchContext,
+    batch: &[Incoming],
+) -> Result<Option<Vec<Outcome>>, BatchError> {
+    let events: Vec<&Event> = batch
+        .iter()
+        .filter_map(|incoming| incoming.event.as_ref().ok())
+        .collect();
+    if events.len() < batch.len() {
+        return Ok(None); // poison in the batch: the isolating path records it
+    }
+    let started = std::time::Instant::now();
+    let mut transaction = pool.begin().await?;
+    lock_aggregates(&mut transaction, context.group, batch).await?;
+    let ids: Vec<uuid::Uuid> = events.iter().map(|event| event.id).collect();
+    let types: Vec<&str> = events
+        .iter()
+        .map(|event| event.event_type().as_str())
+        .collect();
+    let mut fresh: std::collections::HashSet<uuid::Uuid> = sqlx::query_scalar(
+        "INSERT INTO processed_events (consumer_group, event_id, event_type) \
+         SELECT $1, * FROM UNNEST($2::uuid[], $3::text[]) ON CONFLICT DO NOTHING RETURNING event_id",
+    )
+    .bind(context.group.as_str())
+    .bind(&ids)
+    .bind(&types)
+    .fetch_all(&mut *transaction)
+    .await?
+    .into_iter()
+    .collect();
+    let mut outcomes = Vec::with_capacity(batch.len());
+    // Consecutive `order.placed` events go in one set-based step; anything
+    // else is applied one by one, in order, after the run before it.
+    let mut run: Vec<(&OrderPlaced, chrono::DateTime<Utc>)> = Vec::new();
+    for event in events {
+        // `remove`: a second copy of an id within the batch is a duplicate too.
+        if !fresh.remove(&event.id) {
+            outcomes.push(Outcome::Duplicate);
+            continue;
+        }
+        if let EventPayload::OrderPlaced(order) = &event.payload {
+            run.push((order, event.time));
+            outcomes.push(Outcome::Applied);
+            continue;
+        }
+        if !flush_run(&mut transaction, context.group, &mut run).await? {
+            return Ok(None);
+        }
+        match handlers::apply(context.group, &mut transaction, event).await {
+            Ok(()) => outcomes.push(Outcome::Applied),
+            Err(error) => return optimistic_failure(error),
+        }
+    }
+    if !flush_run(&mut transaction, context.group, &mut run).await? {
+        return Ok(None);
+    }
+    let handled = started.elapsed();
+    transaction.commit().await?;
+    record_metrics(
+        context.group,
+        batch,
+        &outcomes,
+        handled,
+        started.elapsed() - handled,
+    );
+    Ok(Some(outcomes))
+}
+
+/// Applies the pending run of orders set-wise; `false` sends the batch to
+/// the isolating path.
+async fn flush_run(
+    connection: &mut PgConnection,
+    group: ConsumerGroup,
+    run: &mut Vec<(&OrderPlaced, chrono::DateTime<Utc>)>,
+) -> Result<bool, BatchError> {
+    if run.is_empty() {
+        return Ok(true);
+    }
+    let applied = handlers::apply_orders_placed(group, connection, run).await;
+    run.clear();
+    match applied {
+        Ok(applied) => Ok(applied),
+        Err(error) => optimistic_failure::<()>(error).map(|_| false),
+    }
+}
+
+/// A failure on the optimistic path: an outage is reported, anything else
+/// means "redo the batch event by event" (`None`; dropping the transaction
+/// rolls it back).
+fn optimistic_failure<T>(error: HandlerError) -> Result<Option<T>, BatchError> {
+    match error {
+        HandlerError::Database(error)
+            if classify_database_error(&error) == Disposition::DatabaseOutage =>
+        {
+            Err(BatchError::DatabaseUnavailable(error))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The isolating path: each event in its own savepoint.
+async fn process_batch_isolating_failures(
     pool: &PgPool,
     context: &BatchContext,
     batch: &[Incoming],

@@ -27,9 +27,10 @@ const SNAPSHOT_TABLES: [&str; 10] = [
     "sales_daily",
 ];
 
-/// Applies `stream` for every group, retrying transient failures after the
-/// rest (as the retry queues would) until nothing is left.
-async fn apply_all(pool: &PgPool, stream: &[Event]) {
+/// Applies `stream` for every group in batches of `batch_size`, retrying
+/// transient failures after the rest (as the retry queues would) until
+/// nothing is left.
+async fn apply_all(pool: &PgPool, stream: &[Event], batch_size: usize) {
     for group in ConsumerGroup::ALL {
         let context = BatchContext {
             group,
@@ -52,25 +53,28 @@ async fn apply_all(pool: &PgPool, stream: &[Event]) {
             })
             .collect();
         let mut stalled = 0;
-        while let Some(mut incoming) = pending.pop_front() {
-            let outcome = process_batch(pool, &context, std::slice::from_ref(&incoming))
-                .await
-                .unwrap();
-            match &outcome[0] {
-                Outcome::Applied | Outcome::Duplicate => stalled = 0,
-                Outcome::Retry(history) => {
-                    incoming.history = history.clone();
-                    pending.push_back(incoming);
-                    stalled += 1;
-                    assert!(
-                        stalled <= pending.len() + 1,
-                        "group {group}: no progress possible"
-                    );
-                }
-                Outcome::DeadLettered => {
-                    panic!("group {group}: a valid stream dead-lettered an event")
+        while !pending.is_empty() {
+            let take = batch_size.min(pending.len());
+            let chunk: Vec<Incoming> = pending.drain(..take).collect();
+            let outcomes = process_batch(pool, &context, &chunk).await.unwrap();
+            let mut progressed = false;
+            for (mut incoming, outcome) in chunk.into_iter().zip(outcomes) {
+                match outcome {
+                    Outcome::Applied | Outcome::Duplicate => progressed = true,
+                    Outcome::Retry(history) => {
+                        incoming.history = history;
+                        pending.push_back(incoming);
+                    }
+                    Outcome::DeadLettered => {
+                        panic!("group {group}: a valid stream dead-lettered an event")
+                    }
                 }
             }
+            stalled = if progressed { 0 } else { stalled + 1 };
+            assert!(
+                stalled <= pending.len() + 1,
+                "group {group}: no progress possible"
+            );
         }
     }
 }
@@ -116,13 +120,16 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
 
     #[test]
-    fn projections_converge_whatever_the_order_and_duplicates((in_order, delivered) in stream_and_delivery()) {
+    fn projections_converge_whatever_the_order_and_duplicates(
+        (in_order, delivered) in stream_and_delivery(),
+        batch_size in 1usize..24,
+    ) {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
             let expected_db = TestDatabase::create().await;
-            apply_all(&expected_db.pool, &in_order).await;
+            apply_all(&expected_db.pool, &in_order, 1).await;
             let actual_db = TestDatabase::create().await;
-            apply_all(&actual_db.pool, &delivered).await;
+            apply_all(&actual_db.pool, &delivered, batch_size).await;
 
             let expected = snapshot(&expected_db.pool).await;
             let actual = snapshot(&actual_db.pool).await;
