@@ -7,7 +7,7 @@
 //! 3. the same workers forced to one event per transaction;
 //! 4. publish→commit latency at a steady 2,000 events/s.
 //!
-//! `cargo bench -p consumers` (env `BENCH_EVENTS`, `BENCH_REPEAT`). Each
+//! `cargo bench -p consumers` (env `BENCH_EVENTS`, `BENCH_REPEAT`, `BENCH_WORKERS` per group). Each
 //! scenario runs in its own namespace and database. Not part of CI.
 
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -143,9 +143,13 @@ async fn broker_ceiling(events: &[Event]) -> f64 {
 }
 
 fn worker_options(batch_size: usize) -> WorkerOptions {
+    let workers = std::env::var("BENCH_WORKERS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(2);
     WorkerOptions {
         groups: ConsumerGroup::ALL.to_vec(),
-        workers: 2,
+        workers,
         prefetch: 256,
         batch_size,
     }
