@@ -65,6 +65,16 @@ async fn insert_orders(
     if inserted as usize != orders.len() {
         return Ok(false); // an order id placed twice: a permanent error, isolated per event
     }
+    let placed: Vec<&OrderPlaced> = orders.iter().map(|(order, _)| *order).collect();
+    insert_order_lines(connection, &placed).await?;
+    Ok(true)
+}
+
+/// Inserts the lines of every order in one statement.
+pub(super) async fn insert_order_lines(
+    connection: &mut PgConnection,
+    orders: &[&OrderPlaced],
+) -> Result<(), HandlerError> {
     let (mut line_orders, mut numbers, mut skus, mut categories, mut quantities, mut prices) = (
         Vec::new(),
         Vec::new(),
@@ -73,7 +83,7 @@ async fn insert_orders(
         Vec::new(),
         Vec::new(),
     );
-    for (order, _) in orders {
+    for order in orders {
         for (number, line) in order.lines.iter().enumerate() {
             line_orders.push(order.order_id);
             numbers.push(number as i32 + 1);
@@ -95,7 +105,7 @@ async fn insert_orders(
     .bind(&prices)
     .execute(connection)
     .await?;
-    Ok(true)
+    Ok(())
 }
 
 async fn reserve_stock(

@@ -133,15 +133,7 @@ async fn process_batch_optimistically(
     if !flush_run(&mut transaction, context.group, &mut run).await? {
         return Ok(None);
     }
-    let handled = started.elapsed();
-    transaction.commit().await?;
-    record_metrics(
-        context.group,
-        batch,
-        &outcomes,
-        handled,
-        started.elapsed() - handled,
-    );
+    commit_and_record(transaction, context.group, batch, &outcomes, started).await?;
     Ok(Some(outcomes))
 }
 
@@ -210,15 +202,7 @@ async fn process_batch_isolating_failures(
         };
         outcomes.push(outcome);
     }
-    let handled = started.elapsed();
-    transaction.commit().await?;
-    record_metrics(
-        context.group,
-        batch,
-        &outcomes,
-        handled,
-        started.elapsed() - handled,
-    );
+    commit_and_record(transaction, context.group, batch, &outcomes, started).await?;
     Ok(outcomes)
 }
 
@@ -313,6 +297,20 @@ async fn process_event(
     )
     .await?;
     Ok(Outcome::DeadLettered)
+}
+
+/// Commits, then records the batch's metrics (apply time = until the commit).
+async fn commit_and_record(
+    transaction: sqlx::Transaction<'_, sqlx::Postgres>,
+    group: ConsumerGroup,
+    batch: &[Incoming],
+    outcomes: &[Outcome],
+    started: std::time::Instant,
+) -> Result<(), BatchError> {
+    let handled = started.elapsed();
+    transaction.commit().await?;
+    record_metrics(group, batch, outcomes, handled, started.elapsed() - handled);
+    Ok(())
 }
 
 fn record_metrics(
