@@ -261,6 +261,74 @@ async fn end_to_end(events: &[Event], batch_size: usize) -> f64 {
     rate
 }
 
+/// Publishes `events` paced at `rate` per second, stamping each with the
+/// moment it is sent (its `time`), with up to 1,024 confirms outstanding.
+async fn publish_paced(publisher: &Publisher, events: Vec<Event>, rate: u64) {
+    let started = tokio::time::Instant::now();
+    futures_util::stream::iter(events.into_iter().enumerate())
+        .then(|(index, mut event)| async move {
+            tokio::time::sleep_until(started + Duration::from_secs_f64(index as f64 / rate as f64))
+                .await;
+            event.time = chrono::Utc::now();
+            event
+        })
+        .map(|event| {
+            let publisher = publisher.clone();
+            async move { publisher.publish(&event).await.unwrap() }
+        })
+        .buffer_unordered(1024)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// Baseline for 4: publish→consume latency of the broker alone at a steady
+/// rate (consumers decode and ack each delivery; no database).
+async fn broker_latency(rate: u64, seconds: u64) -> shared::latency::LatencySummary {
+    let scenario = Scenario::new().await;
+    let events = order_placed_stream((rate * seconds) as usize);
+    let expected = scenario.deliveries(events.len());
+    let connection = shared::testing::connect(&scenario.isolated.settings).await;
+    let (sender, mut samples) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+    for group in ConsumerGroup::ALL {
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .basic_qos(256, BasicQosOptions::default())
+            .await
+            .unwrap();
+        let queue = scenario.isolated.topology.group(group).work.clone();
+        let mut consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "bench-latency".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                let event = Event::decode(&delivery.data, 1 << 20).unwrap();
+                let _ = sender.send(
+                    (chrono::Utc::now() - event.time)
+                        .to_std()
+                        .unwrap_or_default(),
+                );
+                delivery.ack(BasicAckOptions::default()).await.unwrap();
+            }
+        });
+    }
+    let publisher = scenario.isolated.publisher().await;
+    publish_paced(&publisher, events, rate).await;
+    let mut collected = Vec::with_capacity(expected as usize);
+    while (collected.len() as i64) < expected {
+        collected.push(samples.recv().await.unwrap());
+    }
+    publisher.close().await;
+    let _ = connection.close(200, "OK".into()).await;
+    shared::latency::LatencySummary::from_samples(collected).unwrap()
+}
+
 /// 4. Publish→commit latency percentiles at a steady rate, from the lag histogram.
 async fn steady_latency(rate: u64, seconds: u64) -> HashMap<&'static str, f64> {
     let scenario = Scenario::new().await;
@@ -268,21 +336,12 @@ async fn steady_latency(rate: u64, seconds: u64) -> HashMap<&'static str, f64> {
     let (shutdown, workers) = start_workers(&scenario, worker_options(128)).await;
     let publisher = scenario.isolated.publisher().await;
     let before = lag_buckets(&metrics.render());
-    let events = order_placed_stream((rate * seconds) as usize);
-    let started = tokio::time::Instant::now();
-    let stream = futures_util::stream::iter(events.into_iter().enumerate())
-        .then(|(index, mut event)| async move {
-            tokio::time::sleep_until(started + Duration::from_secs_f64(index as f64 / rate as f64))
-                .await;
-            event.time = chrono::Utc::now(); // the publish moment
-            event
-        })
-        .map(|event| {
-            let publisher = publisher.clone();
-            async move { publisher.publish(&event).await.unwrap() }
-        })
-        .buffer_unordered(1024);
-    stream.collect::<Vec<()>>().await;
+    publish_paced(
+        &publisher,
+        order_placed_stream((rate * seconds) as usize),
+        rate,
+    )
+    .await;
     let expected = scenario.deliveries((rate * seconds) as usize);
     while applied(&scenario).await < expected {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -410,6 +469,8 @@ async fn main() {
         "ratio batched / one event per transaction: {:.1}  (target ≥ 5)",
         batched / single
     );
+    let baseline = broker_latency(2_000, 10).await;
+    println!("broker alone, publish→consume at 2,000 events/s (baseline):    {baseline}");
     let latency = steady_latency(2_000, 10).await;
     println!(
         "publish→commit latency at 2,000 events/s: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms  (target p99 ≤ 10 ms)",
