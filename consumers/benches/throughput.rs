@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use consumers::runtime::{Health, WorkerOptions, run_workers};
+use consumers::runtime::{WorkerOptions, spawn_workers};
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -88,20 +88,21 @@ async fn publish_all(scenario: &Scenario, events: &[Event]) -> Publisher {
     publisher
 }
 
-/// 1. Publish and consume every routed copy with no database work.
-async fn broker_ceiling(events: &[Event]) -> f64 {
-    let scenario = Scenario::new().await;
-    let expected = scenario.deliveries(events.len());
-    let connection = shared::testing::connect(&scenario.isolated.settings).await;
-    let (done_sender, mut done) = tokio::sync::mpsc::unbounded_channel::<usize>();
+/// A raw consumer (and its channel) on every group's work queue.
+async fn consume_every_group(
+    scenario: &Scenario,
+    connection: &lapin::Connection,
+    prefetch: u16,
+) -> Vec<(lapin::Channel, lapin::Consumer)> {
+    let mut consumers = Vec::new();
     for group in ConsumerGroup::ALL {
         let channel = connection.create_channel().await.unwrap();
         channel
-            .basic_qos(1024, BasicQosOptions::default())
+            .basic_qos(prefetch, BasicQosOptions::default())
             .await
             .unwrap();
         let queue = scenario.isolated.topology.group(group).work.clone();
-        let mut consumer = channel
+        let consumer = channel
             .basic_consume(
                 queue.as_str().into(),
                 "bench".into(),
@@ -110,6 +111,18 @@ async fn broker_ceiling(events: &[Event]) -> f64 {
             )
             .await
             .unwrap();
+        consumers.push((channel, consumer));
+    }
+    consumers
+}
+
+/// 1. Publish and consume every routed copy with no database work.
+async fn broker_ceiling(events: &[Event]) -> f64 {
+    let scenario = Scenario::new().await;
+    let expected = scenario.deliveries(events.len());
+    let connection = shared::testing::connect(&scenario.isolated.settings).await;
+    let (done_sender, mut done) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    for (channel, mut consumer) in consume_every_group(&scenario, &connection, 1024).await {
         let sender = done_sender.clone();
         tokio::spawn(async move {
             // Hand-written batching: ack every ready delivery with one multiple-ack.
@@ -158,32 +171,20 @@ fn worker_options(batch_size: usize) -> WorkerOptions {
 async fn start_workers(
     scenario: &Scenario,
     options: WorkerOptions,
-) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), consumers::runtime::RuntimeError>>,
+) {
     let shutdown = CancellationToken::new();
     let (settings, topology, token) = (
         scenario.database.settings.clone(),
         scenario.isolated.topology.clone(),
         shutdown.clone(),
     );
-    let handle = tokio::spawn(async move {
-        let pool = shared::database::connect(&settings, 10, false)
-            .await
-            .unwrap();
-        let connection = shared::broker::connect(&settings, "bench-workers")
-            .await
-            .unwrap();
-        run_workers(
-            &settings,
-            &connection,
-            &topology,
-            pool,
-            &options,
-            Health::default(),
-            token,
-        )
+    let pool = shared::database::connect(&settings, 10, false)
         .await
         .unwrap();
-    });
+    let handle = spawn_workers(settings, topology, pool, options, token, "bench-workers");
     (shutdown, handle)
 }
 
@@ -256,7 +257,7 @@ async fn end_to_end(events: &[Event], batch_size: usize) -> f64 {
     }
     let rate = expected as f64 / started.elapsed().as_secs_f64();
     shutdown.cancel();
-    workers.await.unwrap();
+    workers.await.unwrap().unwrap();
     publisher.close().await;
     rate
 }
@@ -289,22 +290,7 @@ async fn broker_latency(rate: u64, seconds: u64) -> shared::latency::LatencySumm
     let expected = scenario.deliveries(events.len());
     let connection = shared::testing::connect(&scenario.isolated.settings).await;
     let (sender, mut samples) = tokio::sync::mpsc::unbounded_channel::<Duration>();
-    for group in ConsumerGroup::ALL {
-        let channel = connection.create_channel().await.unwrap();
-        channel
-            .basic_qos(256, BasicQosOptions::default())
-            .await
-            .unwrap();
-        let queue = scenario.isolated.topology.group(group).work.clone();
-        let mut consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "bench-latency".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+    for (_channel, mut consumer) in consume_every_group(&scenario, &connection, 256).await {
         let sender = sender.clone();
         tokio::spawn(async move {
             while let Some(Ok(delivery)) = consumer.next().await {
@@ -348,7 +334,7 @@ async fn steady_latency(rate: u64, seconds: u64) -> HashMap<&'static str, f64> {
     }
     let after = lag_buckets(&metrics.render());
     shutdown.cancel();
-    workers.await.unwrap();
+    workers.await.unwrap().unwrap();
     publisher.close().await;
     let window: Vec<(f64, f64)> = after
         .iter()

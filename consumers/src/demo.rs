@@ -12,7 +12,7 @@ use shared::simulation::StoreTraffic;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{Health, WorkerOptions, run_workers};
+use crate::runtime::{WorkerOptions, spawn_workers};
 
 /// What the demo runs.
 #[derive(Debug, Clone)]
@@ -42,29 +42,14 @@ pub async fn run_demo(
         shared::startup::prepare_broker(settings, "switchyard-demo").await?;
     let before = applied_and_dead(&pool).await?;
     let expected = routed_deliveries(options.seed, options.count);
-    let workers = {
-        let (settings, pool, topology, workers, stop) = (
-            settings.clone(),
-            pool.clone(),
-            topology.clone(),
-            options.workers.clone(),
-            shutdown.clone(),
-        );
-        tokio::spawn(async move {
-            let connection = shared::broker::connect(&settings, "switchyard-demo-workers").await?;
-            run_workers(
-                &settings,
-                &connection,
-                &topology,
-                pool,
-                &workers,
-                Health::default(),
-                stop,
-            )
-            .await?;
-            anyhow::Ok(())
-        })
-    };
+    let workers = spawn_workers(
+        settings.clone(),
+        topology.clone(),
+        pool.clone(),
+        options.workers.clone(),
+        shutdown.clone(),
+        "switchyard-demo-workers",
+    );
     let publisher =
         Publisher::connect(settings, topology.events_exchange(), "switchyard-demo-load").await?;
     let load = {

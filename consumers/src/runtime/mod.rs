@@ -36,6 +36,38 @@ pub enum RuntimeError {
     /// The broker failed in a way lapin could not recover from.
     #[error("broker error: {0}")]
     Broker(#[from] lapin::Error),
+    /// The workers' broker connection could not be opened.
+    #[error(transparent)]
+    Connect(#[from] shared::broker::ConnectError),
+}
+
+/// Runs the workers of `options` in a task of their own, on a broker
+/// connection of their own named `name`, until `shutdown`; the connection is
+/// closed when they stop. For callers that run workers beside other work
+/// (the demo, tests, benchmarks).
+pub fn spawn_workers(
+    settings: Settings,
+    topology: Topology,
+    pool: PgPool,
+    options: WorkerOptions,
+    shutdown: CancellationToken,
+    name: &'static str,
+) -> tokio::task::JoinHandle<Result<(), RuntimeError>> {
+    tokio::spawn(async move {
+        let connection = shared::broker::connect(&settings, name).await?;
+        let result = run_workers(
+            &settings,
+            &connection,
+            &topology,
+            pool,
+            &options,
+            Health::default(),
+            shutdown,
+        )
+        .await;
+        let _ = connection.close(200, "workers stopped".into()).await;
+        result
+    })
 }
 
 /// How many workers, and how they batch.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use consumers::runtime::{Health, RuntimeError, WorkerOptions, run_workers};
+use consumers::runtime::{RuntimeError, WorkerOptions, spawn_workers};
 use lapin::BasicProperties;
 use shared::events::Event;
 use shared::groups::ConsumerGroup;
@@ -74,26 +74,12 @@ impl Stack {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let topology = self.isolated.topology.clone();
-        let handle = tokio::spawn(async move {
-            let pool = shared::database::connect(&settings, 8, false)
-                .await
-                .expect("pool");
-            let connection = shared::broker::connect(&settings, "test-workers")
-                .await
-                .expect("broker");
-            let result = run_workers(
-                &settings,
-                &connection,
-                &topology,
-                pool,
-                &options,
-                Health::default(),
-                token,
-            )
-            .await;
-            let _ = connection.close(200, "OK".into()).await;
-            result
-        });
+        // A lazy pool: this constructor is synchronous; the pool connects on first use.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(8)
+            .connect_lazy(&shared::testing::database_url(&settings))
+            .expect("valid database URL");
+        let handle = spawn_workers(settings, topology, pool, options, token, "test-workers");
         RunningWorkers { shutdown, handle }
     }
 

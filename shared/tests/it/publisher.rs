@@ -215,6 +215,18 @@ async fn an_event_no_queue_is_bound_for_is_an_unroutable_error() {
         .unwrap();
 }
 
+/// A topology in its own namespace and a publisher that reaches the local
+/// broker through a proxy the test can cut.
+async fn publisher_through_proxy() -> (IsolatedTopology, TcpProxy, Publisher) {
+    let isolated = IsolatedTopology::declare_with(isolated_settings()).await;
+    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let settings = settings_through(&proxy, &isolated.settings.namespace);
+    let publisher = Publisher::connect(&settings, isolated.topology.events_exchange(), "test")
+        .await
+        .unwrap();
+    (isolated, proxy, publisher)
+}
+
 fn settings_through(proxy: &TcpProxy, namespace: &str) -> Settings {
     let url = format!("amqp://guest:guest@{}/%2f", proxy.address);
     let namespace = namespace.to_owned();
@@ -229,12 +241,7 @@ fn settings_through(proxy: &TcpProxy, namespace: &str) -> Settings {
 
 #[tokio::test]
 async fn a_cut_connection_fails_publishes_and_publishing_resumes_when_it_returns() {
-    let isolated = IsolatedTopology::declare_with(isolated_settings()).await;
-    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
-    let settings = settings_through(&proxy, &isolated.settings.namespace);
-    let publisher = Publisher::connect(&settings, isolated.topology.events_exchange(), "test")
-        .await
-        .unwrap();
+    let (isolated, proxy, publisher) = publisher_through_proxy().await;
     let before = sample_event(EventType::InventoryRestocked);
     publisher
         .publish(&before)
@@ -278,12 +285,7 @@ async fn a_cut_connection_fails_publishes_and_publishing_resumes_when_it_returns
 
 #[tokio::test]
 async fn publishes_in_flight_when_the_connection_drops_fail_and_none_confirmed_is_lost() {
-    let isolated = IsolatedTopology::declare_with(isolated_settings()).await;
-    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
-    let settings = settings_through(&proxy, &isolated.settings.namespace);
-    let publisher = Publisher::connect(&settings, isolated.topology.events_exchange(), "test")
-        .await
-        .unwrap();
+    let (isolated, proxy, publisher) = publisher_through_proxy().await;
     let events: Vec<Event> = (0..3_000)
         .map(|_| sample_event(EventType::InventoryRestocked))
         .collect();
