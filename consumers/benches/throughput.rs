@@ -7,7 +7,8 @@
 //! 3. the same workers forced to one event per transaction;
 //! 4. publish→commit latency at a steady 2,000 events/s.
 //!
-//! `cargo bench -p consumers` (env `BENCH_EVENTS`, `BENCH_REPEAT`, `BENCH_WORKERS` per group). Each
+//! `cargo bench -p consumers` (env `BENCH_EVENTS`, `BENCH_REPEAT`, `BENCH_WORKERS` per group,
+//! `BENCH_ONLY=throughput|latency`). Each
 //! scenario runs in its own namespace and database. Not part of CI.
 
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -321,7 +322,8 @@ async fn steady_latency(rate: u64, seconds: u64) -> HashMap<&'static str, f64> {
     let metrics = consumers::metrics::install_recorder();
     let (shutdown, workers) = start_workers(&scenario, worker_options(128)).await;
     let publisher = scenario.isolated.publisher().await;
-    let before = lag_buckets(&metrics.render());
+    let rendered_before = metrics.render();
+    let before = lag_buckets(&rendered_before);
     publish_paced(
         &publisher,
         order_placed_stream((rate * seconds) as usize),
@@ -332,7 +334,11 @@ async fn steady_latency(rate: u64, seconds: u64) -> HashMap<&'static str, f64> {
     while applied(&scenario).await < expected {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let after = lag_buckets(&metrics.render());
+    let rendered_after = metrics.render();
+    let after = lag_buckets(&rendered_after);
+    for line in batch_profile(&rendered_before, &rendered_after) {
+        println!("    at {rate}/s, {line}");
+    }
     shutdown.cancel();
     workers.await.unwrap().unwrap();
     publisher.close().await;
@@ -414,6 +420,17 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
+    // `BENCH_ONLY=throughput` or `BENCH_ONLY=latency` runs one half.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only != "latency" {
+        throughput(events, repeat).await;
+    }
+    if only != "throughput" {
+        latency().await;
+    }
+}
+
+async fn throughput(events: usize, repeat: usize) {
     let stream = order_placed_stream(events);
     let single_stream = order_placed_stream(events / 5);
     println!(
@@ -455,6 +472,9 @@ async fn main() {
         "ratio batched / one event per transaction: {:.1}  (target ≥ 5)",
         batched / single
     );
+}
+
+async fn latency() {
     let baseline = broker_latency(2_000, 10).await;
     println!("broker alone, publish→consume at 2,000 events/s (baseline):    {baseline}");
     let latency = steady_latency(2_000, 10).await;

@@ -11,7 +11,8 @@ use shared::groups::ConsumerGroup;
 pub const EVENTS_TOTAL: &str = "switchyard_events_total";
 /// Deliveries per committed batch.
 pub const BATCH_SIZE: &str = "switchyard_batch_size";
-/// Time spent applying a batch's events, before the commit.
+/// Time spent applying a batch's events: before the commit, or including
+/// it when the batch was one autocommit statement.
 pub const HANDLER_SECONDS: &str = "switchyard_handler_seconds";
 /// Time the commit of a batch took.
 pub const COMMIT_SECONDS: &str = "switchyard_commit_seconds";
@@ -64,11 +65,20 @@ pub fn event_outcome(group: ConsumerGroup, event_type: &'static str, outcome: &'
     metrics::counter!(EVENTS_TOTAL, "group" => group.as_str(), "type" => event_type, "outcome" => outcome).increment(1);
 }
 
-/// A committed batch: its size and how long applying and committing took.
-pub fn batch_committed(group: ConsumerGroup, size: usize, handling: Duration, commit: Duration) {
+/// A committed batch: its size, how long applying it took and, when the
+/// commit was a step of its own, how long committing took (a batch applied
+/// in one autocommit statement has its commit inside `handling`).
+pub fn batch_committed(
+    group: ConsumerGroup,
+    size: usize,
+    handling: Duration,
+    commit: Option<Duration>,
+) {
     metrics::histogram!(BATCH_SIZE, "group" => group.as_str()).record(size as f64);
     metrics::histogram!(HANDLER_SECONDS, "group" => group.as_str()).record(handling.as_secs_f64());
-    metrics::histogram!(COMMIT_SECONDS, "group" => group.as_str()).record(commit.as_secs_f64());
+    if let Some(commit) = commit {
+        metrics::histogram!(COMMIT_SECONDS, "group" => group.as_str()).record(commit.as_secs_f64());
+    }
 }
 
 /// End-to-end lag of one applied event.

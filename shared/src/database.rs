@@ -63,6 +63,11 @@ pub async fn connect(
     }
     PgPoolOptions::new()
         .max_connections(max_connections)
+        // sqlx already pings every connection when it is released and drops
+        // a broken one; a second ping on acquire would cost every batch a
+        // round trip. A connection that dies while idle fails its next
+        // statement, which the workers treat as an outage (probe, resume).
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await

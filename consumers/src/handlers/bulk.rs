@@ -1,183 +1,181 @@
-//! Set-based application of a run of `order.placed` events: a few
-//! `INSERT … SELECT FROM UNNEST(…)` statements per batch instead of several
-//! round trips per event. Returns `false` when some event cannot be applied
-//! this way (a duplicate order id, too little stock); the runtime then redoes
-//! the batch event by event, where each failure is isolated and classified.
+//! Set-based application of a run of `order.placed` events: one call of the
+//! group's SQL function (migration `batch_functions`) claims the events in
+//! `processed_events` and applies the new ones, in one round trip. On a
+//! bare pool the call is its own transaction; in a transaction it is one
+//! step of it.
+//!
+//! When some event cannot be applied this way (an order id placed twice,
+//! too little stock) the function raises SQLSTATE `SY001` and undoes
+//! everything; this returns `Ok(None)` and the runtime redoes the batch
+//! event by event, where each failure is isolated and classified.
 
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 
 use serde_json::json;
 use shared::events::catalog::OrderPlaced;
+use shared::events::{Event, EventPayload};
 use shared::groups::ConsumerGroup;
-use sqlx::PgConnection;
 use sqlx::types::Json;
+use sqlx::{PgExecutor, Postgres};
 use uuid::Uuid;
 
 use super::HandlerError;
 
-/// Applies every order of `orders` for `group`, or reports `Ok(false)`
-/// (leaving the transaction to be rolled back by the caller).
-pub async fn apply_orders_placed(
+/// SQLSTATE raised by the batch functions: "apply this run event by event".
+const NEEDS_ONE_BY_ONE: &str = "SY001";
+
+/// One `order.placed` event of a run.
+struct Placed<'a> {
+    event: &'a Event,
+    order: &'a OrderPlaced,
+}
+
+/// Applies the `order.placed` events of `events` (others are ignored) for
+/// `group`, after taking the advisory locks `lock_ids` (ascending). Returns
+/// the ids claimed and applied now; an id not in it had been processed
+/// before, or occurs twice in `events` (the first copy counts). `Ok(None)`:
+/// nothing was applied, redo the run event by event.
+pub async fn apply_orders_placed<'c>(
     group: ConsumerGroup,
-    connection: &mut PgConnection,
-    orders: &[(&OrderPlaced, chrono::DateTime<chrono::Utc>)],
-) -> Result<bool, HandlerError> {
-    match group {
-        ConsumerGroup::Orders => insert_orders(connection, orders).await,
-        ConsumerGroup::Inventory => reserve_stock(connection, orders).await,
-        ConsumerGroup::Sales => record_sales_orders(connection, orders).await,
-    }
-}
-
-async fn insert_orders(
-    connection: &mut PgConnection,
-    orders: &[(&OrderPlaced, chrono::DateTime<chrono::Utc>)],
-) -> Result<bool, HandlerError> {
-    let mut totals = Vec::with_capacity(orders.len());
-    for (order, _) in orders {
-        match order.total_cents() {
-            Some(total) => totals.push(total),
-            None => return Ok(false),
-        }
-    }
-    let ids: Vec<Uuid> = orders.iter().map(|(order, _)| order.order_id).collect();
-    let customers: Vec<Uuid> = orders.iter().map(|(order, _)| order.customer_id).collect();
-    let currencies: Vec<&str> = orders
+    executor: impl PgExecutor<'c>,
+    lock_ids: &[i64],
+    events: &[&Event],
+) -> Result<Option<HashSet<Uuid>>, HandlerError> {
+    // Distinct ids, ascending: concurrent batches holding copies of the same
+    // events then claim them in one order and wait instead of deadlocking.
+    let mut run: Vec<Placed<'_>> = events
         .iter()
-        .map(|(order, _)| order.currency.as_str())
+        .filter_map(|event| match &event.payload {
+            EventPayload::OrderPlaced(order) => Some(Placed { event, order }),
+            _ => None,
+        })
         .collect();
-    let times: Vec<chrono::DateTime<chrono::Utc>> = orders.iter().map(|(_, time)| *time).collect();
-    let inserted = sqlx::query(
-        "INSERT INTO orders (order_id, customer_id, currency, total_cents, status, placed_at) \
-         SELECT id, customer, currency, total, 'placed', placed_at \
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::timestamptz[]) \
-           AS t(id, customer, currency, total, placed_at) \
-         ON CONFLICT (order_id) DO NOTHING",
-    )
-    .bind(&ids)
-    .bind(&customers)
-    .bind(&currencies)
-    .bind(&totals)
-    .bind(&times)
-    .execute(&mut *connection)
-    .await?
-    .rows_affected();
-    if inserted as usize != orders.len() {
-        return Ok(false); // an order id placed twice: a permanent error, isolated per event
-    }
-    let placed: Vec<&OrderPlaced> = orders.iter().map(|(order, _)| *order).collect();
-    insert_order_lines(connection, &placed).await?;
-    Ok(true)
-}
-
-/// Inserts the lines of every order in one statement.
-pub(super) async fn insert_order_lines(
-    connection: &mut PgConnection,
-    orders: &[&OrderPlaced],
-) -> Result<(), HandlerError> {
-    let (mut line_orders, mut numbers, mut skus, mut categories, mut quantities, mut prices) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
-    for order in orders {
-        for (number, line) in order.lines.iter().enumerate() {
-            line_orders.push(order.order_id);
-            numbers.push(number as i32 + 1);
-            skus.push(line.sku.as_str());
-            categories.push(line.category.as_str());
-            quantities.push(line.quantity);
-            prices.push(line.unit_price_cents);
+    run.sort_by_key(|placed| placed.event.id);
+    run.dedup_by_key(|placed| placed.event.id);
+    let event_ids: Vec<Uuid> = run.iter().map(|placed| placed.event.id).collect();
+    let order_ids: Vec<Uuid> = run.iter().map(|placed| placed.order.order_id).collect();
+    let query = match group {
+        ConsumerGroup::Orders => {
+            let Some(query) = place_orders(&run, lock_ids, &event_ids, &order_ids) else {
+                return Ok(None); // a total overflows: a permanent error, isolated per event
+            };
+            query
         }
-    }
-    sqlx::query(
-        "INSERT INTO order_lines (order_id, line_number, sku, category, quantity, unit_price_cents) \
-         SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])",
-    )
-    .bind(&line_orders)
-    .bind(&numbers)
-    .bind(&skus)
-    .bind(&categories)
-    .bind(&quantities)
-    .bind(&prices)
-    .execute(connection)
-    .await?;
-    Ok(())
-}
-
-async fn reserve_stock(
-    connection: &mut PgConnection,
-    orders: &[(&OrderPlaced, chrono::DateTime<chrono::Utc>)],
-) -> Result<bool, HandlerError> {
-    let mut per_order_sku: BTreeMap<(Uuid, &str), i64> = BTreeMap::new();
-    let mut per_sku: BTreeMap<&str, i64> = BTreeMap::new();
-    for (order, _) in orders {
-        for line in &order.lines {
-            *per_order_sku
-                .entry((order.order_id, line.sku.as_str()))
-                .or_default() += line.quantity;
-            *per_sku.entry(line.sku.as_str()).or_default() += line.quantity;
+        ConsumerGroup::Inventory => reserve_stock(&run, lock_ids, &event_ids, &order_ids),
+        ConsumerGroup::Sales => record_sales(&run, lock_ids, &event_ids, &order_ids),
+    };
+    match query.fetch_one(executor).await {
+        Ok(claimed) => Ok(Some(claimed.into_iter().collect())),
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some(NEEDS_ONE_BY_ONE) => {
+            Ok(None)
         }
+        Err(error) => Err(error.into()),
     }
-    let skus: Vec<&str> = per_sku.keys().copied().collect();
-    let wanted: Vec<i64> = per_sku.values().copied().collect();
-    // All or nothing: if any SKU lacks stock for the whole run, the
-    // event-by-event path decides which order is short.
-    let reserved: i64 = sqlx::query_scalar(
-        "WITH wanted AS (SELECT * FROM UNNEST($1::text[], $2::bigint[]) AS t(sku, quantity)), \
-              updated AS ( \
-                UPDATE stock SET reserved = stock.reserved + wanted.quantity FROM wanted \
-                WHERE stock.sku = wanted.sku AND stock.on_hand - stock.reserved >= wanted.quantity \
-                RETURNING 1) \
-         SELECT count(*) FROM updated",
-    )
-    .bind(&skus)
-    .bind(&wanted)
-    .fetch_one(&mut *connection)
-    .await?;
-    if reserved as usize != skus.len() {
-        return Ok(false);
-    }
-    let order_ids: Vec<Uuid> = per_order_sku.keys().map(|(order, _)| *order).collect();
-    let order_skus: Vec<&str> = per_order_sku.keys().map(|(_, sku)| *sku).collect();
-    let quantities: Vec<i64> = per_order_sku.values().copied().collect();
-    let inserted = sqlx::query(
-        "INSERT INTO stock_reservations (order_id, sku, quantity) \
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[]) ON CONFLICT DO NOTHING",
-    )
-    .bind(&order_ids)
-    .bind(&order_skus)
-    .bind(&quantities)
-    .execute(connection)
-    .await?
-    .rows_affected();
-    Ok(inserted as usize == order_ids.len())
 }
 
-async fn record_sales_orders(
-    connection: &mut PgConnection,
-    orders: &[(&OrderPlaced, chrono::DateTime<chrono::Utc>)],
-) -> Result<bool, HandlerError> {
-    let ids: Vec<Uuid> = orders.iter().map(|(order, _)| order.order_id).collect();
-    let currencies: Vec<&str> = orders
+type ClaimQuery<'q> =
+    sqlx::query::QueryScalar<'q, Postgres, Vec<Uuid>, sqlx::postgres::PgArguments>;
+
+fn place_orders<'q>(
+    run: &[Placed<'_>],
+    lock_ids: &[i64],
+    event_ids: &[Uuid],
+    order_ids: &[Uuid],
+) -> Option<ClaimQuery<'q>> {
+    let totals = run
         .iter()
-        .map(|(order, _)| order.currency.as_str())
-        .collect();
-    let categories: Vec<Json<serde_json::Value>> = orders
+        .map(|placed| placed.order.total_cents())
+        .collect::<Option<Vec<i64>>>()?;
+    let customers: Vec<Uuid> = run.iter().map(|placed| placed.order.customer_id).collect();
+    let currencies: Vec<String> = run
         .iter()
-        .map(|(order, _)| Json(json!(super::sales::category_totals(order))))
+        .map(|placed| placed.order.currency.clone())
         .collect();
-    sqlx::query(
-        "INSERT INTO sales_orders (order_id, currency, categories) \
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[]) ON CONFLICT (order_id) DO NOTHING",
+    let times: Vec<chrono::DateTime<chrono::Utc>> =
+        run.iter().map(|placed| placed.event.time).collect();
+    let lines = Lines::of(run);
+    Some(
+        sqlx::query_scalar(
+            "SELECT orders_place_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(lock_ids.to_vec())
+        .bind(event_ids.to_vec())
+        .bind(order_ids.to_vec())
+        .bind(customers)
+        .bind(currencies)
+        .bind(totals)
+        .bind(times)
+        .bind(lines.event_ids)
+        .bind(lines.numbers)
+        .bind(lines.skus)
+        .bind(lines.categories)
+        .bind(lines.quantities)
+        .bind(lines.unit_prices),
     )
-    .bind(&ids)
-    .bind(&currencies)
-    .bind(&categories)
-    .execute(connection)
-    .await?;
-    Ok(true)
+}
+
+fn reserve_stock<'q>(
+    run: &[Placed<'_>],
+    lock_ids: &[i64],
+    event_ids: &[Uuid],
+    order_ids: &[Uuid],
+) -> ClaimQuery<'q> {
+    let lines = Lines::of(run);
+    sqlx::query_scalar("SELECT inventory_reserve_batch($1, $2, $3, $4, $5, $6)")
+        .bind(lock_ids.to_vec())
+        .bind(event_ids.to_vec())
+        .bind(order_ids.to_vec())
+        .bind(lines.event_ids)
+        .bind(lines.skus)
+        .bind(lines.quantities)
+}
+
+fn record_sales<'q>(
+    run: &[Placed<'_>],
+    lock_ids: &[i64],
+    event_ids: &[Uuid],
+    order_ids: &[Uuid],
+) -> ClaimQuery<'q> {
+    let currencies: Vec<String> = run
+        .iter()
+        .map(|placed| placed.order.currency.clone())
+        .collect();
+    let categories: Vec<Json<serde_json::Value>> = run
+        .iter()
+        .map(|placed| Json(json!(super::sales::category_totals(placed.order))))
+        .collect();
+    sqlx::query_scalar("SELECT sales_record_batch($1, $2, $3, $4, $5)")
+        .bind(lock_ids.to_vec())
+        .bind(event_ids.to_vec())
+        .bind(order_ids.to_vec())
+        .bind(currencies)
+        .bind(categories)
+}
+
+/// Every line of a run as parallel arrays, keyed by the event it belongs to.
+#[derive(Default)]
+struct Lines {
+    event_ids: Vec<Uuid>,
+    numbers: Vec<i32>,
+    skus: Vec<String>,
+    categories: Vec<String>,
+    quantities: Vec<i64>,
+    unit_prices: Vec<i64>,
+}
+
+impl Lines {
+    fn of(run: &[Placed<'_>]) -> Self {
+        let mut lines = Lines::default();
+        for placed in run {
+            for (number, line) in placed.order.lines.iter().enumerate() {
+                lines.event_ids.push(placed.event.id);
+                lines.numbers.push(number as i32 + 1);
+                lines.skus.push(line.sku.clone());
+                lines.categories.push(line.category.clone());
+                lines.quantities.push(line.quantity);
+                lines.unit_prices.push(line.unit_price_cents);
+            }
+        }
+        lines
+    }
 }

@@ -12,6 +12,31 @@ pub async fn lock_keys(
     connection: &mut PgConnection,
     event: &Event,
 ) -> Result<Vec<String>, sqlx::Error> {
+    if let Some(keys) = known_lock_keys(group, event) {
+        return Ok(keys);
+    }
+    // Only a cancellation's inventory keys need a lookup: the SKUs its
+    // reservation holds (none yet means the handler fails transiently).
+    let order_id = match &event.payload {
+        EventPayload::OrderCancelled(cancelled) => cancelled.order_id,
+        _ => return Ok(Vec::new()),
+    };
+    let skus: Vec<String> =
+        sqlx::query_scalar("SELECT sku FROM stock_reservations WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_all(connection)
+            .await?;
+    Ok(skus.into_iter().map(|sku| format!("sku:{sku}")).collect())
+}
+
+/// The aggregate keys `event` will modify in `group`'s projection, when the
+/// event alone tells them; `None` when they need a lookup.
+///
+/// `order.placed` only inserts rows in `orders` and `sales`, so it locks
+/// nothing there: a later event on the order waits for nothing and fails
+/// transiently until the order is committed, and copies of one event are
+/// claimed in ascending id order (see `bulk`), so they wait rather than deadlock.
+pub fn known_lock_keys(group: ConsumerGroup, event: &Event) -> Option<Vec<String>> {
     let order = |id: &uuid::Uuid| vec![format!("order:{id}")];
     let keys = match (group, &event.payload) {
         (ConsumerGroup::Inventory, EventPayload::OrderPlaced(placed)) => placed
@@ -19,26 +44,18 @@ pub async fn lock_keys(
             .iter()
             .map(|line| format!("sku:{}", line.sku))
             .collect(),
-        (ConsumerGroup::Inventory, EventPayload::OrderCancelled(cancelled)) => {
-            // The SKUs its reservation holds; none yet means the handler fails transiently.
-            let skus: Vec<String> =
-                sqlx::query_scalar("SELECT sku FROM stock_reservations WHERE order_id = $1")
-                    .bind(cancelled.order_id)
-                    .fetch_all(connection)
-                    .await?;
-            skus.into_iter().map(|sku| format!("sku:{sku}")).collect()
-        }
+        (ConsumerGroup::Inventory, EventPayload::OrderCancelled(_)) => return None,
+        (_, EventPayload::OrderPlaced(_)) => Vec::new(),
         (_, EventPayload::CustomerRegistered(e)) => vec![format!("customer:{}", e.customer_id)],
         (_, EventPayload::ProductListed(e)) => vec![format!("sku:{}", e.sku)],
         (_, EventPayload::ProductPriceChanged(e)) => vec![format!("sku:{}", e.sku)],
         (_, EventPayload::InventoryRestocked(e)) => vec![format!("sku:{}", e.sku)],
-        (_, EventPayload::OrderPlaced(e)) => order(&e.order_id),
         (_, EventPayload::PaymentCaptured(e)) => order(&e.order_id),
         (_, EventPayload::PaymentFailed(e)) => order(&e.order_id),
         (_, EventPayload::OrderShipped(e)) => order(&e.order_id),
         (_, EventPayload::OrderCancelled(e)) => order(&e.order_id),
     };
-    Ok(keys)
+    Some(keys)
 }
 
 /// A stable 64-bit advisory-lock id for `key` within `group` (FNV-1a: the

@@ -15,7 +15,7 @@ mod sales;
 
 pub use bulk::apply_orders_placed;
 pub use error::{Disposition, HandlerError, classify_database_error};
-pub use lock_keys::{advisory_lock_id, lock_keys};
+pub use lock_keys::{advisory_lock_id, known_lock_keys, lock_keys};
 
 use shared::events::Event;
 use shared::groups::ConsumerGroup;

@@ -70,7 +70,39 @@ async fn place(
             ),
         ));
     }
-    super::bulk::insert_order_lines(connection, &[order]).await
+    insert_lines(connection, order).await
+}
+
+async fn insert_lines(
+    connection: &mut PgConnection,
+    order: &OrderPlaced,
+) -> Result<(), HandlerError> {
+    let numbers: Vec<i32> = (1..=order.lines.len() as i32).collect();
+    let skus: Vec<&str> = order.lines.iter().map(|line| line.sku.as_str()).collect();
+    let categories: Vec<&str> = order
+        .lines
+        .iter()
+        .map(|line| line.category.as_str())
+        .collect();
+    let quantities: Vec<i64> = order.lines.iter().map(|line| line.quantity).collect();
+    let prices: Vec<i64> = order
+        .lines
+        .iter()
+        .map(|line| line.unit_price_cents)
+        .collect();
+    sqlx::query(
+        "INSERT INTO order_lines (order_id, line_number, sku, category, quantity, unit_price_cents) \
+         SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])",
+    )
+    .bind(order.order_id)
+    .bind(&numbers)
+    .bind(&skus)
+    .bind(&categories)
+    .bind(&quantities)
+    .bind(&prices)
+    .execute(connection)
+    .await?;
+    Ok(())
 }
 
 /// The order's status, locked for the rest of the transaction; transient

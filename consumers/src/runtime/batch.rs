@@ -1,8 +1,9 @@
 //! One batch, one transaction: each event in its own savepoint, so a failing
 //! event is isolated from its neighbours, which still commit.
 
+use std::collections::HashSet;
+
 use chrono::Utc;
-use shared::events::catalog::OrderPlaced;
 use shared::events::{Event, EventPayload};
 use shared::groups::ConsumerGroup;
 use shared::retry::RetryPolicy;
@@ -89,14 +90,33 @@ async fn process_batch_optimistically(
         return Ok(None); // poison in the batch: the isolating path records it
     }
     let started = std::time::Instant::now();
+    if events
+        .iter()
+        .all(|event| matches!(event.payload, EventPayload::OrderPlaced(_)))
+    {
+        // One statement, its own transaction: lock, claim, apply, commit.
+        let lock_ids = known_lock_ids(context.group, &events);
+        let Some(mut claimed) = apply_run(pool, context.group, &lock_ids, &events).await? else {
+            return Ok(None);
+        };
+        let outcomes = events
+            .iter()
+            .map(|event| applied_or_duplicate(&mut claimed, event))
+            .collect::<Vec<_>>();
+        record_metrics(context.group, batch, &outcomes, started.elapsed(), None);
+        return Ok(Some(outcomes));
+    }
     let mut transaction = pool.begin().await?;
     lock_aggregates(&mut transaction, context.group, batch).await?;
-    let ids: Vec<uuid::Uuid> = events.iter().map(|event| event.id).collect();
-    let types: Vec<&str> = events
+    // Claim every event but `order.placed`, which its run's step claims.
+    let mut others: Vec<(uuid::Uuid, &str)> = events
         .iter()
-        .map(|event| event.event_type().as_str())
+        .filter(|event| !matches!(event.payload, EventPayload::OrderPlaced(_)))
+        .map(|event| (event.id, event.event_type().as_str()))
         .collect();
-    let mut fresh: std::collections::HashSet<uuid::Uuid> = sqlx::query_scalar(
+    others.sort_unstable();
+    let (ids, types): (Vec<uuid::Uuid>, Vec<&str>) = others.into_iter().unzip();
+    let mut fresh: HashSet<uuid::Uuid> = sqlx::query_scalar(
         "INSERT INTO processed_events (consumer_group, event_id, event_type) \
          SELECT $1, * FROM UNNEST($2::uuid[], $3::text[]) ON CONFLICT DO NOTHING RETURNING event_id",
     )
@@ -107,52 +127,107 @@ async fn process_batch_optimistically(
     .await?
     .into_iter()
     .collect();
-    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut outcomes = vec![Outcome::Duplicate; batch.len()];
     // Consecutive `order.placed` events go in one set-based step; anything
     // else is applied one by one, in order, after the run before it.
-    let mut run: Vec<(&OrderPlaced, chrono::DateTime<Utc>)> = Vec::new();
-    for event in events {
-        // `remove`: a second copy of an id within the batch is a duplicate too.
-        if !fresh.remove(&event.id) {
-            outcomes.push(Outcome::Duplicate);
+    let mut run: Vec<usize> = Vec::new();
+    for (index, event) in events.iter().enumerate() {
+        if matches!(event.payload, EventPayload::OrderPlaced(_)) {
+            run.push(index);
             continue;
         }
-        if let EventPayload::OrderPlaced(order) = &event.payload {
-            run.push((order, event.time));
-            outcomes.push(Outcome::Applied);
-            continue;
-        }
-        if !flush_run(&mut transaction, context.group, &mut run).await? {
+        if !flush_run(
+            &mut transaction,
+            context.group,
+            &events,
+            &mut run,
+            &mut outcomes,
+        )
+        .await?
+        {
             return Ok(None);
         }
+        // `remove`: a second copy of an id within the batch is a duplicate too.
+        if !fresh.remove(&event.id) {
+            continue;
+        }
         match handlers::apply(context.group, &mut transaction, event).await {
-            Ok(()) => outcomes.push(Outcome::Applied),
+            Ok(()) => outcomes[index] = Outcome::Applied,
             Err(error) => return optimistic_failure(error),
         }
     }
-    if !flush_run(&mut transaction, context.group, &mut run).await? {
+    if !flush_run(
+        &mut transaction,
+        context.group,
+        &events,
+        &mut run,
+        &mut outcomes,
+    )
+    .await?
+    {
         return Ok(None);
     }
     commit_and_record(transaction, context.group, batch, &outcomes, started).await?;
     Ok(Some(outcomes))
 }
 
-/// Applies the pending run of orders set-wise; `false` sends the batch to
-/// the isolating path.
+/// `Applied` for the first copy of a claimed id, `Duplicate` otherwise.
+fn applied_or_duplicate(claimed: &mut HashSet<uuid::Uuid>, event: &Event) -> Outcome {
+    if claimed.remove(&event.id) {
+        Outcome::Applied
+    } else {
+        Outcome::Duplicate
+    }
+}
+
+/// The advisory-lock ids of events whose aggregates need no lookup, ascending.
+fn known_lock_ids(group: ConsumerGroup, events: &[&Event]) -> Vec<i64> {
+    let mut ids: Vec<i64> = events
+        .iter()
+        .filter_map(|event| handlers::known_lock_keys(group, event))
+        .flatten()
+        .map(|key| handlers::advisory_lock_id(group, &key))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Claims and applies a run of `order.placed` events set-wise; `None` sends
+/// the batch to the isolating path.
+async fn apply_run<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    group: ConsumerGroup,
+    lock_ids: &[i64],
+    events: &[&Event],
+) -> Result<Option<HashSet<uuid::Uuid>>, BatchError> {
+    match handlers::apply_orders_placed(group, executor, lock_ids, events).await {
+        Ok(claimed) => Ok(claimed),
+        Err(error) => optimistic_failure(error),
+    }
+}
+
+/// Applies the pending run (indices into `events`) and sets its outcomes;
+/// `false` sends the batch to the isolating path.
 async fn flush_run(
     connection: &mut PgConnection,
     group: ConsumerGroup,
-    run: &mut Vec<(&OrderPlaced, chrono::DateTime<Utc>)>,
+    events: &[&Event],
+    run: &mut Vec<usize>,
+    outcomes: &mut [Outcome],
 ) -> Result<bool, BatchError> {
     if run.is_empty() {
         return Ok(true);
     }
-    let applied = handlers::apply_orders_placed(group, connection, run).await;
-    run.clear();
-    match applied {
-        Ok(applied) => Ok(applied),
-        Err(error) => optimistic_failure::<()>(error).map(|_| false),
+    let members: Vec<&Event> = run.iter().map(|&index| events[index]).collect();
+    // The batch's locks are already held.
+    let Some(mut claimed) = apply_run(&mut *connection, group, &[], &members).await? else {
+        return Ok(false);
+    };
+    for index in run.drain(..) {
+        outcomes[index] = applied_or_duplicate(&mut claimed, events[index]);
     }
+    Ok(true)
 }
 
 /// A failure on the optimistic path: an outage is reported, anything else
@@ -309,7 +384,13 @@ async fn commit_and_record(
 ) -> Result<(), BatchError> {
     let handled = started.elapsed();
     transaction.commit().await?;
-    record_metrics(group, batch, outcomes, handled, started.elapsed() - handled);
+    record_metrics(
+        group,
+        batch,
+        outcomes,
+        handled,
+        Some(started.elapsed() - handled),
+    );
     Ok(())
 }
 
@@ -318,7 +399,7 @@ fn record_metrics(
     batch: &[Incoming],
     outcomes: &[Outcome],
     handling: std::time::Duration,
-    commit: std::time::Duration,
+    commit: Option<std::time::Duration>,
 ) {
     crate::metrics::batch_committed(group, batch.len(), handling, commit);
     let now = Utc::now();

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod batch_paths;
 mod convergence;
 mod failures;
 mod http;

@@ -1,0 +1,243 @@
+//! The batch paths, called directly on a real database: a batch made only
+//! of `order.placed` (one statement), a mixed batch (one transaction), and
+//! the fallback that redoes a batch event by event when a run cannot be
+//! applied set-wise. Exact outcomes and row counts.
+
+use consumers::runtime::attempts::AttemptHistory;
+use consumers::runtime::batch::{BatchContext, Outcome, process_batch};
+use consumers::runtime::incoming::Incoming;
+use shared::events::catalog::{OrderLine, OrderPlaced};
+use shared::events::{Event, EventPayload};
+use shared::groups::ConsumerGroup;
+use shared::retry::RetryPolicy;
+use shared::testing::TestDatabase;
+use uuid::Uuid;
+
+use crate::processing::{captured, order_placed};
+
+fn context(group: ConsumerGroup) -> BatchContext {
+    BatchContext {
+        group,
+        worker: "batch-paths".into(),
+        policy: RetryPolicy::default(),
+    }
+}
+
+fn incoming(event: &Event) -> Incoming {
+    Incoming {
+        body: event.to_json_bytes(),
+        routing_key: event.event_type().as_str().to_owned(),
+        message_id: Some(event.id.to_string()),
+        event: Ok(event.clone()),
+        history: AttemptHistory::default(),
+        headers_json: serde_json::json!({}),
+    }
+}
+
+async fn process(
+    database: &TestDatabase,
+    group: ConsumerGroup,
+    events: &[&Event],
+) -> Vec<Outcome> {
+    let batch: Vec<Incoming> = events.iter().map(|event| incoming(event)).collect();
+    process_batch(&database.pool, &context(group), &batch)
+        .await
+        .unwrap()
+}
+
+async fn count(database: &TestDatabase, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&database.pool)
+        .await
+        .unwrap()
+}
+
+async fn stock(database: &TestDatabase, sku: &str, on_hand: i64) {
+    sqlx::query("INSERT INTO stock (sku, on_hand) VALUES ($1, $2)")
+        .bind(sku)
+        .bind(on_hand)
+        .execute(&database.pool)
+        .await
+        .unwrap();
+}
+
+fn placed_with(order_id: Uuid, sku: &str, quantity: i64) -> Event {
+    Event::new(
+        "/tests",
+        EventPayload::OrderPlaced(OrderPlaced {
+            order_id,
+            customer_id: Uuid::now_v7(),
+            currency: "EUR".into(),
+            lines: vec![OrderLine {
+                sku: sku.into(),
+                category: "garden".into(),
+                quantity,
+                unit_price_cents: 250,
+            }],
+        }),
+    )
+}
+
+#[tokio::test]
+async fn an_all_placed_batch_applies_each_event_once_in_every_group() {
+    let database = TestDatabase::create().await;
+    stock(&database, "SKU-1", 100).await;
+    let (earlier, first, second) = (
+        order_placed(Uuid::now_v7()),
+        order_placed(Uuid::now_v7()),
+        order_placed(Uuid::now_v7()),
+    );
+    for group in ConsumerGroup::ALL {
+        assert_eq!(
+            process(&database, group, &[&earlier]).await,
+            [Outcome::Applied]
+        );
+        // An event applied before, a fresh one twice, another fresh one.
+        assert_eq!(
+            process(&database, group, &[&earlier, &first, &first, &second]).await,
+            [
+                Outcome::Duplicate,
+                Outcome::Applied,
+                Outcome::Duplicate,
+                Outcome::Applied
+            ],
+            "group {group}"
+        );
+    }
+    assert_eq!(count(&database, "SELECT count(*) FROM orders").await, 3);
+    assert_eq!(count(&database, "SELECT count(*) FROM order_lines").await, 3);
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM sales_orders").await,
+        3
+    );
+    // Each order reserves 2 units of SKU-1, once.
+    assert_eq!(
+        count(&database, "SELECT reserved FROM stock WHERE sku = 'SKU-1'").await,
+        6
+    );
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM stock_reservations").await,
+        3
+    );
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM processed_events").await,
+        9
+    );
+}
+
+#[tokio::test]
+async fn an_order_placed_twice_is_isolated_and_its_neighbours_commit() {
+    let database = TestDatabase::create().await;
+    let order_id = Uuid::now_v7();
+    let original = order_placed(order_id);
+    process(&database, ConsumerGroup::Orders, &[&original]).await;
+    let impostor = order_placed(order_id); // another event, the same order id
+    let (before, after) = (order_placed(Uuid::now_v7()), order_placed(Uuid::now_v7()));
+
+    let outcomes = process(
+        &database,
+        ConsumerGroup::Orders,
+        &[&before, &impostor, &after],
+    )
+    .await;
+
+    assert_eq!(
+        outcomes,
+        [Outcome::Applied, Outcome::DeadLettered, Outcome::Applied]
+    );
+    assert_eq!(count(&database, "SELECT count(*) FROM orders").await, 3);
+    let kind: String =
+        sqlx::query_scalar("SELECT error_kind FROM dead_letters WHERE event_id = $1")
+            .bind(impostor.id)
+            .fetch_one(&database.pool)
+            .await
+            .unwrap();
+    assert_eq!(kind, "duplicate_order");
+}
+
+#[tokio::test]
+async fn an_order_short_of_stock_is_retried_alone() {
+    let database = TestDatabase::create().await;
+    stock(&database, "SKU-A", 5).await;
+    stock(&database, "SKU-B", 1).await;
+    let fits = placed_with(Uuid::now_v7(), "SKU-A", 4);
+    let short = placed_with(Uuid::now_v7(), "SKU-B", 3);
+    let also_fits = placed_with(Uuid::now_v7(), "SKU-A", 1);
+
+    let outcomes = process(
+        &database,
+        ConsumerGroup::Inventory,
+        &[&fits, &short, &also_fits],
+    )
+    .await;
+
+    assert_eq!(outcomes[0], Outcome::Applied);
+    match &outcomes[1] {
+        Outcome::Retry(history) => {
+            assert_eq!(history.records.len(), 1);
+            assert_eq!(history.records[0].kind, "insufficient_stock");
+        }
+        other => panic!("expected a retry, got {other:?}"),
+    }
+    assert_eq!(outcomes[2], Outcome::Applied);
+    assert_eq!(
+        count(&database, "SELECT reserved FROM stock WHERE sku = 'SKU-A'").await,
+        5
+    );
+    assert_eq!(
+        count(&database, "SELECT reserved FROM stock WHERE sku = 'SKU-B'").await,
+        0
+    );
+    assert_eq!(
+        count(
+            &database,
+            "SELECT count(*) FROM processed_events WHERE consumer_group = 'inventory'"
+        )
+        .await,
+        2,
+        "the retried event is not marked processed"
+    );
+}
+
+#[tokio::test]
+async fn a_mixed_batch_applies_runs_and_single_events_in_order() {
+    let database = TestDatabase::create().await;
+    let order_id = Uuid::now_v7();
+    let placed = order_placed(order_id);
+    let payment = captured(order_id);
+    let next = order_placed(Uuid::now_v7());
+
+    // The order, its payment, the order again, and another order: the
+    // payment needs the run before it applied first.
+    let outcomes = process(
+        &database,
+        ConsumerGroup::Orders,
+        &[&placed, &payment, &placed, &next, &payment],
+    )
+    .await;
+
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Applied,
+            Outcome::Applied,
+            Outcome::Duplicate,
+            Outcome::Applied,
+            Outcome::Duplicate
+        ]
+    );
+    assert_eq!(
+        count(
+            &database,
+            "SELECT count(*) FROM orders WHERE status = 'paid'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(count(&database, "SELECT count(*) FROM orders").await, 2);
+    assert_eq!(count(&database, "SELECT count(*) FROM payments").await, 1);
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM processed_events").await,
+        3
+    );
+}
