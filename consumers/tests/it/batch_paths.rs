@@ -34,11 +34,7 @@ fn incoming(event: &Event) -> Incoming {
     }
 }
 
-async fn process(
-    database: &TestDatabase,
-    group: ConsumerGroup,
-    events: &[&Event],
-) -> Vec<Outcome> {
+async fn process(database: &TestDatabase, group: ConsumerGroup, events: &[&Event]) -> Vec<Outcome> {
     let batch: Vec<Incoming> = events.iter().map(|event| incoming(event)).collect();
     process_batch(&database.pool, &context(group), &batch)
         .await
@@ -105,7 +101,10 @@ async fn an_all_placed_batch_applies_each_event_once_in_every_group() {
         );
     }
     assert_eq!(count(&database, "SELECT count(*) FROM orders").await, 3);
-    assert_eq!(count(&database, "SELECT count(*) FROM order_lines").await, 3);
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM order_lines").await,
+        3
+    );
     assert_eq!(
         count(&database, "SELECT count(*) FROM sales_orders").await,
         3
