@@ -43,7 +43,12 @@ pub async fn move_broker_dead_letters(
             next = consumer.next() => next,
         };
         let delivery = match next {
-            None => break,
+            None if shutdown.is_cancelled() => break,
+            None => {
+                return Err(RuntimeError::ConsumerEnded {
+                    queue: queue.to_owned(),
+                });
+            }
             Some(Ok(delivery)) => delivery,
             Some(Err(error)) => {
                 channel.wait_for_recovery(error).await?;

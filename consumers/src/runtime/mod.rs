@@ -39,6 +39,16 @@ pub enum RuntimeError {
     /// The workers' broker connection could not be opened.
     #[error(transparent)]
     Connect(#[from] shared::broker::ConnectError),
+    /// The broker ended a worker's consumer (its queue was deleted, or the
+    /// consumer was cancelled) while the worker was not stopping.
+    #[error("the broker ended the consumer on {queue}")]
+    ConsumerEnded {
+        /// The queue consumed.
+        queue: String,
+    },
+    /// A worker panicked; the others were stopped.
+    #[error("a worker panicked: {0}")]
+    WorkerPanicked(String),
 }
 
 /// Runs the workers of `options` in a task of their own, on a broker
@@ -148,6 +158,7 @@ pub async fn run_workers(
             Err(panic) => {
                 tracing::error!(%panic, "a worker panicked; stopping the others");
                 shutdown.cancel();
+                first_error.get_or_insert(RuntimeError::WorkerPanicked(panic.to_string()));
             }
         }
     }

@@ -71,7 +71,14 @@ impl Worker {
                 next = consumer.next() => next,
             };
             let first = match next {
-                None => break,
+                None if shutdown.is_cancelled() => break,
+                None => {
+                    // Not asked to stop: fail loudly, so the process stops and
+                    // its supervisor restarts it, rather than idle unnoticed.
+                    return Err(RuntimeError::ConsumerEnded {
+                        queue: self.queues.work.clone(),
+                    });
+                }
                 Some(Ok(delivery)) => delivery,
                 Some(Err(error)) => {
                     tracing::warn!(worker = %self.context.worker, %error, "consumer error; waiting for recovery");

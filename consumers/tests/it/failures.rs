@@ -170,3 +170,36 @@ async fn graceful_shutdown_commits_and_acks_in_flight_work() {
     assert_eq!((last.1, last.2), (0, 0));
     assert!(applied < total as i64, "stopped mid-stream");
 }
+
+#[tokio::test]
+async fn a_consumer_ended_by_the_broker_stops_the_runtime_with_an_error() {
+    let stack = Stack::new().await;
+    let workers = stack.start(&[ConsumerGroup::Orders], 1);
+    stack.publish(&[order_placed(Uuid::now_v7())]).await;
+    stack.wait_for("SELECT count(*) FROM orders", 1, 30).await;
+
+    // Deleting the queue makes the broker cancel its consumers.
+    let queue = stack
+        .isolated
+        .topology
+        .group(ConsumerGroup::Orders)
+        .work
+        .clone();
+    let connection = shared::testing::connect(&stack.settings).await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .queue_delete(
+            queue.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let _ = connection.close(200, "OK".into()).await;
+
+    match workers.stopped_by_themselves(Duration::from_secs(20)).await {
+        Err(consumers::runtime::RuntimeError::ConsumerEnded { queue: ended }) => {
+            assert_eq!(ended, queue)
+        }
+        other => panic!("expected ConsumerEnded, got {other:?}"),
+    }
+}

@@ -160,6 +160,16 @@ impl RunningWorkers {
             .unwrap()
             .unwrap();
     }
+
+    /// Waits (up to `within`) for the workers to stop on their own.
+    pub async fn stopped_by_themselves(self, within: Duration) -> Result<(), RuntimeError> {
+        let result = tokio::time::timeout(within, self.handle)
+            .await
+            .expect("workers stopped by themselves")
+            .unwrap();
+        self.shutdown.cancel();
+        result
+    }
 }
 
 /// Waits until `group`'s work and retry queues are empty (all acked).
