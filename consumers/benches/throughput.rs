@@ -160,7 +160,7 @@ fn worker_options(batch_size: usize) -> WorkerOptions {
     let workers = std::env::var("BENCH_WORKERS")
         .ok()
         .and_then(|value| value.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(1);
     WorkerOptions {
         groups: ConsumerGroup::ALL.to_vec(),
         workers,

@@ -44,8 +44,10 @@ pub struct RunArgs {
     /// Group to run (repeatable, or comma-separated); all groups when absent.
     #[arg(long = "group", env = "SWITCHYARD_GROUPS", value_delimiter = ',')]
     pub groups: Vec<shared::groups::ConsumerGroup>,
-    /// Workers (AMQP channels, each with its own batches) per group.
-    #[arg(long, env = "SWITCHYARD_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// Workers (AMQP channels, each with its own batches) per group. One
+    /// keeps batches largest; add workers when database round trips, not
+    /// CPU, limit a group (a remote database).
+    #[arg(long, env = "SWITCHYARD_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: u16,
     /// Deliveries the broker may send each worker ahead of its acks.
     #[arg(long, env = "SWITCHYARD_PREFETCH", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
@@ -75,7 +77,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
     /// Workers per group.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     pub workers: u16,
     /// Stop after this many seconds even if work remains.
     #[arg(long, default_value_t = 600)]

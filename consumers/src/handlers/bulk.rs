@@ -5,9 +5,9 @@
 //! step of it.
 //!
 //! When some event cannot be applied this way (an order id placed twice,
-//! too little stock) the function raises SQLSTATE `SY001` and undoes
-//! everything; this returns `Ok(None)` and the runtime redoes the batch
-//! event by event, where each failure is isolated and classified.
+//! too little stock) the function fails (SQLSTATE `SY001` or `23505`) and
+//! undoes everything; this returns `Ok(None)` and the runtime redoes the
+//! batch event by event, where each failure is isolated and classified.
 
 use std::collections::HashSet;
 
@@ -21,8 +21,10 @@ use uuid::Uuid;
 
 use super::HandlerError;
 
-/// SQLSTATE raised by the batch functions: "apply this run event by event".
-const NEEDS_ONE_BY_ONE: &str = "SY001";
+/// SQLSTATEs of a batch function that mean "apply this run event by event":
+/// its own (too little stock) and unique violation (an order id placed by
+/// another event).
+const NEEDS_ONE_BY_ONE: [&str; 2] = ["SY001", "23505"];
 
 /// One `order.placed` event of a run.
 struct Placed<'a> {
@@ -66,7 +68,11 @@ pub async fn apply_orders_placed<'c>(
     };
     match query.fetch_one(executor).await {
         Ok(claimed) => Ok(Some(claimed.into_iter().collect())),
-        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some(NEEDS_ONE_BY_ONE) => {
+        Err(sqlx::Error::Database(error))
+            if error
+                .code()
+                .is_some_and(|code| NEEDS_ONE_BY_ONE.contains(&code.as_ref())) =>
+        {
             Ok(None)
         }
         Err(error) => Err(error.into()),

@@ -7,7 +7,7 @@ use chrono::Utc;
 use shared::events::{Event, EventPayload};
 use shared::groups::ConsumerGroup;
 use shared::retry::RetryPolicy;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection};
 
 use super::attempts::{AttemptHistory, AttemptRecord};
 use super::dead_letter_store;
@@ -66,19 +66,19 @@ pub struct BatchContext {
 /// fails, that transaction is rolled back and the batch is redone with one
 /// savepoint per event, which isolates and classifies the failure.
 pub async fn process_batch(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     context: &BatchContext,
     batch: &[Incoming],
 ) -> Result<Vec<Outcome>, BatchError> {
-    if let Some(outcomes) = process_batch_optimistically(pool, context, batch).await? {
+    if let Some(outcomes) = process_batch_optimistically(connection, context, batch).await? {
         return Ok(outcomes);
     }
-    process_batch_isolating_failures(pool, context, batch).await
+    process_batch_isolating_failures(connection, context, batch).await
 }
 
 /// The fast path: `None` when some event failed (nothing was committed).
 async fn process_batch_optimistically(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     context: &BatchContext,
     batch: &[Incoming],
 ) -> Result<Option<Vec<Outcome>>, BatchError> {
@@ -96,7 +96,9 @@ async fn process_batch_optimistically(
     {
         // One statement, its own transaction: lock, claim, apply, commit.
         let lock_ids = known_lock_ids(context.group, &events);
-        let Some(mut claimed) = apply_run(pool, context.group, &lock_ids, &events).await? else {
+        let Some(mut claimed) =
+            apply_run(&mut *connection, context.group, &lock_ids, &events).await?
+        else {
             return Ok(None);
         };
         let outcomes = events
@@ -106,7 +108,7 @@ async fn process_batch_optimistically(
         record_metrics(context.group, batch, &outcomes, started.elapsed(), None);
         return Ok(Some(outcomes));
     }
-    let mut transaction = pool.begin().await?;
+    let mut transaction = connection.begin().await?;
     lock_aggregates(&mut transaction, context.group, batch).await?;
     // Claim every event but `order.placed`, which its run's step claims.
     let mut others: Vec<(uuid::Uuid, &str)> = events
@@ -246,12 +248,12 @@ fn optimistic_failure<T>(error: HandlerError) -> Result<Option<T>, BatchError> {
 
 /// The isolating path: each event in its own savepoint.
 async fn process_batch_isolating_failures(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     context: &BatchContext,
     batch: &[Incoming],
 ) -> Result<Vec<Outcome>, BatchError> {
     let started = std::time::Instant::now();
-    let mut transaction = pool.begin().await?;
+    let mut transaction = connection.begin().await?;
     lock_aggregates(&mut transaction, context.group, batch).await?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for incoming in batch {

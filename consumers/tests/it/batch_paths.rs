@@ -36,7 +36,8 @@ fn incoming(event: &Event) -> Incoming {
 
 async fn process(database: &TestDatabase, group: ConsumerGroup, events: &[&Event]) -> Vec<Outcome> {
     let batch: Vec<Incoming> = events.iter().map(|event| incoming(event)).collect();
-    process_batch(&database.pool, &context(group), &batch)
+    let mut connection = database.pool.acquire().await.unwrap();
+    process_batch(&mut connection, &context(group), &batch)
         .await
         .unwrap()
 }

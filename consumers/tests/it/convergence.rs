@@ -56,7 +56,10 @@ async fn apply_all(pool: &PgPool, stream: &[Event], batch_size: usize) {
         while !pending.is_empty() {
             let take = batch_size.min(pending.len());
             let chunk: Vec<Incoming> = pending.drain(..take).collect();
-            let outcomes = process_batch(pool, &context, &chunk).await.unwrap();
+            let mut connection = pool.acquire().await.unwrap();
+            let outcomes = process_batch(&mut connection, &context, &chunk)
+                .await
+                .unwrap();
             let mut progressed = false;
             for (mut incoming, outcome) in chunk.into_iter().zip(outcomes) {
                 match outcome {
