@@ -118,7 +118,7 @@ async fn consume_every_group(
 }
 
 /// 1. Publish and consume every routed copy with no database work.
-async fn broker_ceiling(events: &[Event]) -> f64 {
+async fn broker_ceiling(events: &[Event]) -> Measured {
     let scenario = Scenario::new().await;
     let expected = scenario.deliveries(events.len());
     let connection = shared::testing::connect(&scenario.isolated.settings).await;
@@ -144,16 +144,16 @@ async fn broker_ceiling(events: &[Event]) -> f64 {
             }
         });
     }
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), CpuTimes::now());
     let publisher = publish_all(&scenario, events).await;
     let mut consumed = 0i64;
     while consumed < expected {
         consumed += done.recv().await.unwrap() as i64;
     }
-    let rate = expected as f64 / started.elapsed().as_secs_f64();
+    let measured = Measured::since(started, cpu, expected);
     publisher.close().await;
     let _ = connection.close(200, "OK".into()).await;
-    rate
+    measured
 }
 
 fn worker_options(batch_size: usize) -> WorkerOptions {
@@ -247,20 +247,108 @@ fn batch_profile(before: &str, after: &str) -> Vec<String> {
 }
 
 /// 2 and 3. Publish with confirms while the workers apply, until every copy is committed.
-async fn end_to_end(events: &[Event], batch_size: usize) -> f64 {
+async fn end_to_end(events: &[Event], batch_size: usize) -> Measured {
     let scenario = Scenario::new().await;
     let expected = scenario.deliveries(events.len());
     let (shutdown, workers) = start_workers(&scenario, worker_options(batch_size)).await;
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), CpuTimes::now());
     let publisher = publish_all(&scenario, events).await;
     while applied(&scenario).await < expected {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let rate = expected as f64 / started.elapsed().as_secs_f64();
+    let measured = Measured::since(started, cpu, expected);
     shutdown.cancel();
     workers.await.unwrap().unwrap();
     publisher.close().await;
-    rate
+    measured
+}
+
+/// A throughput scenario's rate and where its CPU went.
+struct Measured {
+    rate: f64,
+    /// CPU time per 1,000 deliveries (ms): broker, PostgreSQL, this process.
+    cpu_per_thousand: CpuTimes,
+}
+
+impl Measured {
+    fn since(started: Instant, cpu: CpuTimes, deliveries: i64) -> Self {
+        let used = CpuTimes::now().minus(cpu);
+        let per_thousand = 1e6 / deliveries as f64; // seconds → ms per 1,000
+        Self {
+            rate: deliveries as f64 / started.elapsed().as_secs_f64(),
+            cpu_per_thousand: CpuTimes {
+                broker: used.broker * per_thousand,
+                postgres: used.postgres * per_thousand,
+                bench: used.bench * per_thousand,
+            },
+        }
+    }
+}
+
+/// CPU seconds (user + system) used so far by the broker (`beam.smp`),
+/// PostgreSQL (every `postgres` process) and this process, from `/proc`
+/// (Linux; zero elsewhere). Processes that exit in between are not counted.
+#[derive(Clone, Copy, Default)]
+struct CpuTimes {
+    broker: f64,
+    postgres: f64,
+    bench: f64,
+}
+
+impl CpuTimes {
+    fn now() -> Self {
+        // USER_HZ: 100 on every mainstream Linux (reading sysconf needs unsafe).
+        const TICKS_PER_SECOND: f64 = 100.0;
+        let own = std::process::id().to_string();
+        let mut times = CpuTimes::default();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return times;
+        };
+        for entry in entries.flatten() {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let command = &stat[open + 1..close];
+            let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+            let ticks = |index: usize| {
+                fields
+                    .get(index)
+                    .and_then(|value| value.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            let seconds = (ticks(11) + ticks(12)) / TICKS_PER_SECOND;
+            if pid == own {
+                times.bench += seconds;
+            } else if command == "beam.smp" {
+                times.broker += seconds;
+            } else if command.starts_with("postgres") {
+                times.postgres += seconds;
+            }
+        }
+        times
+    }
+
+    fn minus(self, earlier: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            broker: self.broker - earlier.broker,
+            postgres: self.postgres - earlier.postgres,
+            bench: self.bench - earlier.bench,
+        }
+    }
+}
+
+impl std::fmt::Display for CpuTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "broker {:.0} ms, postgres {:.0} ms, bench process {:.0} ms",
+            self.broker, self.postgres, self.bench
+        )
+    }
 }
 
 /// Publishes `events` paced at `rate` per second, stamping each with the
@@ -439,14 +527,20 @@ async fn throughput(events: usize, repeat: usize) {
     let (mut ceiling, mut batched, mut single) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=repeat {
         // Interleaved, so drift on a noisy machine hits every scenario alike.
-        ceiling.push(broker_ceiling(&stream).await);
+        let broker = broker_ceiling(&stream).await;
         let metrics = consumers::metrics::install_recorder();
         let before = metrics.render();
-        batched.push(end_to_end(&stream, 128).await);
+        let switchyard = end_to_end(&stream, 128).await;
         for line in batch_profile(&before, &metrics.render()) {
             println!("    batched run, {line}");
         }
-        single.push(end_to_end(&single_stream, 1).await);
+        println!(
+            "    CPU per 1,000 deliveries: ceiling: {}; switchyard: {}",
+            broker.cpu_per_thousand, switchyard.cpu_per_thousand
+        );
+        ceiling.push(broker.rate);
+        batched.push(switchyard.rate);
+        single.push(end_to_end(&single_stream, 1).await.rate);
         println!(
             "  run {run}: broker ceiling {:>8.0}/s   switchyard {:>8.0}/s   one event per transaction {:>8.0}/s",
             ceiling[run - 1],
