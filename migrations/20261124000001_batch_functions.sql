@@ -27,18 +27,30 @@ LANGUAGE plpgsql AS $$
 DECLARE
     claimed UUID[];
 BEGIN
-    PERFORM pg_advisory_xact_lock(id)
-    FROM UNNEST(lock_ids) WITH ORDINALITY AS t(id, n)
-    ORDER BY n;
-    WITH inserted AS (
+    IF cardinality(lock_ids) > 0 THEN
+        PERFORM pg_advisory_xact_lock(id)
+        FROM UNNEST(lock_ids) WITH ORDINALITY AS t(id, n)
+        ORDER BY n;
+    END IF;
+    -- Usually every event is new: a plain insert costs half of ON CONFLICT.
+    -- A duplicate undoes it (the block is a subtransaction) and the events
+    -- are claimed one conflict check at a time.
+    BEGIN
         INSERT INTO processed_events (consumer_group, event_id, event_type)
         SELECT switchyard_claim_events.consumer_group, id, switchyard_claim_events.event_type
-        FROM UNNEST(event_ids) AS t(id)
-        ON CONFLICT DO NOTHING
-        RETURNING event_id
-    )
-    SELECT coalesce(array_agg(event_id), '{}') INTO claimed FROM inserted;
-    RETURN claimed;
+        FROM UNNEST(event_ids) AS t(id);
+        RETURN event_ids;
+    EXCEPTION WHEN unique_violation THEN
+        WITH inserted AS (
+            INSERT INTO processed_events (consumer_group, event_id, event_type)
+            SELECT switchyard_claim_events.consumer_group, id, switchyard_claim_events.event_type
+            FROM UNNEST(event_ids) AS t(id)
+            ON CONFLICT DO NOTHING
+            RETURNING event_id
+        )
+        SELECT coalesce(array_agg(event_id), '{}') INTO claimed FROM inserted;
+        RETURN claimed;
+    END;
 END
 $$;
 
