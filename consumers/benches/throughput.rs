@@ -416,11 +416,17 @@ async fn broker_latency(rate: u64, seconds: u64) -> shared::latency::LatencySumm
         });
     }
     let publisher = scenario.isolated.publisher().await;
+    let (started, cpu) = (Instant::now(), CpuTimes::now());
     publish_paced(&publisher, events, rate).await;
     let mut collected = Vec::with_capacity(expected as usize);
     while (collected.len() as i64) < expected {
         collected.push(samples.recv().await.unwrap());
     }
+    let measured = Measured::since(started, cpu, expected);
+    println!(
+        "    broker alone at {rate}/s, CPU per 1,000 deliveries: {}",
+        measured.cpu_per_thousand
+    );
     publisher.close().await;
     let _ = connection.close(200, "OK".into()).await;
     shared::latency::LatencySummary::from_samples(collected).unwrap()
@@ -435,6 +441,7 @@ async fn steady_latency(rate: u64, seconds: u64) -> HashMap<&'static str, f64> {
     let committed_before = committed_events(&metrics);
     let rendered_before = metrics.render();
     let before = lag_buckets(&rendered_before);
+    let (started, cpu) = (Instant::now(), CpuTimes::now());
     publish_paced(
         &publisher,
         order_placed_stream((rate * seconds) as usize),
@@ -445,6 +452,11 @@ async fn steady_latency(rate: u64, seconds: u64) -> HashMap<&'static str, f64> {
     while committed_events(&metrics) - committed_before < expected as f64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let measured = Measured::since(started, cpu, expected);
+    println!(
+        "    at {rate}/s, CPU per 1,000 deliveries: {}",
+        measured.cpu_per_thousand
+    );
     assert_eq!(
         applied(&scenario).await,
         expected,
