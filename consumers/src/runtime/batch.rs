@@ -133,22 +133,27 @@ async fn process_batch_optimistically(
     // Consecutive `order.placed` events go in one set-based step; anything
     // else is applied one by one, in order, after the run before it.
     let mut run: Vec<usize> = Vec::new();
-    for (index, event) in events.iter().enumerate() {
-        if matches!(event.payload, EventPayload::OrderPlaced(_)) {
+    // One step past the last event, to flush a run that ends the batch.
+    for index in 0..=events.len() {
+        let event = events.get(index);
+        if let Some(event) = event
+            && matches!(event.payload, EventPayload::OrderPlaced(_))
+        {
             run.push(index);
             continue;
         }
-        if !flush_run(
+        let flushed = flush_run(
             &mut transaction,
             context.group,
             &events,
             &mut run,
             &mut outcomes,
         )
-        .await?
-        {
+        .await?;
+        if !flushed {
             return Ok(None);
         }
+        let Some(event) = event else { break };
         // `remove`: a second copy of an id within the batch is a duplicate too.
         if !fresh.remove(&event.id) {
             continue;
@@ -157,17 +162,6 @@ async fn process_batch_optimistically(
             Ok(()) => outcomes[index] = Outcome::Applied,
             Err(error) => return optimistic_failure(error),
         }
-    }
-    if !flush_run(
-        &mut transaction,
-        context.group,
-        &events,
-        &mut run,
-        &mut outcomes,
-    )
-    .await?
-    {
-        return Ok(None);
     }
     commit_and_record(transaction, context.group, batch, &outcomes, started).await?;
     Ok(Some(outcomes))

@@ -3,34 +3,22 @@
 //! the fallback that redoes a batch event by event when a run cannot be
 //! applied set-wise. Exact outcomes and row counts.
 
-use consumers::runtime::attempts::AttemptHistory;
 use consumers::runtime::batch::{BatchContext, Outcome, process_batch};
 use consumers::runtime::incoming::Incoming;
-use shared::events::catalog::{OrderLine, OrderPlaced};
-use shared::events::{Event, EventPayload};
+use shared::events::Event;
 use shared::groups::ConsumerGroup;
 use shared::retry::RetryPolicy;
 use shared::testing::TestDatabase;
 use uuid::Uuid;
 
-use crate::processing::{captured, order_placed};
+use crate::processing::{captured, order_placed, order_placed_with};
+use crate::support::incoming;
 
 fn context(group: ConsumerGroup) -> BatchContext {
     BatchContext {
         group,
         worker: "batch-paths".into(),
         policy: RetryPolicy::default(),
-    }
-}
-
-fn incoming(event: &Event) -> Incoming {
-    Incoming {
-        body: event.to_json_bytes(),
-        routing_key: event.event_type().as_str().to_owned(),
-        message_id: Some(event.id.to_string()),
-        event: Ok(event.clone()),
-        history: AttemptHistory::default(),
-        headers_json: serde_json::json!({}),
     }
 }
 
@@ -56,23 +44,6 @@ async fn stock(database: &TestDatabase, sku: &str, on_hand: i64) {
         .execute(&database.pool)
         .await
         .unwrap();
-}
-
-fn placed_with(order_id: Uuid, sku: &str, quantity: i64) -> Event {
-    Event::new(
-        "/tests",
-        EventPayload::OrderPlaced(OrderPlaced {
-            order_id,
-            customer_id: Uuid::now_v7(),
-            currency: "EUR".into(),
-            lines: vec![OrderLine {
-                sku: sku.into(),
-                category: "garden".into(),
-                quantity,
-                unit_price_cents: 250,
-            }],
-        }),
-    )
 }
 
 #[tokio::test]
@@ -160,9 +131,9 @@ async fn an_order_short_of_stock_is_retried_alone() {
     let database = TestDatabase::create().await;
     stock(&database, "SKU-A", 5).await;
     stock(&database, "SKU-B", 1).await;
-    let fits = placed_with(Uuid::now_v7(), "SKU-A", 4);
-    let short = placed_with(Uuid::now_v7(), "SKU-B", 3);
-    let also_fits = placed_with(Uuid::now_v7(), "SKU-A", 1);
+    let fits = order_placed_with(Uuid::now_v7(), "SKU-A", 4);
+    let short = order_placed_with(Uuid::now_v7(), "SKU-B", 3);
+    let also_fits = order_placed_with(Uuid::now_v7(), "SKU-A", 1);
 
     let outcomes = process(
         &database,

@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 
-use consumers::runtime::attempts::AttemptHistory;
 use consumers::runtime::batch::{BatchContext, Outcome, process_batch};
 use consumers::runtime::incoming::Incoming;
 use proptest::prelude::*;
@@ -43,14 +42,7 @@ async fn apply_all(pool: &PgPool, stream: &[Event], batch_size: usize) {
         let mut pending: VecDeque<Incoming> = stream
             .iter()
             .filter(|event| group.handles(event.event_type()))
-            .map(|event| Incoming {
-                body: event.to_json_bytes(),
-                routing_key: event.event_type().as_str().to_owned(),
-                message_id: Some(event.id.to_string()),
-                event: Ok(event.clone()),
-                history: AttemptHistory::default(),
-                headers_json: serde_json::json!({}),
-            })
+            .map(crate::support::incoming)
             .collect();
         let mut stalled = 0;
         while !pending.is_empty() {

@@ -6,7 +6,13 @@ use uuid::Uuid;
 
 use crate::support::Stack;
 
+/// An order of 2 × SKU-1 at 15.00 EUR.
 pub fn order_placed(order_id: Uuid) -> Event {
+    order_placed_with(order_id, "SKU-1", 2)
+}
+
+/// An order of one line: `quantity` × `sku` at 15.00 EUR.
+pub fn order_placed_with(order_id: Uuid, sku: &str, quantity: i64) -> Event {
     Event::new(
         "/tests",
         EventPayload::OrderPlaced(OrderPlaced {
@@ -14,9 +20,9 @@ pub fn order_placed(order_id: Uuid) -> Event {
             customer_id: Uuid::now_v7(),
             currency: "EUR".into(),
             lines: vec![OrderLine {
-                sku: "SKU-1".into(),
+                sku: sku.into(),
                 category: "kitchen".into(),
-                quantity: 2,
+                quantity,
                 unit_price_cents: 1_500,
             }],
         }),

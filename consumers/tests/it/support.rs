@@ -181,3 +181,16 @@ pub async fn eventually_drained(stack: &Stack, group: ConsumerGroup) -> bool {
     .await
     .is_some()
 }
+
+/// `event` as a worker receives it when published the ordinary way: first
+/// attempt, no headers.
+pub fn incoming(event: &Event) -> consumers::runtime::incoming::Incoming {
+    consumers::runtime::incoming::Incoming {
+        body: event.to_json_bytes(),
+        routing_key: event.event_type().as_str().to_owned(),
+        message_id: Some(event.id.to_string()),
+        event: Ok(event.clone()),
+        history: consumers::runtime::attempts::AttemptHistory::default(),
+        headers_json: serde_json::json!({}),
+    }
+}
