@@ -7,8 +7,13 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use shared::groups::ConsumerGroup;
 
+use crate::runtime::batch::BatchTiming;
+
 /// Events by group, type and outcome (`applied`, `duplicate`, `retried`, `dead_lettered`).
 pub const EVENTS_TOTAL: &str = "switchyard_events_total";
+/// Committed batches by group and path (`one_statement`, `transaction`,
+/// `event_by_event`: redone with a savepoint per event after a failure).
+pub const BATCHES_TOTAL: &str = "switchyard_batches_total";
 /// Deliveries per committed batch.
 pub const BATCH_SIZE: &str = "switchyard_batch_size";
 /// Time spent applying a batch's events: before the commit, or including
@@ -65,18 +70,16 @@ pub fn event_outcome(group: ConsumerGroup, event_type: &'static str, outcome: &'
     metrics::counter!(EVENTS_TOTAL, "group" => group.as_str(), "type" => event_type, "outcome" => outcome).increment(1);
 }
 
-/// A committed batch: its size, how long applying it took and, when the
-/// commit was a step of its own, how long committing took (a batch applied
-/// in one autocommit statement has its commit inside `handling`).
-pub fn batch_committed(
-    group: ConsumerGroup,
-    size: usize,
-    handling: Duration,
-    commit: Option<Duration>,
-) {
+/// A committed batch: its path, its size, how long applying it took and,
+/// when the commit was a step of its own, how long committing took (a batch
+/// applied in one autocommit statement has its commit inside `handling`).
+pub fn batch_committed(group: ConsumerGroup, size: usize, timing: BatchTiming) {
+    metrics::counter!(BATCHES_TOTAL, "group" => group.as_str(), "path" => timing.path.as_str())
+        .increment(1);
     metrics::histogram!(BATCH_SIZE, "group" => group.as_str()).record(size as f64);
-    metrics::histogram!(HANDLER_SECONDS, "group" => group.as_str()).record(handling.as_secs_f64());
-    if let Some(commit) = commit {
+    metrics::histogram!(HANDLER_SECONDS, "group" => group.as_str())
+        .record(timing.handling.as_secs_f64());
+    if let Some(commit) = timing.commit {
         metrics::histogram!(COMMIT_SECONDS, "group" => group.as_str()).record(commit.as_secs_f64());
     }
 }

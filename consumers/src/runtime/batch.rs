@@ -47,6 +47,49 @@ impl From<sqlx::Error> for BatchError {
     }
 }
 
+/// How a committed batch was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchPath {
+    /// All `order.placed`: one autocommit statement.
+    OneStatement,
+    /// One transaction, no savepoints (the optimistic path).
+    Transaction,
+    /// Redone with a savepoint per event, because something failed.
+    EventByEvent,
+}
+
+impl BatchPath {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchPath::OneStatement => "one_statement",
+            BatchPath::Transaction => "transaction",
+            BatchPath::EventByEvent => "event_by_event",
+        }
+    }
+}
+
+/// How long a committed batch took, and along which path.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchTiming {
+    /// The path.
+    pub path: BatchPath,
+    /// Applying (including the commit for [`BatchPath::OneStatement`]).
+    pub handling: std::time::Duration,
+    /// The commit, when it was a step of its own.
+    pub commit: Option<std::time::Duration>,
+}
+
+impl BatchTiming {
+    fn one_statement(handling: std::time::Duration) -> Self {
+        Self {
+            path: BatchPath::OneStatement,
+            handling,
+            commit: None,
+        }
+    }
+}
+
 /// Who processes, for which group, under which retry policy.
 #[derive(Debug, Clone)]
 pub struct BatchContext {
@@ -105,7 +148,8 @@ async fn process_batch_optimistically(
             .iter()
             .map(|event| applied_or_duplicate(&mut claimed, event))
             .collect::<Vec<_>>();
-        record_metrics(context.group, batch, &outcomes, started.elapsed(), None);
+        let timing = BatchTiming::one_statement(started.elapsed());
+        record_metrics(context.group, batch, &outcomes, timing);
         return Ok(Some(outcomes));
     }
     let mut transaction = connection.begin().await?;
@@ -163,7 +207,8 @@ async fn process_batch_optimistically(
             Err(error) => return optimistic_failure(error),
         }
     }
-    commit_and_record(transaction, context.group, batch, &outcomes, started).await?;
+    let path = BatchPath::Transaction;
+    commit_and_record(transaction, context.group, batch, &outcomes, started, path).await?;
     Ok(Some(outcomes))
 }
 
@@ -273,7 +318,8 @@ async fn process_batch_isolating_failures(
         };
         outcomes.push(outcome);
     }
-    commit_and_record(transaction, context.group, batch, &outcomes, started).await?;
+    let path = BatchPath::EventByEvent;
+    commit_and_record(transaction, context.group, batch, &outcomes, started, path).await?;
     Ok(outcomes)
 }
 
@@ -377,16 +423,16 @@ async fn commit_and_record(
     batch: &[Incoming],
     outcomes: &[Outcome],
     started: std::time::Instant,
+    path: BatchPath,
 ) -> Result<(), BatchError> {
-    let handled = started.elapsed();
+    let handling = started.elapsed();
     transaction.commit().await?;
-    record_metrics(
-        group,
-        batch,
-        outcomes,
-        handled,
-        Some(started.elapsed() - handled),
-    );
+    let timing = BatchTiming {
+        path,
+        handling,
+        commit: Some(started.elapsed() - handling),
+    };
+    record_metrics(group, batch, outcomes, timing);
     Ok(())
 }
 
@@ -394,10 +440,9 @@ fn record_metrics(
     group: ConsumerGroup,
     batch: &[Incoming],
     outcomes: &[Outcome],
-    handling: std::time::Duration,
-    commit: Option<std::time::Duration>,
+    timing: BatchTiming,
 ) {
-    crate::metrics::batch_committed(group, batch.len(), handling, commit);
+    crate::metrics::batch_committed(group, batch.len(), timing);
     let now = Utc::now();
     for (incoming, outcome) in batch.iter().zip(outcomes) {
         let event_type = incoming

@@ -66,6 +66,14 @@ async fn health_readiness_and_metrics_are_served_and_readiness_follows_the_datab
     );
     assert!(metrics.1.contains(r#"outcome="applied""#), "{}", metrics.1);
     assert!(metrics.1.contains("switchyard_batch_size"), "{}", metrics.1);
+    // A lone order.placed is applied in one statement.
+    assert!(
+        metrics
+            .1
+            .contains(r#"switchyard_batches_total{group="orders",path="one_statement"}"#),
+        "{}",
+        metrics.1
+    );
     assert!(
         metrics.1.contains("switchyard_end_to_end_lag_seconds"),
         "{}",
