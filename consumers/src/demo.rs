@@ -12,6 +12,7 @@ use shared::simulation::StoreTraffic;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::runtime::batch::BatchPath;
 use crate::runtime::{WorkerOptions, spawn_workers};
 
 /// What the demo runs.
@@ -36,6 +37,7 @@ pub async fn run_demo(
     options: DemoOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let metrics = crate::metrics::install_recorder();
     let connections = options.workers.groups.len() as u32 * options.workers.workers as u32 + 4;
     let pool = shared::startup::prepare_database(settings, connections).await?;
     let (connection, topology) =
@@ -105,6 +107,7 @@ pub async fn run_demo(
             .latency
             .map_or("-".to_owned(), |latency| latency.to_string())
     );
+    print_batch_paths(&metrics);
     print_totals(&pool).await?;
     pool.close().await;
     Ok(())
@@ -130,6 +133,27 @@ async fn applied_and_dead(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
     )
     .fetch_one(pool)
     .await
+}
+
+/// How this run's batches were applied, per group.
+fn print_batch_paths(metrics: &metrics_exporter_prometheus::PrometheusHandle) {
+    println!("batches this run (one statement / transaction / event by event):");
+    let counts = crate::metrics::batches_by_path(metrics);
+    for group in ConsumerGroup::ALL {
+        let count = |path: BatchPath| {
+            counts
+                .get(&(group.as_str().to_owned(), path.as_str().to_owned()))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        println!(
+            "  {:<21} {:.0} / {:.0} / {:.0}",
+            group.as_str(),
+            count(BatchPath::OneStatement),
+            count(BatchPath::Transaction),
+            count(BatchPath::EventByEvent)
+        );
+    }
 }
 
 async fn print_totals(pool: &PgPool) -> Result<(), sqlx::Error> {

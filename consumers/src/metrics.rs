@@ -93,3 +93,26 @@ pub fn lag(group: ConsumerGroup, lag: Duration) {
 pub fn in_flight(group: ConsumerGroup, change: f64) {
     metrics::gauge!(IN_FLIGHT, "group" => group.as_str()).increment(change);
 }
+
+/// Committed batches by (group, path) so far in this process, read back
+/// from the recorder's rendering.
+pub fn batches_by_path(
+    handle: &PrometheusHandle,
+) -> std::collections::HashMap<(String, String), f64> {
+    let label = |line: &str, name: &str| {
+        line.split(&format!("{name}=\""))
+            .nth(1)?
+            .split('"')
+            .next()
+            .map(str::to_owned)
+    };
+    handle
+        .render()
+        .lines()
+        .filter(|line| line.starts_with(&format!("{BATCHES_TOTAL}{{")))
+        .filter_map(|line| {
+            let count = line.rsplit(' ').next()?.parse::<f64>().ok()?;
+            Some(((label(line, "group")?, label(line, "path")?), count))
+        })
+        .collect()
+}
