@@ -105,33 +105,59 @@ pub struct BatchContext {
 /// in order. On `Err` nothing was committed and every message must be tried again.
 ///
 /// Optimistic first: one set-based dedup insert, runs of `order.placed`
-/// applied set-wise, the other events without savepoints. If anything
-/// fails, that transaction is rolled back and the batch is redone with one
-/// savepoint per event, which isolates and classifies the failure.
+/// applied set-wise, the other events without savepoints. When one event's
+/// handler fails, that transaction is rolled back and the batch is tried
+/// again without it (the failed event then only gets its retry or dead
+/// letter), up to [`MAX_EXCLUDED`] events. Beyond that, or when a set-wise
+/// run or poison fails, the batch is redone with one savepoint per event,
+/// which isolates and classifies every failure.
 pub async fn process_batch(
     connection: &mut PgConnection,
     context: &BatchContext,
     batch: &[Incoming],
 ) -> Result<Vec<Outcome>, BatchError> {
-    if let Some(outcomes) = process_batch_optimistically(connection, context, batch).await? {
-        return Ok(outcomes);
+    let mut excluded: Vec<(usize, HandlerError)> = Vec::new();
+    loop {
+        match process_batch_optimistically(connection, context, batch, &excluded).await? {
+            Attempt::Committed(outcomes) => return Ok(outcomes),
+            Attempt::EventFailed(index, error) if excluded.len() < MAX_EXCLUDED => {
+                excluded.push((index, error));
+            }
+            Attempt::EventFailed(..) | Attempt::NotSetWise => break,
+        }
     }
     process_batch_isolating_failures(connection, context, batch).await
 }
 
-/// The fast path: `None` when some event failed (nothing was committed).
+/// Most failed events taken out of a batch before it is redone event by
+/// event instead (each exclusion costs one rolled-back attempt).
+pub const MAX_EXCLUDED: usize = 4;
+
+/// How an optimistic attempt ended. Unless committed, nothing was kept.
+enum Attempt {
+    Committed(Vec<Outcome>),
+    /// The handler of the event at this index failed.
+    EventFailed(usize, HandlerError),
+    /// Poison, or a set-wise run that cannot be pinned on one event.
+    NotSetWise,
+}
+
+/// The fast path, without the events of `excluded` (their failures are
+/// recorded as retries or dead letters in the same transaction).
 async fn process_batch_optimistically(
     connection: &mut PgConnection,
     context: &BatchContext,
     batch: &[Incoming],
-) -> Result<Option<Vec<Outcome>>, BatchError> {
+    excluded: &[(usize, HandlerError)],
+) -> Result<Attempt, BatchError> {
     let events: Vec<&Event> = batch
         .iter()
         .filter_map(|incoming| incoming.event.as_ref().ok())
         .collect();
     if events.len() < batch.len() {
-        return Ok(None); // poison in the batch: the isolating path records it
+        return Ok(Attempt::NotSetWise); // poison: the isolating path records it
     }
+    let is_excluded = |index: usize| excluded.iter().any(|(excluded, _)| *excluded == index);
     let started = std::time::Instant::now();
     if events
         .iter()
@@ -142,7 +168,7 @@ async fn process_batch_optimistically(
         let Some(mut claimed) =
             apply_run(&mut *connection, context.group, &lock_ids, &events).await?
         else {
-            return Ok(None);
+            return Ok(Attempt::NotSetWise);
         };
         let outcomes = events
             .iter()
@@ -150,15 +176,18 @@ async fn process_batch_optimistically(
             .collect::<Vec<_>>();
         let timing = BatchTiming::one_statement(started.elapsed());
         record_metrics(context.group, batch, &outcomes, timing);
-        return Ok(Some(outcomes));
+        return Ok(Attempt::Committed(outcomes));
     }
     let mut transaction = connection.begin().await?;
     lock_aggregates(&mut transaction, context.group, batch).await?;
     // Claim every event but `order.placed`, which its run's step claims.
     let mut others: Vec<(uuid::Uuid, &str)> = events
         .iter()
-        .filter(|event| !matches!(event.payload, EventPayload::OrderPlaced(_)))
-        .map(|event| (event.id, event.event_type().as_str()))
+        .enumerate()
+        .filter(|(index, event)| {
+            !matches!(event.payload, EventPayload::OrderPlaced(_)) && !is_excluded(*index)
+        })
+        .map(|(_, event)| (event.id, event.event_type().as_str()))
         .collect();
     others.sort_unstable();
     let (ids, types): (Vec<uuid::Uuid>, Vec<&str>) = others.into_iter().unzip();
@@ -195,21 +224,48 @@ async fn process_batch_optimistically(
         )
         .await?;
         if !flushed {
-            return Ok(None);
+            return Ok(Attempt::NotSetWise);
         }
         let Some(event) = event else { break };
         // `remove`: a second copy of an id within the batch is a duplicate too.
-        if !fresh.remove(&event.id) {
+        if is_excluded(index) || !fresh.remove(&event.id) {
             continue;
         }
         match handlers::apply(context.group, &mut transaction, event).await {
             Ok(()) => outcomes[index] = Outcome::Applied,
-            Err(error) => return optimistic_failure(error),
+            Err(error) => {
+                return match outage(error) {
+                    Ok(error) => Ok(Attempt::EventFailed(index, error)),
+                    Err(outage) => Err(outage),
+                };
+            }
         }
+    }
+    for (index, error) in excluded {
+        outcomes[*index] = failed_outcome(
+            &mut transaction,
+            context,
+            &batch[*index],
+            events[*index],
+            error,
+        )
+        .await?;
     }
     let path = BatchPath::Transaction;
     commit_and_record(transaction, context.group, batch, &outcomes, started, path).await?;
-    Ok(Some(outcomes))
+    Ok(Attempt::Committed(outcomes))
+}
+
+/// `Err` when `error` means the database is unreachable; the error otherwise.
+fn outage(error: HandlerError) -> Result<HandlerError, BatchError> {
+    match error {
+        HandlerError::Database(error)
+            if classify_database_error(&error) == Disposition::DatabaseOutage =>
+        {
+            Err(BatchError::DatabaseUnavailable(error))
+        }
+        other => Ok(other),
+    }
 }
 
 /// `Applied` for the first copy of a claimed id, `Duplicate` otherwise.
@@ -244,7 +300,7 @@ async fn apply_run<'c>(
 ) -> Result<Option<HashSet<uuid::Uuid>>, BatchError> {
     match handlers::apply_orders_placed(group, executor, lock_ids, events).await {
         Ok(claimed) => Ok(claimed),
-        Err(error) => optimistic_failure(error),
+        Err(error) => outage(error).map(|_| None),
     }
 }
 
@@ -269,20 +325,6 @@ async fn flush_run(
         outcomes[index] = applied_or_duplicate(&mut claimed, events[index]);
     }
     Ok(true)
-}
-
-/// A failure on the optimistic path: an outage is reported, anything else
-/// means "redo the batch event by event" (`None`; dropping the transaction
-/// rolls it back).
-fn optimistic_failure<T>(error: HandlerError) -> Result<Option<T>, BatchError> {
-    match error {
-        HandlerError::Database(error)
-            if classify_database_error(&error) == Disposition::DatabaseOutage =>
-        {
-            Err(BatchError::DatabaseUnavailable(error))
-        }
-        _ => Ok(None),
-    }
 }
 
 /// The isolating path: each event in its own savepoint.
@@ -387,12 +429,21 @@ async fn process_event(
     sqlx::query("ROLLBACK TO SAVEPOINT event")
         .execute(&mut *connection)
         .await?;
+    let error = outage(error)?;
+    failed_outcome(connection, context, incoming, event, &error).await
+}
+
+/// What becomes of an event whose handler failed, once its effects are
+/// undone: a retry while attempts remain for a transient failure, otherwise
+/// a record in the dead-letter store (written on `connection`).
+async fn failed_outcome(
+    connection: &mut PgConnection,
+    context: &BatchContext,
+    incoming: &Incoming,
+    event: &Event,
+    error: &HandlerError,
+) -> Result<Outcome, BatchError> {
     let disposition = error.disposition();
-    if disposition == Disposition::DatabaseOutage
-        && let HandlerError::Database(source) = error
-    {
-        return Err(BatchError::DatabaseUnavailable(source));
-    }
     let history = incoming
         .history
         .with(failure(context, error.kind(), error.to_string()));

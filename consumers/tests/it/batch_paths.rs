@@ -11,7 +11,7 @@ use shared::retry::RetryPolicy;
 use shared::testing::TestDatabase;
 use uuid::Uuid;
 
-use crate::processing::{captured, order_placed, order_placed_with};
+use crate::processing::{cancelled, captured, order_placed, order_placed_with, shipped};
 use crate::support::incoming;
 
 fn context(group: ConsumerGroup) -> BatchContext {
@@ -210,5 +210,87 @@ async fn a_mixed_batch_applies_runs_and_single_events_in_order() {
     assert_eq!(
         count(&database, "SELECT count(*) FROM processed_events").await,
         3
+    );
+}
+
+#[tokio::test]
+async fn failing_events_are_taken_out_and_their_neighbours_commit_in_one_transaction() {
+    let database = TestDatabase::create().await;
+    let (known, cancelled_order) = (Uuid::now_v7(), Uuid::now_v7());
+    process(
+        &database,
+        ConsumerGroup::Orders,
+        &[&order_placed(known), &order_placed(cancelled_order)],
+    )
+    .await;
+    process(
+        &database,
+        ConsumerGroup::Orders,
+        &[&cancelled(cancelled_order)],
+    )
+    .await;
+    let early_payment = captured(Uuid::now_v7()); // its order is not known yet: transient
+    let ship_cancelled = shipped(cancelled_order); // a broken rule: permanent
+    let (payment, next) = (captured(known), order_placed(Uuid::now_v7()));
+
+    let outcomes = process(
+        &database,
+        ConsumerGroup::Orders,
+        &[&early_payment, &payment, &ship_cancelled, &next],
+    )
+    .await;
+
+    assert!(
+        matches!(&outcomes[0], Outcome::Retry(history) if history.records[0].kind == "order_unknown"),
+        "{:?}",
+        outcomes[0]
+    );
+    assert_eq!(outcomes[1], Outcome::Applied);
+    assert_eq!(outcomes[2], Outcome::DeadLettered);
+    assert_eq!(outcomes[3], Outcome::Applied);
+    assert_eq!(
+        count(
+            &database,
+            "SELECT count(*) FROM orders WHERE status = 'paid'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(count(&database, "SELECT count(*) FROM orders").await, 3);
+    assert_eq!(count(&database, "SELECT count(*) FROM shipments").await, 0);
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM dead_letters").await,
+        1
+    );
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM processed_events").await,
+        5,
+        "two orders, a cancellation, a payment, an order; neither failure"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_with_more_failures_than_exclusions_is_redone_event_by_event() {
+    let database = TestDatabase::create().await;
+    let early: Vec<Event> = (0..=consumers::runtime::batch::MAX_EXCLUDED)
+        .map(|_| captured(Uuid::now_v7()))
+        .collect();
+    let good = order_placed(Uuid::now_v7());
+    let mut batch: Vec<&Event> = early.iter().collect();
+    batch.insert(2, &good);
+
+    let outcomes = process(&database, ConsumerGroup::Orders, &batch).await;
+
+    for (index, outcome) in outcomes.iter().enumerate() {
+        if index == 2 {
+            assert_eq!(*outcome, Outcome::Applied);
+        } else {
+            assert!(matches!(outcome, Outcome::Retry(_)), "{index}: {outcome:?}");
+        }
+    }
+    assert_eq!(count(&database, "SELECT count(*) FROM orders").await, 1);
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM processed_events").await,
+        1
     );
 }
