@@ -88,7 +88,9 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
         prefetch: args.prefetch,
         batch_size: usize::from(args.batch_size),
     };
-    let connections = options.groups.len() as u32 * u32::from(args.workers) + 2;
+    // Each worker holds one connection; the rest serve the dead-letter
+    // movers (one per group, briefly), readiness checks and outage probes.
+    let connections = options.groups.len() as u32 * (u32::from(args.workers) + 1) + 2;
     let pool = shared::startup::prepare_database(settings, connections).await?;
     let (connection, topology) =
         shared::startup::prepare_broker(settings, "switchyard-workers").await?;
