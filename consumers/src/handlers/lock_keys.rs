@@ -6,27 +6,36 @@ use shared::events::{Event, EventPayload};
 use shared::groups::ConsumerGroup;
 use sqlx::PgConnection;
 
-/// The aggregate keys `event` will modify in `group`'s projection.
+/// The aggregate keys `events` will modify in `group`'s projection. What
+/// the events alone do not tell — the SKUs a cancelled order's reservation
+/// holds, for `inventory` — is looked up in one query for the whole batch
+/// (none yet means the handler fails transiently).
 pub async fn lock_keys(
     group: ConsumerGroup,
     connection: &mut PgConnection,
-    event: &Event,
+    events: &[&Event],
 ) -> Result<Vec<String>, sqlx::Error> {
-    if let Some(keys) = known_lock_keys(group, event) {
-        return Ok(keys);
+    let mut keys = Vec::new();
+    let mut cancelled_orders = Vec::new();
+    for event in events {
+        match (known_lock_keys(group, event), &event.payload) {
+            (Some(known), _) => keys.extend(known),
+            (None, EventPayload::OrderCancelled(cancelled)) => {
+                cancelled_orders.push(cancelled.order_id)
+            }
+            (None, _) => {}
+        }
     }
-    // Only a cancellation's inventory keys need a lookup: the SKUs its
-    // reservation holds (none yet means the handler fails transiently).
-    let order_id = match &event.payload {
-        EventPayload::OrderCancelled(cancelled) => cancelled.order_id,
-        _ => return Ok(Vec::new()),
-    };
-    let skus: Vec<String> =
-        sqlx::query_scalar("SELECT sku FROM stock_reservations WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_all(connection)
-            .await?;
-    Ok(skus.into_iter().map(|sku| format!("sku:{sku}")).collect())
+    if !cancelled_orders.is_empty() {
+        let skus: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT sku FROM stock_reservations WHERE order_id = ANY($1)",
+        )
+        .bind(&cancelled_orders)
+        .fetch_all(connection)
+        .await?;
+        keys.extend(skus.into_iter().map(|sku| format!("sku:{sku}")));
+    }
+    Ok(keys)
 }
 
 /// The aggregate keys `event` will modify in `group`'s projection, when the

@@ -373,15 +373,15 @@ async fn lock_aggregates(
     group: ConsumerGroup,
     batch: &[Incoming],
 ) -> Result<(), BatchError> {
-    let mut ids = Vec::new();
-    for event in batch
+    let events: Vec<&Event> = batch
         .iter()
         .filter_map(|incoming| incoming.event.as_ref().ok())
-    {
-        for key in handlers::lock_keys(group, connection, event).await? {
-            ids.push(handlers::advisory_lock_id(group, &key));
-        }
-    }
+        .collect();
+    let mut ids: Vec<i64> = handlers::lock_keys(group, connection, &events)
+        .await?
+        .iter()
+        .map(|key| handlers::advisory_lock_id(group, key))
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     sqlx::query("SELECT pg_advisory_xact_lock(id) FROM UNNEST($1::bigint[]) WITH ORDINALITY AS t(id, n) ORDER BY n")
