@@ -105,18 +105,16 @@ async fn insert_lines(
     Ok(())
 }
 
-/// The order's status, locked for the rest of the transaction; transient
-/// when the order has not been seen yet (its `order.placed` may come later).
-async fn locked_status(
+/// The order's status before `statement` ran — `statement` selects it
+/// `FOR UPDATE` in a CTE named `current` and writes only through `current`,
+/// so each handler is one round trip; transient when the order has not been
+/// seen yet (its `order.placed` may come later), and then nothing was written.
+async fn status_before(
+    statement: sqlx::query::QueryScalar<'_, sqlx::Postgres, String, sqlx::postgres::PgArguments>,
     connection: &mut PgConnection,
     order_id: Uuid,
 ) -> Result<String, HandlerError> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM orders WHERE order_id = $1 FOR UPDATE")
-            .bind(order_id)
-            .fetch_optional(connection)
-            .await?;
-    status.ok_or_else(|| {
+    statement.fetch_optional(connection).await?.ok_or_else(|| {
         HandlerError::transient(
             "order_unknown",
             format!("order {order_id} has not been placed yet"),
@@ -124,56 +122,30 @@ async fn locked_status(
     })
 }
 
-async fn record_payment(
-    connection: &mut PgConnection,
-    event: &Event,
-    (payment_id, order_id, amount, currency): (Uuid, Uuid, i64, &str),
-    outcome: &str,
-    reason: Option<&str>,
-) -> Result<(), HandlerError> {
-    sqlx::query(
-        "INSERT INTO payments (payment_id, order_id, outcome, amount_cents, currency, reason, occurred_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (payment_id) DO NOTHING",
-    )
-    .bind(payment_id)
-    .bind(order_id)
-    .bind(outcome)
-    .bind(amount)
-    .bind(currency)
-    .bind(reason)
-    .bind(event.time)
-    .execute(connection)
-    .await?;
-    Ok(())
-}
-
 async fn capture(
     connection: &mut PgConnection,
     event: &Event,
     payment: &PaymentCaptured,
 ) -> Result<(), HandlerError> {
-    let status = locked_status(connection, payment.order_id).await?;
-    let key = (
-        payment.payment_id,
-        payment.order_id,
-        payment.amount_cents,
-        payment.currency.as_str(),
-    );
-    record_payment(connection, event, key, "captured", None).await?;
     // A capture never moves a cancelled or shipped order backwards.
-    let next = if status == "placed" {
-        "paid"
-    } else {
-        status.as_str()
-    };
-    sqlx::query(
-        "UPDATE orders SET status = $2, paid_at = COALESCE(paid_at, $3) WHERE order_id = $1",
+    let statement = sqlx::query_scalar(
+        "WITH current AS (SELECT status FROM orders WHERE order_id = $1 FOR UPDATE), \
+              recorded AS ( \
+                INSERT INTO payments (payment_id, order_id, outcome, amount_cents, currency, occurred_at) \
+                SELECT $2, $1, 'captured', $3, $4, $5 FROM current \
+                ON CONFLICT (payment_id) DO NOTHING), \
+              updated AS ( \
+                UPDATE orders SET status = CASE WHEN orders.status = 'placed' THEN 'paid' ELSE orders.status END, \
+                                  paid_at = COALESCE(paid_at, $5) \
+                FROM current WHERE orders.order_id = $1) \
+         SELECT status FROM current",
     )
     .bind(payment.order_id)
-    .bind(next)
-    .bind(event.time)
-    .execute(connection)
-    .await?;
+    .bind(payment.payment_id)
+    .bind(payment.amount_cents)
+    .bind(&payment.currency)
+    .bind(event.time);
+    status_before(statement, connection, payment.order_id).await?;
     Ok(())
 }
 
@@ -182,14 +154,22 @@ async fn fail_payment(
     event: &Event,
     payment: &PaymentFailed,
 ) -> Result<(), HandlerError> {
-    locked_status(connection, payment.order_id).await?;
-    let key = (
-        payment.payment_id,
-        payment.order_id,
-        payment.amount_cents,
-        payment.currency.as_str(),
-    );
-    record_payment(connection, event, key, "failed", Some(&payment.reason)).await
+    let statement = sqlx::query_scalar(
+        "WITH current AS (SELECT status FROM orders WHERE order_id = $1 FOR UPDATE), \
+              recorded AS ( \
+                INSERT INTO payments (payment_id, order_id, outcome, amount_cents, currency, reason, occurred_at) \
+                SELECT $2, $1, 'failed', $3, $4, $5, $6 FROM current \
+                ON CONFLICT (payment_id) DO NOTHING) \
+         SELECT status FROM current",
+    )
+    .bind(payment.order_id)
+    .bind(payment.payment_id)
+    .bind(payment.amount_cents)
+    .bind(&payment.currency)
+    .bind(&payment.reason)
+    .bind(event.time);
+    status_before(statement, connection, payment.order_id).await?;
+    Ok(())
 }
 
 async fn ship(
@@ -197,42 +177,40 @@ async fn ship(
     event: &Event,
     shipment: &OrderShipped,
 ) -> Result<(), HandlerError> {
-    let status = locked_status(connection, shipment.order_id).await?;
-    match status.as_str() {
-        "cancelled" => {
-            return Err(HandlerError::permanent(
-                "ship_cancelled_order",
-                format!("order {} is cancelled and cannot ship", shipment.order_id),
-            ));
-        }
-        "placed" => {
-            return Err(HandlerError::transient(
-                "order_unpaid",
-                format!(
-                    "order {} is not paid yet; its payment may still arrive",
-                    shipment.order_id
-                ),
-            ));
-        }
-        _ => {}
-    }
-    sqlx::query(
-        "INSERT INTO shipments (shipment_id, order_id, carrier, tracking_number, shipped_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (shipment_id) DO NOTHING",
+    // Written only when the order is paid (or already shipped).
+    let statement = sqlx::query_scalar(
+        "WITH current AS (SELECT status FROM orders WHERE order_id = $1 FOR UPDATE), \
+              recorded AS ( \
+                INSERT INTO shipments (shipment_id, order_id, carrier, tracking_number, shipped_at) \
+                SELECT $2, $1, $3, $4, $5 FROM current WHERE current.status IN ('paid', 'shipped') \
+                ON CONFLICT (shipment_id) DO NOTHING), \
+              updated AS ( \
+                UPDATE orders SET status = 'shipped', shipped_at = COALESCE(shipped_at, $5) \
+                FROM current WHERE orders.order_id = $1 AND current.status IN ('paid', 'shipped')) \
+         SELECT status FROM current",
     )
-    .bind(shipment.shipment_id)
     .bind(shipment.order_id)
+    .bind(shipment.shipment_id)
     .bind(&shipment.carrier)
     .bind(&shipment.tracking_number)
-    .bind(event.time)
-    .execute(&mut *connection)
-    .await?;
-    sqlx::query("UPDATE orders SET status = 'shipped', shipped_at = COALESCE(shipped_at, $2) WHERE order_id = $1")
-        .bind(shipment.order_id)
-        .bind(event.time)
-        .execute(connection)
-        .await?;
-    Ok(())
+    .bind(event.time);
+    match status_before(statement, connection, shipment.order_id)
+        .await?
+        .as_str()
+    {
+        "cancelled" => Err(HandlerError::permanent(
+            "ship_cancelled_order",
+            format!("order {} is cancelled and cannot ship", shipment.order_id),
+        )),
+        "placed" => Err(HandlerError::transient(
+            "order_unpaid",
+            format!(
+                "order {} is not paid yet; its payment may still arrive",
+                shipment.order_id
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 async fn cancel(
@@ -240,8 +218,17 @@ async fn cancel(
     event: &Event,
     cancellation: &OrderCancelled,
 ) -> Result<(), HandlerError> {
-    let status = locked_status(connection, cancellation.order_id).await?;
-    if status == "shipped" {
+    // Written only when the order has not shipped.
+    let statement = sqlx::query_scalar(
+        "WITH current AS (SELECT status FROM orders WHERE order_id = $1 FOR UPDATE), \
+              updated AS ( \
+                UPDATE orders SET status = 'cancelled', cancelled_at = COALESCE(cancelled_at, $2) \
+                FROM current WHERE orders.order_id = $1 AND current.status <> 'shipped') \
+         SELECT status FROM current",
+    )
+    .bind(cancellation.order_id)
+    .bind(event.time);
+    if status_before(statement, connection, cancellation.order_id).await? == "shipped" {
         return Err(HandlerError::permanent(
             "cancel_shipped_order",
             format!(
@@ -250,10 +237,5 @@ async fn cancel(
             ),
         ));
     }
-    sqlx::query("UPDATE orders SET status = 'cancelled', cancelled_at = COALESCE(cancelled_at, $2) WHERE order_id = $1")
-        .bind(cancellation.order_id)
-        .bind(event.time)
-        .execute(connection)
-        .await?;
     Ok(())
 }
