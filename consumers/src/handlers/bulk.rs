@@ -56,15 +56,16 @@ pub async fn apply_orders_placed<'c>(
     run.dedup_by_key(|placed| placed.event.id);
     let event_ids: Vec<Uuid> = run.iter().map(|placed| placed.event.id).collect();
     let order_ids: Vec<Uuid> = run.iter().map(|placed| placed.order.order_id).collect();
+    let lock_ids = lock_ids.to_vec();
     let query = match group {
         ConsumerGroup::Orders => {
-            let Some(query) = place_orders(&run, lock_ids, &event_ids, &order_ids) else {
+            let Some(query) = place_orders(&run, lock_ids, event_ids, order_ids) else {
                 return Ok(None); // a total overflows: a permanent error, isolated per event
             };
             query
         }
-        ConsumerGroup::Inventory => reserve_stock(&run, lock_ids, &event_ids, &order_ids),
-        ConsumerGroup::Sales => record_sales(&run, lock_ids, &event_ids, &order_ids),
+        ConsumerGroup::Inventory => reserve_stock(&run, lock_ids, event_ids, order_ids),
+        ConsumerGroup::Sales => record_sales(&run, lock_ids, event_ids, order_ids),
     };
     match query.fetch_one(executor).await {
         Ok(claimed) => Ok(Some(claimed.into_iter().collect())),
@@ -84,9 +85,9 @@ type ClaimQuery<'q> =
 
 fn place_orders<'q>(
     run: &[Placed<'_>],
-    lock_ids: &[i64],
-    event_ids: &[Uuid],
-    order_ids: &[Uuid],
+    lock_ids: Vec<i64>,
+    event_ids: Vec<Uuid>,
+    order_ids: Vec<Uuid>,
 ) -> Option<ClaimQuery<'q>> {
     let totals = run
         .iter()
@@ -104,9 +105,9 @@ fn place_orders<'q>(
         sqlx::query_scalar(
             "SELECT orders_place_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
-        .bind(lock_ids.to_vec())
-        .bind(event_ids.to_vec())
-        .bind(order_ids.to_vec())
+        .bind(lock_ids)
+        .bind(event_ids)
+        .bind(order_ids)
         .bind(customers)
         .bind(currencies)
         .bind(totals)
@@ -122,15 +123,15 @@ fn place_orders<'q>(
 
 fn reserve_stock<'q>(
     run: &[Placed<'_>],
-    lock_ids: &[i64],
-    event_ids: &[Uuid],
-    order_ids: &[Uuid],
+    lock_ids: Vec<i64>,
+    event_ids: Vec<Uuid>,
+    order_ids: Vec<Uuid>,
 ) -> ClaimQuery<'q> {
     let lines = Lines::of(run);
     sqlx::query_scalar("SELECT inventory_reserve_batch($1, $2, $3, $4, $5, $6)")
-        .bind(lock_ids.to_vec())
-        .bind(event_ids.to_vec())
-        .bind(order_ids.to_vec())
+        .bind(lock_ids)
+        .bind(event_ids)
+        .bind(order_ids)
         .bind(lines.event_ids)
         .bind(lines.skus)
         .bind(lines.quantities)
@@ -138,9 +139,9 @@ fn reserve_stock<'q>(
 
 fn record_sales<'q>(
     run: &[Placed<'_>],
-    lock_ids: &[i64],
-    event_ids: &[Uuid],
-    order_ids: &[Uuid],
+    lock_ids: Vec<i64>,
+    event_ids: Vec<Uuid>,
+    order_ids: Vec<Uuid>,
 ) -> ClaimQuery<'q> {
     let currencies: Vec<String> = run
         .iter()
@@ -151,9 +152,9 @@ fn record_sales<'q>(
         .map(|placed| Json(json!(super::sales::category_totals(placed.order))))
         .collect();
     sqlx::query_scalar("SELECT sales_record_batch($1, $2, $3, $4, $5)")
-        .bind(lock_ids.to_vec())
-        .bind(event_ids.to_vec())
-        .bind(order_ids.to_vec())
+        .bind(lock_ids)
+        .bind(event_ids)
+        .bind(order_ids)
         .bind(currencies)
         .bind(categories)
 }

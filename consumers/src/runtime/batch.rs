@@ -279,10 +279,18 @@ fn applied_or_duplicate(claimed: &mut HashSet<uuid::Uuid>, event: &Event) -> Out
 
 /// The advisory-lock ids of events whose aggregates need no lookup, ascending.
 fn known_lock_ids(group: ConsumerGroup, events: &[&Event]) -> Vec<i64> {
-    let mut ids: Vec<i64> = events
+    let keys = events
         .iter()
         .filter_map(|event| handlers::known_lock_keys(group, event))
-        .flatten()
+        .flatten();
+    lock_ids(group, keys)
+}
+
+/// The advisory-lock ids of `keys`, ascending and distinct: the one order
+/// every batch takes its locks in.
+fn lock_ids(group: ConsumerGroup, keys: impl IntoIterator<Item = String>) -> Vec<i64> {
+    let mut ids: Vec<i64> = keys
+        .into_iter()
         .map(|key| handlers::advisory_lock_id(group, &key))
         .collect();
     ids.sort_unstable();
@@ -377,13 +385,10 @@ async fn lock_aggregates(
         .iter()
         .filter_map(|incoming| incoming.event.as_ref().ok())
         .collect();
-    let mut ids: Vec<i64> = handlers::lock_keys(group, connection, &events)
-        .await?
-        .iter()
-        .map(|key| handlers::advisory_lock_id(group, key))
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
+    let ids = lock_ids(
+        group,
+        handlers::lock_keys(group, connection, &events).await?,
+    );
     sqlx::query("SELECT pg_advisory_xact_lock(id) FROM UNNEST($1::bigint[]) WITH ORDINALITY AS t(id, n) ORDER BY n")
         .bind(&ids)
         .execute(connection)

@@ -3,16 +3,16 @@
 //! PostgreSQL dead-letter store: one place to look, nothing dropped.
 
 use chrono::Utc;
-use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::types::AMQPValue;
 use shared::groups::ConsumerGroup;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::RuntimeError;
 use super::attempts::AttemptRecord;
+use super::consuming;
 use super::dead_letter_store;
 use super::incoming::Incoming;
 
@@ -26,35 +26,11 @@ pub async fn move_broker_dead_letters(
     max_event_bytes: usize,
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
-    channel.basic_qos(32, BasicQosOptions::default()).await?;
     let tag = format!("{group}-dead-letter-mover");
-    let mut consumer = channel
-        .basic_consume(
-            queue.into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    loop {
-        let next = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            next = consumer.next() => next,
-        };
-        let delivery = match next {
-            None if shutdown.is_cancelled() => break,
-            None => {
-                return Err(RuntimeError::ConsumerEnded {
-                    queue: queue.to_owned(),
-                });
-            }
-            Some(Ok(delivery)) => delivery,
-            Some(Err(error)) => {
-                channel.wait_for_recovery(error).await?;
-                continue;
-            }
-        };
+    let mut consumer = consuming::start(&channel, queue, &tag, 32).await?;
+    while let Some(delivery) =
+        consuming::next_delivery(&channel, &mut consumer, queue, &shutdown).await?
+    {
         let incoming = Incoming::from_delivery(&delivery, max_event_bytes);
         let reason = death_reason(&delivery).unwrap_or_else(|| "unknown".to_owned());
         let history = incoming.history.with(AttemptRecord {

@@ -4,6 +4,7 @@
 //! - [`worker`]: consume, batch, commit, then ack; retries; outage pauses.
 //! - [`batch`]: one transaction per batch, one savepoint per event, dedup.
 //! - [`attempts`]: attempt history in headers.
+//! - [`consuming`]: QoS, consume, and what the next delivery means.
 //! - [`incoming`]: decoding deliveries (poison included).
 //! - [`dead_letter_store`]: the PostgreSQL dead-letter table.
 //! - [`broker_dead_letters`]: moving broker dead letters into the store.
@@ -12,6 +13,7 @@
 pub mod attempts;
 pub mod batch;
 pub mod broker_dead_letters;
+pub mod consuming;
 pub mod dead_letter_store;
 pub mod health;
 pub mod incoming;

@@ -7,10 +7,7 @@ use std::time::Duration;
 use futures_util::{FutureExt, StreamExt};
 use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
 use shared::publish::{OutgoingMessage, Publisher};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
@@ -19,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::RuntimeError;
 use super::attempts::AttemptHistory;
 use super::batch::{BatchContext, BatchError, Outcome, process_batch};
+use super::consuming;
 use super::health::Health;
 use super::incoming::Incoming;
 use shared::topology::GroupQueues;
@@ -52,42 +50,14 @@ impl Worker {
         channel: Channel,
         shutdown: CancellationToken,
     ) -> Result<(), RuntimeError> {
-        // QoS before consume, or the broker may push unbounded deliveries first.
-        channel
-            .basic_qos(self.prefetch, BasicQosOptions::default())
-            .await?;
-        let mut consumer = channel
-            .basic_consume(
-                self.queues.work.as_str().into(),
-                self.context.worker.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let queue = self.queues.work.as_str();
+        let mut consumer =
+            consuming::start(&channel, queue, &self.context.worker, self.prefetch).await?;
         tracing::info!(group = %self.context.group, worker = %self.context.worker, "worker consuming");
         let mut connection = None;
-        loop {
-            let next = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                next = consumer.next() => next,
-            };
-            let first = match next {
-                None if shutdown.is_cancelled() => break,
-                None => {
-                    // Not asked to stop: fail loudly, so the process stops and
-                    // its supervisor restarts it, rather than idle unnoticed.
-                    return Err(RuntimeError::ConsumerEnded {
-                        queue: self.queues.work.clone(),
-                    });
-                }
-                Some(Ok(delivery)) => delivery,
-                Some(Err(error)) => {
-                    tracing::warn!(worker = %self.context.worker, %error, "consumer error; waiting for recovery");
-                    channel.wait_for_recovery(error).await?;
-                    continue;
-                }
-            };
+        while let Some(first) =
+            consuming::next_delivery(&channel, &mut consumer, queue, &shutdown).await?
+        {
             // No fixed linger: take what is already here, so a batch grows
             // with load and a lone event is committed as soon as it arrives.
             let mut deliveries = vec![first];
