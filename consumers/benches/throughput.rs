@@ -5,6 +5,9 @@
 //!    hand-written batching consumer, no database work;
 //! 2. Switchyard end to end: publish with confirms → workers → commit → ack;
 //! 3. the same workers forced to one event per transaction;
+//! 3b. a reference: a hand-written batching consumer doing the same
+//!    database work (the groups' batch functions) with no runtime, which
+//!    tells the runtime's overhead apart from the domain work's cost;
 //! 4. publish→commit latency at a steady 2,000 events/s.
 //!
 //! `cargo bench -p consumers` (env `BENCH_EVENTS`, `BENCH_REPEAT`, `BENCH_WORKERS` per group,
@@ -151,6 +154,64 @@ async fn broker_ceiling(events: &[Event]) -> Measured {
         consumed += done.recv().await.unwrap() as i64;
     }
     let measured = Measured::since(started, cpu, expected);
+    publisher.close().await;
+    let _ = connection.close(200, "OK".into()).await;
+    measured
+}
+
+/// Reference: a hand-written batching consumer doing the same database work
+/// as the workers (each ready run of deliveries decoded and applied with the
+/// group's batch function in one autocommit call, then one multiple-ack),
+/// without the runtime's retries, dead letters, metrics or shutdown. It
+/// tells the runtime's own overhead apart from the cost of the domain work.
+async fn hand_written_with_database(events: &[Event]) -> Measured {
+    let scenario = Scenario::new().await;
+    let expected = scenario.deliveries(events.len());
+    let connection = shared::testing::connect(&scenario.isolated.settings).await;
+    let (done_sender, mut done) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let consumers = consume_every_group(&scenario, &connection, 256).await;
+    for (group, (channel, mut consumer)) in ConsumerGroup::ALL.into_iter().zip(consumers) {
+        let sender = done_sender.clone();
+        let mut database = scenario.database.pool.acquire().await.unwrap();
+        tokio::spawn(async move {
+            while let Some(Ok(first)) = consumer.next().await {
+                let mut deliveries = vec![first];
+                while deliveries.len() < 128 {
+                    match futures_util::FutureExt::now_or_never(consumer.next()) {
+                        Some(Some(Ok(next))) => deliveries.push(next),
+                        _ => break,
+                    }
+                }
+                let decoded: Vec<Event> = deliveries
+                    .iter()
+                    .map(|delivery| Event::decode(&delivery.data, 1 << 20).unwrap())
+                    .collect();
+                let run: Vec<&Event> = decoded.iter().collect();
+                consumers::handlers::apply_orders_placed(group, &mut *database, &[], &run)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let last = deliveries.last().unwrap().delivery_tag;
+                channel
+                    .basic_ack(last, BasicAckOptions { multiple: true })
+                    .await
+                    .unwrap();
+                let _ = sender.send(deliveries.len());
+            }
+        });
+    }
+    let (started, cpu) = (Instant::now(), CpuTimes::now());
+    let publisher = publish_all(&scenario, events).await;
+    let mut consumed = 0i64;
+    while consumed < expected {
+        consumed += done.recv().await.unwrap() as i64;
+    }
+    let measured = Measured::since(started, cpu, expected);
+    assert_eq!(
+        applied(&scenario).await,
+        expected,
+        "every copy applied once"
+    );
     publisher.close().await;
     let _ = connection.close(200, "OK".into()).await;
     measured
@@ -564,7 +625,8 @@ async fn throughput(events: usize, repeat: usize) {
     println!(
         "switchyard benchmark: {events} order.placed events × 3 groups, {repeat} runs, medians (deliveries/s)"
     );
-    let (mut ceiling, mut batched, mut single) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ceiling, mut batched, mut single, mut by_hand) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 1..=repeat {
         // Interleaved, so drift on a noisy machine hits every scenario alike.
         let broker = broker_ceiling(&stream).await;
@@ -578,8 +640,14 @@ async fn throughput(events: usize, repeat: usize) {
             "    CPU per 1,000 deliveries: ceiling: {}; switchyard: {}",
             broker.cpu_per_thousand, switchyard.cpu_per_thousand
         );
+        let reference = hand_written_with_database(&stream).await;
+        println!(
+            "    reference (hand-written consumer, same database work): {:.0}/s, CPU per 1,000 deliveries: {}",
+            reference.rate, reference.cpu_per_thousand
+        );
         ceiling.push(broker.rate);
         batched.push(switchyard.rate);
+        by_hand.push(reference.rate);
         single.push(end_to_end(&single_stream, 1).await.rate);
         println!(
             "  run {run}: broker ceiling {:>8.0}/s   switchyard {:>8.0}/s   one event per transaction {:>8.0}/s",
@@ -588,7 +656,12 @@ async fn throughput(events: usize, repeat: usize) {
             single[run - 1]
         );
     }
-    let (ceiling, batched, single) = (median(ceiling), median(batched), median(single));
+    let (ceiling, batched, single, by_hand) = (
+        median(ceiling),
+        median(batched),
+        median(single),
+        median(by_hand),
+    );
     println!(
         "broker ceiling (publish confirms + hand-written batching consumer): {ceiling:>8.0} deliveries/s"
     );
@@ -596,11 +669,22 @@ async fn throughput(events: usize, repeat: usize) {
         "switchyard end to end (confirm → worker → commit → ack):          {batched:>8.0} deliveries/s"
     );
     println!(
+        "reference: hand-written consumer, same database work, no runtime: {by_hand:>8.0} deliveries/s"
+    );
+    println!(
         "switchyard, one event per transaction:                            {single:>8.0} deliveries/s"
     );
     println!(
         "ratio end to end / broker ceiling:      {:.2}  (target ≥ 0.85)",
         batched / ceiling
+    );
+    println!(
+        "ratio reference / broker ceiling:      {:.2}  (what the domain work alone allows)",
+        by_hand / ceiling
+    );
+    println!(
+        "ratio end to end / reference:          {:.2}  (the runtime's own overhead)",
+        batched / by_hand
     );
     println!(
         "ratio batched / one event per transaction: {:.1}  (target ≥ 5)",
