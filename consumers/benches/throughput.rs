@@ -5,10 +5,10 @@
 //!    hand-written batching consumer, no database work;
 //! 2. Switchyard end to end: publish with confirms → workers → commit → ack;
 //! 3. the same workers forced to one event per transaction;
-//! 3b. a reference: a hand-written batching consumer doing the same
-//!    database work (the groups' batch functions) with no runtime, which
-//!    tells the runtime's overhead apart from the domain work's cost;
-//! 4. publish→commit latency at a steady 2,000 events/s.
+//! 4. a reference: a hand-written batching consumer doing the same database
+//!    work (the groups' batch functions) with no runtime, which tells the
+//!    runtime's overhead apart from the domain work's cost;
+//! 5. publish→commit latency at a steady 2,000 events/s.
 //!
 //! `cargo bench -p consumers` (env `BENCH_EVENTS`, `BENCH_REPEAT`, `BENCH_WORKERS` per group,
 //! `BENCH_ONLY=throughput|latency`). Each

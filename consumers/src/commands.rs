@@ -114,35 +114,8 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
     Ok(result?)
 }
 
-/// First SIGINT or SIGTERM: stop taking deliveries and finish in-flight
-/// batches. Second: exit at once (unacked deliveries return to the queues).
 async fn stop_on_signals(shutdown: tokio_util::sync::CancellationToken) {
-    wait_for_signal().await;
-    tracing::info!(
-        "shutdown requested; finishing in-flight batches (signal again to exit at once)"
-    );
-    shutdown.cancel();
-    wait_for_signal().await;
-    tracing::warn!("second signal; exiting now");
-    std::process::exit(130);
-}
-
-async fn wait_for_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+    shared::shutdown::stop_on_signals(shutdown, "finishing in-flight batches").await;
 }
 
 async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {

@@ -1,10 +1,9 @@
 //! Every metric the workers emit, recorded from this one place, and the
 //! Prometheus recorder that renders them.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use shared::groups::ConsumerGroup;
 
 use crate::runtime::batch::BatchTiming;
@@ -15,7 +14,7 @@ pub const EVENTS_TOTAL: &str = "switchyard_events_total";
 /// `event_by_event`: redone with a savepoint per event after a failure).
 pub const BATCHES_TOTAL: &str = "switchyard_batches_total";
 /// Deliveries per committed batch.
-pub const BATCH_SIZE: &str = "switchyard_batch_size";
+pub const BATCH_SIZE: &str = shared::metrics_recorder::BATCH_SIZE;
 /// Time spent applying a batch's events: before the commit, or including
 /// it when the batch was one autocommit statement.
 pub const HANDLER_SECONDS: &str = "switchyard_handler_seconds";
@@ -24,45 +23,12 @@ pub const COMMIT_SECONDS: &str = "switchyard_commit_seconds";
 /// Deliveries taken and not yet settled.
 pub const IN_FLIGHT: &str = "switchyard_in_flight";
 /// Commit time minus event time.
-pub const LAG_SECONDS: &str = "switchyard_end_to_end_lag_seconds";
+pub const LAG_SECONDS: &str = shared::metrics_recorder::LAG_SECONDS;
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// Installs the process-wide Prometheus recorder (once) and returns its handle.
+/// Installs the process-wide Prometheus recorder (once; shared with the
+/// gateway when both run in one process) and returns its handle.
 pub fn install_recorder() -> PrometheusHandle {
-    HANDLE
-        .get_or_init(|| {
-            let buckets = [
-                0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
-            ];
-            let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
-            // Half-millisecond steps up to 20 ms: the latency target is 10 ms at p99.
-            let lag_buckets: Vec<f64> = (1..=40)
-                .map(|step| f64::from(step) * 0.000_5)
-                .chain([
-                    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-                ])
-                .collect();
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full(LAG_SECONDS.to_owned()), &lag_buckets)
-                .and_then(|builder| {
-                    builder.set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &buckets)
-                })
-                .and_then(|builder| {
-                    builder.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.to_owned()), &sizes)
-                });
-            match builder.map(|builder| builder.build_recorder()) {
-                Ok(recorder) => {
-                    let handle = recorder.handle();
-                    // Another recorder may exist (tests); this handle then renders nothing.
-                    let _ = metrics::set_global_recorder(recorder);
-                    handle
-                }
-                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
-            }
-        })
-        .clone()
+    shared::metrics_recorder::install()
 }
 
 /// One event's outcome.

@@ -25,6 +25,116 @@ pub enum Command {
     Publish(PublishArgs),
     /// Generate realistic store traffic and publish it with confirms.
     Load(LoadArgs),
+    /// Run the CloudEvents HTTP ingestion gateway.
+    Serve(ServeArgs),
+    /// Publish the transactional outbox (several relays may run at once).
+    Relay(RelayArgs),
+    /// Manage the gateway's API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// Arguments of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "SWITCHYARD_GATEWAY_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: std::net::SocketAddr,
+    /// Largest request body in bytes (413 above).
+    #[arg(long, env = "SWITCHYARD_GATEWAY_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Most events in one batched request (413 above).
+    #[arg(
+        long,
+        env = "SWITCHYARD_GATEWAY_MAX_BATCH_EVENTS",
+        default_value_t = 500
+    )]
+    pub max_batch_events: usize,
+    /// Longest a request may take, broker confirms included (503 after).
+    #[arg(
+        long,
+        env = "SWITCHYARD_GATEWAY_REQUEST_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub request_timeout_ms: u64,
+    /// How long an accepted event id is remembered: a re-send within it is
+    /// acknowledged and not published again.
+    #[arg(
+        long,
+        env = "SWITCHYARD_GATEWAY_IDEMPOTENCY_WINDOW_SECS",
+        default_value_t = 86_400
+    )]
+    pub idempotency_window_secs: u64,
+    /// How long a key check is cached (a revoked key works at most this long).
+    #[arg(long, env = "SWITCHYARD_GATEWAY_KEY_CACHE_MS", default_value_t = 5_000)]
+    pub key_cache_ms: u64,
+}
+
+impl ServeArgs {
+    /// The gateway configuration these arguments describe.
+    pub fn config(&self) -> crate::gateway::GatewayConfig {
+        use std::time::Duration;
+        crate::gateway::GatewayConfig {
+            listen: self.listen,
+            max_body_bytes: self.max_body_bytes,
+            max_batch_events: self.max_batch_events,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            idempotency_window: Duration::from_secs(self.idempotency_window_secs),
+            key_cache_ttl: Duration::from_millis(self.key_cache_ms),
+        }
+    }
+}
+
+/// Arguments of `relay`.
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// Most outbox rows per pass (one transaction).
+    #[arg(long, env = "SWITCHYARD_RELAY_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub batch_size: i64,
+    /// Longest wait between passes when no notification arrives.
+    #[arg(
+        long,
+        env = "SWITCHYARD_RELAY_POLL_INTERVAL_MS",
+        default_value_t = 1_000
+    )]
+    pub poll_interval_ms: u64,
+    /// Sent rows are deleted after this many hours.
+    #[arg(long, env = "SWITCHYARD_RELAY_RETENTION_HOURS", default_value_t = 168)]
+    pub retention_hours: u64,
+}
+
+/// `keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Issue a key; prints it once.
+    Create {
+        /// Who holds it, e.g. `checkout`.
+        #[arg(long)]
+        producer: String,
+        /// Event types it may publish (comma-separated), or `*`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        types: Vec<String>,
+        /// Sources it may use (comma-separated): exact, or a prefix ending in `*`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        sources: Vec<String>,
+        /// Sustained events per second.
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
+        rate: u32,
+        /// Events at once above the rate (default: twice the rate).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        burst: Option<u32>,
+    },
+    /// List every key (never the secrets).
+    List,
+    /// Revoke a key by its id.
+    Revoke {
+        /// The key id (from `keys list`).
+        key_id: uuid::Uuid,
+    },
 }
 
 /// Arguments of `publish`.

@@ -1,7 +1,12 @@
 //! Producers: the ways events get into Switchyard.
 //!
 //! - [`cli`]: the `producers` command line.
-//! - [`commands`]: one module per subcommand (`migrate`, `declare`, `publish`, `load`).
+//! - [`commands`]: one module per subcommand (`migrate`, `declare`, `publish`,
+//!   `load`, `serve`, `relay`, `keys`).
+//! - [`gateway`]: the CloudEvents HTTP ingestion gateway.
+//! - [`relay`]: the transactional outbox relay.
 
 pub mod cli;
 pub mod commands;
+pub mod gateway;
+pub mod relay;

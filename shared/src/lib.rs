@@ -4,6 +4,7 @@
 //! - [`groups`]: consumer groups and which event types each receives.
 //! - [`topology`]: exchanges, queues and bindings as data; declaring them safely.
 //! - [`publish`]: confirmed publishing.
+//! - [`outbox`]: the transactional outbox, writer side.
 //! - [`broker`]: connecting to RabbitMQ with automatic recovery.
 //! - [`database`]: connecting to PostgreSQL, creating the database, migrating.
 //! - [`settings`]: one validated configuration value from the environment.
@@ -13,6 +14,8 @@
 //! - [`startup`]: what every process does first (declare topology, migrate).
 //! - [`retry`]: the exponential-backoff retry policy.
 //! - [`telemetry`]: log output set-up.
+//! - [`metrics_recorder`]: the process's one Prometheus recorder and its buckets.
+//! - [`shutdown`]: SIGINT/SIGTERM → graceful shutdown, twice → exit.
 //! - [`tls`]: the process-wide rustls crypto provider.
 //! - `testing` (feature `testing`): support for integration tests.
 
@@ -22,9 +25,12 @@ pub mod events;
 pub mod groups;
 pub mod latency;
 pub mod load;
+pub mod metrics_recorder;
+pub mod outbox;
 pub mod publish;
 pub mod retry;
 pub mod settings;
+pub mod shutdown;
 pub mod simulation;
 pub mod startup;
 pub mod telemetry;

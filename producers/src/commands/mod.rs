@@ -1,9 +1,12 @@
 //! One module per subcommand; [`run`] dispatches.
 
 mod declare;
+mod keys;
 mod load;
 mod migrate;
 mod publish;
+mod relay;
+mod serve;
 
 pub use publish::{PublishReport, Rejection, publish_ndjson};
 
@@ -18,5 +21,8 @@ pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
         Command::Declare => declare::run(settings).await,
         Command::Publish(args) => publish::run(args, settings).await,
         Command::Load(args) => load::run(args, settings).await,
+        Command::Serve(args) => serve::run(args, settings).await,
+        Command::Relay(args) => relay::run(args, settings).await,
+        Command::Keys(command) => keys::run(command, settings).await,
     }
 }

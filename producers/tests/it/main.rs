@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod compose;
+mod gateway;
 mod load;
 mod publish;
 mod readme;

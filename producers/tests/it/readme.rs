@@ -75,3 +75,45 @@ async fn the_readme_amqp_example_puts_one_event_into_every_queue_bound_for_it() 
         }
     }
 }
+
+/// The shell block that follows the `<!-- curl-example -->` marker.
+fn curl_example() -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let after_marker = readme
+        .split("<!-- curl-example -->")
+        .nth(1)
+        .expect("README has the marker");
+    let block = after_marker.split("```sh\n").nth(1).unwrap();
+    block.split("```").next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_readme_curl_example_publishes_one_event_through_the_gateway() {
+    let gateway = crate::gateway::support::Gateway::start().await;
+    let key = gateway.checkout_key().await;
+    let example = curl_example();
+    assert!(example.contains("http://127.0.0.1:8080/events"));
+    let script = example.replace("http://127.0.0.1:8080", &gateway.base);
+    // curl blocks: run it off the runtime that serves the gateway.
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env("KEY", &key)
+            .output()
+            .expect("run sh")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "the example failed: {} {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["published"], 1);
+    assert_eq!(gateway.queued(ConsumerGroup::Orders).await, 1);
+}

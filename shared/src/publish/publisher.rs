@@ -164,6 +164,15 @@ impl Publisher {
         Ok(channel)
     }
 
+    /// Whether a confirm-mode channel is connected now, opening one if there
+    /// is none (for readiness probes; a channel that is still recovering
+    /// is not ready); waits at most `patience`.
+    pub async fn ready(&self, patience: std::time::Duration) -> bool {
+        tokio::time::timeout(patience, self.channel())
+            .await
+            .is_ok_and(|channel| channel.is_ok_and(|channel| channel.status().connected()))
+    }
+
     /// Closes the connection after in-flight publishes (call at shutdown).
     pub async fn close(&self) {
         self.inner.window.close();

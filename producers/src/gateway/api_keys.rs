@@ -1,0 +1,213 @@
+//! Producers' API keys: issue, list, revoke, and authenticate a presented
+//! key. A key reads `sy_<key id: 32 hex>_<secret: 64 hex>`; the database
+//! keeps the key id, the SHA-256 of the secret and what the key may publish.
+//! The secret is shown once, at creation, and never logged.
+
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use super::grants::Grants;
+
+/// Prefix of every key, so leaked keys are easy to recognise and scan for.
+pub const KEY_PREFIX: &str = "sy_";
+
+/// What a key may do, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Public part of the key; names it in logs and in `keys revoke`.
+    pub key_id: Uuid,
+    /// Who holds it (free text, e.g. `checkout`).
+    pub producer: String,
+    /// Event types and sources it may publish.
+    pub grants: Grants,
+    /// Sustained events per second.
+    pub rate_per_second: u32,
+    /// Events it may send at once above the sustained rate.
+    pub burst: u32,
+    /// When it was issued.
+    pub created_at: DateTime<Utc>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A key to issue.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    /// Who will hold it.
+    pub producer: String,
+    /// What it may publish.
+    pub grants: Grants,
+    /// Sustained events per second.
+    pub rate_per_second: u32,
+    /// Burst above the sustained rate.
+    pub burst: u32,
+}
+
+/// Why a presented key was refused. Deliberately says nothing about which
+/// part was wrong beyond what the caller already knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthenticationError {
+    /// No `Authorization: Bearer` or `X-Api-Key` header.
+    #[error("an API key is required (Authorization: Bearer <key>)")]
+    Missing,
+    /// Not a key, unknown, wrong secret or revoked.
+    #[error("the API key is not valid")]
+    Invalid,
+}
+
+/// A key could not be stored or read.
+#[derive(Debug, thiserror::Error)]
+#[error("API key store: {0}")]
+pub struct KeyStoreError(#[from] sqlx::Error);
+
+/// Issues a key; returns its record and the full key, which is not stored
+/// and cannot be shown again.
+pub async fn create(pool: &PgPool, key: NewApiKey) -> Result<(ApiKey, String), KeyStoreError> {
+    let key_id = Uuid::now_v7();
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let full_key = format!("{KEY_PREFIX}{}_{}", key_id.simple(), hex::encode(secret));
+    let created_at: DateTime<Utc> = sqlx::query_scalar(
+        "INSERT INTO api_keys (key_id, producer, secret_sha256, allowed_types, allowed_sources, rate_per_second, burst)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING created_at",
+    )
+    .bind(key_id)
+    .bind(&key.producer)
+    .bind(Sha256::digest(secret).to_vec())
+    .bind(key.grants.types())
+    .bind(key.grants.sources())
+    .bind(key.rate_per_second as i32)
+    .bind(key.burst as i32)
+    .fetch_one(pool)
+    .await?;
+    let record = ApiKey {
+        key_id,
+        producer: key.producer,
+        grants: key.grants,
+        rate_per_second: key.rate_per_second,
+        burst: key.burst,
+        created_at,
+        revoked_at: None,
+    };
+    Ok((record, full_key))
+}
+
+type KeyRow = (
+    Uuid,
+    String,
+    Vec<u8>,
+    Vec<String>,
+    Vec<String>,
+    i32,
+    i32,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+);
+
+const SELECT_ALL: &str = "SELECT key_id, producer, secret_sha256, allowed_types, allowed_sources, rate_per_second, burst, created_at, revoked_at FROM api_keys ORDER BY created_at, key_id";
+const SELECT_BY_ID: &str = "SELECT key_id, producer, secret_sha256, allowed_types, allowed_sources, rate_per_second, burst, created_at, revoked_at FROM api_keys WHERE key_id = $1";
+
+fn from_row(row: KeyRow) -> (ApiKey, Vec<u8>) {
+    let (key_id, producer, hash, types, sources, rate, burst, created_at, revoked_at) = row;
+    let key = ApiKey {
+        key_id,
+        producer,
+        grants: Grants::from_stored(types, sources),
+        rate_per_second: rate.max(1) as u32,
+        burst: burst.max(1) as u32,
+        created_at,
+        revoked_at,
+    };
+    (key, hash)
+}
+
+/// Every key, revoked ones included, oldest first.
+pub async fn list(pool: &PgPool) -> Result<Vec<ApiKey>, KeyStoreError> {
+    let rows: Vec<KeyRow> = sqlx::query_as(SELECT_ALL).fetch_all(pool).await?;
+    Ok(rows.into_iter().map(|row| from_row(row).0).collect())
+}
+
+/// Revokes a key; `false` when no such live key exists.
+pub async fn revoke(pool: &PgPool, key_id: Uuid) -> Result<bool, KeyStoreError> {
+    let revoked = sqlx::query(
+        "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(key_id)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(revoked == 1)
+}
+
+/// Splits a presented key into its id and secret; `None` when it is not
+/// shaped like a key.
+fn parse(presented: &str) -> Option<(Uuid, [u8; 32])> {
+    let rest = presented.strip_prefix(KEY_PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    if id.len() != 32 || secret.len() != 64 {
+        return None;
+    }
+    let key_id = Uuid::try_parse(id).ok()?;
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(secret, &mut bytes).ok()?;
+    Some((key_id, bytes))
+}
+
+/// The live key a caller presented, or why it is refused. The secret's hash
+/// is compared in constant time.
+pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<ApiKey, AuthenticateError> {
+    let Some((key_id, secret)) = parse(presented.trim()) else {
+        return Err(AuthenticationError::Invalid.into());
+    };
+    let row: Option<KeyRow> = sqlx::query_as(SELECT_BY_ID)
+        .bind(key_id)
+        .fetch_optional(pool)
+        .await
+        .map_err(KeyStoreError)?;
+    let Some((key, stored_hash)) = row.map(from_row) else {
+        return Err(AuthenticationError::Invalid.into());
+    };
+    let presented_hash = Sha256::digest(secret);
+    let matches: bool = presented_hash[..].ct_eq(&stored_hash[..]).into();
+    if !matches || key.revoked_at.is_some() {
+        return Err(AuthenticationError::Invalid.into());
+    }
+    Ok(key)
+}
+
+/// [`authenticate`] failed: the key, or the store.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthenticateError {
+    /// The key is refused.
+    #[error(transparent)]
+    Refused(#[from] AuthenticationError),
+    /// The store could not be asked.
+    #[error(transparent)]
+    Store(#[from] KeyStoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_well_shaped_keys_parse() {
+        let id = Uuid::now_v7();
+        let good = format!("sy_{}_{}", id.simple(), "ab".repeat(32));
+        assert_eq!(parse(&good).map(|(key_id, _)| key_id), Some(id));
+        for bad in [
+            String::new(),
+            "sy_".to_owned(),
+            format!("xx_{}_{}", id.simple(), "ab".repeat(32)),
+            format!("sy_{}_{}", id.simple(), "ab".repeat(31)),
+            format!("sy_{}_{}", id.simple(), "zz".repeat(32)),
+            format!("sy_{}{}", id.simple(), "ab".repeat(32)),
+        ] {
+            assert_eq!(parse(&bad), None, "{bad}");
+        }
+    }
+}

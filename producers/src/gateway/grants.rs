@@ -1,0 +1,181 @@
+//! What an API key may publish: event types and CloudEvents `source`s.
+
+use shared::events::{Event, EventType};
+
+/// Grants every event type (in `allowed_types`).
+pub const ANY_TYPE: &str = "*";
+
+/// The event types and sources a key may publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grants {
+    /// Type names, or [`ANY_TYPE`].
+    types: Vec<String>,
+    /// Exact sources, or prefixes ending in `*` (`/shop/*`; `*` alone: any).
+    sources: Vec<String>,
+}
+
+/// An event its key may not publish: which attribute, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct NotGranted {
+    /// `type` or `source`.
+    pub field: &'static str,
+    /// What the key lacks.
+    pub reason: String,
+}
+
+/// A grant given on the command line is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    /// A type name that is not in the catalog.
+    #[error("unknown event type {0:?} (known: {known})", known = known_types())]
+    UnknownType(String),
+    /// An empty list or an empty entry.
+    #[error("a key needs at least one {0}, and no empty entries")]
+    Empty(&'static str),
+}
+
+fn known_types() -> String {
+    EventType::ALL
+        .iter()
+        .map(|event_type| event_type.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Grants {
+    /// Checks and builds grants: every type must be in the catalog (or `*`),
+    /// and neither list may be empty.
+    pub fn new(types: Vec<String>, sources: Vec<String>) -> Result<Self, GrantError> {
+        if types.is_empty() || types.iter().any(|name| name.trim().is_empty()) {
+            return Err(GrantError::Empty("event type"));
+        }
+        if sources.is_empty() || sources.iter().any(|source| source.trim().is_empty()) {
+            return Err(GrantError::Empty("source"));
+        }
+        for name in &types {
+            if name != ANY_TYPE && name.parse::<EventType>().is_err() {
+                return Err(GrantError::UnknownType(name.clone()));
+            }
+        }
+        Ok(Self { types, sources })
+    }
+
+    /// Grants as read back from the store (checked when they were stored).
+    pub(crate) fn from_stored(types: Vec<String>, sources: Vec<String>) -> Self {
+        Self { types, sources }
+    }
+
+    /// The granted type names.
+    pub fn types(&self) -> &[String] {
+        &self.types
+    }
+
+    /// The granted sources and source prefixes.
+    pub fn sources(&self) -> &[String] {
+        &self.sources
+    }
+
+    /// Whether the key may publish `event`; the type is checked first.
+    pub fn check(&self, event: &Event) -> Result<(), NotGranted> {
+        let event_type = event.event_type().as_str();
+        if !self
+            .types
+            .iter()
+            .any(|granted| granted == ANY_TYPE || granted == event_type)
+        {
+            return Err(NotGranted {
+                field: "type",
+                reason: format!("this key may not publish {event_type} events"),
+            });
+        }
+        let source = event.source.as_str();
+        let allowed = self
+            .sources
+            .iter()
+            .any(|granted| match granted.strip_suffix('*') {
+                Some(prefix) => source.starts_with(prefix),
+                None => granted == source,
+            });
+        if !allowed {
+            return Err(NotGranted {
+                field: "source",
+                reason: format!("this key may not publish events from source {source:?}"),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::simulation::StoreTraffic;
+
+    fn grants(types: &[&str], sources: &[&str]) -> Grants {
+        Grants::new(
+            types.iter().map(|s| s.to_string()).collect(),
+            sources.iter().map(|s| s.to_string()).collect(),
+        )
+        .unwrap()
+    }
+
+    fn event_of(event_type: EventType, source: &str) -> Event {
+        let mut store = StoreTraffic::new(3);
+        let mut event = std::iter::repeat_with(|| store.next_event())
+            .find(|event| event.event_type() == event_type)
+            .unwrap();
+        event.source = source.to_owned();
+        event
+    }
+
+    #[test]
+    fn types_and_sources_are_both_required() {
+        let checkout = grants(&["order.placed"], &["/checkout"]);
+        assert_eq!(
+            checkout.check(&event_of(EventType::OrderPlaced, "/checkout")),
+            Ok(())
+        );
+        assert_eq!(
+            checkout
+                .check(&event_of(EventType::PaymentCaptured, "/checkout"))
+                .unwrap_err()
+                .field,
+            "type"
+        );
+        assert_eq!(
+            checkout
+                .check(&event_of(EventType::OrderPlaced, "/checkout-v2"))
+                .unwrap_err()
+                .field,
+            "source"
+        );
+    }
+
+    #[test]
+    fn wildcards_grant_any_type_and_source_prefixes() {
+        let shop = grants(&["*"], &["/shop/*"]);
+        assert_eq!(
+            shop.check(&event_of(EventType::OrderShipped, "/shop/eu")),
+            Ok(())
+        );
+        assert!(
+            shop.check(&event_of(EventType::OrderShipped, "/shopping"))
+                .is_err()
+        );
+        assert_eq!(
+            grants(&["order.placed"], &["*"]).check(&event_of(EventType::OrderPlaced, "/x")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn unknown_types_and_empty_lists_are_refused() {
+        assert!(matches!(
+            Grants::new(vec!["order.eaten".into()], vec!["/x".into()]),
+            Err(GrantError::UnknownType(_))
+        ));
+        assert!(Grants::new(vec![], vec!["/x".into()]).is_err());
+        assert!(Grants::new(vec!["*".into()], vec![" ".into()]).is_err());
+    }
+}

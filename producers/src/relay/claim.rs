@@ -1,0 +1,111 @@
+//! Which outbox rows one relay may publish now, in one transaction:
+//!
+//! 1. the oldest unsent rows, `FOR UPDATE SKIP LOCKED` (rows another relay
+//!    holds are skipped, not waited for);
+//! 2. a transaction-scoped advisory lock per partition key of those rows,
+//!    tried without waiting: one relay per key at a time;
+//! 3. per locked key, the unsent rows up to the newest candidate, read
+//!    again after the lock: the relay takes the key's rows from its oldest
+//!    unsent row on, and stops at the first row it does not hold. A key
+//!    whose oldest unsent row is held elsewhere is left for later.
+//!
+//! The result, per key in id order, is safe to publish in that order.
+
+use std::collections::{BTreeMap, HashSet};
+
+use sqlx::PgConnection;
+
+/// An outbox row to publish.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    /// Outbox id (insertion order).
+    pub id: i64,
+    /// The structured-mode CloudEvent.
+    pub event: serde_json::Value,
+}
+
+/// Claims up to `limit` rows; returns them grouped by partition key, each
+/// group in id order. Everything stays locked until the transaction ends.
+pub async fn claim_rows(
+    transaction: &mut PgConnection,
+    limit: i64,
+) -> Result<BTreeMap<String, Vec<OutboxRow>>, sqlx::Error> {
+    let candidates: Vec<(i64, String, serde_json::Value)> = sqlx::query_as(
+        "SELECT id, partition_key, event FROM outbox
+         WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(&mut *transaction)
+    .await?;
+    let Some(newest) = candidates.iter().map(|(id, _, _)| *id).max() else {
+        return Ok(BTreeMap::new());
+    };
+    let mut keys: Vec<&str> = candidates.iter().map(|(_, key, _)| key.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let locked: Vec<String> = sqlx::query_scalar(
+        "SELECT key FROM UNNEST($1::text[]) AS k(key)
+         WHERE pg_try_advisory_xact_lock(hashtextextended('switchyard.relay:' || key, 0))",
+    )
+    .bind(&keys)
+    .fetch_all(&mut *transaction)
+    .await?;
+    // A fresh snapshot, taken after the locks: what is unsent now.
+    let unsent: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT partition_key, id FROM outbox
+         WHERE sent_at IS NULL AND partition_key = ANY($1) AND id <= $2 ORDER BY id",
+    )
+    .bind(&locked)
+    .bind(newest)
+    .fetch_all(&mut *transaction)
+    .await?;
+    let held: HashSet<i64> = candidates.iter().map(|(id, _, _)| *id).collect();
+    let mut blocked: HashSet<String> = HashSet::new();
+    let mut takeable: HashSet<i64> = HashSet::new();
+    for (key, id) in unsent {
+        if blocked.contains(&key) {
+            continue;
+        }
+        if held.contains(&id) {
+            takeable.insert(id);
+        } else {
+            blocked.insert(key);
+        }
+    }
+    let mut by_key: BTreeMap<String, Vec<OutboxRow>> = BTreeMap::new();
+    for (id, key, event) in candidates {
+        if takeable.contains(&id) {
+            by_key.entry(key).or_default().push(OutboxRow { id, event });
+        }
+    }
+    Ok(by_key)
+}
+
+/// Marks rows as published.
+pub async fn mark_sent(transaction: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
+    if !ids.is_empty() {
+        sqlx::query("UPDATE outbox SET sent_at = now() WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&mut *transaction)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Deletes rows sent more than `retention` ago, at most `limit`; returns how many.
+pub async fn purge_sent(
+    pool: &sqlx::PgPool,
+    retention: std::time::Duration,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "DELETE FROM outbox WHERE id IN (
+             SELECT id FROM outbox WHERE sent_at < now() - make_interval(secs => $1)
+             ORDER BY sent_at LIMIT $2)",
+    )
+    .bind(retention.as_secs_f64())
+    .bind(limit)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}

@@ -1,0 +1,238 @@
+//! The outbox relay (`producers relay`): publishes outbox rows with broker
+//! confirms, in id order per partition key, and marks them sent in the same
+//! transaction that locked them. Several relays may run at once (see
+//! [`claim`]). A crash between the confirm and the commit publishes the
+//! rows again on the next pass: at-least-once, never lost; the workers
+//! apply each event id once.
+//!
+//! It wakes on `LISTEN switchyard_outbox` (sent by `shared::outbox::enqueue`
+//! at commit) and polls as a fallback, so a lost notification or a dropped
+//! listener connection delays rows by at most the poll interval.
+
+pub mod claim;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use shared::events::Event;
+use shared::outbox::NOTIFY_CHANNEL;
+use shared::publish::{OutgoingMessage, PublishError, Publisher};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+
+use self::claim::{OutboxRow, claim_rows, mark_sent, purge_sent};
+
+/// Published outbox rows.
+pub const PUBLISHED_TOTAL: &str = "switchyard_relay_published_total";
+/// Outbox rows whose publish failed (they stay unsent and are retried).
+pub const FAILED_TOTAL: &str = "switchyard_relay_failed_total";
+
+/// How the relay works.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Most rows per pass (one transaction).
+    pub batch_size: i64,
+    /// Longest sleep between passes when no notification arrives.
+    pub poll_interval: Duration,
+    /// Sent rows are deleted once this old.
+    pub retention: Duration,
+    /// How often sent rows are purged.
+    pub purge_interval: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            poll_interval: Duration::from_secs(1),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            purge_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    /// Rows confirmed and marked sent.
+    pub published: usize,
+    /// Rows whose publish failed (left unsent).
+    pub failed: usize,
+    /// Rows claimed (published + failed + those skipped after a failure).
+    pub claimed: usize,
+}
+
+/// Why the relay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The database failed (the pass's rows stay unsent).
+    #[error("outbox database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// One relay over one database and one publisher.
+#[derive(Clone)]
+pub struct Relay {
+    pool: PgPool,
+    publisher: Publisher,
+    config: RelayConfig,
+}
+
+impl Relay {
+    /// A relay publishing `pool`'s outbox through `publisher`.
+    pub fn new(pool: PgPool, publisher: Publisher, config: RelayConfig) -> Self {
+        Self {
+            pool,
+            publisher,
+            config,
+        }
+    }
+
+    /// One pass: claim, publish each key's rows in order (keys concurrently),
+    /// mark the confirmed ones sent, commit.
+    pub async fn pass(&self) -> Result<Pass, RelayError> {
+        let mut transaction = self.pool.begin().await?;
+        let by_key = claim_rows(&mut transaction, self.config.batch_size).await?;
+        let claimed = by_key.values().map(Vec::len).sum();
+        let outcomes: Vec<(Vec<i64>, usize)> = futures_util::stream::iter(by_key.into_values())
+            .map(|rows| self.publish_in_order(rows))
+            .buffer_unordered(self.publisher.settings().max_in_flight.max(1))
+            .collect()
+            .await;
+        let mut sent = Vec::with_capacity(claimed);
+        let mut failed = 0;
+        for (ids, key_failed) in outcomes {
+            sent.extend(ids);
+            failed += key_failed;
+        }
+        mark_sent(&mut transaction, &sent).await?;
+        transaction.commit().await?;
+        metrics::counter!(PUBLISHED_TOTAL).increment(sent.len() as u64);
+        metrics::counter!(FAILED_TOTAL).increment(failed as u64);
+        Ok(Pass {
+            published: sent.len(),
+            failed,
+            claimed,
+        })
+    }
+
+    /// Publishes one key's rows one after the other, each after the
+    /// previous one's confirm; stops at the first failure so that no later
+    /// row overtakes it. Returns the confirmed ids and 1 if one failed.
+    async fn publish_in_order(&self, rows: Vec<OutboxRow>) -> (Vec<i64>, usize) {
+        let mut confirmed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let result = match Event::from_json_value(row.event) {
+                Ok(event) => {
+                    self.publisher
+                        .publish_message(OutgoingMessage::for_event(&event))
+                        .await
+                }
+                Err(error) => Err(PublishError::BrokerUnavailable(format!(
+                    "outbox row {} is not a valid event: {error}",
+                    row.id
+                ))),
+            };
+            match result {
+                Ok(()) => confirmed.push(row.id),
+                Err(error) => {
+                    tracing::warn!(outbox_id = row.id, %error, "outbox row not published; will retry");
+                    return (confirmed, 1);
+                }
+            }
+        }
+        (confirmed, 0)
+    }
+
+    /// Runs passes until `shutdown`: immediately again after a full pass,
+    /// otherwise on a notification or after the poll interval; purges old
+    /// sent rows now and then. Database errors are logged and retried
+    /// after the poll interval.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let mut listener = self.listen().await;
+        let mut last_purge = tokio::time::Instant::now();
+        while !shutdown.is_cancelled() {
+            let full = match self.pass().await {
+                Ok(pass) => {
+                    if pass.published > 0 || pass.failed > 0 {
+                        tracing::debug!(
+                            published = pass.published,
+                            failed = pass.failed,
+                            "relay pass"
+                        );
+                    }
+                    pass.failed == 0 && pass.claimed as i64 >= self.config.batch_size
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "relay pass failed; retrying");
+                    false
+                }
+            };
+            if last_purge.elapsed() >= self.config.purge_interval {
+                last_purge = tokio::time::Instant::now();
+                self.purge().await;
+            }
+            if full {
+                continue;
+            }
+            let wait = self.config.poll_interval;
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                woke = wait_for_notification(&mut listener, wait) => {
+                    if !woke && listener.is_none() {
+                        listener = self.listen().await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let mut listener = match PgListener::connect_with(&self.pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "cannot LISTEN for outbox rows; polling");
+                return None;
+            }
+        };
+        match listener.listen(NOTIFY_CHANNEL).await {
+            Ok(()) => Some(listener),
+            Err(error) => {
+                tracing::warn!(%error, "cannot LISTEN for outbox rows; polling");
+                None
+            }
+        }
+    }
+
+    async fn purge(&self) {
+        loop {
+            match purge_sent(&self.pool, self.config.retention, 10_000).await {
+                Ok(10_000) => continue,
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "could not purge sent outbox rows");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Waits up to `wait` for a notification; `true` if one came. A broken
+/// listener is dropped (the caller reconnects it) and counts as none.
+async fn wait_for_notification(listener: &mut Option<PgListener>, wait: Duration) -> bool {
+    let Some(active) = listener.as_mut() else {
+        tokio::time::sleep(wait).await;
+        return false;
+    };
+    match tokio::time::timeout(wait, active.recv()).await {
+        Ok(Ok(_notification)) => true,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "outbox listener failed; polling until it reconnects");
+            *listener = None;
+            false
+        }
+        Err(_elapsed) => false,
+    }
+}

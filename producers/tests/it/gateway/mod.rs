@@ -1,0 +1,7 @@
+//! The HTTP gateway over real HTTP, the real broker and a real database.
+
+mod accepting;
+mod openapi;
+mod outage;
+mod refusing;
+pub mod support;

@@ -1,0 +1,192 @@
+//! A gateway on a free loopback port over an isolated namespace and a
+//! throw-away database, with helpers to issue keys and build events.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use producers::gateway::api_keys::{self, NewApiKey};
+use producers::gateway::grants::Grants;
+use producers::gateway::{GatewayConfig, GatewayState, serve};
+use secrecy::ExposeSecret;
+use shared::events::catalog::{OrderLine, OrderPlaced};
+use shared::events::{Event, EventPayload};
+use shared::groups::ConsumerGroup;
+use shared::publish::Publisher;
+use shared::settings::Settings;
+use shared::testing::{IsolatedTopology, TcpProxy, TestDatabase, connect};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// A running gateway; stopped, and its namespace and database removed, on drop.
+pub struct Gateway {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub isolated: IsolatedTopology,
+    pub database: TestDatabase,
+    /// Between the gateway and the broker, when started with [`Gateway::behind_proxy`].
+    pub proxy: Option<TcpProxy>,
+    pub shutdown: CancellationToken,
+    pub served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Gateway {
+    pub async fn start() -> Self {
+        Self::start_with(GatewayConfig::default(), false).await
+    }
+
+    pub async fn with_config(config: GatewayConfig) -> Self {
+        Self::start_with(config, false).await
+    }
+
+    /// The gateway's broker connection goes through a proxy the test cuts.
+    pub async fn behind_proxy() -> Self {
+        Self::start_with(GatewayConfig::default(), true).await
+    }
+
+    async fn start_with(mut config: GatewayConfig, proxied: bool) -> Self {
+        let isolated = IsolatedTopology::declare().await;
+        let database = TestDatabase::create_with(isolated.settings.clone()).await;
+        let mut settings = database.settings.clone();
+        settings.publish.timeout = Duration::from_secs(2);
+        let proxy = if proxied {
+            let (url, proxy) = through_proxy(&settings).await;
+            settings.amqp_url = url.into();
+            Some(proxy)
+        } else {
+            None
+        };
+        let publisher = Publisher::new(&settings, isolated.topology.events_exchange(), "gateway");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address: SocketAddr = listener.local_addr().unwrap();
+        config.listen = address;
+        let state = GatewayState::new(settings, config, database.pool.clone(), publisher);
+        let shutdown = CancellationToken::new();
+        let served = tokio::spawn(serve(listener, state, shutdown.clone()));
+        Self {
+            base: format!("http://{address}"),
+            client: reqwest::Client::new(),
+            isolated,
+            database,
+            proxy,
+            shutdown,
+            served: Some(served),
+        }
+    }
+
+    /// Issues a key for `types` from `sources`.
+    pub async fn key(&self, types: &[&str], sources: &[&str], rate: u32, burst: u32) -> String {
+        let grants = Grants::new(
+            types.iter().map(|t| t.to_string()).collect(),
+            sources.iter().map(|s| s.to_string()).collect(),
+        )
+        .unwrap();
+        let new = NewApiKey {
+            producer: "test".into(),
+            grants,
+            rate_per_second: rate,
+            burst,
+        };
+        api_keys::create(&self.database.pool, new).await.unwrap().1
+    }
+
+    /// A key that may publish `order.placed` from `/checkout`, generously limited.
+    pub async fn checkout_key(&self) -> String {
+        self.key(&["order.placed"], &["/checkout"], 10_000, 10_000)
+            .await
+    }
+
+    pub fn post(&self, key: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}/events", self.base))
+            .bearer_auth(key)
+    }
+
+    /// Posts `events` as one batch.
+    pub async fn post_batch(&self, key: &str, events: &[Event]) -> reqwest::Response {
+        let body: Vec<_> = events.iter().map(Event::to_envelope).collect();
+        self.post(key)
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Posts one event in structured mode.
+    pub async fn post_structured(&self, key: &str, event: &Event) -> reqwest::Response {
+        self.post(key)
+            .header("content-type", "application/cloudevents+json")
+            .body(event.to_json_bytes())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Messages ready on `group`'s work queue, once the count is stable.
+    pub async fn queued(&self, group: ConsumerGroup) -> u32 {
+        let connection = connect(&self.isolated.settings).await;
+        let mut last = None;
+        loop {
+            let depths = self.isolated.topology.depths(&connection).await.unwrap();
+            let now = depths
+                .into_iter()
+                .find(|depth| depth.group == group)
+                .unwrap()
+                .work;
+            if last == Some(now) {
+                let _ = connection.close(200, "OK".into()).await;
+                return now;
+            }
+            last = Some(now);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Settings' broker URL rewritten to go through a new proxy.
+async fn through_proxy(settings: &Settings) -> (String, TcpProxy) {
+    let url = settings.amqp_url.expose_secret().to_owned();
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (credentials, rest) = rest.rsplit_once('@').unwrap_or(("", rest));
+    let (host_port, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let upstream = tokio::net::lookup_host(host_port)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = TcpProxy::start(upstream).await;
+    let at = if credentials.is_empty() { "" } else { "@" };
+    (
+        format!("{scheme}://{credentials}{at}{}/{path}", proxy.address),
+        proxy,
+    )
+}
+
+/// A valid `order.placed` from `source`.
+pub fn order_placed(source: &str) -> Event {
+    Event::new(
+        source,
+        EventPayload::OrderPlaced(OrderPlaced {
+            order_id: Uuid::now_v7(),
+            customer_id: Uuid::now_v7(),
+            currency: "EUR".into(),
+            lines: vec![OrderLine {
+                sku: "SKU-00001".into(),
+                category: "books".into(),
+                quantity: 1,
+                unit_price_cents: 1_999,
+            }],
+        }),
+    )
+}
+
+/// The JSON body of a response.
+pub async fn json(response: reqwest::Response) -> serde_json::Value {
+    response.json().await.unwrap()
+}
