@@ -8,3 +8,4 @@ mod gateway;
 mod load;
 mod publish;
 mod readme;
+mod relay;

@@ -1,0 +1,278 @@
+//! The outbox relay against the real broker and database: several relays at
+//! once, crashes, notifications, retention.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use producers::relay::{Relay, RelayConfig};
+use shared::events::catalog::{OrderLine, OrderPlaced};
+use shared::events::{DEFAULT_MAX_EVENT_BYTES, Event, EventPayload};
+use shared::groups::ConsumerGroup;
+use shared::publish::Publisher;
+use shared::testing::{IsolatedTopology, TestDatabase, connect, eventually};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+struct Outbox {
+    isolated: IsolatedTopology,
+    database: TestDatabase,
+}
+
+impl Outbox {
+    async fn new() -> Self {
+        let isolated = IsolatedTopology::declare().await;
+        let database = TestDatabase::create_with(isolated.settings.clone()).await;
+        Self { isolated, database }
+    }
+
+    fn relay(&self, config: RelayConfig) -> Relay {
+        let publisher = Publisher::new(
+            &self.isolated.settings,
+            self.isolated.topology.events_exchange(),
+            "relay-test",
+        );
+        Relay::new(self.database.pool.clone(), publisher, config)
+    }
+
+    /// Starts a relay task; cancel the token to stop it.
+    fn spawn_relay(&self, config: RelayConfig) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let relay = self.relay(config);
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        (stop, tokio::spawn(async move { relay.run(token).await }))
+    }
+
+    /// Writes `events` in transactions of `per_transaction`.
+    async fn write(&self, events: &[Event], per_transaction: usize) {
+        for chunk in events.chunks(per_transaction) {
+            let mut transaction = self.database.pool.begin().await.unwrap();
+            shared::outbox::enqueue(&mut transaction, chunk)
+                .await
+                .unwrap();
+            transaction.commit().await.unwrap();
+        }
+    }
+
+    async fn unsent(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(&self.database.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn wait_until_all_sent(&self) {
+        let done = eventually(Duration::from_secs(120), || async {
+            (self.unsent().await == 0).then_some(())
+        })
+        .await;
+        assert!(done.is_some(), "{} rows still unsent", self.unsent().await);
+    }
+
+    /// Consumes the orders queue until it has been empty for a while; the
+    /// events in delivery order.
+    async fn delivered(&self) -> Vec<Event> {
+        let connection = connect(&self.isolated.settings).await;
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .basic_qos(1_000, BasicQosOptions::default())
+            .await
+            .unwrap();
+        let queue = self
+            .isolated
+            .topology
+            .group(ConsumerGroup::Orders)
+            .work
+            .clone();
+        let mut consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "relay-test".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let mut events = Vec::new();
+        while let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
+        {
+            events.push(Event::decode(&delivery.data, DEFAULT_MAX_EVENT_BYTES).unwrap());
+            delivery.ack(BasicAckOptions::default()).await.unwrap();
+        }
+        let _ = connection.close(200, "OK".into()).await;
+        events
+    }
+}
+
+/// `count` order events spread over `keys` partition keys, in write order.
+fn keyed_events(count: usize, keys: usize) -> Vec<Event> {
+    (0..count)
+        .map(|index| {
+            let mut event = Event::new(
+                "/outbox-test",
+                EventPayload::OrderPlaced(OrderPlaced {
+                    order_id: Uuid::now_v7(),
+                    customer_id: Uuid::now_v7(),
+                    currency: "EUR".into(),
+                    lines: vec![OrderLine {
+                        sku: "SKU-00001".into(),
+                        category: "books".into(),
+                        quantity: 1,
+                        unit_price_cents: 100,
+                    }],
+                }),
+            );
+            event.partition_key = format!("key-{}", index % keys);
+            event
+        })
+        .collect()
+}
+
+/// Per partition key, the ids in the order they were first delivered.
+fn first_deliveries_by_key(delivered: &[Event]) -> HashMap<String, Vec<Uuid>> {
+    let mut seen = HashSet::new();
+    let mut by_key: HashMap<String, Vec<Uuid>> = HashMap::new();
+    for event in delivered {
+        if seen.insert(event.id) {
+            by_key
+                .entry(event.partition_key.clone())
+                .or_default()
+                .push(event.id);
+        }
+    }
+    by_key
+}
+
+fn written_by_key(events: &[Event]) -> HashMap<String, Vec<Uuid>> {
+    let mut by_key: HashMap<String, Vec<Uuid>> = HashMap::new();
+    for event in events {
+        by_key
+            .entry(event.partition_key.clone())
+            .or_default()
+            .push(event.id);
+    }
+    by_key
+}
+
+#[tokio::test]
+async fn two_relays_publish_ten_thousand_rows_each_once_in_order_per_partition_key() {
+    let outbox = Outbox::new().await;
+    let events = keyed_events(10_000, 40);
+    let config = RelayConfig {
+        batch_size: 250,
+        poll_interval: Duration::from_millis(200),
+        ..RelayConfig::default()
+    };
+    let relays = [
+        outbox.spawn_relay(config.clone()),
+        outbox.spawn_relay(config),
+    ];
+    // Written while both relays run.
+    outbox.write(&events, 50).await;
+    outbox.wait_until_all_sent().await;
+    for (stop, task) in relays {
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    let delivered = outbox.delivered().await;
+    assert_eq!(delivered.len(), 10_000, "each row published exactly once");
+    let distinct: HashSet<Uuid> = delivered.iter().map(|event| event.id).collect();
+    assert_eq!(distinct.len(), 10_000);
+    assert_eq!(first_deliveries_by_key(&delivered), written_by_key(&events));
+}
+
+#[tokio::test]
+async fn a_relay_killed_mid_pass_loses_nothing_and_keeps_each_key_in_order() {
+    let outbox = Outbox::new().await;
+    let events = keyed_events(3_000, 10);
+    outbox.write(&events, 100).await;
+    let config = RelayConfig {
+        batch_size: 500,
+        poll_interval: Duration::from_millis(200),
+        ..RelayConfig::default()
+    };
+    let (_stop, doomed) = outbox.spawn_relay(config.clone());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    doomed.abort();
+    let _ = doomed.await;
+    let unsent_after_crash = outbox.unsent().await;
+
+    let (stop, survivor) = outbox.spawn_relay(config);
+    outbox.wait_until_all_sent().await;
+    stop.cancel();
+    survivor.await.unwrap();
+
+    let delivered = outbox.delivered().await;
+    let distinct: HashSet<Uuid> = delivered.iter().map(|event| event.id).collect();
+    assert_eq!(distinct.len(), 3_000, "nothing lost");
+    assert!(
+        delivered.len() as i64 <= 3_000 + unsent_after_crash,
+        "only rows of the interrupted pass may come twice"
+    );
+    assert_eq!(first_deliveries_by_key(&delivered), written_by_key(&events));
+}
+
+#[tokio::test]
+async fn a_committed_row_wakes_the_relay_and_a_rolled_back_one_never_leaves() {
+    let outbox = Outbox::new().await;
+    let (stop, relay) = outbox.spawn_relay(RelayConfig {
+        poll_interval: Duration::from_secs(600),
+        ..RelayConfig::default()
+    });
+    // Let the relay go idle on LISTEN after its first, empty pass.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let rolled_back = keyed_events(1, 1);
+    let mut transaction = outbox.database.pool.begin().await.unwrap();
+    shared::outbox::enqueue(&mut transaction, &rolled_back)
+        .await
+        .unwrap();
+    transaction.rollback().await.unwrap();
+
+    let committed = keyed_events(1, 1);
+    outbox.write(&committed, 1).await;
+    // Far sooner than the 10-minute poll: only the notification can explain it.
+    let sent = eventually(Duration::from_secs(20), || async {
+        (outbox.unsent().await == 0).then_some(())
+    })
+    .await;
+    assert!(sent.is_some(), "the notification woke the relay");
+    stop.cancel();
+    relay.await.unwrap();
+
+    let delivered: Vec<Uuid> = outbox.delivered().await.iter().map(|e| e.id).collect();
+    assert_eq!(delivered, [committed[0].id]);
+}
+
+#[tokio::test]
+async fn sent_rows_are_deleted_after_the_retention_period() {
+    let outbox = Outbox::new().await;
+    outbox.write(&keyed_events(20, 2), 10).await;
+    let relay = outbox.relay(RelayConfig {
+        retention: Duration::ZERO,
+        purge_interval: Duration::ZERO,
+        poll_interval: Duration::from_millis(100),
+        ..RelayConfig::default()
+    });
+    let stop = CancellationToken::new();
+    let running = tokio::spawn({
+        let stop = stop.clone();
+        async move { relay.run(stop).await }
+    });
+    let emptied = eventually(Duration::from_secs(20), || async {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&outbox.database.pool)
+            .await
+            .unwrap();
+        (rows == 0).then_some(())
+    })
+    .await;
+    stop.cancel();
+    running.await.unwrap();
+    assert!(emptied.is_some(), "sent rows were purged");
+    assert_eq!(outbox.delivered().await.len(), 20);
+}
