@@ -4,4 +4,5 @@ mod accepting;
 mod openapi;
 mod outage;
 mod refusing;
+mod sdk;
 pub mod support;
