@@ -147,13 +147,55 @@ pub struct PublishArgs {
 /// Arguments of `load`.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// How many events to publish.
+    /// How many items to send (ignored with `--duration-secs`).
     #[arg(long, default_value_t = 10_000)]
     pub count: u64,
-    /// Target events per second; 0 publishes flat out.
+    /// Send for this many seconds instead of a count.
+    #[arg(long)]
+    pub duration_secs: Option<u64>,
+    /// Target items per second; 0 sends flat out.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
     /// Seed of the simulated store, for repeatable streams.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Send through the HTTP gateway or straight to the broker.
+    #[arg(long, value_enum, default_value_t = Via::Amqp)]
+    pub via: Via,
+    /// The gateway's base URL (with `--via gateway`).
+    #[arg(
+        long,
+        env = "SWITCHYARD_GATEWAY_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub gateway_url: String,
+    /// API key for the gateway (with `--via gateway`); never printed.
+    #[arg(long, env = "SWITCHYARD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Fraction of items made invalid (0–1): refused by the gateway, or
+    /// dead-lettered by the workers over AMQP.
+    #[arg(long, default_value_t = 0.0)]
+    pub invalid_share: f64,
+    /// Fraction of aggregates written through the transactional outbox
+    /// (0–1; a relay publishes them).
+    #[arg(long, default_value_t = 0.0)]
+    pub outbox_share: f64,
+    /// Concurrent senders per route.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub lanes: u16,
+    /// Most events per request or outbox transaction.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=500))]
+    pub batch_size: u16,
+    /// Write every item sent to this NDJSON file.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+}
+
+/// How `load` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// Publish to the broker with confirms.
+    Amqp,
+    /// Post to the HTTP gateway.
+    Gateway,
 }

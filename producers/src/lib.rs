@@ -5,8 +5,10 @@
 //!   `load`, `serve`, `relay`, `keys`).
 //! - [`gateway`]: the CloudEvents HTTP ingestion gateway.
 //! - [`relay`]: the transactional outbox relay.
+//! - [`load`]: the store traffic generator.
 
 pub mod cli;
 pub mod commands;
 pub mod gateway;
+pub mod load;
 pub mod relay;

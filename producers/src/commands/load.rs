@@ -1,43 +1,107 @@
-//! `producers load`: publish simulated store traffic and report throughput,
-//! confirm latency and where the events went.
+//! `producers load`: send simulated store traffic and report what was
+//! achieved: rate, confirm latency percentiles, refusals, queue depths.
 
-use shared::load::run_load;
+use std::sync::Arc;
+use std::time::Duration;
+
 use shared::publish::Publisher;
 use shared::settings::Settings;
 use shared::topology::stats::depth_table;
+use tokio_util::sync::CancellationToken;
 
-use crate::cli::LoadArgs;
-use shared::simulation::StoreTraffic;
+use crate::cli::{LoadArgs, Via};
+use crate::load::senders::GatewayClient;
+use crate::load::{Limit, LoadOptions, LoadProgress, Target, run_load};
 
 pub async fn run(args: LoadArgs, settings: &Settings) -> anyhow::Result<()> {
     let (connection, topology) =
         shared::startup::prepare_broker(settings, "switchyard-load").await?;
-    let publisher =
-        Publisher::connect(settings, topology.events_exchange(), "switchyard-load").await?;
-    let rate = (args.rate > 0).then_some(args.rate);
+    let target = match args.via {
+        Via::Amqp => Target::Amqp(
+            Publisher::connect(settings, topology.events_exchange(), "switchyard-load").await?,
+        ),
+        Via::Gateway => {
+            let key = args.api_key.clone().ok_or_else(|| {
+                anyhow::anyhow!("--via gateway needs --api-key or SWITCHYARD_API_KEY")
+            })?;
+            Target::Gateway(GatewayClient::new(&args.gateway_url, key))
+        }
+    };
+    let outbox = if args.outbox_share > 0.0 {
+        Some(shared::startup::prepare_database(settings, u32::from(args.lanes) + 1).await?)
+    } else {
+        None
+    };
+    let options = LoadOptions {
+        limit: args
+            .duration_secs
+            .map_or(Limit::Count(args.count), |seconds| {
+                Limit::Duration(Duration::from_secs(seconds))
+            }),
+        rate: (args.rate > 0).then_some(args.rate),
+        seed: args.seed,
+        invalid_share: args.invalid_share,
+        outbox_share: args.outbox_share,
+        lanes: usize::from(args.lanes),
+        batch_size: usize::from(args.batch_size),
+        record: args.record.clone(),
+    };
     println!(
-        "publishing {} store events {} to exchange {:?}",
-        args.count,
-        rate.map_or("flat out".to_owned(), |rate| format!("at {rate}/s")),
-        topology.events_exchange()
+        "sending store traffic via {:?} {}{}",
+        args.via,
+        options
+            .rate
+            .map_or("flat out".to_owned(), |rate| format!("at {rate}/s")),
+        match options.limit {
+            Limit::Count(count) => format!(", {count} items"),
+            Limit::Duration(duration) => format!(" for {duration:?}"),
+        }
     );
-    let report = run_load(&publisher, StoreTraffic::new(args.seed), args.count, rate).await;
-    publisher.close().await;
+    let stop = CancellationToken::new();
+    tokio::spawn(shared::shutdown::stop_on_signals(
+        stop.clone(),
+        "waiting for outstanding sends",
+    ));
+    let report = run_load(
+        target.clone(),
+        outbox.clone(),
+        options,
+        Arc::new(LoadProgress::default()),
+        stop,
+    )
+    .await?;
+    if let Target::Amqp(publisher) = target {
+        publisher.close().await;
+    }
+    println!("sent:      {} in {:.2?}", report.sent, report.elapsed);
     println!(
-        "published: {} confirmed, {} failed in {:.2?}",
-        report.published, report.failed, report.elapsed
+        "accepted:  {} direct, {} through the outbox ({:.0} events/s)",
+        report.accepted_direct,
+        report.accepted_outbox,
+        report.rate()
     );
-    println!("rate:      {:.0} events/s", report.rate());
-    if let Some(latency) = report.latency {
+    let invalid_fate = match args.via {
+        Via::Gateway => "refused by the gateway (400), as they should be",
+        Via::Amqp => "published as poison, for the workers to dead-letter",
+    };
+    println!("invalid:   {} {invalid_fate}", report.refused_invalid);
+    println!("failed:    {}", report.failed);
+    if let Some(latency) = &report.latency {
         println!("confirm:   {latency}");
+    }
+    if let Some(latency) = &report.outbox_latency {
+        println!("outbox:    commit {latency}");
+    }
+    if let Some(path) = &args.record {
+        println!("recorded:  {}", path.display());
     }
     print!("{}", depth_table(&topology.depths(&connection).await?));
     let _ = connection.close(200, "OK".into()).await;
-    if let Some(error) = report.first_error {
-        anyhow::bail!(
-            "{} events were not published; first error: {error}",
-            report.failed
-        );
+    if let Some(pool) = outbox {
+        pool.close().await;
+    }
+    if let Some(reason) = report.first_failure {
+        anyhow::bail!("{} items failed; first: {reason}", report.failed);
     }
     Ok(())
 }

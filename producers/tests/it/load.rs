@@ -40,3 +40,82 @@ async fn every_confirmed_load_event_is_queued_for_each_group_that_handles_its_ty
     .await;
     assert_eq!(queued, Some(expected));
 }
+
+/// Through the gateway, with invalid items and a share of aggregates
+/// through the outbox (and a relay): every accepted event reaches the
+/// queues of the groups that handle it, every invalid item is refused, and
+/// the recorded NDJSON holds exactly what was sent.
+#[tokio::test]
+async fn gateway_and_outbox_load_accounts_for_every_item_sent() {
+    use std::sync::Arc;
+
+    use producers::load::senders::GatewayClient;
+    use producers::load::{Limit, LoadOptions, LoadProgress, Target, run_load};
+    use producers::relay::{Relay, RelayConfig};
+    use tokio_util::sync::CancellationToken;
+
+    let gateway = crate::gateway::support::Gateway::start().await;
+    let key = gateway.key(&["*"], &["*"], 100_000, 100_000).await;
+    let relay = Relay::new(
+        gateway.database.pool.clone(),
+        gateway.isolated.publisher().await,
+        RelayConfig::default(),
+    );
+    let stop_relay = CancellationToken::new();
+    let relaying = tokio::spawn({
+        let stop = stop_relay.clone();
+        async move { relay.run(stop).await }
+    });
+    let record = std::env::temp_dir().join(format!("load-{}.ndjson", uuid::Uuid::now_v7()));
+    let options = LoadOptions {
+        limit: Limit::Count(1_200),
+        invalid_share: 0.05,
+        outbox_share: 0.3,
+        lanes: 4,
+        record: Some(record.clone()),
+        ..LoadOptions::default()
+    };
+    let report = run_load(
+        Target::Gateway(GatewayClient::new(&gateway.base, key)),
+        Some(gateway.database.pool.clone()),
+        options,
+        Arc::new(LoadProgress::default()),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(report.sent, 1_200);
+    assert_eq!(report.failed, 0, "{:?}", report.first_failure);
+    assert!(report.refused_invalid > 0 && report.accepted_outbox > 0);
+    assert_eq!(
+        report.accepted_direct + report.accepted_outbox + report.refused_invalid,
+        report.sent
+    );
+    let recorded = std::fs::read_to_string(&record).unwrap();
+    std::fs::remove_file(&record).unwrap();
+    assert_eq!(recorded.lines().count(), 1_200);
+
+    let mut expected: BTreeMap<ConsumerGroup, u32> = BTreeMap::new();
+    for (_, event_type) in &report.accepted {
+        for group in ConsumerGroup::ALL
+            .into_iter()
+            .filter(|g| g.handles(*event_type))
+        {
+            *expected.entry(group).or_default() += 1;
+        }
+    }
+    let connection = connect(&gateway.isolated.settings).await;
+    let queued = eventually(Duration::from_secs(30), || async {
+        let depths = gateway.isolated.topology.depths(&connection).await.unwrap();
+        let queued: BTreeMap<ConsumerGroup, u32> = depths
+            .iter()
+            .map(|depth| (depth.group, depth.work))
+            .collect();
+        (queued == expected).then_some(queued)
+    })
+    .await;
+    stop_relay.cancel();
+    relaying.await.unwrap();
+    assert_eq!(queued, Some(expected));
+}

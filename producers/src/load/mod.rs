@@ -1,0 +1,318 @@
+//! The load generator: realistic store traffic (customers, products in
+//! categories, orders followed by payments, shipments and some
+//! cancellations), a configurable share of invalid events, sent through the
+//! gateway or straight to the broker, with a share of aggregates written
+//! through the transactional outbox; at a target rate or flat out, for a
+//! count or a duration. It reports what it achieved and, optionally,
+//! records every item it sent as NDJSON.
+//!
+//! - [`plan`]: what to send, and by which route and lane.
+//! - [`senders`]: the gateway client, AMQP publishing, outbox writes.
+
+pub mod plan;
+pub mod senders;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use shared::events::EventType;
+use shared::latency::LatencySummary;
+use shared::publish::Publisher;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use self::plan::{Item, Planned, Planner, Route};
+use self::senders::{GatewayClient, Outcome, publish_amqp, write_outbox};
+
+/// Where direct items go.
+#[derive(Clone)]
+pub enum Target {
+    /// The HTTP gateway.
+    Gateway(GatewayClient),
+    /// The broker, with confirms.
+    Amqp(Publisher),
+}
+
+/// When the run ends (or earlier, on stop).
+#[derive(Debug, Clone, Copy)]
+pub enum Limit {
+    /// After this many items.
+    Count(u64),
+    /// After this long.
+    Duration(Duration),
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// When to end.
+    pub limit: Limit,
+    /// Items per second; `None` is flat out.
+    pub rate: Option<u64>,
+    /// Seed of the simulated store.
+    pub seed: u64,
+    /// Fraction of items made invalid.
+    pub invalid_share: f64,
+    /// Fraction of aggregates written through the outbox (needs a pool).
+    pub outbox_share: f64,
+    /// Concurrent senders per route; one partition key uses one.
+    pub lanes: usize,
+    /// Most items per request or transaction.
+    pub batch_size: usize,
+    /// Write every item sent to this NDJSON file.
+    pub record: Option<PathBuf>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            limit: Limit::Count(10_000),
+            rate: None,
+            seed: 7,
+            invalid_share: 0.0,
+            outbox_share: 0.0,
+            lanes: 8,
+            batch_size: 50,
+            record: None,
+        }
+    }
+}
+
+/// Live counters, readable while the run goes on.
+#[derive(Debug, Default)]
+pub struct LoadProgress {
+    /// Items handed to a sender.
+    pub sent: AtomicU64,
+    /// Items safely in the broker or the outbox.
+    pub accepted: AtomicU64,
+    /// Invalid items refused (as they should be).
+    pub refused: AtomicU64,
+    /// Items that failed.
+    pub failed: AtomicU64,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Items sent.
+    pub sent: u64,
+    /// Valid events accepted directly (gateway 202 or broker confirm).
+    pub accepted_direct: u64,
+    /// Valid events committed to the outbox.
+    pub accepted_outbox: u64,
+    /// Invalid items refused by the gateway (or published as poison over AMQP).
+    pub refused_invalid: u64,
+    /// Failures, and the first one's reason.
+    pub failed: u64,
+    /// The first failure.
+    pub first_failure: Option<String>,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Send → 202 or confirm, per accepted direct event.
+    pub latency: Option<LatencySummary>,
+    /// Send → commit, per event written to the outbox.
+    pub outbox_latency: Option<LatencySummary>,
+    /// Every accepted event (id and type), for checking the database after.
+    pub accepted: Vec<(Uuid, EventType)>,
+}
+
+impl LoadReport {
+    /// Accepted events per second.
+    pub fn rate(&self) -> f64 {
+        (self.accepted_direct + self.accepted_outbox) as f64
+            / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    fn merge(&mut self, lane: LaneTally) {
+        self.accepted_direct += lane.accepted_direct;
+        self.accepted_outbox += lane.accepted_outbox;
+        self.refused_invalid += lane.refused;
+        self.failed += lane.failed;
+        if self.first_failure.is_none() {
+            self.first_failure = lane.first_failure;
+        }
+        self.accepted.extend(lane.accepted);
+    }
+}
+
+#[derive(Default)]
+struct LaneTally {
+    accepted_direct: u64,
+    accepted_outbox: u64,
+    refused: u64,
+    failed: u64,
+    first_failure: Option<String>,
+    accepted: Vec<(Uuid, EventType)>,
+    latencies: Vec<Duration>,
+}
+
+/// Runs the load until its limit or `stop`; waits for every sent item's outcome.
+pub async fn run_load(
+    target: Target,
+    outbox: Option<PgPool>,
+    options: LoadOptions,
+    progress: Arc<LoadProgress>,
+    stop: CancellationToken,
+) -> std::io::Result<LoadReport> {
+    let lanes = options.lanes.max(1);
+    let mut recorder = match &options.record {
+        Some(path) => Some(std::io::BufWriter::new(std::fs::File::create(path)?)),
+        None => None,
+    };
+    let mut direct = Vec::new();
+    let mut via_outbox = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..lanes {
+        let (sender, receiver) = mpsc::channel::<Item>(options.batch_size * 4);
+        direct.push(sender);
+        tasks.push(tokio::spawn(lane(
+            receiver,
+            LaneKind::Direct(target.clone()),
+            options.batch_size,
+            progress.clone(),
+            stop.clone(),
+        )));
+        if let Some(pool) = &outbox {
+            let (sender, receiver) = mpsc::channel::<Item>(options.batch_size * 4);
+            via_outbox.push(sender);
+            tasks.push(tokio::spawn(lane(
+                receiver,
+                LaneKind::Outbox(pool.clone()),
+                options.batch_size,
+                progress.clone(),
+                stop.clone(),
+            )));
+        }
+    }
+    let outbox_share = if outbox.is_some() {
+        options.outbox_share
+    } else {
+        0.0
+    };
+    let mut planner = Planner::new(options.seed, options.invalid_share, outbox_share, lanes);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    loop {
+        let done = match options.limit {
+            Limit::Count(count) => sent >= count,
+            Limit::Duration(duration) => started.elapsed() >= duration,
+        };
+        if done || stop.is_cancelled() {
+            break;
+        }
+        if let Some(rate) = options.rate {
+            let due = tokio::time::Instant::from_std(started)
+                + Duration::from_secs_f64(sent as f64 / rate.max(1) as f64);
+            tokio::select! {
+                () = tokio::time::sleep_until(due) => {}
+                () = stop.cancelled() => break,
+            }
+        }
+        let Planned { item, route, lane } = planner.next_planned();
+        if let Some(recorder) = recorder.as_mut() {
+            recorder.write_all(&item.ndjson_line())?;
+            recorder.write_all(b"\n")?;
+        }
+        let channel = match route {
+            Route::Outbox if !via_outbox.is_empty() => &via_outbox[lane],
+            _ => &direct[lane],
+        };
+        if channel.send(item).await.is_err() {
+            break;
+        }
+        sent += 1;
+        progress.sent.fetch_add(1, Ordering::Relaxed);
+    }
+    drop(direct);
+    drop(via_outbox);
+    if let Some(mut recorder) = recorder {
+        recorder.flush()?;
+    }
+    let mut report = LoadReport {
+        sent,
+        ..LoadReport::default()
+    };
+    let (mut latencies, mut outbox_latencies) = (Vec::new(), Vec::new());
+    for task in tasks {
+        let Ok((kind_is_outbox, mut tally)) = task.await else {
+            continue;
+        };
+        let samples = std::mem::take(&mut tally.latencies);
+        if kind_is_outbox {
+            outbox_latencies.extend(samples);
+        } else {
+            latencies.extend(samples);
+        }
+        report.merge(tally);
+    }
+    report.elapsed = started.elapsed();
+    report.latency = LatencySummary::from_samples(latencies);
+    report.outbox_latency = LatencySummary::from_samples(outbox_latencies);
+    Ok(report)
+}
+
+enum LaneKind {
+    Direct(Target),
+    Outbox(PgPool),
+}
+
+/// One sender: takes whatever is queued (up to `batch_size`) and sends it
+/// as one request or transaction, in order.
+async fn lane(
+    mut receiver: mpsc::Receiver<Item>,
+    kind: LaneKind,
+    batch_size: usize,
+    progress: Arc<LoadProgress>,
+    stop: CancellationToken,
+) -> (bool, LaneTally) {
+    let mut tally = LaneTally::default();
+    let is_outbox = matches!(kind, LaneKind::Outbox(_));
+    while let Some(first) = receiver.recv().await {
+        let mut items = vec![first];
+        while items.len() < batch_size {
+            match receiver.try_recv() {
+                Ok(item) => items.push(item),
+                Err(_) => break,
+            }
+        }
+        let outcomes = match &kind {
+            LaneKind::Direct(Target::Gateway(client)) => client.send(items, &stop).await,
+            LaneKind::Direct(Target::Amqp(publisher)) => publish_amqp(publisher, items).await,
+            LaneKind::Outbox(pool) => write_outbox(pool, items).await,
+        };
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Accepted {
+                    id,
+                    event_type,
+                    latency,
+                } => {
+                    if is_outbox {
+                        tally.accepted_outbox += 1;
+                    } else {
+                        tally.accepted_direct += 1;
+                    }
+                    tally.latencies.push(latency);
+                    tally.accepted.push((id, event_type));
+                    progress.accepted.fetch_add(1, Ordering::Relaxed);
+                }
+                Outcome::Refused => {
+                    tally.refused += 1;
+                    progress.refused.fetch_add(1, Ordering::Relaxed);
+                }
+                Outcome::Failed(reason) => {
+                    tally.failed += 1;
+                    progress.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%reason, "load item failed");
+                    tally.first_failure.get_or_insert(reason);
+                }
+            }
+        }
+    }
+    (is_outbox, tally)
+}
