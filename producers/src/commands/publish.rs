@@ -3,6 +3,7 @@
 use std::io::BufRead;
 
 use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
 use shared::events::Event;
 use shared::publish::Publisher;
 use shared::settings::Settings;
@@ -43,7 +44,9 @@ pub async fn run(args: PublishArgs, settings: &Settings) -> anyhow::Result<()> {
             std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
         )),
     };
-    let report = publish_ndjson(input, &publisher, settings.max_event_bytes).await?;
+    let progress = progress_bar(args.file.as_deref());
+    let report = publish_ndjson(input, &publisher, settings.max_event_bytes, &progress).await?;
+    progress.finish_and_clear();
     publisher.close().await;
     println!("published: {}", report.published);
     println!("rejected:  {}", report.rejected.len());
@@ -58,17 +61,41 @@ pub async fn run(args: PublishArgs, settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A bar over the file's bytes, or a counter for stdin; drawn on stderr
+/// only when it is a terminal.
+fn progress_bar(file: Option<&std::path::Path>) -> ProgressBar {
+    let size = file
+        .filter(|path| path.as_os_str() != "-")
+        .and_then(|path| std::fs::metadata(path).ok())
+        .map(|metadata| metadata.len());
+    match size {
+        Some(bytes) => ProgressBar::new(bytes).with_style(
+            ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {msg} ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {bytes} read {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    }
+}
+
 /// Decodes each non-blank line as a CloudEvent and publishes the valid ones
-/// with confirms, [`CHUNK_LINES`] at a time.
+/// with confirms, [`CHUNK_LINES`] at a time; `progress` advances by the
+/// bytes read and shows the counts.
 pub async fn publish_ndjson(
     input: impl BufRead,
     publisher: &Publisher,
     max_event_bytes: usize,
+    progress: &ProgressBar,
 ) -> std::io::Result<PublishReport> {
     let mut report = PublishReport::default();
     let mut chunk: Vec<(usize, Event)> = Vec::with_capacity(CHUNK_LINES);
     for (index, line) in input.lines().enumerate() {
         let line = line?;
+        progress.inc(line.len() as u64 + 1);
         if line.trim().is_empty() {
             continue;
         }
@@ -81,6 +108,11 @@ pub async fn publish_ndjson(
         }
         if chunk.len() == CHUNK_LINES {
             publish_chunk(&mut chunk, publisher, &mut report).await;
+            progress.set_message(format!(
+                "published {}, rejected {}",
+                report.published,
+                report.rejected.len()
+            ));
         }
     }
     publish_chunk(&mut chunk, publisher, &mut report).await;

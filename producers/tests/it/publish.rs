@@ -22,9 +22,16 @@ async fn valid_lines_are_published_and_each_bad_line_is_reported_with_its_number
     ]
     .join("\n");
 
-    let report = publish_ndjson(input.as_bytes(), &publisher, DEFAULT_MAX_EVENT_BYTES)
-        .await
-        .unwrap();
+    let progress = indicatif::ProgressBar::hidden();
+    let report = publish_ndjson(
+        input.as_bytes(),
+        &publisher,
+        DEFAULT_MAX_EVENT_BYTES,
+        &progress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(progress.position(), input.len() as u64 + 1);
 
     assert_eq!(report.published, 2);
     let lines: Vec<usize> = report
