@@ -135,8 +135,8 @@ async fn applied_and_dead(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
     .await
 }
 
-/// How this run's batches were applied, per group.
-fn print_batch_paths(metrics: &metrics_exporter_prometheus::PrometheusHandle) {
+/// How this process's batches were applied, per group.
+pub fn print_batch_paths(metrics: &metrics_exporter_prometheus::PrometheusHandle) {
     println!("batches this run (one statement / transaction / event by event):");
     let counts = crate::metrics::batches_by_path(metrics);
     for group in ConsumerGroup::ALL {
@@ -156,7 +156,8 @@ fn print_batch_paths(metrics: &metrics_exporter_prometheus::PrometheusHandle) {
     }
 }
 
-async fn print_totals(pool: &PgPool) -> Result<(), sqlx::Error> {
+/// Projection totals read from the database (all runs).
+pub async fn print_totals(pool: &PgPool) -> Result<(), sqlx::Error> {
     println!("database totals (all runs):");
     let applied: Vec<(String, i64)> = sqlx::query_as(
         "SELECT consumer_group, count(*) FROM processed_events GROUP BY 1 ORDER BY 1",

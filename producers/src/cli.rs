@@ -172,8 +172,13 @@ pub struct LoadArgs {
     /// API key for the gateway (with `--via gateway`); never printed.
     #[arg(long, env = "SWITCHYARD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Fraction of items made invalid (0–1): refused by the gateway, or
-    /// dead-lettered by the workers over AMQP.
+    /// Without `--api-key`: issue a key for this run in the database (any
+    /// type, any source) and revoke it at the end.
+    #[arg(long)]
+    pub issue_key: bool,
+    /// Invalid items added per valid event (0–1), spoiled copies sent in
+    /// addition: refused by the gateway, or dead-lettered by the workers
+    /// over AMQP.
     #[arg(long, default_value_t = 0.0)]
     pub invalid_share: f64,
     /// Fraction of aggregates written through the transactional outbox

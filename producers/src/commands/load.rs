@@ -10,28 +10,46 @@ use shared::topology::stats::depth_table;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{LoadArgs, Via};
+use crate::gateway::api_keys::{self, ApiKey, NewApiKey};
+use crate::gateway::grants::Grants;
 use crate::load::senders::GatewayClient;
 use crate::load::{Limit, LoadOptions, LoadProgress, Target, run_load};
 
 pub async fn run(args: LoadArgs, settings: &Settings) -> anyhow::Result<()> {
     let (connection, topology) =
         shared::startup::prepare_broker(settings, "switchyard-load").await?;
+    let database = if args.outbox_share > 0.0 || args.issue_key {
+        Some(shared::startup::prepare_database(settings, u32::from(args.lanes) + 2).await?)
+    } else {
+        None
+    };
+    let mut issued_key = None;
     let target = match args.via {
         Via::Amqp => Target::Amqp(
             Publisher::connect(settings, topology.events_exchange(), "switchyard-load").await?,
         ),
         Via::Gateway => {
-            let key = args.api_key.clone().ok_or_else(|| {
-                anyhow::anyhow!("--via gateway needs --api-key or SWITCHYARD_API_KEY")
-            })?;
-            Target::Gateway(GatewayClient::new(&args.gateway_url, key))
+            let key = match (&args.api_key, &database) {
+                (Some(key), _) => key.clone(),
+                (None, Some(pool)) if args.issue_key => {
+                    let (record, key) = issue_load_key(pool).await?;
+                    issued_key = Some(record.key_id);
+                    key
+                }
+                _ => anyhow::bail!(
+                    "--via gateway needs --api-key (or SWITCHYARD_API_KEY) or --issue-key"
+                ),
+            };
+            let client = GatewayClient::new(&args.gateway_url, key);
+            anyhow::ensure!(
+                client.wait_until_ready(Duration::from_secs(120)).await,
+                "the gateway at {} is not ready",
+                args.gateway_url
+            );
+            Target::Gateway(client)
         }
     };
-    let outbox = if args.outbox_share > 0.0 {
-        Some(shared::startup::prepare_database(settings, u32::from(args.lanes) + 1).await?)
-    } else {
-        None
-    };
+    let outbox = database.clone().filter(|_| args.outbox_share > 0.0);
     let options = LoadOptions {
         limit: args
             .duration_secs
@@ -97,11 +115,29 @@ pub async fn run(args: LoadArgs, settings: &Settings) -> anyhow::Result<()> {
     }
     print!("{}", depth_table(&topology.depths(&connection).await?));
     let _ = connection.close(200, "OK".into()).await;
-    if let Some(pool) = outbox {
+    if let Some(pool) = database {
+        if let Some(key_id) = issued_key {
+            api_keys::revoke(&pool, key_id).await?;
+        }
         pool.close().await;
     }
     if let Some(reason) = report.first_failure {
         anyhow::bail!("{} items failed; first: {reason}", report.failed);
     }
     Ok(())
+}
+
+/// A key for this run only: any type, any source, a generous rate.
+async fn issue_load_key(pool: &sqlx::PgPool) -> anyhow::Result<(ApiKey, String)> {
+    let grants = Grants::new(vec!["*".into()], vec!["*".into()])?;
+    Ok(api_keys::create(
+        pool,
+        NewApiKey {
+            producer: "load-generator".into(),
+            grants,
+            rate_per_second: 1_000_000,
+            burst: 100_000,
+        },
+    )
+    .await?)
 }

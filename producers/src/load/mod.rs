@@ -56,7 +56,7 @@ pub struct LoadOptions {
     pub rate: Option<u64>,
     /// Seed of the simulated store.
     pub seed: u64,
-    /// Fraction of items made invalid.
+    /// Invalid items added per valid event (spoiled copies, in addition).
     pub invalid_share: f64,
     /// Fraction of aggregates written through the outbox (needs a pool).
     pub outbox_share: f64,

@@ -63,6 +63,8 @@ pub struct Planner {
     invalid_share: f64,
     outbox_share: f64,
     lanes: usize,
+    /// The valid event held back while its spoiled copy goes first.
+    held_back: Option<Planned>,
 }
 
 impl Planner {
@@ -74,26 +76,35 @@ impl Planner {
             invalid_share: invalid_share.clamp(0.0, 1.0),
             outbox_share: outbox_share.clamp(0.0, 1.0),
             lanes: lanes.max(1),
+            held_back: None,
         }
     }
 
     /// The next item. A partition key's events all take one route (so an
     /// order's events are not split between the gateway and the outbox).
+    /// Invalid items are spoiled copies sent in addition to the valid
+    /// stream, so the store's story stays whole (no payment is left
+    /// waiting for an order that was never valid).
     pub fn next_planned(&mut self) -> Planned {
+        if let Some(planned) = self.held_back.take() {
+            return planned;
+        }
         let event = self.store.next_event();
         let hash = stable_hash(&event.partition_key);
         let lane = (hash % self.lanes as u64) as usize;
-        if self.random.random_bool(self.invalid_share) {
-            return Planned {
-                item: self.spoil(event),
-                route: Route::Direct,
-                lane,
-            };
-        }
         let outbox = ((hash >> 16) % 10_000) as f64 / 10_000.0 < self.outbox_share;
-        Planned {
-            item: Item::Valid(Box::new(event)),
+        let valid = Planned {
+            item: Item::Valid(Box::new(event.clone())),
             route: if outbox { Route::Outbox } else { Route::Direct },
+            lane,
+        };
+        if !self.random.random_bool(self.invalid_share) {
+            return valid;
+        }
+        self.held_back = Some(valid);
+        Planned {
+            item: self.spoil(event),
+            route: Route::Direct,
             lane,
         }
     }
@@ -177,13 +188,16 @@ mod tests {
     }
 
     #[test]
-    fn every_spoiled_item_is_refused_by_the_decoder() {
+    fn spoiled_copies_come_in_addition_and_are_refused_by_the_decoder() {
         let mut planner = Planner::new(1, 1.0, 0.0, 1);
         for _ in 0..200 {
             let Item::Invalid { bytes, .. } = planner.next_planned().item else {
-                panic!("all invalid")
+                panic!("a spoiled copy first")
             };
             assert!(shared::events::Event::decode(&bytes, DEFAULT_MAX_EVENT_BYTES).is_err());
+            let Item::Valid(_) = planner.next_planned().item else {
+                panic!("then the valid event")
+            };
         }
     }
 }

@@ -52,6 +52,21 @@ impl GatewayClient {
         }
     }
 
+    /// Waits until the gateway answers `/readyz` with 200, at most `patience`.
+    pub async fn wait_until_ready(&self, patience: Duration) -> bool {
+        let url = self.events_url.replace("/events", "/readyz");
+        let until = Instant::now() + patience;
+        while Instant::now() < until {
+            if let Ok(response) = self.client.get(&url).send().await
+                && response.status().is_success()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        false
+    }
+
     /// Posts `items`: valid ones as one batch, each invalid one alone (a
     /// batch is all or nothing, so one bad event would refuse the rest).
     /// Retries 429 and 503 after `Retry-After` until `stop`.
