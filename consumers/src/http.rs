@@ -59,12 +59,7 @@ pub async fn serve(
 async fn readiness(State(state): State<HttpState>) -> impl IntoResponse {
     let broker = state.broker.status().connected();
     let database = state.health.database_ready()
-        && tokio::time::timeout(
-            Duration::from_secs(2),
-            sqlx::query("SELECT 1").execute(&state.pool),
-        )
-        .await
-        .is_ok_and(|result| result.is_ok());
+        && shared::database::responds(&state.pool, Duration::from_secs(2)).await;
     let status = if broker && database {
         StatusCode::OK
     } else {

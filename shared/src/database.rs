@@ -73,3 +73,10 @@ pub async fn connect(
         .await
         .map_err(DatabaseError::Unreachable)
 }
+
+/// Whether `pool` answers `SELECT 1` within `patience` (readiness probes).
+pub async fn responds(pool: &PgPool, patience: Duration) -> bool {
+    tokio::time::timeout(patience, sqlx::query("SELECT 1").execute(pool))
+        .await
+        .is_ok_and(|result| result.is_ok())
+}

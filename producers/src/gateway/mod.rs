@@ -185,9 +185,8 @@ async fn readiness(State(state): State<GatewayState>) -> impl IntoResponse {
     let patience = Duration::from_secs(2);
     let (broker, database) = tokio::join!(
         state.publisher.ready(patience),
-        tokio::time::timeout(patience, sqlx::query("SELECT 1").execute(&state.pool)),
+        shared::database::responds(&state.pool, patience),
     );
-    let database = database.is_ok_and(|result| result.is_ok());
     let status = if broker && database {
         StatusCode::OK
     } else {

@@ -6,6 +6,23 @@ use shared::load::run_load;
 use shared::simulation::StoreTraffic;
 use shared::testing::{IsolatedTopology, connect, eventually};
 
+/// The work-queue depths per group once they equal `expected` (within 30 s).
+async fn queued_when(
+    isolated: &IsolatedTopology,
+    expected: &BTreeMap<ConsumerGroup, u32>,
+) -> Option<BTreeMap<ConsumerGroup, u32>> {
+    let connection = connect(&isolated.settings).await;
+    eventually(Duration::from_secs(30), || async {
+        let depths = isolated.topology.depths(&connection).await.unwrap();
+        let queued: BTreeMap<ConsumerGroup, u32> = depths
+            .iter()
+            .map(|depth| (depth.group, depth.work))
+            .collect();
+        (&queued == expected).then_some(queued)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn every_confirmed_load_event_is_queued_for_each_group_that_handles_its_type() {
     let isolated = IsolatedTopology::declare().await;
@@ -28,17 +45,7 @@ async fn every_confirmed_load_event_is_queued_for_each_group_that_handles_its_ty
 
     assert_eq!((report.published, report.failed), (count, 0));
     assert_eq!(report.latency.unwrap().count, count as usize);
-    let connection = connect(&isolated.settings).await;
-    let queued = eventually(Duration::from_secs(15), || async {
-        let depths = isolated.topology.depths(&connection).await.unwrap();
-        let queued: BTreeMap<ConsumerGroup, u32> = depths
-            .iter()
-            .map(|depth| (depth.group, depth.work))
-            .collect();
-        (queued == expected).then_some(queued)
-    })
-    .await;
-    assert_eq!(queued, Some(expected));
+    assert_eq!(queued_when(&isolated, &expected).await, Some(expected));
 }
 
 /// Through the gateway, with invalid items and a share of aggregates
@@ -105,16 +112,7 @@ async fn gateway_and_outbox_load_accounts_for_every_item_sent() {
             *expected.entry(group).or_default() += 1;
         }
     }
-    let connection = connect(&gateway.isolated.settings).await;
-    let queued = eventually(Duration::from_secs(30), || async {
-        let depths = gateway.isolated.topology.depths(&connection).await.unwrap();
-        let queued: BTreeMap<ConsumerGroup, u32> = depths
-            .iter()
-            .map(|depth| (depth.group, depth.work))
-            .collect();
-        (queued == expected).then_some(queued)
-    })
-    .await;
+    let queued = queued_when(&gateway.isolated, &expected).await;
     stop_relay.cancel();
     relaying.await.unwrap();
     assert_eq!(queued, Some(expected));

@@ -10,17 +10,18 @@ use shared::events::{DEFAULT_MAX_EVENT_BYTES, Event, EventType};
 use shared::groups::ConsumerGroup;
 use shared::testing::{IsolatedTopology, connect, eventually};
 
-/// The shell block that follows the `<!-- amqp-example -->` marker.
-fn amqp_example() -> String {
+/// The shell block that follows `marker` in the README.
+fn example_after(marker: &str) -> String {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
             .unwrap();
-    let after_marker = readme
-        .split("<!-- amqp-example -->")
-        .nth(1)
-        .expect("README has the marker");
+    let after_marker = readme.split(marker).nth(1).expect("README has the marker");
     let block = after_marker.split("```sh\n").nth(1).unwrap();
     block.split("```").next().unwrap().to_owned()
+}
+
+fn amqp_example() -> String {
+    example_after("<!-- amqp-example -->")
 }
 
 #[tokio::test]
@@ -76,17 +77,8 @@ async fn the_readme_amqp_example_puts_one_event_into_every_queue_bound_for_it() 
     }
 }
 
-/// The shell block that follows the `<!-- curl-example -->` marker.
 fn curl_example() -> String {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .unwrap();
-    let after_marker = readme
-        .split("<!-- curl-example -->")
-        .nth(1)
-        .expect("README has the marker");
-    let block = after_marker.split("```sh\n").nth(1).unwrap();
-    block.split("```").next().unwrap().to_owned()
+    example_after("<!-- curl-example -->")
 }
 
 #[tokio::test]

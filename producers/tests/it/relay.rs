@@ -8,8 +8,7 @@ use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use producers::relay::{Relay, RelayConfig};
-use shared::events::catalog::{OrderLine, OrderPlaced};
-use shared::events::{DEFAULT_MAX_EVENT_BYTES, Event, EventPayload};
+use shared::events::{DEFAULT_MAX_EVENT_BYTES, Event};
 use shared::groups::ConsumerGroup;
 use shared::publish::Publisher;
 use shared::testing::{IsolatedTopology, TestDatabase, connect, eventually};
@@ -111,20 +110,7 @@ impl Outbox {
 fn keyed_events(count: usize, keys: usize) -> Vec<Event> {
     (0..count)
         .map(|index| {
-            let mut event = Event::new(
-                "/outbox-test",
-                EventPayload::OrderPlaced(OrderPlaced {
-                    order_id: Uuid::now_v7(),
-                    customer_id: Uuid::now_v7(),
-                    currency: "EUR".into(),
-                    lines: vec![OrderLine {
-                        sku: "SKU-00001".into(),
-                        category: "books".into(),
-                        quantity: 1,
-                        unit_price_cents: 100,
-                    }],
-                }),
-            );
+            let mut event = crate::gateway::support::order_placed("/outbox-test");
             event.partition_key = format!("key-{}", index % keys);
             event
         })

@@ -1,4 +1,5 @@
-//! The broker goes away: 503 with Retry-After, then recovery without restart.
+//! The broker or the database goes away: 503 with Retry-After, then
+//! recovery without restart.
 
 use std::time::Duration;
 
@@ -44,4 +45,34 @@ async fn a_broker_outage_is_503_and_the_same_request_succeeds_once_it_is_back() 
     assert!(published.is_some(), "the gateway recovered by itself");
     // Each event is in the queue once: the failed attempt left no claim.
     assert_eq!(gateway.queued(ConsumerGroup::Orders).await, 3);
+}
+
+#[tokio::test]
+async fn a_database_outage_is_503_and_requests_succeed_again_once_it_is_back() {
+    let gateway = Gateway::with_database_behind_proxy().await;
+    let key = gateway.checkout_key().await;
+    assert_eq!(
+        gateway
+            .post_structured(&key, &order_placed("/checkout"))
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+
+    let proxy = gateway.proxy.as_ref().unwrap();
+    proxy.cut();
+    let event = order_placed("/checkout");
+    let refused = gateway.post_structured(&key, &event).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(json(refused).await["error"], "database_unavailable");
+
+    proxy.restore();
+    let accepted = eventually(Duration::from_secs(30), || async {
+        let response = gateway.post_structured(&key, &event).await;
+        (response.status() == StatusCode::ACCEPTED).then_some(())
+    })
+    .await;
+    assert!(accepted.is_some(), "the gateway recovered by itself");
+    assert_eq!(gateway.queued(ConsumerGroup::Orders).await, 2);
 }

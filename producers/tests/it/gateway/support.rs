@@ -12,7 +12,6 @@ use shared::events::catalog::{OrderLine, OrderPlaced};
 use shared::events::{Event, EventPayload};
 use shared::groups::ConsumerGroup;
 use shared::publish::Publisher;
-use shared::settings::Settings;
 use shared::testing::{IsolatedTopology, TcpProxy, TestDatabase, connect};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -23,7 +22,7 @@ pub struct Gateway {
     pub client: reqwest::Client,
     pub isolated: IsolatedTopology,
     pub database: TestDatabase,
-    /// Between the gateway and the broker, when started with [`Gateway::behind_proxy`].
+    /// Between the gateway and the broker or database, when one is to be cut.
     pub proxy: Option<TcpProxy>,
     pub shutdown: CancellationToken,
     pub served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -31,35 +30,54 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn start() -> Self {
-        Self::start_with(GatewayConfig::default(), false).await
+        Self::start_with(GatewayConfig::default(), None).await
     }
 
     pub async fn with_config(config: GatewayConfig) -> Self {
-        Self::start_with(config, false).await
+        Self::start_with(config, None).await
     }
 
     /// The gateway's broker connection goes through a proxy the test cuts.
     pub async fn behind_proxy() -> Self {
-        Self::start_with(GatewayConfig::default(), true).await
+        Self::start_with(GatewayConfig::default(), Some(Cut::Broker)).await
     }
 
-    async fn start_with(mut config: GatewayConfig, proxied: bool) -> Self {
+    /// The gateway's database connections go through a proxy the test
+    /// cuts; keys are not cached, so every request reads the key store.
+    pub async fn with_database_behind_proxy() -> Self {
+        let config = GatewayConfig {
+            key_cache_ttl: Duration::ZERO,
+            ..GatewayConfig::default()
+        };
+        Self::start_with(config, Some(Cut::Database)).await
+    }
+
+    async fn start_with(mut config: GatewayConfig, cut: Option<Cut>) -> Self {
         let isolated = IsolatedTopology::declare().await;
         let database = TestDatabase::create_with(isolated.settings.clone()).await;
         let mut settings = database.settings.clone();
         settings.publish.timeout = Duration::from_secs(2);
-        let proxy = if proxied {
-            let (url, proxy) = through_proxy(&settings).await;
-            settings.amqp_url = url.into();
-            Some(proxy)
-        } else {
-            None
+        let mut pool = database.pool.clone();
+        let proxy = match cut {
+            None => None,
+            Some(Cut::Broker) => {
+                let (url, proxy) = through_proxy(settings.amqp_url.expose_secret()).await;
+                settings.amqp_url = url.into();
+                Some(proxy)
+            }
+            Some(Cut::Database) => {
+                let (url, proxy) = through_proxy(settings.database_url.expose_secret()).await;
+                let mut proxied = settings.clone();
+                proxied.database_url = url.into();
+                pool = shared::database::connect(&proxied, 4, false).await.unwrap();
+                Some(proxy)
+            }
         };
         let publisher = Publisher::new(&settings, isolated.topology.events_exchange(), "gateway");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address: SocketAddr = listener.local_addr().unwrap();
         config.listen = address;
-        let state = GatewayState::new(settings, config, database.pool.clone(), publisher);
+        let state = GatewayState::new(settings, config, pool, publisher);
         let shutdown = CancellationToken::new();
         let served = tokio::spawn(serve(listener, state, shutdown.clone()));
         Self {
@@ -149,9 +167,15 @@ impl Drop for Gateway {
     }
 }
 
-/// Settings' broker URL rewritten to go through a new proxy.
-async fn through_proxy(settings: &Settings) -> (String, TcpProxy) {
-    let url = settings.amqp_url.expose_secret().to_owned();
+/// Which connection a test cuts.
+#[derive(Clone, Copy)]
+enum Cut {
+    Broker,
+    Database,
+}
+
+/// `url` (amqp:// or postgres://) rewritten to go through a new proxy.
+async fn through_proxy(url: &str) -> (String, TcpProxy) {
     let (scheme, rest) = url.split_once("://").unwrap();
     let (credentials, rest) = rest.rsplit_once('@').unwrap_or(("", rest));
     let (host_port, path) = rest.split_once('/').unwrap_or((rest, ""));
