@@ -247,3 +247,73 @@ async fn a_key_over_its_rate_is_429_with_retry_after() {
     );
     assert_eq!(gateway.queued(ConsumerGroup::Orders).await, 3);
 }
+
+#[tokio::test]
+async fn keys_issued_listed_and_revoked_with_the_cli_are_stored_with_their_grants() {
+    use producers::cli::{Command, KeysCommand};
+    use producers::gateway::api_keys;
+
+    let gateway = Gateway::with_config(GatewayConfig {
+        key_cache_ttl: Duration::ZERO,
+        ..GatewayConfig::default()
+    })
+    .await;
+    let settings = gateway.database.settings.clone();
+    producers::commands::run(
+        Command::Keys(KeysCommand::Create {
+            producer: "checkout".into(),
+            types: vec!["order.placed".into()],
+            sources: vec!["/checkout".into()],
+            rate: 50,
+            burst: None,
+        }),
+        &settings,
+    )
+    .await
+    .unwrap();
+    let keys = api_keys::list(&gateway.database.pool).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    let key = &keys[0];
+    assert_eq!(
+        (key.producer.as_str(), key.rate_per_second, key.burst),
+        ("checkout", 50, 100)
+    );
+    assert_eq!(key.grants.types(), ["order.placed"]);
+
+    producers::commands::run(
+        Command::Keys(KeysCommand::Revoke { key_id: key.key_id }),
+        &settings,
+    )
+    .await
+    .unwrap();
+    let revoked = api_keys::list(&gateway.database.pool).await.unwrap();
+    assert!(revoked[0].revoked_at.is_some());
+    // Revoking again: no live key by that id.
+    assert!(
+        producers::commands::run(
+            Command::Keys(KeysCommand::Revoke { key_id: key.key_id }),
+            &settings
+        )
+        .await
+        .is_err()
+    );
+    // A key with an unknown type is refused before anything is stored.
+    assert!(
+        producers::commands::run(
+            Command::Keys(KeysCommand::Create {
+                producer: "x".into(),
+                types: vec!["order.eaten".into()],
+                sources: vec!["/x".into()],
+                rate: 1,
+                burst: None,
+            }),
+            &settings,
+        )
+        .await
+        .is_err()
+    );
+    assert_eq!(
+        api_keys::list(&gateway.database.pool).await.unwrap().len(),
+        1
+    );
+}
