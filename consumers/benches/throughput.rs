@@ -120,6 +120,50 @@ async fn consume_every_group(
     consumers
 }
 
+/// `first` and every delivery already waiting after it, up to `max` in all
+/// (the hand-written batching of the ceiling and the reference).
+fn with_ready(
+    first: lapin::message::Delivery,
+    consumer: &mut lapin::Consumer,
+    max: usize,
+) -> Vec<lapin::message::Delivery> {
+    let mut deliveries = vec![first];
+    while deliveries.len() < max {
+        match futures_util::FutureExt::now_or_never(consumer.next()) {
+            Some(Some(Ok(next))) => deliveries.push(next),
+            _ => break,
+        }
+    }
+    deliveries
+}
+
+/// One multiple-ack up to the last of `deliveries` (all are finished).
+async fn ack_all(channel: &lapin::Channel, deliveries: &[lapin::message::Delivery]) {
+    if let Some(last) = deliveries.last() {
+        channel
+            .basic_ack(last.delivery_tag, BasicAckOptions { multiple: true })
+            .await
+            .unwrap();
+    }
+}
+
+/// Publishes `events` and waits until the consumers have reported
+/// `expected` deliveries on `done`; the rate and CPU of that window.
+async fn publish_and_count(
+    scenario: &Scenario,
+    events: &[Event],
+    expected: i64,
+    done: &mut tokio::sync::mpsc::UnboundedReceiver<usize>,
+) -> (Measured, Publisher) {
+    let (started, cpu) = (Instant::now(), CpuTimes::now());
+    let publisher = publish_all(scenario, events).await;
+    let mut consumed = 0i64;
+    while consumed < expected {
+        consumed += done.recv().await.unwrap() as i64;
+    }
+    (Measured::since(started, cpu, expected), publisher)
+}
+
 /// 1. Publish and consume every routed copy with no database work.
 async fn broker_ceiling(events: &[Event]) -> Measured {
     let scenario = Scenario::new().await;
@@ -131,29 +175,13 @@ async fn broker_ceiling(events: &[Event]) -> Measured {
         tokio::spawn(async move {
             // Hand-written batching: ack every ready delivery with one multiple-ack.
             while let Some(Ok(first)) = consumer.next().await {
-                let mut last = first.delivery_tag;
-                let mut taken = 1;
-                while let Some(Some(Ok(next))) =
-                    futures_util::FutureExt::now_or_never(consumer.next())
-                {
-                    last = next.delivery_tag;
-                    taken += 1;
-                }
-                channel
-                    .basic_ack(last, BasicAckOptions { multiple: true })
-                    .await
-                    .unwrap();
-                let _ = sender.send(taken);
+                let taken = with_ready(first, &mut consumer, usize::MAX);
+                ack_all(&channel, &taken).await;
+                let _ = sender.send(taken.len());
             }
         });
     }
-    let (started, cpu) = (Instant::now(), CpuTimes::now());
-    let publisher = publish_all(&scenario, events).await;
-    let mut consumed = 0i64;
-    while consumed < expected {
-        consumed += done.recv().await.unwrap() as i64;
-    }
-    let measured = Measured::since(started, cpu, expected);
+    let (measured, publisher) = publish_and_count(&scenario, events, expected, &mut done).await;
     publisher.close().await;
     let _ = connection.close(200, "OK".into()).await;
     measured
@@ -175,13 +203,7 @@ async fn hand_written_with_database(events: &[Event]) -> Measured {
         let mut database = scenario.database.pool.acquire().await.unwrap();
         tokio::spawn(async move {
             while let Some(Ok(first)) = consumer.next().await {
-                let mut deliveries = vec![first];
-                while deliveries.len() < 128 {
-                    match futures_util::FutureExt::now_or_never(consumer.next()) {
-                        Some(Some(Ok(next))) => deliveries.push(next),
-                        _ => break,
-                    }
-                }
+                let deliveries = with_ready(first, &mut consumer, 128);
                 let decoded: Vec<Event> = deliveries
                     .iter()
                     .map(|delivery| Event::decode(&delivery.data, 1 << 20).unwrap())
@@ -191,22 +213,12 @@ async fn hand_written_with_database(events: &[Event]) -> Measured {
                     .await
                     .unwrap()
                     .unwrap();
-                let last = deliveries.last().unwrap().delivery_tag;
-                channel
-                    .basic_ack(last, BasicAckOptions { multiple: true })
-                    .await
-                    .unwrap();
+                ack_all(&channel, &deliveries).await;
                 let _ = sender.send(deliveries.len());
             }
         });
     }
-    let (started, cpu) = (Instant::now(), CpuTimes::now());
-    let publisher = publish_all(&scenario, events).await;
-    let mut consumed = 0i64;
-    while consumed < expected {
-        consumed += done.recv().await.unwrap() as i64;
-    }
-    let measured = Measured::since(started, cpu, expected);
+    let (measured, publisher) = publish_and_count(&scenario, events, expected, &mut done).await;
     assert_eq!(
         applied(&scenario).await,
         expected,

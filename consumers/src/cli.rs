@@ -17,8 +17,9 @@ pub struct Cli {
 pub enum Command {
     /// Run workers for one or more groups until SIGINT/SIGTERM.
     Run(RunArgs),
-    /// The main job: workers of every group fed with simulated store traffic,
-    /// live progress, and database totals at the end.
+    /// Workers of every group fed with simulated store traffic over AMQP,
+    /// live progress, and database totals at the end (the whole stack with
+    /// the gateway and relay is the `switchyard` binary).
     Demo(DemoArgs),
     /// Declare the topology and migrate, then print each group's queue depths
     /// and the dead-letter store's size per group.

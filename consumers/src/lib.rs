@@ -2,10 +2,11 @@
 //!
 //! - [`cli`]: the `consumers` command line.
 //! - [`commands`]: one function per subcommand.
-//! - [`demo`]: the main job — the whole stack fed with store traffic.
+//! - [`demo`]: workers of every group fed with store traffic over AMQP.
 //! - [`handlers`]: the store's handlers per group and their typed errors.
 //! - [`http`]: liveness, readiness and Prometheus endpoints.
 //! - [`metrics`]: every metric the workers emit.
+//! - [`report`]: end-of-run batch and database totals.
 //! - [`runtime`]: workers: prefetch, batching, retries, dead letters.
 
 pub mod cli;
@@ -14,4 +15,5 @@ pub mod demo;
 pub mod handlers;
 pub mod http;
 pub mod metrics;
+pub mod report;
 pub mod runtime;

@@ -80,3 +80,24 @@ pub async fn responds(pool: &PgPool, patience: Duration) -> bool {
         .await
         .is_ok_and(|result| result.is_ok())
 }
+
+/// Rows removed per statement by [`delete_in_chunks`]: a large purge never
+/// holds many row locks, or one long transaction, at once.
+pub const DELETE_CHUNK: i64 = 10_000;
+
+/// Calls `delete` (which removes at most the given number of rows and says
+/// how many it removed) until a call removes fewer; returns the total.
+pub async fn delete_in_chunks<F, Fut>(mut delete: F) -> Result<u64, sqlx::Error>
+where
+    F: FnMut(i64) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, sqlx::Error>>,
+{
+    let mut total = 0;
+    loop {
+        let removed = delete(DELETE_CHUNK).await?;
+        total += removed;
+        if removed < DELETE_CHUNK as u64 {
+            return Ok(total);
+        }
+    }
+}

@@ -169,13 +169,16 @@ pub async fn run_stack(
 
     let started = Instant::now();
     let mut lag_before = LagSnapshot::take(&metrics);
-    let mut applied_before = (started, applied_so_far(&pool).await?);
+    let mut applied_before = (started, database_counts(&pool).await?.applied);
     let mut print_progress = async |phase: &str| -> anyhow::Result<()> {
         let depths = topology.depths(&connection).await?;
         let queued: u32 = depths.iter().map(|depth| depth.work).sum();
         let retrying: u32 = depths.iter().map(|depth| depth.retrying).sum();
-        let applied = applied_so_far(&pool).await?;
-        let (dead, outbox_pending) = dead_and_pending(&pool).await?;
+        let DatabaseCounts {
+            applied,
+            dead,
+            outbox_pending,
+        } = database_counts(&pool).await?;
         let rate = (applied - applied_before.1) as f64
             / applied_before.0.elapsed().as_secs_f64().max(0.001);
         applied_before = (Instant::now(), applied);
@@ -232,24 +235,31 @@ pub async fn run_stack(
         groups: totals,
     };
     print_summary(&summary, &metrics);
-    consumers::demo::print_totals(&pool).await?;
+    consumers::report::print_totals(&pool).await?;
     pool.close().await;
     Ok(summary)
 }
 
-async fn applied_so_far(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM processed_events")
-        .fetch_one(pool)
-        .await
+/// What the progress line reads from the database, in one round trip.
+struct DatabaseCounts {
+    applied: i64,
+    dead: i64,
+    outbox_pending: i64,
 }
 
-async fn dead_and_pending(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as(
-        "SELECT (SELECT count(*) FROM dead_letters),
+async fn database_counts(pool: &PgPool) -> Result<DatabaseCounts, sqlx::Error> {
+    let (applied, dead, outbox_pending) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM processed_events),
+                (SELECT count(*) FROM dead_letters),
                 (SELECT count(*) FROM outbox WHERE sent_at IS NULL)",
     )
     .fetch_one(pool)
-    .await
+    .await?;
+    Ok(DatabaseCounts {
+        applied,
+        dead,
+        outbox_pending,
+    })
 }
 
 fn print_summary(summary: &StackSummary, metrics: &metrics_exporter_prometheus::PrometheusHandle) {
@@ -287,7 +297,7 @@ fn print_summary(summary: &StackSummary, metrics: &metrics_exporter_prometheus::
             totals.missing()
         );
     }
-    consumers::demo::print_batch_paths(metrics);
+    consumers::report::print_batch_paths(metrics);
     if summary.balanced() {
         println!(
             "  totals match the database: every accepted event was applied or dead-lettered by each group that receives it"

@@ -71,21 +71,7 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice() {
 #[tokio::test]
 async fn an_unreachable_database_pauses_consumption_without_dead_letters_and_it_resumes() {
     let stack = Stack::new().await;
-    let direct = database_url(&stack.settings);
-    let (host_port, database) = direct.rsplit_once('/').unwrap();
-    let upstream = host_port
-        .rsplit_once('@')
-        .map_or(host_port, |(_, address)| address);
-    let upstream = upstream.trim_start_matches("postgres://");
-    let proxy = TcpProxy::start(
-        tokio::net::lookup_host(upstream)
-            .await
-            .unwrap()
-            .next()
-            .unwrap(),
-    )
-    .await;
-    let through_proxy = format!("postgres://postgres@{}/{database}", proxy.address);
+    let (proxy, through_proxy) = TcpProxy::in_front_of(&database_url(&stack.settings)).await;
     let mut settings = stack.settings.clone();
     settings.database_url = through_proxy.into();
     let workers = stack.start_with(settings, stack.options(&[ConsumerGroup::Orders], 2));

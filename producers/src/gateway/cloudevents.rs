@@ -6,11 +6,12 @@
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use percent_encoding::percent_decode_str;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use shared::events::{DecodeError, Event};
 
 /// Structured mode: one event, the whole CloudEvent as JSON.
-pub const STRUCTURED: &str = "application/cloudevents+json";
+pub const STRUCTURED: &str = shared::events::envelope::CLOUDEVENTS_JSON;
 /// Batched mode: a JSON array of structured events.
 pub const BATCH: &str = "application/cloudevents-batch+json";
 /// The header that marks binary mode (attributes in `ce-*` headers).
@@ -117,16 +118,19 @@ fn parse_batch(
     max_event_bytes: usize,
     max_batch_events: usize,
 ) -> Result<ParsedRequest, RequestError> {
-    let value: Value = serde_json::from_slice(body).map_err(|error| RequestError::Malformed {
-        field: "$".to_owned(),
-        reason: format!("not valid JSON: {error}"),
-    })?;
-    let Value::Array(items) = value else {
-        return Err(RequestError::Malformed {
+    // Each element is kept as its raw text, so it is decoded (and held to
+    // the single-event size limit) by `Event::decode` like any other event.
+    let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|error| {
+        let is_array = body.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'[');
+        RequestError::Malformed {
             field: "$".to_owned(),
-            reason: "a batch must be a JSON array of CloudEvents".to_owned(),
-        });
-    };
+            reason: if is_array || serde_json::from_slice::<Value>(body).is_err() {
+                format!("not valid JSON: {error}")
+            } else {
+                "a batch must be a JSON array of CloudEvents".to_owned()
+            },
+        }
+    })?;
     if items.is_empty() {
         return Err(RequestError::Malformed {
             field: "$".to_owned(),
@@ -141,17 +145,7 @@ fn parse_batch(
     }
     let events = items
         .into_iter()
-        .map(|item| {
-            // Each event is held to the same size limit as a single one.
-            let size = serde_json::to_vec(&item).map_or(0, |bytes| bytes.len());
-            if size > max_event_bytes {
-                return Err(DecodeError::TooLarge {
-                    size,
-                    limit: max_event_bytes,
-                });
-            }
-            Event::from_json_value(item)
-        })
+        .map(|item| Event::decode(item.get().as_bytes(), max_event_bytes))
         .collect();
     Ok(ParsedRequest {
         mode: Mode::Batch,

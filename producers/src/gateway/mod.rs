@@ -218,10 +218,6 @@ pub async fn serve(
     served
 }
 
-/// Expired ids removed per statement, so a large purge never holds locks long.
-const PURGE_CHUNK: i64 = 10_000;
-const PURGE_CHUNK_ROWS: u64 = PURGE_CHUNK as u64;
-
 async fn purge_expired_ids(pool: PgPool, window: Duration, shutdown: CancellationToken) {
     let mut every_minute = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -229,15 +225,12 @@ async fn purge_expired_ids(pool: PgPool, window: Duration, shutdown: Cancellatio
             () = shutdown.cancelled() => return,
             _ = every_minute.tick() => {}
         }
-        loop {
-            match accepted_events::purge_expired(&pool, window, PURGE_CHUNK).await {
-                Ok(PURGE_CHUNK_ROWS) => continue,
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "could not purge expired accepted event ids");
-                    break;
-                }
-            }
+        let purged = shared::database::delete_in_chunks(|limit| {
+            accepted_events::purge_expired(&pool, window, limit)
+        })
+        .await;
+        if let Err(error) = purged {
+            tracing::warn!(%error, "could not purge expired accepted event ids");
         }
     }
 }

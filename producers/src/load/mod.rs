@@ -127,17 +127,6 @@ impl LoadReport {
         (self.accepted_direct + self.accepted_outbox) as f64
             / self.elapsed.as_secs_f64().max(f64::EPSILON)
     }
-
-    fn merge(&mut self, lane: LaneTally) {
-        self.accepted_direct += lane.accepted_direct;
-        self.accepted_outbox += lane.accepted_outbox;
-        self.refused_invalid += lane.refused;
-        self.failed += lane.failed;
-        if self.first_failure.is_none() {
-            self.first_failure = lane.first_failure;
-        }
-        self.accepted.extend(lane.accepted);
-    }
 }
 
 #[derive(Default)]
@@ -148,7 +137,38 @@ struct LaneTally {
     failed: u64,
     first_failure: Option<String>,
     accepted: Vec<(Uuid, EventType)>,
-    latencies: Vec<Duration>,
+    direct_latencies: Vec<Duration>,
+    outbox_latencies: Vec<Duration>,
+}
+
+impl LaneTally {
+    fn absorb(&mut self, lane: LaneTally) {
+        self.accepted_direct += lane.accepted_direct;
+        self.accepted_outbox += lane.accepted_outbox;
+        self.refused += lane.refused;
+        self.failed += lane.failed;
+        if self.first_failure.is_none() {
+            self.first_failure = lane.first_failure;
+        }
+        self.accepted.extend(lane.accepted);
+        self.direct_latencies.extend(lane.direct_latencies);
+        self.outbox_latencies.extend(lane.outbox_latencies);
+    }
+
+    fn into_report(self, sent: u64, elapsed: Duration) -> LoadReport {
+        LoadReport {
+            sent,
+            accepted_direct: self.accepted_direct,
+            accepted_outbox: self.accepted_outbox,
+            refused_invalid: self.refused,
+            failed: self.failed,
+            first_failure: self.first_failure,
+            elapsed,
+            latency: LatencySummary::from_samples(self.direct_latencies),
+            outbox_latency: LatencySummary::from_samples(self.outbox_latencies),
+            accepted: self.accepted,
+        }
+    }
 }
 
 /// Runs the load until its limit or `stop`; waits for every sent item's outcome.
@@ -164,31 +184,27 @@ pub async fn run_load(
         Some(path) => Some(std::io::BufWriter::new(std::fs::File::create(path)?)),
         None => None,
     };
-    let mut direct = Vec::new();
-    let mut via_outbox = Vec::new();
     let mut tasks = Vec::new();
-    for _ in 0..lanes {
+    let mut open_lane = |kind: LaneKind| {
         let (sender, receiver) = mpsc::channel::<Item>(options.batch_size * 4);
-        direct.push(sender);
         tasks.push(tokio::spawn(lane(
             receiver,
-            LaneKind::Direct(target.clone()),
+            kind,
             options.batch_size,
             progress.clone(),
             stop.clone(),
         )));
-        if let Some(pool) = &outbox {
-            let (sender, receiver) = mpsc::channel::<Item>(options.batch_size * 4);
-            via_outbox.push(sender);
-            tasks.push(tokio::spawn(lane(
-                receiver,
-                LaneKind::Outbox(pool.clone()),
-                options.batch_size,
-                progress.clone(),
-                stop.clone(),
-            )));
-        }
-    }
+        sender
+    };
+    let direct: Vec<_> = (0..lanes)
+        .map(|_| open_lane(LaneKind::Direct(target.clone())))
+        .collect();
+    let via_outbox: Vec<_> = match &outbox {
+        Some(pool) => (0..lanes)
+            .map(|_| open_lane(LaneKind::Outbox(pool.clone())))
+            .collect(),
+        None => Vec::new(),
+    };
     let outbox_share = if outbox.is_some() {
         options.outbox_share
     } else {
@@ -233,27 +249,13 @@ pub async fn run_load(
     if let Some(mut recorder) = recorder {
         recorder.flush()?;
     }
-    let mut report = LoadReport {
-        sent,
-        ..LoadReport::default()
-    };
-    let (mut latencies, mut outbox_latencies) = (Vec::new(), Vec::new());
+    let mut total = LaneTally::default();
     for task in tasks {
-        let Ok((kind_is_outbox, mut tally)) = task.await else {
-            continue;
-        };
-        let samples = std::mem::take(&mut tally.latencies);
-        if kind_is_outbox {
-            outbox_latencies.extend(samples);
-        } else {
-            latencies.extend(samples);
+        if let Ok(tally) = task.await {
+            total.absorb(tally);
         }
-        report.merge(tally);
     }
-    report.elapsed = started.elapsed();
-    report.latency = LatencySummary::from_samples(latencies);
-    report.outbox_latency = LatencySummary::from_samples(outbox_latencies);
-    Ok(report)
+    Ok(total.into_report(sent, started.elapsed()))
 }
 
 enum LaneKind {
@@ -269,7 +271,7 @@ async fn lane(
     batch_size: usize,
     progress: Arc<LoadProgress>,
     stop: CancellationToken,
-) -> (bool, LaneTally) {
+) -> LaneTally {
     let mut tally = LaneTally::default();
     let is_outbox = matches!(kind, LaneKind::Outbox(_));
     while let Some(first) = receiver.recv().await {
@@ -294,10 +296,11 @@ async fn lane(
                 } => {
                     if is_outbox {
                         tally.accepted_outbox += 1;
+                        tally.outbox_latencies.push(latency);
                     } else {
                         tally.accepted_direct += 1;
+                        tally.direct_latencies.push(latency);
                     }
-                    tally.latencies.push(latency);
                     tally.accepted.push((id, event_type));
                     progress.accepted.fetch_add(1, Ordering::Relaxed);
                 }
@@ -314,5 +317,5 @@ async fn lane(
             }
         }
     }
-    (is_outbox, tally)
+    tally
 }

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::Item;
+use crate::gateway::cloudevents;
 
 /// What became of one item.
 #[derive(Debug, Clone)]
@@ -77,7 +78,7 @@ impl GatewayClient {
             match item {
                 Item::Valid(event) => valid.push(*event),
                 Item::Invalid { bytes, .. } => {
-                    let answer = self.post(bytes, "application/cloudevents+json", stop).await;
+                    let answer = self.post(bytes, cloudevents::STRUCTURED, stop).await;
                     outcomes.push(match answer {
                         Ok((StatusCode::BAD_REQUEST, _)) => Outcome::Refused,
                         Ok((status, _)) => {
@@ -94,10 +95,7 @@ impl GatewayClient {
         let body: Vec<_> = valid.iter().map(Event::to_envelope).collect();
         let body = serde_json::to_vec(&body).unwrap_or_default();
         let started = Instant::now();
-        match self
-            .post(body, "application/cloudevents-batch+json", stop)
-            .await
-        {
+        match self.post(body, cloudevents::BATCH, stop).await {
             Ok((StatusCode::ACCEPTED, _)) => {
                 let latency = started.elapsed();
                 outcomes.extend(valid.iter().map(|event| accepted(event, latency)));
@@ -171,15 +169,14 @@ pub async fn publish_amqp(publisher: &Publisher, items: Vec<Item>) -> Vec<Outcom
             Item::Invalid {
                 bytes, routing_key, ..
             } => {
-                let mut message = OutgoingMessage {
+                let message = OutgoingMessage {
                     routing_key,
                     exchange: None,
                     body: bytes,
-                    properties: lapin::BasicProperties::default().with_delivery_mode(2),
+                    properties: lapin::BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_content_type(cloudevents::STRUCTURED.into()),
                 };
-                message.properties = message
-                    .properties
-                    .with_content_type("application/cloudevents+json".into());
                 match publisher.publish_message(message).await {
                     // Poison on purpose: the workers must dead-letter it.
                     Ok(()) => Outcome::Refused,

@@ -206,15 +206,12 @@ impl Relay {
     }
 
     async fn purge(&self) {
-        loop {
-            match purge_sent(&self.pool, self.config.retention, 10_000).await {
-                Ok(10_000) => continue,
-                Ok(_) => return,
-                Err(error) => {
-                    tracing::warn!(%error, "could not purge sent outbox rows");
-                    return;
-                }
-            }
+        let purged = shared::database::delete_in_chunks(|limit| {
+            purge_sent(&self.pool, self.config.retention, limit)
+        })
+        .await;
+        if let Err(error) = purged {
+            tracing::warn!(%error, "could not purge sent outbox rows");
         }
     }
 }

@@ -40,6 +40,25 @@ impl TcpProxy {
         }
     }
 
+    /// A proxy in front of the host and port of `url` (`amqp://…` or
+    /// `postgres://…`), and `url` rewritten to go through it (credentials,
+    /// path and query kept).
+    pub async fn in_front_of(url: &str) -> (Self, String) {
+        let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+        let (credentials, rest) = rest.rsplit_once('@').unwrap_or(("", rest));
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (host_port, tail) = rest.split_at(split);
+        let upstream = tokio::net::lookup_host(host_port)
+            .await
+            .expect("resolve the upstream")
+            .next()
+            .expect("an upstream address");
+        let proxy = Self::start(upstream).await;
+        let at = if credentials.is_empty() { "" } else { "@" };
+        let rewritten = format!("{scheme}://{credentials}{at}{}{tail}", proxy.address);
+        (proxy, rewritten)
+    }
+
     /// Drops every open connection and refuses new ones.
     pub fn cut(&self) {
         self.refusing.store(true, Ordering::SeqCst);

@@ -61,12 +61,13 @@ impl Gateway {
         let proxy = match cut {
             None => None,
             Some(Cut::Broker) => {
-                let (url, proxy) = through_proxy(settings.amqp_url.expose_secret()).await;
+                let (proxy, url) = TcpProxy::in_front_of(settings.amqp_url.expose_secret()).await;
                 settings.amqp_url = url.into();
                 Some(proxy)
             }
             Some(Cut::Database) => {
-                let (url, proxy) = through_proxy(settings.database_url.expose_secret()).await;
+                let (proxy, url) =
+                    TcpProxy::in_front_of(settings.database_url.expose_secret()).await;
                 let mut proxied = settings.clone();
                 proxied.database_url = url.into();
                 pool = shared::database::connect(&proxied, 4, false).await.unwrap();
@@ -172,24 +173,6 @@ impl Drop for Gateway {
 enum Cut {
     Broker,
     Database,
-}
-
-/// `url` (amqp:// or postgres://) rewritten to go through a new proxy.
-async fn through_proxy(url: &str) -> (String, TcpProxy) {
-    let (scheme, rest) = url.split_once("://").unwrap();
-    let (credentials, rest) = rest.rsplit_once('@').unwrap_or(("", rest));
-    let (host_port, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let upstream = tokio::net::lookup_host(host_port)
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = TcpProxy::start(upstream).await;
-    let at = if credentials.is_empty() { "" } else { "@" };
-    (
-        format!("{scheme}://{credentials}{at}{}/{path}", proxy.address),
-        proxy,
-    )
 }
 
 /// A valid `order.placed` from `source`.
