@@ -11,8 +11,11 @@ use super::payload::EventPayload;
 
 /// Default largest accepted event body: 256 KiB.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 256 * 1024;
-/// Longest accepted text attribute (source, subject, extensions).
-const MAX_ATTRIBUTE_CHARS: usize = 1024;
+/// Longest `source` and `correlationid`, in bytes: each also travels in an
+/// AMQP short string (`app_id`, `correlation_id`), which holds 255 bytes.
+pub const MAX_SHORT_ATTRIBUTE_BYTES: usize = 255;
+/// Longest other text attribute (`subject`, `causationid`, `partitionkey`), in characters.
+pub const MAX_ATTRIBUTE_CHARS: usize = 1024;
 
 impl Event {
     /// Decodes a structured-mode CloudEvent, refusing bodies over `max_bytes`.
@@ -24,22 +27,22 @@ impl Event {
                 limit: max_bytes,
             });
         }
-        let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|error| DecodeError::Malformed {
-                field: "$".to_owned(),
-                reason: format!("not valid JSON: {error}"),
-            })?;
+        let value: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|error| DecodeError::NotJson(format!("not valid JSON: {error}")))?;
         Self::from_json_value(value)
     }
 
-    /// Decodes an already parsed JSON document (the HTTP gateway's batches).
+    /// Decodes an already parsed JSON document (the outbox's rows, binary
+    /// mode's attributes).
     pub fn from_json_value(value: serde_json::Value) -> Result<Event, DecodeError> {
         if !value.is_object() {
-            return Err(DecodeError::Malformed {
-                field: "$".to_owned(),
-                reason: "an event must be a JSON object".to_owned(),
-            });
+            return Err(DecodeError::NotJson(
+                "an event must be a JSON object".to_owned(),
+            ));
         }
+        // PostgreSQL's text and jsonb cannot hold NUL: refuse it here, with
+        // the field named, rather than fail later in a worker's transaction.
+        check_no_nul(&value, "")?;
         let envelope: CloudEventEnvelope =
             serde_path_to_error::deserialize(value).map_err(|error| {
                 let path = error.path().to_string();
@@ -55,7 +58,7 @@ impl Event {
         }
         let id = Uuid::parse_str(&envelope.id)
             .map_err(|_| DecodeError::invalid("id", "must be a UUID"))?;
-        check_attribute("source", &envelope.source)?;
+        check_short_attribute("source", &envelope.source)?;
         let event_type: EventType = envelope
             .event_type
             .parse()
@@ -71,10 +74,11 @@ impl Event {
                 "must be application/json",
             ));
         }
-        let version = schema_version(event_type, envelope.dataschema.as_deref())?;
+        if let Some(correlation_id) = &envelope.correlationid {
+            check_short_attribute("correlationid", correlation_id)?;
+        }
         for (field, value) in [
             ("subject", &envelope.subject),
-            ("correlationid", &envelope.correlationid),
             ("causationid", &envelope.causationid),
             ("partitionkey", &envelope.partitionkey),
         ] {
@@ -85,7 +89,13 @@ impl Event {
         if let Some(traceparent) = &envelope.traceparent {
             check_traceparent(traceparent)?;
         }
-        let payload = EventPayload::from_data(event_type, version, &envelope.data)?;
+        let payload = match envelope.dataschema.as_deref() {
+            Some(uri) => {
+                let version = schema_version(event_type, uri)?;
+                EventPayload::from_data(event_type, version, &envelope.data)?
+            }
+            None => EventPayload::from_unversioned_data(event_type, &envelope.data)?,
+        };
         Ok(Event {
             id,
             source: envelope.source,
@@ -102,11 +112,8 @@ impl Event {
     }
 }
 
-/// The schema version named by `dataschema`; version 1 when it is absent.
-fn schema_version(event_type: EventType, dataschema: Option<&str>) -> Result<u32, DecodeError> {
-    let Some(uri) = dataschema else {
-        return Ok(1);
-    };
+/// The schema version named by a `dataschema` URI.
+fn schema_version(event_type: EventType, uri: &str) -> Result<u32, DecodeError> {
     let expected_prefix = format!("{SCHEMA_URI_PREFIX}{}:v", event_type.as_str());
     let version: u32 = uri
         .strip_prefix(&expected_prefix)
@@ -128,6 +135,21 @@ fn schema_version(event_type: EventType, dataschema: Option<&str>) -> Result<u32
     Ok(version)
 }
 
+/// An attribute that is also an AMQP short string: at most 255 bytes.
+fn check_short_attribute(field: &str, value: &str) -> Result<(), DecodeError> {
+    check_attribute(field, value)?;
+    if value.len() > MAX_SHORT_ATTRIBUTE_BYTES {
+        return Err(DecodeError::invalid(
+            field,
+            format!(
+                "must be at most {MAX_SHORT_ATTRIBUTE_BYTES} bytes (UTF-8), got {}",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn check_attribute(field: &str, value: &str) -> Result<(), DecodeError> {
     if value.trim().is_empty() {
         return Err(DecodeError::invalid(field, "must not be empty"));
@@ -141,7 +163,36 @@ fn check_attribute(field: &str, value: &str) -> Result<(), DecodeError> {
     Ok(())
 }
 
-fn is_json_media_type(content_type: &str) -> bool {
+/// Refuses a NUL character in any string or object key of `value`, naming
+/// where it is (`source`, `data.lines[0].sku`).
+fn check_no_nul(value: &serde_json::Value, path: &str) -> Result<(), DecodeError> {
+    use serde_json::Value;
+    let nul = |path: &str| {
+        let field = if path.is_empty() { "$" } else { path };
+        DecodeError::invalid(field, "must not contain a NUL character (\\u0000)")
+    };
+    match value {
+        Value::String(text) if text.contains('\0') => Err(nul(path)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(index, item)| check_no_nul(item, &format!("{path}[{index}]"))),
+        Value::Object(fields) => fields.iter().try_for_each(|(key, item)| {
+            let child = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            if key.contains('\0') {
+                return Err(nul(&child));
+            }
+            check_no_nul(item, &child)
+        }),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn is_json_media_type(content_type: &str) -> bool {
     let essence = content_type.split(';').next().unwrap_or_default().trim();
     essence.eq_ignore_ascii_case("application/json")
 }

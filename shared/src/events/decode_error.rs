@@ -14,7 +14,19 @@ pub enum DecodeError {
         /// The configured maximum.
         limit: usize,
     },
-    /// Not JSON, truncated, a wrong JSON type or a missing field.
+    /// The body is not a JSON document at all (or not a JSON object).
+    #[error("$: {0}")]
+    NotJson(String),
+    /// A field or attribute that the event's schema does not define: it is
+    /// refused rather than silently dropped.
+    #[error("{field}: {reason}")]
+    UnknownField {
+        /// Dotted path of the field (`data.currency`) or the attribute name.
+        field: String,
+        /// Which schema lacks it, and what to send instead.
+        reason: String,
+    },
+    /// Truncated, a wrong JSON type or a missing field.
     #[error("{field}: {reason}")]
     Malformed {
         /// Dotted path of the field (`data.lines[0].quantity`), or `$` for the whole body.
@@ -49,8 +61,10 @@ impl DecodeError {
     /// The field the error is about (`$` for the whole message).
     pub fn field(&self) -> &str {
         match self {
-            DecodeError::TooLarge { .. } => "$",
-            DecodeError::Malformed { field, .. } | DecodeError::Invalid { field, .. } => field,
+            DecodeError::TooLarge { .. } | DecodeError::NotJson(_) => "$",
+            DecodeError::Malformed { field, .. }
+            | DecodeError::Invalid { field, .. }
+            | DecodeError::UnknownField { field, .. } => field,
             DecodeError::UnknownType(_) => "type",
             DecodeError::UnsupportedVersion { .. } => "dataschema",
         }
@@ -60,6 +74,8 @@ impl DecodeError {
     pub fn code(&self) -> &'static str {
         match self {
             DecodeError::TooLarge { .. } => "too_large",
+            DecodeError::NotJson(_) => "not_json",
+            DecodeError::UnknownField { .. } => "unknown_field",
             DecodeError::Malformed { .. } => "malformed",
             DecodeError::Invalid { .. } => "invalid",
             DecodeError::UnknownType(_) => "unknown_type",
@@ -75,11 +91,17 @@ impl DecodeError {
         if path != "." {
             segments.push(path);
         }
-        // serde names a missing field only in its message: "missing field `x`".
-        let missing = reason
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.split_once('`'))
-            .map(|(name, _)| name.to_owned());
+        // serde names a missing or unknown field only in its message:
+        // "missing field `x`", "unknown field `x`, expected one of …".
+        let named = |prefix: &str| {
+            reason
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(name, _)| name.to_owned())
+        };
+        let missing = named("missing field `");
+        let unknown = named("unknown field `");
+        // The path already ends at an unknown field, not at a missing one.
         if let Some(name) = missing.as_deref() {
             segments.push(name);
         }
@@ -88,11 +110,18 @@ impl DecodeError {
         } else {
             segments.join(".")
         };
-        let reason = if missing.is_some() {
-            "is required".to_owned()
-        } else {
-            reason
-        };
+        if missing.is_some() {
+            return DecodeError::Malformed {
+                field,
+                reason: "is required".to_owned(),
+            };
+        }
+        if unknown.is_some() {
+            return DecodeError::UnknownField {
+                field,
+                reason: "is not defined by this schema".to_owned(),
+            };
+        }
         DecodeError::Malformed { field, reason }
     }
 

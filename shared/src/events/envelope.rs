@@ -14,6 +14,7 @@ pub const DATA_CONTENT_TYPE: &str = "application/json";
 /// `correlationid`, `causationid`, `traceparent` and `partitionkey` are
 /// extension attributes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CloudEventEnvelope {
     /// Always `"1.0"`.
     pub specversion: String,

@@ -96,18 +96,67 @@ impl EventPayload {
     }
 
     /// Decodes `data` written in `version` of `event_type`'s schema, upcasting
-    /// older versions to the current struct, then validates it.
+    /// older versions to the current struct, then validates it. A field the
+    /// version does not define is refused, never dropped.
     pub fn from_data(
         event_type: EventType,
         version: u32,
         data: &serde_json::Value,
     ) -> Result<Self, DecodeError> {
-        let unsupported = || DecodeError::UnsupportedVersion {
-            event_type,
-            version,
-            newest: event_type.current_version(),
-        };
-        let payload = match (event_type, version) {
+        let payload =
+            Self::parse_version(event_type, version, data).map_err(|error| match error {
+                DecodeError::UnknownField { field, .. } => DecodeError::UnknownField {
+                    reason: unknown_field_reason(event_type, version),
+                    field,
+                },
+                other => other,
+            })?;
+        payload.validated()
+    }
+
+    /// Decodes `data` sent without `dataschema`: it is read as the one
+    /// version of the type whose fields it matches exactly (no unknown
+    /// field, every required field present). A payload that fits no version
+    /// is refused with what the newest version finds wrong; one that fits
+    /// several (possible only if a version added nothing but optional
+    /// fields) is refused asking for `dataschema`. So a payload is never
+    /// read as a version that would drop or invent a field.
+    pub fn from_unversioned_data(
+        event_type: EventType,
+        data: &serde_json::Value,
+    ) -> Result<Self, DecodeError> {
+        let newest = event_type.current_version();
+        let mut fits = event_type.supported_versions().rev().filter_map(|version| {
+            Some((
+                version,
+                Self::parse_version(event_type, version, data).ok()?,
+            ))
+        });
+        match (fits.next(), fits.next()) {
+            (Some((_, payload)), None) => payload.validated(),
+            (Some((first, _)), Some((second, _))) => Err(DecodeError::invalid(
+                "dataschema",
+                format!(
+                    "is required here: this data fits {event_type} v{second} and v{first}; send {}",
+                    event_type.schema_uri(first)
+                ),
+            )),
+            (None, _) => Err(match Self::from_data(event_type, newest, data) {
+                Err(error) if newest > 1 => with_version_hint(error, event_type),
+                Err(error) => error,
+                // Unreachable: the newest version did not fit above.
+                Ok(_) => DecodeError::invalid("data", "does not fit any version of its type"),
+            }),
+        }
+    }
+
+    /// Deserializes `data` as one version (structure only, no rules).
+    fn parse_version(
+        event_type: EventType,
+        version: u32,
+        data: &serde_json::Value,
+    ) -> Result<Self, DecodeError> {
+        Ok(match (event_type, version) {
             (EventType::CustomerRegistered, 1) => Self::CustomerRegistered(parse(data)?),
             (EventType::ProductListed, 1) => Self::ProductListed(parse(data)?),
             (EventType::ProductPriceChanged, 1) => Self::ProductPriceChanged(parse(data)?),
@@ -120,13 +169,64 @@ impl EventPayload {
             (EventType::PaymentFailed, 1) => Self::PaymentFailed(parse(data)?),
             (EventType::OrderShipped, 1) => Self::OrderShipped(parse(data)?),
             (EventType::OrderCancelled, 1) => Self::OrderCancelled(parse(data)?),
-            _ => return Err(unsupported()),
-        };
-        payload.validate().map_err(|error| DecodeError::Invalid {
+            _ => {
+                return Err(DecodeError::UnsupportedVersion {
+                    event_type,
+                    version,
+                    newest: event_type.current_version(),
+                });
+            }
+        })
+    }
+
+    fn validated(self) -> Result<Self, DecodeError> {
+        self.validate().map_err(|error| DecodeError::Invalid {
             field: format!("data.{}", error.field),
             reason: error.reason,
         })?;
-        Ok(payload)
+        Ok(self)
+    }
+}
+
+/// Why a field of `data` is refused: the version lacks it.
+fn unknown_field_reason(event_type: EventType, version: u32) -> String {
+    let versions: Vec<String> = event_type
+        .supported_versions()
+        .map(|version| format!("v{version}"))
+        .collect();
+    if versions.len() == 1 {
+        return format!(
+            "is not a field of {event_type} ({}); nothing may be sent that would be dropped",
+            event_type.schema_uri(version)
+        );
+    }
+    format!(
+        "is not a field of {event_type} v{version} ({}); this type has {}: set dataschema to the version that defines it",
+        event_type.schema_uri(version),
+        versions.join(", ")
+    )
+}
+
+/// Says which version an unversioned payload was checked against.
+fn with_version_hint(error: DecodeError, event_type: EventType) -> DecodeError {
+    let hint = format!(
+        " (no dataschema: the data fits no version of {event_type} exactly; checked against the newest, {})",
+        event_type.schema_uri(event_type.current_version())
+    );
+    match error {
+        DecodeError::Malformed { field, reason } => DecodeError::Malformed {
+            field,
+            reason: reason + &hint,
+        },
+        DecodeError::UnknownField { field, reason } => DecodeError::UnknownField {
+            field,
+            reason: reason + &hint,
+        },
+        DecodeError::Invalid { field, reason } => DecodeError::Invalid {
+            field,
+            reason: reason + &hint,
+        },
+        other => other,
     }
 }
 

@@ -1,7 +1,7 @@
 //! What goes on the wire for one event.
 
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
 use crate::events::Event;
 use crate::events::envelope::CLOUDEVENTS_JSON;
@@ -24,7 +24,11 @@ pub struct OutgoingMessage {
 
 impl OutgoingMessage {
     /// The message for `event`: persistent, `message_id` = event id, `type`,
-    /// `content_type`, `timestamp`, `correlation_id` and the `traceparent` header.
+    /// `content_type`, `timestamp`, `app_id` = source, `correlation_id` and
+    /// the `traceparent` header. Never panics: `app_id` and `correlation_id`
+    /// are AMQP short strings (255 bytes), which `Event::decode` guarantees
+    /// for decoded events; a longer value built in code is left out of the
+    /// properties (the body, which is the event, still carries it).
     pub fn for_event(event: &Event) -> Self {
         let mut headers = FieldTable::default();
         if let Some(traceparent) = &event.traceparent {
@@ -39,10 +43,13 @@ impl OutgoingMessage {
             .with_type(event.event_type().as_str().into())
             .with_content_type(CLOUDEVENTS_JSON.into())
             .with_timestamp(u64::try_from(event.time.timestamp()).unwrap_or_default())
-            .with_app_id(event.source.as_str().into())
             .with_headers(headers);
-        if let Some(correlation_id) = &event.correlation_id {
-            properties = properties.with_correlation_id(correlation_id.as_str().into());
+        if let Ok(source) = ShortString::try_new(event.source.as_str()) {
+            properties = properties.with_app_id(source);
+        }
+        if let Some(Ok(correlation_id)) = event.correlation_id.as_deref().map(ShortString::try_new)
+        {
+            properties = properties.with_correlation_id(correlation_id);
         }
         Self {
             routing_key: event.event_type().as_str().to_owned(),

@@ -85,25 +85,134 @@ fn a_version_1_order_is_upcast_to_the_current_struct_in_us_dollars() {
     assert_eq!(lines.len(), 1);
 }
 
+fn currency_of(event: &Event) -> &str {
+    let EventPayload::OrderPlaced(order) = &event.payload else {
+        panic!("wrong type")
+    };
+    &order.currency
+}
+
 #[test]
-fn an_event_without_dataschema_is_read_as_version_1() {
+fn without_dataschema_a_current_order_keeps_its_currency() {
+    let mut value = order_v2();
+    value.as_object_mut().unwrap().remove("dataschema");
+    let event = decode(&value).unwrap();
+    assert_eq!(currency_of(&event), "EUR");
+}
+
+#[test]
+fn without_dataschema_a_version_1_order_is_read_as_version_1_in_us_dollars() {
     let mut value = order_v2();
     value.as_object_mut().unwrap().remove("dataschema");
     value["data"].as_object_mut().unwrap().remove("currency");
     let event = decode(&value).unwrap();
-    assert_eq!(event.event_type(), EventType::OrderPlaced);
+    assert_eq!(currency_of(&event), "USD");
 }
 
 #[test]
-fn unknown_fields_in_a_version_1_payload_are_ignored_and_it_is_upcast() {
+fn without_dataschema_data_that_fits_no_version_is_refused_against_the_newest() {
+    let mut value = order_v2();
+    value.as_object_mut().unwrap().remove("dataschema");
+    value["data"]["coupon"] = json!("XMAS");
+    let error = decode(&value).unwrap_err();
+    assert_eq!(error.code(), "unknown_field");
+    assert_eq!(error.field(), "data.coupon");
+    assert!(
+        error
+            .to_string()
+            .contains("urn:switchyard:schema:order.placed:v2"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_field_its_version_lacks_is_refused_naming_the_field_and_the_versions() {
     let mut value = order_v2();
     value["dataschema"] = json!("urn:switchyard:schema:order.placed:v1");
-    // v1 has no currency; serde ignores unknown fields, so this still decodes as USD.
-    let event = decode(&value).unwrap();
-    let EventPayload::OrderPlaced(order) = event.payload else {
-        panic!()
-    };
-    assert_eq!(order.currency, "USD");
+    let error = decode(&value).unwrap_err();
+    assert_eq!(error.code(), "unknown_field");
+    assert_eq!(error.field(), "data.currency");
+    let message = error.to_string();
+    assert!(message.contains("order.placed v1"), "{message}");
+    assert!(message.contains("v1, v2"), "{message}");
+}
+
+#[test]
+fn unknown_fields_are_refused_at_every_depth_and_in_the_envelope() {
+    let cases: Vec<(&str, Mutation)> = vec![
+        (
+            "data.lines[0].colour",
+            Box::new(|v| v["data"]["lines"][0]["colour"] = json!("red")),
+        ),
+        ("data.note", Box::new(|v| v["data"]["note"] = json!("hi"))),
+        ("tenant", Box::new(|v| v["tenant"] = json!("acme"))),
+    ];
+    for (field, mutate) in cases {
+        let mut value = order_v2();
+        mutate(&mut value);
+        let error = decode(&value).unwrap_err();
+        assert_eq!(error.code(), "unknown_field", "{error}");
+        assert_eq!(error.field(), field, "{error}");
+    }
+    for event_type in EventType::ALL {
+        let mut value: Value =
+            serde_json::from_slice(&sample_event(event_type).to_json_bytes()).unwrap();
+        value["data"]["extra"] = json!(1);
+        assert_eq!(
+            decode(&value).unwrap_err().field(),
+            "data.extra",
+            "{event_type}"
+        );
+    }
+}
+
+#[test]
+fn attributes_that_travel_in_amqp_short_strings_are_bounded_to_255_bytes() {
+    for attribute in ["source", "correlationid"] {
+        let mut value = order_v2();
+        // 128 two-byte characters: 256 bytes, well under 1,024 characters.
+        value[attribute] = json!("é".repeat(128));
+        let error = decode(&value).unwrap_err();
+        assert_eq!(error.field(), attribute, "{error}");
+        assert!(error.to_string().contains("255 bytes"), "{error}");
+        value[attribute] = json!("a".repeat(255));
+        decode(&value).unwrap();
+    }
+    let mut value = order_v2();
+    value["subject"] = json!("s".repeat(1024));
+    decode(&value).unwrap();
+    value["subject"] = json!("s".repeat(1025));
+    assert_eq!(decode(&value).unwrap_err().field(), "subject");
+}
+
+#[test]
+fn a_nul_character_is_refused_wherever_it_is_naming_the_field() {
+    let cases: Vec<(&str, Mutation)> = vec![
+        ("source", Box::new(|v| v["source"] = json!("/a\u{0}b"))),
+        ("subject", Box::new(|v| v["subject"] = json!("x\u{0}"))),
+        (
+            "correlationid",
+            Box::new(|v| v["correlationid"] = json!("\u{0}")),
+        ),
+        (
+            "data.lines[0].category",
+            Box::new(|v| v["data"]["lines"][0]["category"] = json!("kit\u{0}chen")),
+        ),
+        ("data.x\u{0}", Box::new(|v| v["data"]["x\u{0}"] = json!(1))),
+    ];
+    for (field, mutate) in cases {
+        let mut value = order_v2();
+        mutate(&mut value);
+        let error = decode(&value).unwrap_err();
+        assert_eq!(error.field(), field, "{error}");
+        assert!(error.to_string().contains("NUL"), "{error}");
+    }
+    // The same through the wire form, escaped as JSON writes it.
+    let text = serde_json::to_string(&order_v2())
+        .unwrap()
+        .replace("/checkout", "/check\\u0000out");
+    let error = Event::decode(text.as_bytes(), DEFAULT_MAX_EVENT_BYTES).unwrap_err();
+    assert_eq!(error.field(), "source");
 }
 
 #[test]
@@ -132,17 +241,17 @@ fn an_unknown_type_is_a_typed_error() {
 }
 
 #[test]
-fn bytes_that_are_not_json_are_malformed_at_the_root() {
+fn bytes_that_are_not_json_are_not_json_at_the_root() {
     let error = Event::decode(b"\x00\xffnot json", DEFAULT_MAX_EVENT_BYTES).unwrap_err();
-    assert_eq!(error.code(), "malformed");
+    assert_eq!(error.code(), "not_json");
     assert_eq!(error.field(), "$");
 }
 
 #[test]
-fn truncated_json_is_malformed() {
+fn truncated_json_is_not_json() {
     let bytes = serde_json::to_vec(&order_v2()).unwrap();
     let error = Event::decode(&bytes[..bytes.len() / 2], DEFAULT_MAX_EVENT_BYTES).unwrap_err();
-    assert_eq!(error.code(), "malformed");
+    assert_eq!(error.code(), "not_json");
 }
 
 #[test]

@@ -1,8 +1,10 @@
-//! Property tests: every valid event round-trips; no input panics the decoder.
+//! Property tests: every valid event round-trips; no input panics the
+//! decoder; every accepted event becomes an AMQP message without panicking.
 
 use proptest::prelude::*;
 use shared::events::catalog::*;
 use shared::events::{DEFAULT_MAX_EVENT_BYTES, Event, EventPayload};
+use shared::publish::OutgoingMessage;
 use uuid::Uuid;
 
 fn uuid() -> impl Strategy<Value = Uuid> {
@@ -160,6 +162,33 @@ proptest! {
         }
         let _ = Event::decode(&bytes, DEFAULT_MAX_EVENT_BYTES);
         let _ = Event::decode(&bytes[..cut.index(bytes.len())], DEFAULT_MAX_EVENT_BYTES);
+    }
+
+    #[test]
+    fn every_accepted_event_converts_to_an_amqp_message(
+        event in event(),
+        attributes in proptest::collection::vec(proptest::option::of("\\PC{0,300}"), 5),
+    ) {
+        // Any text, of any length around the AMQP short-string limit, in
+        // every free-text attribute; whatever decodes must convert.
+        let mut envelope = serde_json::to_value(event.to_envelope()).unwrap();
+        for (name, value) in ["source", "correlationid", "subject", "causationid", "partitionkey"]
+            .into_iter()
+            .zip(attributes)
+        {
+            if let Some(value) = value {
+                envelope[name] = serde_json::Value::from(value);
+            }
+        }
+        let bytes = serde_json::to_vec(&envelope).unwrap();
+        if let Ok(decoded) = Event::decode(&bytes, DEFAULT_MAX_EVENT_BYTES) {
+            let message = OutgoingMessage::for_event(&decoded);
+            let app_id = message.properties.app_id().as_ref().map(|id| id.to_string());
+            prop_assert_eq!(app_id.as_deref(), Some(decoded.source.as_str()));
+            let correlation = message.properties.correlation_id().as_ref().map(|id| id.to_string());
+            prop_assert_eq!(correlation, decoded.correlation_id.clone());
+            prop_assert_eq!(Event::decode(&message.body, DEFAULT_MAX_EVENT_BYTES), Ok(decoded));
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::events::validation::{Validate, ValidationError, check_email, check_te
 
 /// `customer.registered` v1: a shopper created an account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CustomerRegistered {
     /// The new customer's id.
     pub customer_id: Uuid,

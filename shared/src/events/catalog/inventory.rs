@@ -5,6 +5,7 @@ use crate::events::validation::{Validate, ValidationError, check_positive, check
 
 /// `inventory.restocked` v1: units of a SKU arrived in stock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct InventoryRestocked {
     /// The product's SKU.
     #[schemars(pattern(r"^[A-Za-z0-9._-]{1,64}$"))]

@@ -15,6 +15,7 @@ pub const MAX_ORDER_LINES: usize = 500;
 /// Version 2 added `currency`; version 1 orders were all in US dollars and
 /// are upcast by [`OrderPlacedV1::upcast`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct OrderPlaced {
     /// The order's id (also its partition key).
     pub order_id: Uuid,
@@ -30,6 +31,7 @@ pub struct OrderPlaced {
 
 /// One line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct OrderLine {
     /// The product's SKU.
     #[schemars(pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
@@ -96,6 +98,7 @@ impl Validate for OrderLine {
 
 /// `order.placed` v1: the same order before currencies existed (all USD).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct OrderPlacedV1 {
     /// The order's id.
     pub order_id: Uuid,
@@ -123,6 +126,7 @@ impl OrderPlacedV1 {
 
 /// `order.cancelled` v1: an order was called off (before or after payment).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct OrderCancelled {
     /// The cancelled order.
     pub order_id: Uuid,

@@ -8,6 +8,7 @@ use crate::events::validation::{
 
 /// `payment.captured` v1: money for an order was taken.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PaymentCaptured {
     /// The payment's id.
     pub payment_id: Uuid,
@@ -30,6 +31,7 @@ impl Validate for PaymentCaptured {
 
 /// `payment.failed` v1: an attempt to take money for an order failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PaymentFailed {
     /// The payment attempt's id.
     pub payment_id: Uuid,

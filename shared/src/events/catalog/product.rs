@@ -7,6 +7,7 @@ use crate::events::validation::{
 
 /// `product.listed` v1: a product was put on sale in a category.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ProductListed {
     /// Stock-keeping unit: 1–64 characters of `A-Z a-z 0-9 - _ .`.
     #[schemars(pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
@@ -37,6 +38,7 @@ impl Validate for ProductListed {
 
 /// `product.price_changed` v1: a listed product got a new price.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ProductPriceChanged {
     /// The product's SKU.
     #[schemars(pattern(r"^[A-Za-z0-9._-]{1,64}$"))]

@@ -6,6 +6,7 @@ use crate::events::validation::{Validate, ValidationError, check_text};
 
 /// `order.shipped` v1: an order left the warehouse.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct OrderShipped {
     /// The shipped order.
     pub order_id: Uuid,
