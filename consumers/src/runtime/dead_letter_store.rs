@@ -5,7 +5,7 @@ use shared::groups::ConsumerGroup;
 use sqlx::PgConnection;
 
 use super::attempts::AttemptHistory;
-use super::incoming::Incoming;
+use super::incoming::{Incoming, without_nul};
 
 /// Records `incoming` as dead for `group`, with its whole attempt history
 /// (which already holds the final failure). A second record of the same
@@ -21,10 +21,7 @@ pub async fn record(
     let now = Utc::now();
     let first = history.records.first().map_or(now, |record| record.at);
     let last = history.records.last().map_or(now, |record| record.at);
-    let (event_id, event_type) = match &incoming.event {
-        Ok(event) => (Some(event.id), Some(event.event_type().as_str().to_owned())),
-        Err(_) => (None, None),
-    };
+    let (event_id, event_type) = incoming.identity();
     sqlx::query(
         "INSERT INTO dead_letters (consumer_group, event_id, event_type, routing_key, body, headers, \
            reason, error_kind, attempts, attempt_log, first_failed_at, last_failed_at) \
@@ -37,8 +34,9 @@ pub async fn record(
     .bind(&incoming.routing_key)
     .bind(&incoming.body)
     .bind(&incoming.headers_json)
-    .bind(reason)
-    .bind(error_kind)
+    // Text columns cannot hold NUL, whatever an error message quoted.
+    .bind(without_nul(reason))
+    .bind(without_nul(error_kind))
     .bind(history.records.len().max(1) as i32)
     .bind(history.to_json())
     .bind(first)

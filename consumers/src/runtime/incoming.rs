@@ -2,7 +2,9 @@
 //! its attempt history.
 
 use lapin::message::Delivery;
+use shared::events::amqp::{claimed_identity, decode_delivery};
 use shared::events::{DecodeError, Event};
+use uuid::Uuid;
 
 use super::attempts::AttemptHistory;
 
@@ -15,8 +17,11 @@ pub struct Incoming {
     pub routing_key: String,
     /// The AMQP `message_id`, if any.
     pub message_id: Option<String>,
-    /// The decoded event, or the reason it is poison.
+    /// The decoded event (structured or binary mode), or the reason it is poison.
     pub event: Result<Event, DecodeError>,
+    /// The event id and type the message's headers or properties claim,
+    /// so that a dead letter of a message that did not decode names them.
+    pub claimed: (Option<Uuid>, Option<String>),
     /// Failed attempts before this delivery.
     pub history: AttemptHistory,
     /// The headers as JSON, for the dead-letter store.
@@ -24,6 +29,14 @@ pub struct Incoming {
 }
 
 impl Incoming {
+    /// The event's id and type: decoded, or as the message claims them.
+    pub fn identity(&self) -> (Option<Uuid>, Option<String>) {
+        match &self.event {
+            Ok(event) => (Some(event.id), Some(event.event_type().as_str().to_owned())),
+            Err(_) => self.claimed.clone(),
+        }
+    }
+
     /// Decodes a delivery; never fails (bad bytes become a poison `Incoming`).
     pub fn from_delivery(delivery: &Delivery, max_event_bytes: usize) -> Self {
         let headers = delivery.properties.headers().as_ref();
@@ -35,7 +48,8 @@ impl Incoming {
                 .message_id()
                 .as_ref()
                 .map(|id| id.to_string()),
-            event: Event::decode(&delivery.data, max_event_bytes),
+            event: decode_delivery(&delivery.properties, &delivery.data, max_event_bytes),
+            claimed: claimed_identity(&delivery.properties),
             history: AttemptHistory::from_headers(headers),
             headers_json: headers
                 .map(headers_to_json)
@@ -44,8 +58,10 @@ impl Incoming {
     }
 }
 
-/// AMQP headers as a JSON object (values in their debug form when they
-/// have no JSON equivalent).
+/// AMQP headers as a JSON object that PostgreSQL's jsonb can always store:
+/// text that is not UTF-8 or holds a NUL (which jsonb refuses) becomes
+/// `{"bytes_hex": "…"}`, exact and reversible; values with no JSON
+/// equivalent are kept in their debug form.
 pub fn headers_to_json(headers: &lapin::types::FieldTable) -> serde_json::Value {
     use lapin::types::AMQPValue;
     let object = headers
@@ -53,17 +69,54 @@ pub fn headers_to_json(headers: &lapin::types::FieldTable) -> serde_json::Value 
         .iter()
         .map(|(key, value)| {
             let json = match value {
-                AMQPValue::LongString(text) => {
-                    serde_json::Value::from(String::from_utf8_lossy(text.as_bytes()).into_owned())
-                }
-                AMQPValue::ShortString(text) => serde_json::Value::from(text.as_str()),
+                AMQPValue::LongString(text) => storable_text(text.as_bytes()),
+                AMQPValue::ShortString(text) => storable_text(text.as_str().as_bytes()),
                 AMQPValue::LongLongInt(number) => serde_json::Value::from(*number),
                 AMQPValue::LongInt(number) => serde_json::Value::from(*number),
                 AMQPValue::Boolean(flag) => serde_json::Value::from(*flag),
-                other => serde_json::Value::from(format!("{other:?}")),
+                other => serde_json::Value::from(without_nul(&format!("{other:?}"))),
             };
-            (key.to_string(), json)
+            (without_nul(key.as_str()), json)
         })
         .collect();
     serde_json::Value::Object(object)
+}
+
+fn storable_text(bytes: &[u8]) -> serde_json::Value {
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !text.contains('\0') => serde_json::Value::from(text),
+        _ => serde_json::json!({ "bytes_hex": hex::encode(bytes) }),
+    }
+}
+
+/// `text` with each NUL written as the six characters `\u0000`.
+pub fn without_nul(text: &str) -> String {
+    text.replace('\0', "\\u0000")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+
+    #[test]
+    fn headers_with_nul_or_bad_utf8_become_storable_json() {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "a\0b".into(),
+            AMQPValue::LongString(LongString::from("x\0y")),
+        );
+        headers.insert(
+            "bytes".into(),
+            AMQPValue::LongString(LongString::from(vec![0xff, 0xfe])),
+        );
+        headers.insert(
+            "plain".into(),
+            AMQPValue::LongString(LongString::from("ok")),
+        );
+        let json = headers_to_json(&headers);
+        assert_eq!(json["a\\u0000b"]["bytes_hex"], "780079");
+        assert_eq!(json["bytes"]["bytes_hex"], "fffe");
+        assert_eq!(json["plain"], "ok");
+    }
 }

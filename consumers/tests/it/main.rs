@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod batch_paths;
+mod binary_mode;
 mod convergence;
 mod failures;
 mod http;

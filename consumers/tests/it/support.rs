@@ -190,6 +190,7 @@ pub fn incoming(event: &Event) -> consumers::runtime::incoming::Incoming {
         routing_key: event.event_type().as_str().to_owned(),
         message_id: Some(event.id.to_string()),
         event: Ok(event.clone()),
+        claimed: (Some(event.id), Some(event.event_type().as_str().to_owned())),
         history: consumers::runtime::attempts::AttemptHistory::default(),
         headers_json: serde_json::json!({}),
     }

@@ -6,8 +6,9 @@
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use percent_encoding::percent_decode_str;
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use shared::events::binary::BinaryAttributes;
 use shared::events::{DecodeError, Event};
 
 /// Structured mode: one event, the whole CloudEvent as JSON.
@@ -155,8 +156,9 @@ fn parse_batch(
 
 /// Binary mode: every `ce-<name>` header is the attribute `<name>`
 /// (percent-decoded, as the binding requires), `Content-Type` is
-/// `datacontenttype`, the body is `data`. W3C `traceparent` is read from its
-/// own header when there is no `ce-traceparent`.
+/// `datacontenttype`, the body is `data`; decoded by the same code as
+/// binary mode over AMQP. W3C `traceparent` is read from its own header
+/// when there is no `ce-traceparent`.
 fn parse_binary(
     headers: &HeaderMap,
     essence: &str,
@@ -168,13 +170,7 @@ fn parse_binary(
         return Err(RequestError::UnsupportedMediaType(content_type.to_owned()));
     }
     let event = (|| {
-        if body.len() > max_event_bytes {
-            return Err(DecodeError::TooLarge {
-                size: body.len(),
-                limit: max_event_bytes,
-            });
-        }
-        let mut attributes = Map::new();
+        let mut attributes = BinaryAttributes::new();
         for (name, value) in headers {
             let Some(attribute) = name.as_str().strip_prefix("ce-") else {
                 continue;
@@ -187,20 +183,14 @@ fn parse_binary(
                     field: attribute.to_owned(),
                     reason: format!("header ce-{attribute} is not valid UTF-8"),
                 })?;
-            attributes.insert(attribute.to_owned(), Value::String(text.into_owned()));
+            attributes.insert(attribute, name.as_str(), text.into_owned())?;
         }
-        if !attributes.contains_key("traceparent")
+        if !attributes.contains("traceparent")
             && let Some(traceparent) = headers.get("traceparent").and_then(|v| v.to_str().ok())
         {
-            attributes.insert("traceparent".to_owned(), traceparent.into());
+            attributes.insert("traceparent", "traceparent", traceparent.to_owned())?;
         }
-        attributes.insert("datacontenttype".to_owned(), essence.into());
-        let data: Value = serde_json::from_slice(body).map_err(|error| DecodeError::Malformed {
-            field: "data".to_owned(),
-            reason: format!("the body is not valid JSON: {error}"),
-        })?;
-        attributes.insert("data".to_owned(), data);
-        Event::from_json_value(Value::Object(attributes))
+        Event::from_binary(attributes, Some(essence), body, max_event_bytes)
     })();
     Ok(ParsedRequest {
         mode: Mode::Binary,

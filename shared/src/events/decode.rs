@@ -192,9 +192,14 @@ fn check_no_nul(value: &serde_json::Value, path: &str) -> Result<(), DecodeError
     }
 }
 
-pub(crate) fn is_json_media_type(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    essence.eq_ignore_ascii_case("application/json")
+fn is_json_media_type(content_type: &str) -> bool {
+    is_media_type(content_type, "application/json")
+}
+
+/// Whether `content_type` (parameters and case aside) is `essence`.
+pub(crate) fn is_media_type(content_type: &str, essence: &str) -> bool {
+    let actual = content_type.split(';').next().unwrap_or_default().trim();
+    actual.eq_ignore_ascii_case(essence)
 }
 
 /// `version-traceid-parentid-flags`: 2, 32, 16 and 2 lower-case hex digits.

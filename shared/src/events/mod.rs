@@ -7,8 +7,12 @@
 //! - [`envelope`]: the CloudEvents JSON wire shape.
 //! - [`event`]: [`Event`], a decoded event with metadata, and encoding.
 //! - [`decode`]: bytes → [`Event`] with [`DecodeError`]s that name the field.
+//! - [`binary`]: binary mode (attributes beside the data) for any transport.
+//! - [`amqp`]: a delivery → [`Event`], structured or binary mode.
 //! - [`schema`]: JSON Schema for every type and version.
 
+pub mod amqp;
+pub mod binary;
 pub mod catalog;
 pub mod decode;
 pub mod decode_error;
