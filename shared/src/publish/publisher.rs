@@ -66,6 +66,15 @@ impl Publisher {
         Ok(publisher)
     }
 
+    /// Publishes holding a slot of the in-flight window now.
+    pub fn in_flight(&self) -> usize {
+        self.inner
+            .settings
+            .publish
+            .max_in_flight
+            .saturating_sub(self.inner.window.available_permits())
+    }
+
     /// The publish settings in force.
     pub fn settings(&self) -> &PublishSettings {
         &self.inner.settings.publish
@@ -92,17 +101,20 @@ impl Publisher {
     }
 
     /// Publishes a prepared message (mandatory, with confirm) and waits for
-    /// the confirm, at most the configured timeout.
+    /// the confirm. The whole of it — waiting for a slot in the in-flight
+    /// window, publishing, confirming — takes at most the configured timeout.
     pub async fn publish_message(&self, message: OutgoingMessage) -> Result<(), PublishError> {
         let timeout = self.inner.settings.publish.timeout;
-        let _slot = self
-            .inner
-            .window
-            .acquire()
-            .await
-            .map_err(|_| PublishError::BrokerUnavailable("publisher closed".to_owned()))?;
+        let publish =
+            async {
+                let _slot =
+                    self.inner.window.acquire().await.map_err(|_| {
+                        PublishError::BrokerUnavailable("publisher closed".to_owned())
+                    })?;
+                self.publish_and_confirm(&message).await
+            };
         // A publish can hang while the server shuts down: bound the whole of it.
-        match tokio::time::timeout(timeout, self.publish_and_confirm(&message)).await {
+        match tokio::time::timeout(timeout, publish).await {
             Ok(result) => result,
             Err(_elapsed) => {
                 tracing::warn!(routing_key = %message.routing_key, ?timeout, "publish confirm timed out");
@@ -173,11 +185,26 @@ impl Publisher {
             .is_ok_and(|channel| channel.is_ok_and(|channel| channel.status().connected()))
     }
 
-    /// Closes the connection after in-flight publishes (call at shutdown).
+    /// Waits for the publishes in flight to end (each is bounded by the
+    /// publish timeout), refuses new ones, then closes the connection.
     pub async fn close(&self) {
+        let window = u32::try_from(self.inner.settings.publish.max_in_flight).unwrap_or(u32::MAX);
+        // Tokio's semaphore is fair: once this waits for the whole window,
+        // later publishes queue behind it and are refused by `close` below.
+        let drained = tokio::time::timeout(
+            self.inner.settings.publish.timeout,
+            self.inner.window.acquire_many(window),
+        )
+        .await;
+        if drained.is_err() {
+            tracing::warn!(publisher = %self.inner.name, "closing with publishes still in flight");
+        }
         self.inner.window.close();
+        drop(drained);
         if let Some(session) = self.inner.session.lock().await.take() {
-            let _ = session.connection.close(200, "shutdown".into()).await;
+            // A broker that stopped answering never sends Close-Ok.
+            let closing = session.connection.close(200, "shutdown".into());
+            let _ = tokio::time::timeout(self.inner.settings.publish.timeout, closing).await;
         }
     }
 }

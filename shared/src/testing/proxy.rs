@@ -10,11 +10,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// A loopback TCP proxy to `upstream` that can cut every connection and
-/// refuse new ones until restored, standing in for a network failure.
+/// refuse new ones until restored, or stall them (bytes held, sockets
+/// open: a peer that stopped answering), standing in for a network failure.
 pub struct TcpProxy {
     /// Where clients connect.
     pub address: SocketAddr,
     cut: watch::Sender<u64>,
+    stalled: watch::Sender<bool>,
     refusing: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
@@ -25,16 +27,19 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let address = listener.local_addr().expect("proxy address");
         let (cut, _) = watch::channel(0u64);
+        let (stalled, _) = watch::channel(false);
         let refusing = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(accept_loop(
             listener,
             upstream,
             cut.clone(),
+            stalled.clone(),
             refusing.clone(),
         ));
         Self {
             address,
             cut,
+            stalled,
             refusing,
             task,
         }
@@ -65,9 +70,16 @@ impl TcpProxy {
         self.cut.send_modify(|generation| *generation += 1);
     }
 
-    /// Accepts and forwards connections again.
+    /// Accepts and forwards connections again (and ends a stall).
     pub fn restore(&self) {
         self.refusing.store(false, Ordering::SeqCst);
+        self.stalled.send_replace(false);
+    }
+
+    /// Holds every byte in both directions, connections left open, until
+    /// [`TcpProxy::restore`]: the peer seems to hang.
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
     }
 }
 
@@ -82,6 +94,7 @@ async fn accept_loop(
     listener: TcpListener,
     upstream: SocketAddr,
     cut: watch::Sender<u64>,
+    stalled: watch::Sender<bool>,
     refusing: Arc<AtomicBool>,
 ) {
     while let Ok((client, _)) = listener.accept().await {
@@ -90,15 +103,40 @@ async fn accept_loop(
             continue;
         }
         let mut cut_signal = cut.subscribe();
+        let (upward, downward) = (stalled.subscribe(), stalled.subscribe());
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(upstream).await else {
                 return;
             };
-            let (mut client, mut server) = (client, server);
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
             tokio::select! {
-                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                () = pipe(client_read, server_write, upward) => {}
+                () = pipe(server_read, client_write, downward) => {}
                 _ = cut_signal.changed() => {}
             }
         });
+    }
+}
+
+/// Copies `from` to `to`, holding what it read while the proxy is stalled.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        if stalled.wait_for(|stalled| !*stalled).await.is_err() {
+            return;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
     }
 }

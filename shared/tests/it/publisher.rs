@@ -337,3 +337,89 @@ async fn publishes_in_flight_when_the_connection_drops_fail_and_none_confirmed_i
     );
     publisher.close().await;
 }
+
+/// A publisher with a window of one publish, through a proxy.
+async fn one_at_a_time_publisher() -> (IsolatedTopology, TcpProxy, Publisher) {
+    let isolated = IsolatedTopology::declare_with(isolated_settings()).await;
+    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let mut settings = settings_through(&proxy, &isolated.settings.namespace);
+    settings.publish.max_in_flight = 1;
+    settings.publish.timeout = Duration::from_secs(2);
+    let publisher = Publisher::connect(&settings, isolated.topology.events_exchange(), "test")
+        .await
+        .unwrap();
+    (isolated, proxy, publisher)
+}
+
+/// Waits until `publisher` has `count` publishes holding window slots.
+async fn until_in_flight(publisher: &Publisher, count: usize) {
+    eventually(Duration::from_secs(10), || async {
+        (publisher.in_flight() == count).then_some(())
+    })
+    .await
+    .expect("the publish took its slot");
+}
+
+#[tokio::test]
+async fn waiting_for_a_window_slot_counts_against_the_publish_timeout() {
+    let (_isolated, proxy, publisher) = one_at_a_time_publisher().await;
+    let timeout = publisher.settings().timeout;
+    proxy.stall();
+    let first = tokio::spawn({
+        let publisher = publisher.clone();
+        async move {
+            publisher
+                .publish(&sample_event(EventType::InventoryRestocked))
+                .await
+        }
+    });
+    until_in_flight(&publisher, 1).await;
+
+    // The only slot is held by a publish the broker never answers. The
+    // documented bound is the publish timeout, slot wait included; the bug
+    // was a wait for the slot plus a whole timeout after it (about 2×).
+    let started = std::time::Instant::now();
+    let second = publisher
+        .publish(&sample_event(EventType::InventoryRestocked))
+        .await;
+    let waited = started.elapsed();
+    let first = first.await.unwrap();
+    proxy.restore();
+
+    assert!(matches!(first, Err(PublishError::Timeout(_))), "{first:?}");
+    assert!(
+        matches!(second, Err(PublishError::Timeout(_))),
+        "{second:?}"
+    );
+    assert!(
+        waited < timeout + timeout / 2,
+        "a publish waited {waited:?}, over its timeout of {timeout:?}"
+    );
+}
+
+#[tokio::test]
+async fn close_waits_for_the_publishes_in_flight() {
+    let (_isolated, proxy, publisher) = one_at_a_time_publisher().await;
+    proxy.stall();
+    let in_flight = tokio::spawn({
+        let publisher = publisher.clone();
+        async move {
+            publisher
+                .publish(&sample_event(EventType::InventoryRestocked))
+                .await
+        }
+    });
+    until_in_flight(&publisher, 1).await;
+
+    publisher.close().await;
+
+    assert!(
+        in_flight.is_finished(),
+        "close returned while a publish was in flight"
+    );
+    let refused = publisher
+        .publish(&sample_event(EventType::InventoryRestocked))
+        .await;
+    assert!(refused.is_err(), "a closed publisher publishes nothing");
+    proxy.restore();
+}
