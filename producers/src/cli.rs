@@ -72,6 +72,41 @@ pub struct ServeArgs {
     /// How long a key check is cached (a revoked key works at most this long).
     #[arg(long, env = "SWITCHYARD_GATEWAY_KEY_CACHE_MS", default_value_t = 5_000)]
     pub key_cache_ms: u64,
+    /// Key-store lookups (keys not cached) one client address may cause per
+    /// second, twice as many at once (429 above).
+    #[arg(
+        long,
+        env = "SWITCHYARD_GATEWAY_KEY_LOOKUPS_PER_ADDRESS",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub key_lookups_per_address: u32,
+    /// Longest wait for a request's headers, on a new connection or an
+    /// idle kept-alive one (the connection is closed after).
+    #[arg(
+        long,
+        env = "SWITCHYARD_GATEWAY_HEADER_TIMEOUT_MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub header_timeout_ms: u64,
+    /// Most connections open at once (new ones wait in the listen backlog).
+    #[arg(
+        long,
+        env = "SWITCHYARD_GATEWAY_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections: u32,
+    /// Most connections open at once from one client address (more are
+    /// closed on arrival).
+    #[arg(
+        long,
+        env = "SWITCHYARD_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections_per_address: u32,
 }
 
 impl ServeArgs {
@@ -85,6 +120,12 @@ impl ServeArgs {
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             idempotency_window: Duration::from_secs(self.idempotency_window_secs),
             key_cache_ttl: Duration::from_millis(self.key_cache_ms),
+            key_lookups_per_address: self.key_lookups_per_address,
+            connections: crate::gateway::server::ConnectionLimits {
+                header_timeout: Duration::from_millis(self.header_timeout_ms),
+                max_connections: self.max_connections as usize,
+                max_connections_per_address: self.max_connections_per_address as usize,
+            },
         }
     }
 }

@@ -34,17 +34,22 @@ pub async fn claim(
         .iter()
         .map(|event| seen.insert((event.source.as_str(), event.id)))
         .collect();
-    let (sources, ids): (Vec<String>, Vec<Uuid>) = events
+    // Claimed in one fixed order, so two requests that share events wait
+    // for each other instead of deadlocking.
+    let mut claims: Vec<(String, Uuid)> = events
         .iter()
         .zip(&first_copy)
         .filter(|(_, first)| **first)
         .map(|(event, _)| (event.source.clone(), event.id))
-        .unzip();
+        .collect();
+    claims.sort_unstable();
+    let (sources, ids): (Vec<String>, Vec<Uuid>) = claims.into_iter().unzip();
     let mut transaction = pool.begin().await?;
     // A row older than the window is taken over: the event is new again.
     let claimed: Vec<(String, Uuid)> = sqlx::query_as(
         "INSERT INTO gateway_accepted_events (source, event_id, key_id)
-         SELECT source, event_id, $3 FROM UNNEST($1::text[], $2::uuid[]) AS e(source, event_id)
+         SELECT source, event_id, $3 FROM UNNEST($1::text[], $2::uuid[]) WITH ORDINALITY AS e(source, event_id, n)
+         ORDER BY n
          ON CONFLICT (source, event_id) DO UPDATE
              SET accepted_at = now(), key_id = EXCLUDED.key_id
              WHERE gateway_accepted_events.accepted_at < now() - make_interval(secs => $4)

@@ -83,6 +83,9 @@ pub enum GatewayError {
     /// 413: the body or the batch is over its limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 413: events over the event size limit (and any other invalid ones).
+    #[error("{} event(s) refused, at least one over the event size limit; nothing was published", .0.len())]
+    EventsTooLarge(Vec<EventFailure>),
     /// 429: over the key's rate.
     #[error("{message}")]
     RateLimited {
@@ -118,7 +121,9 @@ impl GatewayError {
                 StatusCode::BAD_REQUEST
             }
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            GatewayError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::PayloadTooLarge(_) | GatewayError::EventsTooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::BrokerUnavailable { .. }
             | GatewayError::DatabaseUnavailable
@@ -135,7 +140,9 @@ impl GatewayError {
             GatewayError::InvalidEvents(_) => "invalid_events",
             GatewayError::MalformedBody { .. } => "malformed_body",
             GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",
-            GatewayError::PayloadTooLarge(_) => "payload_too_large",
+            GatewayError::PayloadTooLarge(_) | GatewayError::EventsTooLarge(_) => {
+                "payload_too_large"
+            }
             GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::BrokerUnavailable { .. } => "broker_unavailable",
             GatewayError::DatabaseUnavailable => "database_unavailable",
@@ -158,6 +165,7 @@ impl GatewayError {
             },
             GatewayError::UnsupportedMediaType(String::new()),
             GatewayError::PayloadTooLarge(String::new()),
+            GatewayError::EventsTooLarge(Vec::new()),
             GatewayError::RateLimited {
                 retry_after: Duration::from_secs(1),
                 message: String::new(),
@@ -177,6 +185,7 @@ impl GatewayError {
                 | GatewayError::MalformedBody { .. }
                 | GatewayError::UnsupportedMediaType(_)
                 | GatewayError::PayloadTooLarge(_)
+                | GatewayError::EventsTooLarge(_)
                 | GatewayError::RateLimited { .. }
                 | GatewayError::BrokerUnavailable { .. }
                 | GatewayError::DatabaseUnavailable
@@ -213,14 +222,17 @@ impl From<RequestError> for GatewayError {
 
 impl From<RateLimited> for GatewayError {
     fn from(limited: RateLimited) -> Self {
-        let message = if limited.over_burst {
-            "more events in one request than this key's burst allows; send smaller batches"
-        } else {
-            "this key is over its rate limit; slow down"
-        };
+        // A request larger than the burst can never pass: waiting would
+        // not help, so it is not a 429.
+        if limited.over_burst {
+            return GatewayError::PayloadTooLarge(
+                "more events in one request than this key's burst allows; send smaller batches"
+                    .to_owned(),
+            );
+        }
         GatewayError::RateLimited {
             retry_after: limited.retry_after,
-            message: message.to_owned(),
+            message: "this key is over its rate limit; slow down".to_owned(),
         }
     }
 }
@@ -238,9 +250,9 @@ struct ErrorBody<'a> {
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let (failures, accepted) = match &self {
-            GatewayError::Forbidden(failures) | GatewayError::InvalidEvents(failures) => {
-                (Some(failures.as_slice()), None)
-            }
+            GatewayError::Forbidden(failures)
+            | GatewayError::InvalidEvents(failures)
+            | GatewayError::EventsTooLarge(failures) => (Some(failures.as_slice()), None),
             GatewayError::BrokerUnavailable { failures, accepted } => {
                 (Some(failures.as_slice()), Some(accepted.as_slice()))
             }

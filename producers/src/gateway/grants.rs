@@ -90,13 +90,24 @@ impl Grants {
             });
         }
         let source = event.source.as_str();
+        // `/checkout/../billing` starts with `/checkout/` but names
+        // `/billing`: a prefix grant never matches a path that climbs.
+        let climbs = has_dot_segment(source);
         let allowed = self
             .sources
             .iter()
             .any(|granted| match granted.strip_suffix('*') {
-                Some(prefix) => source.starts_with(prefix),
+                Some(prefix) => source.starts_with(prefix) && !climbs,
                 None => granted == source,
             });
+        if !allowed && climbs {
+            return Err(NotGranted {
+                field: "source",
+                reason: format!(
+                    "source {source:?} has a '.' or '..' path segment; prefix grants match only normalised sources"
+                ),
+            });
+        }
         if !allowed {
             return Err(NotGranted {
                 field: "source",
@@ -105,6 +116,16 @@ impl Grants {
         }
         Ok(())
     }
+}
+
+/// Whether the path of URI-reference `source` has a `.` or `..` segment,
+/// percent-encoded dots (`%2e`) included.
+fn has_dot_segment(source: &str) -> bool {
+    let path = source.split(['?', '#']).next().unwrap_or_default();
+    path.split('/').any(|segment| {
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        decoded == "." || decoded == ".."
+    })
 }
 
 #[cfg(test)]
@@ -165,6 +186,28 @@ mod tests {
         );
         assert_eq!(
             grants(&["order.placed"], &["*"]).check(&event_of(EventType::OrderPlaced, "/x")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_prefix_grant_never_matches_a_source_with_dot_segments() {
+        let checkout = grants(&["*"], &["/checkout/*"]);
+        for climbing in [
+            "/checkout/../billing",
+            "/checkout/./x",
+            "/checkout/%2e%2e/billing",
+            "/checkout/%2E./billing",
+            "/checkout/..",
+        ] {
+            let error = checkout
+                .check(&event_of(EventType::OrderPlaced, climbing))
+                .unwrap_err();
+            assert_eq!(error.field, "source", "{climbing}");
+            assert!(error.reason.contains("'..'"), "{}", error.reason);
+        }
+        assert_eq!(
+            checkout.check(&event_of(EventType::OrderPlaced, "/checkout/v2..x/y")),
             Ok(())
         );
     }

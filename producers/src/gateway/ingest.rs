@@ -5,15 +5,17 @@
 //! published (400, 403, 429…) or the answer names the events that were not
 //! (503), and sending the same request again publishes only those.
 
-use std::time::Instant;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use shared::events::Event;
+use shared::events::{DecodeError, Event};
+use shared::publish::PublishError;
 
 use super::GatewayState;
 use super::accepted_events;
@@ -38,19 +40,44 @@ struct Accepted {
     events: Vec<AcceptedEvent>,
 }
 
+/// Longest the gateway spends reading the body of a request it refused
+/// before reading it (401, 429 on key lookups), so the connection can be
+/// kept alive; past this, or over the body limit, it answers with
+/// `Connection: close` instead of leaving the client's next request to
+/// fail on a closed socket.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// What `ingest` came to, and the body if it was never read.
+struct Outcome {
+    mode: Option<Mode>,
+    result: Result<Accepted, GatewayError>,
+    unread: Option<Body>,
+}
+
 /// The handler: applies the request timeout and records the outcome.
 pub async fn post_events(
     State(state): State<GatewayState>,
+    extensions: Extensions,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    let client = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
     let timeout = state.config.request_timeout;
-    let (mode, result) = match tokio::time::timeout(timeout, ingest(&state, &headers, body)).await {
-        Ok((mode, result)) => (mode, result),
-        Err(_elapsed) => (None, Err(GatewayError::Timeout(timeout))),
-    };
-    let response = match result {
+    let outcome = tokio::time::timeout(timeout, ingest(&state, &headers, client, body))
+        .await
+        .unwrap_or_else(|_elapsed| Outcome {
+            mode: None,
+            result: Err(GatewayError::Timeout(timeout)),
+            unread: None,
+        });
+    let mut close = matches!(outcome.result, Err(GatewayError::Timeout(_)));
+    if let Some(body) = outcome.unread {
+        close |= !drain(&headers, body, state.config.max_body_bytes).await;
+    }
+    let mut response = match outcome.result {
         Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
         Err(error) => {
             if error.status().is_server_error() {
@@ -61,23 +88,55 @@ pub async fn post_events(
             error.into_response()
         }
     };
+    if close {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     metrics::request(
-        mode.map_or("unknown", Mode::as_str),
+        outcome.mode.map_or("unknown", Mode::as_str),
         response.status().as_u16(),
         started.elapsed(),
     );
     response
 }
 
-async fn ingest(
-    state: &GatewayState,
-    headers: &HeaderMap,
-    body: Body,
-) -> (Option<Mode>, Result<Accepted, GatewayError>) {
+/// Reads and discards a body that was not needed; `false` when it is over
+/// `limit`, malformed or too slow (the connection must then be closed).
+async fn drain(headers: &HeaderMap, body: Body, limit: usize) -> bool {
+    if declared_length(headers).is_some_and(|length| length > limit as u64) {
+        return false;
+    }
+    tokio::time::timeout(DRAIN_TIME, axum::body::to_bytes(body, limit))
+        .await
+        .is_ok_and(|read| read.is_ok())
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok())
+}
+
+async fn ingest(state: &GatewayState, headers: &HeaderMap, client: IpAddr, body: Body) -> Outcome {
+    let key = match state.authenticator.authenticate(headers, client).await {
+        Ok(key) => key,
+        Err(error) => {
+            return Outcome {
+                mode: None,
+                result: Err(error),
+                unread: Some(body),
+            };
+        }
+    };
     let mut mode = None;
     let result = async {
-        let key = state.authenticator.authenticate(headers).await?;
-        let bytes = read_body(headers, body, state.config.max_body_bytes).await?;
+        let limit = state.config.max_body_bytes;
+        if declared_length(headers).is_some_and(|length| length > limit as u64) {
+            return Err(body_too_large(limit));
+        }
+        let bytes = read_body(body, limit).await?;
         let parsed = cloudevents::parse(
             headers,
             &bytes,
@@ -85,7 +144,23 @@ async fn ingest(
             state.config.max_batch_events,
         )?;
         mode = Some(parsed.mode);
-        let events = valid_events(parsed.events)?;
+        let count = parsed.events.len();
+        // Every event counts toward the key's rate, valid or not.
+        if count > key.burst as usize {
+            metrics::events("rejected", "over_burst", count);
+            return Err(GatewayError::PayloadTooLarge(format!(
+                "this key's burst is {burst} events and this request holds {count}: send at most {burst} events per request",
+                burst = key.burst
+            )));
+        }
+        if let Err(limited) = state
+            .rate_limits
+            .take(key.key_id, key.rate_per_second, key.burst, count)
+        {
+            metrics::events("rejected", "rate_limited", count);
+            return Err(limited.into());
+        }
+        let events = valid_events(parsed.mode, parsed.events)?;
         let forbidden: Vec<EventFailure> = events
             .iter()
             .enumerate()
@@ -101,42 +176,29 @@ async fn ingest(
             metrics::events("rejected", "not_granted", events.len());
             return Err(GatewayError::Forbidden(forbidden));
         }
-        if let Err(limited) =
-            state
-                .rate_limits
-                .take(key.key_id, key.rate_per_second, key.burst, events.len())
-        {
-            metrics::events("rejected", "rate_limited", events.len());
-            return Err(limited.into());
-        }
         publish(state, key.key_id, &events).await
     }
     .await;
-    (mode, result)
+    Outcome {
+        mode,
+        result,
+        unread: None,
+    }
 }
 
-/// The body, refusing more than `limit` bytes (413) before reading them
-/// when the length is declared, and while reading otherwise.
-async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<axum::body::Bytes, GatewayError> {
-    let too_large = || GatewayError::PayloadTooLarge(format!("the body is over {limit} bytes"));
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(too_large());
-    }
+fn body_too_large(limit: usize) -> GatewayError {
+    GatewayError::PayloadTooLarge(format!("the body is over {limit} bytes"))
+}
+
+/// The body, refusing more than `limit` bytes (413) while reading it.
+async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, GatewayError> {
     match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => Ok(bytes),
         Err(error) => {
             let over_limit = std::error::Error::source(&error)
                 .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
             if over_limit {
-                Err(too_large())
+                Err(body_too_large(limit))
             } else {
                 Err(GatewayError::MalformedBody {
                     field: "$".to_owned(),
@@ -147,25 +209,41 @@ async fn read_body(
     }
 }
 
-/// Every event, or 400 naming each one that is invalid.
+/// Every event, or why not: 413 when an event is over the event size
+/// limit, 400 `malformed_body` when a single event's body is not JSON,
+/// else 400 naming each invalid event.
 fn valid_events(
-    decoded: Vec<Result<Event, shared::events::DecodeError>>,
+    mode: Mode,
+    decoded: Vec<Result<Event, DecodeError>>,
 ) -> Result<Vec<Event>, GatewayError> {
-    let failures: Vec<EventFailure> = decoded
+    let errors: Vec<(usize, &DecodeError)> = decoded
         .iter()
         .enumerate()
-        .filter_map(|(index, result)| {
-            result
-                .as_ref()
-                .err()
-                .map(|error| EventFailure::invalid(index, error))
-        })
+        .filter_map(|(index, result)| result.as_ref().err().map(|error| (index, error)))
         .collect();
-    if failures.is_empty() {
+    if errors.is_empty() {
         return Ok(decoded.into_iter().flatten().collect());
     }
-    for failure in &failures {
-        metrics::events("rejected", &failure.code, 1);
+    for (_, error) in &errors {
+        metrics::events("rejected", error.code(), 1);
+    }
+    if let [(_, DecodeError::NotJson(reason))] = errors.as_slice()
+        && mode != Mode::Batch
+    {
+        return Err(GatewayError::MalformedBody {
+            field: "$".to_owned(),
+            reason: reason.clone(),
+        });
+    }
+    let too_large = errors
+        .iter()
+        .any(|(_, error)| matches!(error, DecodeError::TooLarge { .. }));
+    let failures = errors
+        .into_iter()
+        .map(|(index, error)| EventFailure::invalid(index, error))
+        .collect();
+    if too_large {
+        return Err(GatewayError::EventsTooLarge(failures));
     }
     Err(GatewayError::InvalidEvents(failures))
 }
@@ -203,7 +281,13 @@ async fn publish(
     let mut not_published: Vec<&Event> = Vec::new();
     for (index, (event, publish)) in events.iter().zip(&claim.publish).enumerate() {
         let outcome = if *publish {
-            results.next().unwrap_or(Ok(()))
+            // One result per published event; a missing one is a failure,
+            // never a success.
+            results.next().unwrap_or_else(|| {
+                Err(PublishError::BrokerUnavailable(
+                    "no confirm was recorded for this event".to_owned(),
+                ))
+            })
         } else {
             accepted.push(AcceptedEvent {
                 index,

@@ -29,3 +29,11 @@ pub fn events(outcome: &'static str, reason: &str, count: usize) {
 pub fn publish_confirmed(took: Duration) {
     metrics::histogram!(PUBLISH_CONFIRM_SECONDS).record(took.as_secs_f64());
 }
+
+/// Connections closed at once because their address had too many open.
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "switchyard_gateway_connections_refused_total";
+
+/// A connection closed on arrival (per-address limit).
+pub fn connection_refused() {
+    metrics::counter!(CONNECTIONS_REFUSED_TOTAL).increment(1);
+}

@@ -6,6 +6,7 @@
 //! - [`accepted_events`]: idempotent acceptance within a window.
 //! - [`ingest`]: `POST /events`, from request to broker confirm.
 //! - [`error`]: every non-202 answer.
+//! - [`server`]: HTTP/1.1 with header deadlines and connection limits.
 //!
 //! The routes are listed once, in [`ROUTES`]; the OpenAPI document
 //! (`producers/openapi.json`, served at `/openapi.json`) is checked against
@@ -20,6 +21,7 @@ pub mod grants;
 pub mod ingest;
 pub mod metrics;
 pub mod rate_limit;
+pub mod server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +62,11 @@ pub struct GatewayConfig {
     /// How long an authentication answer is cached (and so how long a
     /// revoked key may still work).
     pub key_cache_ttl: Duration,
+    /// Key-store lookups (keys not in the cache) one client address may
+    /// cause per second; twice as many at once.
+    pub key_lookups_per_address: u32,
+    /// Header deadline and connection limits.
+    pub connections: server::ConnectionLimits,
 }
 
 impl Default for GatewayConfig {
@@ -71,6 +78,12 @@ impl Default for GatewayConfig {
             request_timeout: Duration::from_secs(10),
             idempotency_window: Duration::from_secs(24 * 3600),
             key_cache_ttl: Duration::from_secs(5),
+            key_lookups_per_address: 20,
+            connections: server::ConnectionLimits {
+                header_timeout: Duration::from_secs(10),
+                max_connections: 1024,
+                max_connections_per_address: 256,
+            },
         }
     }
 }
@@ -103,7 +116,11 @@ impl GatewayState {
         publisher: Publisher,
     ) -> Self {
         Self {
-            authenticator: Arc::new(Authenticator::new(pool.clone(), config.key_cache_ttl)),
+            authenticator: Arc::new(Authenticator::new(
+                pool.clone(),
+                config.key_cache_ttl,
+                config.key_lookups_per_address,
+            )),
             rate_limits: Arc::new(RateLimits::default()),
             metrics: shared::metrics_recorder::install(),
             settings,
@@ -206,27 +223,26 @@ pub async fn serve(
     state: GatewayState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let purge = tokio::spawn(purge_expired_ids(
-        state.pool.clone(),
-        state.config.idempotency_window,
-        shutdown.clone(),
-    ));
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    purge.abort();
+    let housekeeping = tokio::spawn(housekeeping(state.clone(), shutdown.clone()));
+    let limits = state.config.connections;
+    let served = server::serve_http(listener, router(state), limits, shutdown).await;
+    housekeeping.abort();
     served
 }
 
-async fn purge_expired_ids(pool: PgPool, window: Duration, shutdown: CancellationToken) {
+/// Every minute: purge accepted ids older than the window, and forget
+/// client addresses whose key-lookup allowance has recovered.
+async fn housekeeping(state: GatewayState, shutdown: CancellationToken) {
     let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+    let (pool, window) = (&state.pool, state.config.idempotency_window);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = every_minute.tick() => {}
         }
+        state.authenticator.forget_idle_addresses();
         let purged = shared::database::delete_in_chunks(|limit| {
-            accepted_events::purge_expired(&pool, window, limit)
+            accepted_events::purge_expired(pool, window, limit)
         })
         .await;
         if let Err(error) = purged {

@@ -126,7 +126,15 @@ async fn invalid_events_are_400_naming_index_and_field_and_nothing_is_published(
         .await
         .unwrap();
     assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(json(malformed).await["failures"][0]["field"], "$");
+    let malformed = json(malformed).await;
+    assert_eq!(malformed["error"], "malformed_body");
+    assert!(
+        malformed["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("$: not valid JSON"),
+        "{malformed}"
+    );
 
     let not_an_array = gateway
         .post(&key)
@@ -238,12 +246,21 @@ async fn a_key_over_its_rate_is_429_with_retry_after() {
     assert!((1..=2).contains(&retry_after), "{retry_after}");
     assert_eq!(json(limited).await["error"], "rate_limited");
 
-    // More than the burst can never pass: also 429, whatever the wait.
+    // More than the burst can never pass, whatever the wait: 413 naming
+    // the burst, so a client that obeys Retry-After does not loop forever.
     let other = gateway.key(&["order.placed"], &["/checkout"], 100, 2).await;
     let over_burst: Vec<_> = (0..3).map(|_| order_placed("/checkout")).collect();
-    assert_eq!(
-        gateway.post_batch(&other, &over_burst).await.status(),
-        StatusCode::TOO_MANY_REQUESTS
+    let refused = gateway.post_batch(&other, &over_burst).await;
+    assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(refused.headers().get("retry-after").is_none());
+    let refused = json(refused).await;
+    assert_eq!(refused["error"], "payload_too_large");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("burst is 2 events and this request holds 3"),
+        "{refused}"
     );
     assert_eq!(gateway.queued(ConsumerGroup::Orders).await, 3);
 }

@@ -1,0 +1,205 @@
+//! The gateway's HTTP/1.1 server: hyper under the axum router, with what
+//! `axum::serve` does not give — a deadline for each request's headers
+//! (which also closes kept-alive connections left idle), a limit on open
+//! connections in all and per client address, the client's address for
+//! the handlers, a JSON 500 instead of a dropped connection if a handler
+//! ever panics, and a graceful drain.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, Response, StatusCode};
+use axum::response::IntoResponse;
+use futures_util::FutureExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// Limits on connections and how long a client may take to send headers.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Longest wait for a request's headers, from the first byte awaited —
+    /// on a new connection or on a kept-alive idle one — to the last.
+    pub header_timeout: Duration,
+    /// Most connections open at once; past it the gateway stops accepting
+    /// (new clients wait in the listen backlog) until one closes.
+    pub max_connections: usize,
+    /// Most connections open at once from one client address; past it a new
+    /// connection from that address is closed at once.
+    pub max_connections_per_address: usize,
+}
+
+/// Serves `app` on `listener` until `shutdown`, then stops accepting and
+/// waits for the requests in flight (idle connections are closed at once).
+pub async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let per_address = PerAddress::new(limits.max_connections_per_address.max(1));
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    loop {
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => break,
+            slot = Arc::clone(&open).acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else { break };
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, typically: wait, do not spin.
+                    tracing::warn!(%error, "could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(address_slot) = per_address.enter(peer.ip()) else {
+            tracing::info!(client = %peer.ip(), "too many connections from one address; closed");
+            super::metrics::connection_refused();
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper::service::service_fn(with_client(app.clone(), peer));
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // Errors here are the client's (reset, header timeout): nothing to answer.
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, client = %peer, "connection ended");
+            }
+            drop((slot, address_slot));
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// A per-request service: the router, told the client's address, with a
+/// panic turned into a 500.
+fn with_client(
+    app: Router,
+    peer: SocketAddr,
+) -> impl Fn(
+    Request<Incoming>,
+) -> futures_util::future::BoxFuture<'static, Result<Response<Body>, Infallible>>
++ Clone {
+    move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let app = app.clone();
+        async move {
+            let answer = AssertUnwindSafe(app.oneshot(request.map(Body::new)))
+                .catch_unwind()
+                .await;
+            let response = match answer {
+                Ok(Ok(response)) => response,
+                Ok(Err(never)) => match never {},
+                Err(_panic) => {
+                    tracing::error!(client = %peer, "a request handler panicked");
+                    internal_error()
+                }
+            };
+            Ok(response)
+        }
+        .boxed()
+    }
+}
+
+/// The answer to a request whose handler panicked (a bug): JSON, not a
+/// dropped connection.
+fn internal_error() -> Response<Body> {
+    let body = serde_json::json!({
+        "error": "internal",
+        "message": "the gateway failed on this request; nothing was published unless it answered 202",
+    });
+    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+}
+
+/// Open connections per client address.
+#[derive(Clone)]
+struct PerAddress {
+    limit: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One open connection from an address; counted down when dropped.
+struct AddressSlot {
+    address: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerAddress {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            open: Arc::default(),
+        }
+    }
+
+    fn enter(&self, address: IpAddr) -> Option<AddressSlot> {
+        let mut open = lock(&self.open);
+        let count = open.entry(address).or_default();
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            address,
+            open: Arc::clone(&self.open),
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = lock(&self.open);
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_address_gets_its_own_allowance_and_gets_it_back() {
+        let per_address = PerAddress::new(2);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let first = per_address.enter(a).unwrap();
+        let _second = per_address.enter(a).unwrap();
+        assert!(per_address.enter(a).is_none());
+        assert!(per_address.enter(b).is_some());
+        drop(first);
+        assert!(per_address.enter(a).is_some());
+    }
+}
