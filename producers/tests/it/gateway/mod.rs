@@ -1,6 +1,7 @@
 //! The HTTP gateway over real HTTP, the real broker and a real database.
 
 mod accepting;
+mod hostile;
 mod openapi;
 mod outage;
 mod refusing;
