@@ -1,6 +1,7 @@
 //! The HTTP gateway over real HTTP, the real broker and a real database.
 
 mod accepting;
+mod binary;
 mod hostile;
 mod openapi;
 mod outage;

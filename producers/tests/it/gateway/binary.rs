@@ -1,0 +1,253 @@
+//! The real `producers serve` binary, configured by its flags and
+//! environment variables: slow clients are cut off while others are
+//! served, and each connection limit holds.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use shared::testing::{IsolatedTopology, TestDatabase, database_url, eventually};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// `producers serve` on a free port; killed on drop.
+struct ServeProcess {
+    child: Child,
+    address: SocketAddr,
+    _isolated: IsolatedTopology,
+    database: TestDatabase,
+}
+
+impl ServeProcess {
+    async fn start(flags: &[&str], environment: &[(&str, &str)]) -> Self {
+        let isolated = IsolatedTopology::declare().await;
+        let database = TestDatabase::create_with(isolated.settings.clone()).await;
+        let address = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap()
+        };
+        let child = Command::new(env!("CARGO_BIN_EXE_producers"))
+            .arg("serve")
+            .args(flags)
+            .env("SWITCHYARD_GATEWAY_LISTEN", address.to_string())
+            .env("SWITCHYARD_NAMESPACE", &isolated.settings.namespace)
+            .env("DATABASE_URL", database_url(&database.settings))
+            .env("RUST_LOG", "warn")
+            .envs(environment.iter().copied())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn producers serve");
+        let process = Self {
+            child,
+            address,
+            _isolated: isolated,
+            database,
+        };
+        let up = eventually(Duration::from_secs(60), || async {
+            let response = from(IpAddr::from([127, 0, 0, 1]))
+                .get(process.url("/healthz"))
+                .send()
+                .await
+                .ok()?;
+            (response.status() == StatusCode::OK).then_some(())
+        })
+        .await;
+        assert!(up.is_some(), "the gateway did not come up");
+        process
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// A TCP connection to the gateway from `local` (any 127.x address).
+    async fn connect_from(&self, local: IpAddr) -> TcpStream {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(local, 0)).unwrap();
+        socket.connect(self.address).await.unwrap()
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client whose connections come from `local`.
+fn from(local: IpAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(local)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Whether the server has closed `stream` (EOF or reset), waiting at most `patience`.
+async fn closed_by_server(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    patience: Duration,
+) -> bool {
+    let mut buffer = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            // A 408 or similar before the close: keep reading to the end.
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_header_clients_are_cut_off_while_others_are_served() {
+    let gateway = ServeProcess::start(
+        &["--max-connections-per-address", "8"],
+        &[("SWITCHYARD_GATEWAY_HEADER_TIMEOUT_MS", "1000")],
+    )
+    .await;
+    let slow_address = IpAddr::from([127, 0, 0, 1]);
+    let (mut readers, mut writers) = (Vec::new(), Vec::new());
+    for _ in 0..8 {
+        let mut stream = gateway.connect_from(slow_address).await;
+        stream
+            .write_all(b"POST /events HTTP/1.1\r\nHost: gateway\r\n")
+            .await
+            .unwrap();
+        let (reader, writer) = stream.into_split();
+        readers.push(reader);
+        writers.push(writer);
+    }
+    // The ninth from the same address is over its allowance: closed at once.
+    let mut ninth = gateway.connect_from(slow_address).await;
+    assert!(closed_by_server(&mut ninth, Duration::from_secs(10)).await);
+
+    // Meanwhile another client is served.
+    let served = from(IpAddr::from([127, 0, 0, 2]))
+        .get(gateway.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+
+    // The slow ones keep trickling header bytes and are cut off anyway.
+    let trickle = async {
+        for _ in 0..150 {
+            for writer in &mut writers {
+                let _ = writer.write_all(b"X-Slow: 1\r\n").await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let cut = async {
+        let mut all = true;
+        for reader in &mut readers {
+            all &= closed_by_server(reader, Duration::from_secs(30)).await;
+        }
+        all
+    };
+    let all_cut = tokio::select! {
+        () = trickle => false,
+        all = cut => all,
+    };
+    assert!(all_cut, "every slow client was cut off");
+}
+
+#[tokio::test]
+async fn the_limits_set_by_flags_hold_in_the_running_binary() {
+    let gateway = ServeProcess::start(
+        &[
+            "--max-connections",
+            "4",
+            "--key-lookups-per-address",
+            "1",
+            "--max-body-bytes",
+            "2048",
+            "--header-timeout-ms",
+            "1000",
+        ],
+        &[("SWITCHYARD_GATEWAY_MAX_BATCH_EVENTS", "2")],
+    )
+    .await;
+    let key = {
+        use producers::gateway::api_keys::{self, NewApiKey};
+        use producers::gateway::grants::Grants;
+        let grants = Grants::new(vec!["*".into()], vec!["*".into()]).unwrap();
+        let new = NewApiKey {
+            producer: "binary-test".into(),
+            grants,
+            rate_per_second: 1_000,
+            burst: 1_000,
+        };
+        api_keys::create(&gateway.database.pool, new)
+            .await
+            .unwrap()
+            .1
+    };
+    let client = from(IpAddr::from([127, 0, 0, 1]));
+    let post = |body: Vec<u8>, content_type: &'static str| {
+        client
+            .post(gateway.url("/events"))
+            .bearer_auth(&key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+
+    let over_body = post(vec![b' '; 4096], "application/cloudevents+json")
+        .await
+        .unwrap();
+    assert_eq!(over_body.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let events: Vec<_> = (0..3)
+        .map(|_| super::support::order_placed("/checkout").to_envelope())
+        .collect();
+    let over_batch = post(
+        serde_json::to_vec(&events).unwrap(),
+        "application/cloudevents-batch+json",
+    )
+    .await
+    .unwrap();
+    assert_eq!(over_batch.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let message = super::support::json(over_batch).await["message"].to_string();
+    assert!(message.contains("at most 2 events"), "{message}");
+
+    // One key-store lookup per second (burst 2): random keys soon get 429.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let random = format!("sy_{}_{}", uuid::Uuid::now_v7().simple(), "cd".repeat(32));
+        let response = client
+            .post(gateway.url("/events"))
+            .bearer_auth(random)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status());
+    }
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+
+    // Four silent connections fill the gateway; a fifth client is served
+    // only once the header deadline has closed one of them.
+    let mut silent = Vec::new();
+    for last in 3..7u8 {
+        silent.push(gateway.connect_from(IpAddr::from([127, 0, 0, last])).await);
+    }
+    let served = from(IpAddr::from([127, 0, 0, 9]))
+        .get(gateway.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+    let mut closed = 0;
+    for stream in &mut silent {
+        if closed_by_server(stream, Duration::from_millis(1)).await {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 1, "served while every connection slot was held");
+}
