@@ -7,4 +7,5 @@ mod openapi;
 mod outage;
 mod refusing;
 mod sdk;
+mod statuses;
 pub mod support;

@@ -39,7 +39,12 @@ impl Gateway {
 
     /// The gateway's broker connection goes through a proxy the test cuts.
     pub async fn behind_proxy() -> Self {
-        Self::start_with(GatewayConfig::default(), Some(Cut::Broker)).await
+        Self::behind_proxy_with(GatewayConfig::default()).await
+    }
+
+    /// [`Gateway::behind_proxy`] with `config`.
+    pub async fn behind_proxy_with(config: GatewayConfig) -> Self {
+        Self::start_with(config, Some(Cut::Broker)).await
     }
 
     /// The gateway's database connections go through a proxy the test
