@@ -7,5 +7,4 @@ mod compose;
 mod gateway;
 mod load;
 mod publish;
-mod readme;
 mod relay;

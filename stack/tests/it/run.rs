@@ -2,8 +2,6 @@
 //! gateway, relay and workers under store traffic with invalid events and
 //! an outbox share; the summary must match the database.
 
-#![allow(clippy::unwrap_used)]
-
 use std::time::Duration;
 
 use shared::testing::{IsolatedTopology, TestDatabase};

@@ -1,0 +1,7 @@
+//! The whole stack end to end: the main job, and the README's examples
+//! applied by real workers behind the real gateway and broker.
+
+#![allow(clippy::unwrap_used)]
+
+mod readme;
+mod run;
