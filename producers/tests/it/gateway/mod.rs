@@ -5,6 +5,7 @@ mod binary;
 mod hostile;
 mod openapi;
 mod outage;
+mod properties;
 mod refusing;
 mod sdk;
 mod statuses;
