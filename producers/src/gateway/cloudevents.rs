@@ -236,7 +236,7 @@ mod tests {
     fn binary_mode_reads_percent_encoded_attributes_and_the_body_as_data() {
         let event = StoreTraffic::new(2).next_event();
         let envelope = event.to_envelope();
-        let source = format!("{}/caf%C3%A9", envelope.source);
+        let source = format!("{}/caf%25C3%25A9%2Fx", envelope.source);
         let parsed = parse_with(
             &headers(&[
                 ("content-type", "application/json"),
@@ -252,7 +252,7 @@ mod tests {
         assert_eq!(parsed.mode, Mode::Binary);
         let decoded = parsed.events[0].as_ref().unwrap();
         assert_eq!(decoded.id, event.id);
-        assert_eq!(decoded.source, format!("{}/café", envelope.source));
+        assert_eq!(decoded.source, format!("{}/caf%C3%A9/x", envelope.source));
         assert_eq!(decoded.payload, event.payload);
     }
 

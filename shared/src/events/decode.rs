@@ -56,9 +56,17 @@ impl Event {
         if envelope.specversion != SPEC_VERSION {
             return Err(DecodeError::invalid("specversion", "must be \"1.0\""));
         }
-        let id = Uuid::parse_str(&envelope.id)
-            .map_err(|_| DecodeError::invalid("id", "must be a UUID"))?;
-        check_short_attribute("source", &envelope.source)?;
+        // The hyphenated form only (what JSON Schema's `uuid` format means).
+        let id = Some(envelope.id.as_str())
+            .filter(|id| id.len() == 36)
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .ok_or_else(|| {
+                DecodeError::invalid(
+                    "id",
+                    "must be a UUID in its hyphenated form (8-4-4-4-12 hex digits)",
+                )
+            })?;
+        check_ascii_attribute("source", &envelope.source, false)?;
         let event_type: EventType = envelope
             .event_type
             .parse()
@@ -75,7 +83,7 @@ impl Event {
             ));
         }
         if let Some(correlation_id) = &envelope.correlationid {
-            check_short_attribute("correlationid", correlation_id)?;
+            check_ascii_attribute("correlationid", correlation_id, true)?;
         }
         for (field, value) in [
             ("subject", &envelope.subject),
@@ -135,14 +143,29 @@ fn schema_version(event_type: EventType, uri: &str) -> Result<u32, DecodeError> 
     Ok(version)
 }
 
-/// An attribute that is also an AMQP short string: at most 255 bytes.
-fn check_short_attribute(field: &str, value: &str) -> Result<(), DecodeError> {
-    check_attribute(field, value)?;
+/// An attribute that is also an AMQP short string (255 bytes): printable
+/// ASCII (spaces only where `spaces`), so characters and bytes are one.
+fn check_ascii_attribute(field: &str, value: &str, spaces: bool) -> Result<(), DecodeError> {
+    if value.trim().is_empty() {
+        return Err(DecodeError::invalid(field, "must not be empty"));
+    }
+    let printable = |c: char| c.is_ascii_graphic() || (spaces && c == ' ');
+    if let Some(bad) = value.chars().find(|c| !printable(*c)) {
+        let what = if spaces {
+            "printable ASCII"
+        } else {
+            "printable ASCII without spaces, as a URI-reference is (percent-encode others)"
+        };
+        return Err(DecodeError::invalid(
+            field,
+            format!("must be {what}; found {bad:?}"),
+        ));
+    }
     if value.len() > MAX_SHORT_ATTRIBUTE_BYTES {
         return Err(DecodeError::invalid(
             field,
             format!(
-                "must be at most {MAX_SHORT_ATTRIBUTE_BYTES} bytes (UTF-8), got {}",
+                "must be at most {MAX_SHORT_ATTRIBUTE_BYTES} bytes (it travels in an AMQP short string), got {}",
                 value.len()
             ),
         ));

@@ -29,6 +29,7 @@ pub fn data_schema(event_type: EventType, version: u32) -> Option<Schema> {
         (EventType::OrderCancelled, 1) => schema_for!(OrderCancelled),
         _ => return None,
     };
+    schema.ensure_object().values_mut().for_each(bound_integers);
     schema.insert("$id".to_owned(), event_type.schema_uri(version).into());
     schema.insert(
         "title".to_owned(),
@@ -37,12 +38,30 @@ pub fn data_schema(event_type: EventType, version: u32) -> Option<Schema> {
     Some(schema)
 }
 
+/// The JSON Schema of the structured-mode envelope.
+pub fn envelope_schema() -> Schema {
+    schema_for!(CloudEventEnvelope)
+}
+
+/// Gives every 64-bit integer its bounds: JSON Schema's `int64` format is
+/// only an annotation, and a value outside them is refused by the decoder.
+fn bound_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(object) => {
+            if object.get("format").and_then(|format| format.as_str()) == Some("int64") {
+                object.entry("minimum").or_insert(i64::MIN.into());
+                object.entry("maximum").or_insert(i64::MAX.into());
+            }
+            object.values_mut().for_each(bound_integers);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(bound_integers),
+        _ => {}
+    }
+}
+
 /// Every schema file this contract has, as (file name, pretty JSON text).
 pub fn all_schema_files() -> Vec<(String, String)> {
-    let mut files = vec![(
-        ENVELOPE_SCHEMA_FILE.to_owned(),
-        pretty(&schema_for!(CloudEventEnvelope)),
-    )];
+    let mut files = vec![(ENVELOPE_SCHEMA_FILE.to_owned(), pretty(&envelope_schema()))];
     for event_type in EventType::ALL {
         for version in event_type.supported_versions() {
             if let Some(schema) = data_schema(event_type, version) {

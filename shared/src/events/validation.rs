@@ -37,6 +37,36 @@ impl fmt::Display for ValidationError {
 
 impl std::error::Error for ValidationError {}
 
+/// JSON Schema pattern of free text: not only white space, no NUL (what
+/// [`check_text`] and the decoder's NUL rule accept).
+pub const TEXT_PATTERN: &str = r"^[^\u0000]*[^\s\u0000][^\u0000]*$";
+/// JSON Schema pattern of a URI-reference: printable ASCII, no spaces.
+pub const URI_REFERENCE_PATTERN: &str = r"^[!-~]+$";
+/// JSON Schema pattern of an identifier: printable ASCII, not blank.
+pub const ASCII_TEXT_PATTERN: &str = r"^[ -~]*[!-~][ -~]*$";
+/// JSON Schema pattern of an e-mail address as [`check_email`] reads it
+/// (ASCII here, so that the 254-character limit is also 254 bytes).
+pub const EMAIL_PATTERN: &str = r"^[!-?A-~]+@[!-?A-~]+$";
+
+/// Deserializes a UUID written in its hyphenated form only (8-4-4-4-12 hex
+/// digits, what JSON Schema's `uuid` format means); the `uuid` crate alone
+/// would also take the simple, braced and URN forms.
+pub fn hyphenated_uuid<'de, D>(deserializer: D) -> Result<uuid::Uuid, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+    Some(text.as_ref())
+        .filter(|text| text.len() == 36)
+        .and_then(|text| uuid::Uuid::parse_str(text).ok())
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "must be a UUID in its hyphenated form (8-4-4-4-12 hex digits), got {text:?}"
+            ))
+        })
+}
+
 /// Implemented by every payload: checks the rules serde cannot express.
 pub trait Validate {
     /// `Ok` when every field holds a value the business accepts.
@@ -99,6 +129,17 @@ pub fn check_positive(field: &str, value: i64) -> Result<(), ValidationError> {
         return Err(ValidationError::new(
             field,
             format!("must be at least 1, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A count or amount of at most `max`.
+pub fn check_at_most(field: &str, value: i64, max: i64) -> Result<(), ValidationError> {
+    if value > max {
+        return Err(ValidationError::new(
+            field,
+            format!("must be at most {max}, got {value}"),
         ));
     }
     Ok(())

@@ -167,18 +167,27 @@ fn unknown_fields_are_refused_at_every_depth_and_in_the_envelope() {
 }
 
 #[test]
-fn attributes_that_travel_in_amqp_short_strings_are_bounded_to_255_bytes() {
+fn attributes_that_travel_in_amqp_short_strings_are_ascii_and_bounded_to_255_bytes() {
     for attribute in ["source", "correlationid"] {
         let mut value = order_v2();
-        // 128 two-byte characters: 256 bytes, well under 1,024 characters.
-        value[attribute] = json!("é".repeat(128));
+        value[attribute] = json!(format!("/{}", "a".repeat(255)));
         let error = decode(&value).unwrap_err();
         assert_eq!(error.field(), attribute, "{error}");
         assert!(error.to_string().contains("255 bytes"), "{error}");
-        value[attribute] = json!("a".repeat(255));
+        // Non-ASCII would make characters and bytes differ: refused, named.
+        value[attribute] = json!("/café");
+        let error = decode(&value).unwrap_err();
+        assert_eq!(error.field(), attribute, "{error}");
+        assert!(error.to_string().contains("printable ASCII"), "{error}");
+        value[attribute] = json!(format!("/{}", "a".repeat(254)));
         decode(&value).unwrap();
     }
     let mut value = order_v2();
+    value["source"] = json!("/check out");
+    assert_eq!(decode(&value).unwrap_err().field(), "source");
+    value["source"] = json!("/checkout");
+    value["correlationid"] = json!("flow 42");
+    decode(&value).unwrap();
     value["subject"] = json!("s".repeat(1024));
     decode(&value).unwrap();
     value["subject"] = json!("s".repeat(1025));
@@ -381,11 +390,28 @@ fn a_missing_payload_field_is_named_in_the_reason() {
 }
 
 #[test]
-fn an_order_whose_total_overflows_is_invalid() {
+fn line_bounds_keep_every_order_total_within_64_bits() {
     let mut value = order_v2();
     value["data"]["lines"][0]["quantity"] = json!(i64::MAX);
-    value["data"]["lines"][0]["unit_price_cents"] = json!(10);
-    assert_eq!(decode(&value).unwrap_err().field(), "data.lines");
+    assert_eq!(
+        decode(&value).unwrap_err().field(),
+        "data.lines[0].quantity"
+    );
+    let mut value = order_v2();
+    value["data"]["lines"][0]["unit_price_cents"] = json!(10_000_000_001i64);
+    assert_eq!(
+        decode(&value).unwrap_err().field(),
+        "data.lines[0].unit_price_cents"
+    );
+    // The largest order the bounds allow still totals within 64 bits.
+    let mut value = order_v2();
+    let line = json!({"sku": "SKU-1", "category": "kitchen", "quantity": 1_000_000, "unit_price_cents": 10_000_000_000i64});
+    value["data"]["lines"] = json!(vec![line; 500]);
+    let event = decode(&value).unwrap();
+    let EventPayload::OrderPlaced(order) = event.payload else {
+        panic!("wrong type")
+    };
+    assert_eq!(order.total_cents(), Some(5_000_000_000_000_000_000));
 }
 
 #[test]

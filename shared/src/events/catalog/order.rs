@@ -3,12 +3,18 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::events::validation::{
-    Validate, ValidationError, check_currency, check_non_negative, check_positive, check_sku,
-    check_text,
+    TEXT_PATTERN, Validate, ValidationError, check_at_most, check_currency, check_non_negative,
+    check_positive, check_sku, check_text,
 };
 
 /// Most lines one order may carry; bounds the work one event can cause.
 pub const MAX_ORDER_LINES: usize = 500;
+/// Most units of one line.
+pub const MAX_LINE_QUANTITY: i64 = 1_000_000;
+/// Highest unit price, in minor units (100 million in the major unit).
+/// With [`MAX_ORDER_LINES`] and [`MAX_LINE_QUANTITY`] it keeps every order
+/// total within 64 bits, so the JSON Schema can say all the rules.
+pub const MAX_UNIT_PRICE_CENTS: i64 = 10_000_000_000;
 
 /// `order.placed` v2 (current): a customer placed an order.
 ///
@@ -18,8 +24,10 @@ pub const MAX_ORDER_LINES: usize = 500;
 #[serde(deny_unknown_fields)]
 pub struct OrderPlaced {
     /// The order's id (also its partition key).
+    #[serde(deserialize_with = "crate::events::validation::hyphenated_uuid")]
     pub order_id: Uuid,
     /// Who placed it.
+    #[serde(deserialize_with = "crate::events::validation::hyphenated_uuid")]
     pub customer_id: Uuid,
     /// ISO 4217 code for every price in the order.
     #[schemars(pattern(r"^[A-Z]{3}$"))]
@@ -37,13 +45,13 @@ pub struct OrderLine {
     #[schemars(pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
     pub sku: String,
     /// The product's category slug at the time of the order.
-    #[schemars(length(min = 1, max = 100))]
+    #[schemars(length(min = 1, max = 100), pattern(TEXT_PATTERN))]
     pub category: String,
-    /// Units ordered; at least 1.
-    #[schemars(range(min = 1))]
+    /// Units ordered; 1 to 1,000,000.
+    #[schemars(range(min = 1, max = MAX_LINE_QUANTITY))]
     pub quantity: i64,
-    /// Price of one unit in minor units.
-    #[schemars(range(min = 0))]
+    /// Price of one unit in minor units; 0 to 10,000,000,000.
+    #[schemars(range(min = 0, max = MAX_UNIT_PRICE_CENTS))]
     pub unit_price_cents: i64,
 }
 
@@ -92,7 +100,13 @@ impl Validate for OrderLine {
         check_sku("sku", &self.sku)?;
         check_text("category", &self.category, 100)?;
         check_positive("quantity", self.quantity)?;
-        check_non_negative("unit_price_cents", self.unit_price_cents)
+        check_at_most("quantity", self.quantity, MAX_LINE_QUANTITY)?;
+        check_non_negative("unit_price_cents", self.unit_price_cents)?;
+        check_at_most(
+            "unit_price_cents",
+            self.unit_price_cents,
+            MAX_UNIT_PRICE_CENTS,
+        )
     }
 }
 
@@ -101,8 +115,10 @@ impl Validate for OrderLine {
 #[serde(deny_unknown_fields)]
 pub struct OrderPlacedV1 {
     /// The order's id.
+    #[serde(deserialize_with = "crate::events::validation::hyphenated_uuid")]
     pub order_id: Uuid,
     /// Who placed it.
+    #[serde(deserialize_with = "crate::events::validation::hyphenated_uuid")]
     pub customer_id: Uuid,
     /// What was ordered.
     #[schemars(length(min = 1, max = 500))]
@@ -129,9 +145,10 @@ impl OrderPlacedV1 {
 #[serde(deny_unknown_fields)]
 pub struct OrderCancelled {
     /// The cancelled order.
+    #[serde(deserialize_with = "crate::events::validation::hyphenated_uuid")]
     pub order_id: Uuid,
     /// Why, 1–500 characters.
-    #[schemars(length(min = 1, max = 500))]
+    #[schemars(length(min = 1, max = 500), pattern(TEXT_PATTERN))]
     pub reason: String,
 }
 

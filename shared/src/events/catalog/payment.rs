@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::events::validation::{
-    Validate, ValidationError, check_currency, check_positive, check_text,
+    TEXT_PATTERN, Validate, ValidationError, check_currency, check_positive, check_text,
 };
 
 /// `payment.captured` v1: money for an order was taken.
@@ -11,8 +11,10 @@ use crate::events::validation::{
 #[serde(deny_unknown_fields)]
 pub struct PaymentCaptured {
     /// The payment's id.
+    #[serde(deserialize_with = "crate::events::validation::hyphenated_uuid")]
     pub payment_id: Uuid,
     /// The order it pays for.
+    #[serde(deserialize_with = "crate::events::validation::hyphenated_uuid")]
     pub order_id: Uuid,
     /// Amount captured in minor units; at least 1.
     #[schemars(range(min = 1))]
@@ -34,8 +36,10 @@ impl Validate for PaymentCaptured {
 #[serde(deny_unknown_fields)]
 pub struct PaymentFailed {
     /// The payment attempt's id.
+    #[serde(deserialize_with = "crate::events::validation::hyphenated_uuid")]
     pub payment_id: Uuid,
     /// The order it was for.
+    #[serde(deserialize_with = "crate::events::validation::hyphenated_uuid")]
     pub order_id: Uuid,
     /// Amount attempted in minor units; at least 1.
     #[schemars(range(min = 1))]
@@ -44,7 +48,7 @@ pub struct PaymentFailed {
     #[schemars(pattern(r"^[A-Z]{3}$"))]
     pub currency: String,
     /// The processor's reason, 1–500 characters.
-    #[schemars(length(min = 1, max = 500))]
+    #[schemars(length(min = 1, max = 500), pattern(TEXT_PATTERN))]
     pub reason: String,
 }
 

@@ -2,7 +2,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::events::validation::{
-    Validate, ValidationError, check_currency, check_non_negative, check_sku, check_text,
+    TEXT_PATTERN, Validate, ValidationError, check_currency, check_non_negative, check_sku,
+    check_text,
 };
 
 /// `product.listed` v1: a product was put on sale in a category.
@@ -13,10 +14,10 @@ pub struct ProductListed {
     #[schemars(pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
     pub sku: String,
     /// Product name, 1–200 characters.
-    #[schemars(length(min = 1, max = 200))]
+    #[schemars(length(min = 1, max = 200), pattern(TEXT_PATTERN))]
     pub name: String,
     /// Category slug, 1–100 characters.
-    #[schemars(length(min = 1, max = 100))]
+    #[schemars(length(min = 1, max = 100), pattern(TEXT_PATTERN))]
     pub category: String,
     /// List price in minor units (cents); zero or more.
     #[schemars(range(min = 0))]
