@@ -248,3 +248,34 @@ async fn what_the_broker_dead_letters_on_its_own_is_moved_into_the_store() {
         "the dead-letter queue was drained"
     );
 }
+
+#[tokio::test]
+async fn a_payload_field_its_version_lacks_is_dead_lettered_never_dropped() {
+    let stack = Stack::new().await;
+    let event = order_placed(Uuid::now_v7());
+    // A version-1 order (no currency in that version) that carries one:
+    // reading it as v1 would silently store US dollars.
+    let mut envelope = serde_json::to_value(event.to_envelope()).unwrap();
+    envelope["dataschema"] = serde_json::json!("urn:switchyard:schema:order.placed:v1");
+    stack
+        .publish_raw("order.placed", &serde_json::to_vec(&envelope).unwrap())
+        .await;
+
+    let workers = stack.start(&[ConsumerGroup::Orders], 1);
+    let dead = stack
+        .wait_for("SELECT count(*) FROM dead_letters", 1, 30)
+        .await;
+    workers.stop().await;
+
+    assert_eq!(dead, 1);
+    let letter = &dead_letters(&stack).await[0];
+    assert_eq!(letter.error_kind, "poison");
+    assert!(
+        letter
+            .reason
+            .starts_with("data.currency: is not a field of order.placed v1"),
+        "{}",
+        letter.reason
+    );
+    assert_eq!(stack.number("SELECT count(*) FROM orders").await, 0);
+}
