@@ -36,19 +36,9 @@ pub fn document() -> Value {
         "anyOf": variants,
     });
     schemas["EventData"] = json!({
-        "description": "Binary mode's body: the data of one version of the event type named by ce-type.",
+        "description": "Binary mode's body (see POST /events): the data of one version of the event type named by the ce-type header.",
         "anyOf": data_refs,
     });
-    if let Some(parameters) = document["paths"]["/events"]["post"]["parameters"].as_array_mut() {
-        for parameter in parameters {
-            if parameter["name"] == "ce-type" {
-                parameter["schema"] = json!({
-                    "type": "string",
-                    "enum": EventType::ALL.map(EventType::as_str),
-                });
-            }
-        }
-    }
     document
 }
 

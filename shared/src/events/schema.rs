@@ -9,6 +9,7 @@ use schemars::{Schema, schema_for};
 use super::catalog::*;
 use super::envelope::CloudEventEnvelope;
 use super::event_type::EventType;
+use super::validation::MAX_JSON_INTEGER;
 
 /// File name of the envelope's schema.
 pub const ENVELOPE_SCHEMA_FILE: &str = "cloudevent.json";
@@ -43,14 +44,16 @@ pub fn envelope_schema() -> Schema {
     schema_for!(CloudEventEnvelope)
 }
 
-/// Gives every 64-bit integer its bounds: JSON Schema's `int64` format is
-/// only an annotation, and a value outside them is refused by the decoder.
+/// Gives every integer the decoder's bounds (±(2^53 − 1), see
+/// [`MAX_JSON_INTEGER`]): JSON Schema's `int64` format is only an annotation.
 fn bound_integers(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(object) => {
             if object.get("format").and_then(|format| format.as_str()) == Some("int64") {
-                object.entry("minimum").or_insert(i64::MIN.into());
-                object.entry("maximum").or_insert(i64::MAX.into());
+                object
+                    .entry("minimum")
+                    .or_insert((-MAX_JSON_INTEGER).into());
+                object.entry("maximum").or_insert(MAX_JSON_INTEGER.into());
             }
             object.values_mut().for_each(bound_integers);
         }

@@ -39,7 +39,10 @@ impl std::error::Error for ValidationError {}
 
 /// JSON Schema pattern of free text: not only white space, no NUL (what
 /// [`check_text`] and the decoder's NUL rule accept).
-pub const TEXT_PATTERN: &str = r"^[^\u0000]*[^\s\u0000][^\u0000]*$";
+///
+/// White space is spelled out as Rust's `char::is_whitespace` (Unicode's
+/// White_Space) sees it, since regex engines disagree on what `\s` means.
+pub const TEXT_PATTERN: &str = r"^[^\u0000]*[^\u0000\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$";
 /// JSON Schema pattern of a URI-reference: printable ASCII, no spaces.
 pub const URI_REFERENCE_PATTERN: &str = r"^[!-~]+$";
 /// JSON Schema pattern of an identifier: printable ASCII, not blank.
@@ -47,6 +50,45 @@ pub const ASCII_TEXT_PATTERN: &str = r"^[ -~]*[!-~][ -~]*$";
 /// JSON Schema pattern of an e-mail address as [`check_email`] reads it
 /// (ASCII here, so that the 254-character limit is also 254 bytes).
 pub const EMAIL_PATTERN: &str = r"^[!-?A-~]+@[!-?A-~]+$";
+
+/// The largest integer every JSON implementation reads exactly (I-JSON,
+/// RFC 7493): 2^53 − 1. Integer fields hold at most this, either sign.
+pub const MAX_JSON_INTEGER: i64 = (1 << 53) - 1;
+
+/// Deserializes an integer field as JSON Schema reads `"type": "integer"`:
+/// `3` and `3.0` are both the integer 3. Refused: a fraction, and anything
+/// beyond ±(2^53 − 1), where a JSON number may already have been rounded.
+pub fn json_integer<'de, D>(deserializer: D) -> Result<i64, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    let out_of_range = || {
+        serde::de::Error::custom(format!(
+            "must be an integer from -{MAX_JSON_INTEGER} to {MAX_JSON_INTEGER}"
+        ))
+    };
+    let number = serde_json::Number::deserialize(deserializer)?;
+    let value = if let Some(value) = number.as_i64() {
+        value
+    } else if let Some(value) = number.as_f64().filter(|value| value.fract() == 0.0) {
+        // Exact: |value| <= 2^53 - 1 is checked below before any use.
+        if value.abs() > MAX_JSON_INTEGER as f64 {
+            return Err(out_of_range());
+        }
+        value as i64
+    } else if number.is_f64() {
+        return Err(serde::de::Error::custom(format!(
+            "must be a whole number, got {number}"
+        )));
+    } else {
+        return Err(out_of_range());
+    };
+    if value.unsigned_abs() > MAX_JSON_INTEGER.unsigned_abs() {
+        return Err(out_of_range());
+    }
+    Ok(value)
+}
 
 /// Deserializes a UUID written in its hyphenated form only (8-4-4-4-12 hex
 /// digits, what JSON Schema's `uuid` format means); the `uuid` crate alone
@@ -154,4 +196,21 @@ pub fn check_non_negative(field: &str, value: i64) -> Result<(), ValidationError
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every character the text pattern treats as blank is white space to
+    /// Rust, and the other way round (over the whole Basic Multilingual Plane).
+    #[test]
+    fn the_text_pattern_spells_out_rusts_white_space() {
+        let listed: Vec<char> =
+            "\t\n\u{b}\u{c}\r \u{85}\u{a0}\u{1680}\u{2028}\u{2029}\u{202f}\u{205f}\u{3000}"
+                .chars()
+                .chain('\u{2000}'..='\u{200a}')
+                .collect();
+        for c in (0..=0xFFFF).filter_map(char::from_u32) {
+            assert_eq!(c.is_whitespace(), listed.contains(&c), "{:?}", c);
+        }
+    }
 }

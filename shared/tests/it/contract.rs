@@ -428,3 +428,48 @@ fn caused_by_links_correlation_and_causation() {
 fn new_event_ids_are_uuid_version_7() {
     assert_eq!(sample_event(EventType::OrderPlaced).id.get_version_num(), 7);
 }
+
+#[test]
+fn integers_are_read_as_json_schema_reads_them() {
+    let quantity = |value: Value| {
+        let mut event = order_v2();
+        event["data"]["lines"][0]["quantity"] = value;
+        decode(&event)
+    };
+    // 3.0 is the integer 3 for JSON Schema, and so for the decoder.
+    let event = quantity(json!(3.0)).unwrap();
+    let EventPayload::OrderPlaced(order) = event.payload else {
+        panic!("wrong type")
+    };
+    assert_eq!(order.lines[0].quantity, 3);
+    for refused in [
+        json!(2.5),
+        json!(i64::MIN),
+        json!(u64::MAX),
+        json!(1e300),
+        json!("3"),
+    ] {
+        assert_eq!(
+            quantity(refused.clone()).unwrap_err().field(),
+            "data.lines[0].quantity",
+            "{refused}"
+        );
+    }
+    // Beyond 2^53 - 1 a JSON number may already have been rounded.
+    let mut restock = envelope(
+        "inventory.restocked",
+        json!({"sku": "SKU-1", "quantity": 9_007_199_254_740_992i64}),
+    );
+    assert_eq!(decode(&restock).unwrap_err().field(), "data.quantity");
+    restock["data"]["quantity"] = json!(9_007_199_254_740_991i64);
+    decode(&restock).unwrap();
+    // A large whole number written with a fraction is read exactly.
+    let text = serde_json::to_string(&restock)
+        .unwrap()
+        .replace("9007199254740991", "1826163803519447.0");
+    let event = Event::decode(text.as_bytes(), DEFAULT_MAX_EVENT_BYTES).unwrap();
+    let EventPayload::InventoryRestocked(restocked) = event.payload else {
+        panic!("wrong type")
+    };
+    assert_eq!(restocked.quantity, 1_826_163_803_519_447);
+}

@@ -138,6 +138,8 @@ fn candidates() -> Vec<serde_json::Value> {
         serde_json::json!("x".repeat(256)),
         serde_json::json!("y".repeat(1025)),
         serde_json::json!(" z "),
+        serde_json::json!("\u{85}"),
+        serde_json::json!("\u{2003}x"),
         serde_json::json!("a b"),
         serde_json::json!("EUR"),
         serde_json::json!("SKU-1"),

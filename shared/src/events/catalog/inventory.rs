@@ -12,6 +12,7 @@ pub struct InventoryRestocked {
     pub sku: String,
     /// Units added to stock; at least 1.
     #[schemars(range(min = 1))]
+    #[serde(deserialize_with = "crate::events::validation::json_integer")]
     pub quantity: i64,
 }
 

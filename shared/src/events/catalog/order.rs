@@ -49,9 +49,11 @@ pub struct OrderLine {
     pub category: String,
     /// Units ordered; 1 to 1,000,000.
     #[schemars(range(min = 1, max = MAX_LINE_QUANTITY))]
+    #[serde(deserialize_with = "crate::events::validation::json_integer")]
     pub quantity: i64,
     /// Price of one unit in minor units; 0 to 10,000,000,000.
     #[schemars(range(min = 0, max = MAX_UNIT_PRICE_CENTS))]
+    #[serde(deserialize_with = "crate::events::validation::json_integer")]
     pub unit_price_cents: i64,
 }
 

@@ -18,6 +18,7 @@ pub struct PaymentCaptured {
     pub order_id: Uuid,
     /// Amount captured in minor units; at least 1.
     #[schemars(range(min = 1))]
+    #[serde(deserialize_with = "crate::events::validation::json_integer")]
     pub amount_cents: i64,
     /// ISO 4217 code of the amount.
     #[schemars(pattern(r"^[A-Z]{3}$"))]
@@ -43,6 +44,7 @@ pub struct PaymentFailed {
     pub order_id: Uuid,
     /// Amount attempted in minor units; at least 1.
     #[schemars(range(min = 1))]
+    #[serde(deserialize_with = "crate::events::validation::json_integer")]
     pub amount_cents: i64,
     /// ISO 4217 code of the amount.
     #[schemars(pattern(r"^[A-Z]{3}$"))]

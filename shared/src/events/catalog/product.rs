@@ -21,6 +21,7 @@ pub struct ProductListed {
     pub category: String,
     /// List price in minor units (cents); zero or more.
     #[schemars(range(min = 0))]
+    #[serde(deserialize_with = "crate::events::validation::json_integer")]
     pub price_cents: i64,
     /// ISO 4217 code of the price, three upper-case letters.
     #[schemars(pattern(r"^[A-Z]{3}$"))]
@@ -46,9 +47,11 @@ pub struct ProductPriceChanged {
     pub sku: String,
     /// Price before the change, in minor units.
     #[schemars(range(min = 0))]
+    #[serde(deserialize_with = "crate::events::validation::json_integer")]
     pub old_price_cents: i64,
     /// Price after the change, in minor units.
     #[schemars(range(min = 0))]
+    #[serde(deserialize_with = "crate::events::validation::json_integer")]
     pub new_price_cents: i64,
     /// ISO 4217 code of both prices.
     #[schemars(pattern(r"^[A-Z]{3}$"))]
