@@ -351,21 +351,12 @@ async fn one_at_a_time_publisher() -> (IsolatedTopology, TcpProxy, Publisher) {
     (isolated, proxy, publisher)
 }
 
-/// Waits until `publisher` has `count` publishes holding window slots.
-async fn until_in_flight(publisher: &Publisher, count: usize) {
-    eventually(Duration::from_secs(10), || async {
-        (publisher.in_flight() == count).then_some(())
-    })
-    .await
-    .expect("the publish took its slot");
-}
-
-#[tokio::test]
-async fn waiting_for_a_window_slot_counts_against_the_publish_timeout() {
-    let (_isolated, proxy, publisher) = one_at_a_time_publisher().await;
-    let timeout = publisher.settings().timeout;
-    proxy.stall();
-    let first = tokio::spawn({
+/// Starts a publish (the proxy being stalled, it hangs) and waits until it
+/// holds its slot of the window.
+async fn publish_holding_the_slot(
+    publisher: &Publisher,
+) -> tokio::task::JoinHandle<Result<(), PublishError>> {
+    let publish = tokio::spawn({
         let publisher = publisher.clone();
         async move {
             publisher
@@ -373,7 +364,20 @@ async fn waiting_for_a_window_slot_counts_against_the_publish_timeout() {
                 .await
         }
     });
-    until_in_flight(&publisher, 1).await;
+    eventually(Duration::from_secs(10), || async {
+        (publisher.in_flight() == 1).then_some(())
+    })
+    .await
+    .expect("the publish took its slot");
+    publish
+}
+
+#[tokio::test]
+async fn waiting_for_a_window_slot_counts_against_the_publish_timeout() {
+    let (_isolated, proxy, publisher) = one_at_a_time_publisher().await;
+    let timeout = publisher.settings().timeout;
+    proxy.stall();
+    let first = publish_holding_the_slot(&publisher).await;
 
     // The only slot is held by a publish the broker never answers. The
     // documented bound is the publish timeout, slot wait included; the bug
@@ -401,15 +405,7 @@ async fn waiting_for_a_window_slot_counts_against_the_publish_timeout() {
 async fn close_waits_for_the_publishes_in_flight() {
     let (_isolated, proxy, publisher) = one_at_a_time_publisher().await;
     proxy.stall();
-    let in_flight = tokio::spawn({
-        let publisher = publisher.clone();
-        async move {
-            publisher
-                .publish(&sample_event(EventType::InventoryRestocked))
-                .await
-        }
-    });
-    until_in_flight(&publisher, 1).await;
+    let in_flight = publish_holding_the_slot(&publisher).await;
 
     publisher.close().await;
 
