@@ -6,7 +6,7 @@ RUN cargo build --release --locked -p producers -p consumers -p switchyard
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/producers /src/target/release/consumers /src/target/release/switchyard /usr/local/bin/
 USER 10001:10001

@@ -1,9 +1,14 @@
 //! The subcommands of `consumers`.
 
+use std::sync::Arc;
+
+use anyhow::Context;
 use shared::settings::Settings;
 use shared::topology::stats::depth_table;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Command, DemoArgs, RunArgs, TeardownArgs};
+use crate::http::HttpState;
 use crate::runtime::{Health, WorkerOptions, run_workers};
 
 /// Runs one subcommand to completion.
@@ -91,27 +96,71 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
     // Each worker holds one connection; the rest serve the dead-letter
     // movers (one per group, briefly), readiness checks and outage probes.
     let connections = options.groups.len() as u32 * (u32::from(args.workers) + 1) + 2;
-    let pool = shared::startup::prepare_database(settings, connections).await?;
-    let (connection, topology) =
-        shared::startup::prepare_broker(settings, "switchyard-workers").await?;
-    let shutdown = tokio_util::sync::CancellationToken::new();
+    let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signals(shutdown.clone()));
-    tracing::info!(groups = ?options.groups, workers = options.workers, prefetch = options.prefetch,
-        batch_size = options.batch_size, "starting workers");
-    let result = run_workers(
-        settings,
-        &connection,
-        &topology,
-        pool.clone(),
-        &options,
-        Health::default(),
-        shutdown,
-    )
-    .await;
-    let _ = connection.close(200, "shutdown".into()).await;
-    pool.close().await;
+    // Served first: "alive, not ready" while the broker and database are awaited.
+    let health = Health::default();
+    health.set_database_ready(false);
+    let http = HttpState::new(health.clone(), crate::metrics::install_recorder());
+    let listener = tokio::net::TcpListener::bind(args.http_address)
+        .await
+        .with_context(|| format!("cannot listen on {} (--http-address)", args.http_address))?;
+    tracing::info!(address = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+    let http_stop = CancellationToken::new();
+    let server = tokio::spawn(crate::http::serve(
+        listener,
+        http.clone(),
+        http_stop.clone(),
+    ));
+
+    let prepared = tokio::select! {
+        () = shutdown.cancelled() => None,
+        prepared = prepare(settings, connections) => Some(prepared?),
+    };
+    let result = match prepared {
+        None => Ok(()),
+        Some((pool, connection, topology)) => {
+            http.set_pool(pool.clone());
+            health.set_database_ready(true);
+            http.set_broker(Arc::clone(&connection));
+            tracing::info!(groups = ?options.groups, workers = options.workers, prefetch = options.prefetch,
+                batch_size = options.batch_size, "starting workers");
+            let result = run_workers(
+                settings,
+                &connection,
+                &topology,
+                pool.clone(),
+                &options,
+                health,
+                shutdown,
+            )
+            .await;
+            let _ = connection.close(200, "shutdown".into()).await;
+            pool.close().await;
+            result
+        }
+    };
+    http_stop.cancel();
+    let _ = server.await;
     tracing::info!("workers stopped");
     Ok(result?)
+}
+
+/// The database (waited for, like the broker) and the broker with its topology.
+async fn prepare(
+    settings: &Settings,
+    connections: u32,
+) -> anyhow::Result<(
+    sqlx::PgPool,
+    Arc<lapin::Connection>,
+    shared::topology::Topology,
+)> {
+    let patience = shared::startup::BROKER_PATIENCE;
+    let pool =
+        shared::startup::prepare_database_with_retry(settings, connections, patience).await?;
+    let (connection, topology) =
+        shared::startup::prepare_broker(settings, "switchyard-workers").await?;
+    Ok((pool, Arc::new(connection), topology))
 }
 
 async fn stop_on_signals(shutdown: tokio_util::sync::CancellationToken) {

@@ -1,7 +1,10 @@
 //! The worker process's HTTP endpoints: `/healthz` (alive), `/readyz`
-//! (broker and database reachable) and `/metrics` (Prometheus).
+//! (broker and database reachable) and `/metrics` (Prometheus). They are
+//! served from the start of the process, before the broker and the
+//! database are reached, so a supervisor sees "alive, not ready" while the
+//! process waits for them.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -20,14 +23,37 @@ use crate::runtime::Health;
 /// What the endpoints look at.
 #[derive(Clone)]
 pub struct HttpState {
-    /// The process's broker connection.
-    pub broker: Arc<lapin::Connection>,
-    /// The database pool.
-    pub pool: PgPool,
+    /// The process's broker connection, once it has one.
+    broker: Arc<OnceLock<Arc<lapin::Connection>>>,
+    /// The database pool, once the database was reached and migrated.
+    pool: Arc<OnceLock<PgPool>>,
     /// Flags the workers maintain.
-    pub health: Health,
+    health: Health,
     /// Renders the metrics.
-    pub metrics: PrometheusHandle,
+    metrics: PrometheusHandle,
+}
+
+impl HttpState {
+    /// State for a process that has reached neither the broker nor the
+    /// database yet (not ready until both are set).
+    pub fn new(health: Health, metrics: PrometheusHandle) -> Self {
+        Self {
+            broker: Arc::default(),
+            pool: Arc::default(),
+            health,
+            metrics,
+        }
+    }
+
+    /// The broker connection the process now has.
+    pub fn set_broker(&self, broker: Arc<lapin::Connection>) {
+        let _ = self.broker.set(broker);
+    }
+
+    /// The pool the process now has.
+    pub fn set_pool(&self, pool: PgPool) {
+        let _ = self.pool.set(pool);
+    }
 }
 
 /// The routes.
@@ -57,9 +83,17 @@ pub async fn serve(
 }
 
 async fn readiness(State(state): State<HttpState>) -> impl IntoResponse {
-    let broker = state.broker.status().connected();
-    let database = state.health.database_ready()
-        && shared::database::responds(&state.pool, Duration::from_secs(2)).await;
+    let broker = state
+        .broker
+        .get()
+        .is_some_and(|broker| broker.status().connected());
+    let database = match state.pool.get() {
+        Some(pool) => {
+            state.health.database_ready()
+                && shared::database::responds(pool, Duration::from_secs(2)).await
+        }
+        None => false,
+    };
     let status = if broker && database {
         StatusCode::OK
     } else {

@@ -11,7 +11,7 @@ use crate::database::{DatabaseError, connect_and_migrate};
 use crate::settings::Settings;
 use crate::topology::{Topology, TopologyError};
 
-/// How long a starting process waits for the broker to come up.
+/// How long a starting process waits for the broker (or the database) to come up.
 pub const BROKER_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Why a process could not start.
@@ -39,6 +39,35 @@ pub async fn prepare_broker(
     let topology = Topology::new(settings);
     topology.declare(&connection).await?;
     Ok((connection, topology))
+}
+
+/// [`prepare_database`], retrying with the broker's backoff while the
+/// server cannot be reached, for at most `patience` (a worker started
+/// before its database waits instead of exiting into a restart loop). A bad
+/// URL or a failed migration is not retried.
+pub async fn prepare_database_with_retry(
+    settings: &Settings,
+    max_connections: u32,
+    patience: Duration,
+) -> Result<PgPool, StartupError> {
+    let mut schedule = settings.retry.backoff();
+    schedule.max_elapsed_time = Some(patience);
+    let pool = backoff::future::retry_notify(
+        schedule,
+        || async {
+            connect_and_migrate(settings, max_connections)
+                .await
+                .map_err(|error| match error {
+                    DatabaseError::Unreachable(_) => backoff::Error::transient(error),
+                    other => backoff::Error::permanent(other),
+                })
+        },
+        |error: DatabaseError, wait: Duration| {
+            tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "database not reachable yet");
+        },
+    )
+    .await?;
+    Ok(pool)
 }
 
 /// Creates the database if missing and applies the migrations.

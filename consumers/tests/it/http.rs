@@ -1,83 +1,149 @@
-use std::sync::Arc;
+//! The real `consumers run` binary serves `/healthz`, `/readyz` and
+//! `/metrics` on `--http-address` from the moment it starts: alive and not
+//! ready while its database is unreachable (it waits instead of exiting),
+//! ready once it is back, readiness following the database afterwards.
 
-use consumers::http::{HttpState, serve};
-use consumers::runtime::Health;
-use shared::groups::ConsumerGroup;
+use std::net::SocketAddr;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use shared::testing::{TcpProxy, database_url, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::processing::order_placed;
 use crate::support::Stack;
 
-async fn get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+/// Status and body of `GET path`, or `None` when nothing answers.
+async fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response[9..12].parse().unwrap();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.get(9..12)?.parse().ok()?;
     let body = response
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default();
-    (status, body)
+    Some((status, body))
+}
+
+/// Waits until `GET path` answers `expected` (status, body).
+async fn until(address: SocketAddr, path: &str, expected: (u16, &str)) -> Option<(u16, String)> {
+    eventually(Duration::from_secs(60), || async {
+        get(address, path)
+            .await
+            .filter(|(status, body)| *status == expected.0 && body == expected.1)
+    })
+    .await
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test]
-async fn health_readiness_and_metrics_are_served_and_readiness_follows_the_database() {
+async fn the_binary_serves_health_readiness_and_metrics_and_waits_for_its_database() {
     let stack = Stack::new().await;
-    let metrics = consumers::metrics::install_recorder();
-    let broker = Arc::new(shared::testing::connect(&stack.settings).await);
-    let health = Health::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let state = HttpState {
-        broker,
-        pool: stack.database.pool.clone(),
-        health: health.clone(),
-        metrics,
+    let (proxy, through_proxy) = TcpProxy::in_front_of(&database_url(&stack.settings)).await;
+    proxy.cut();
+    let address = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
     };
-    let server = tokio::spawn(serve(listener, state, shutdown.clone()));
-    let workers = stack.start(&[ConsumerGroup::Orders], 1);
+    let mut worker = Running(
+        Command::new(env!("CARGO_BIN_EXE_consumers"))
+            .args([
+                "run",
+                "--group",
+                "orders",
+                "--http-address",
+                &address.to_string(),
+            ])
+            .env("SWITCHYARD_NAMESPACE", &stack.settings.namespace)
+            .envs(crate::support::QUICK_RETRY_ENVIRONMENT)
+            .env("DATABASE_URL", &through_proxy)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("spawn consumers"),
+    );
+
+    // Database unreachable: alive, not ready, and still running.
+    let alive = until(address, "/healthz", (200, r#"{"status":"alive"}"#)).await;
+    let waiting = until(
+        address,
+        "/readyz",
+        (503, r#"{"broker":false,"database":false}"#),
+    )
+    .await;
+    assert!(
+        alive.is_some(),
+        "/healthz is served while the database is awaited"
+    );
+    assert!(
+        waiting.is_some(),
+        "/readyz says not ready while the database is awaited"
+    );
+    assert!(
+        worker.0.try_wait().unwrap().is_none(),
+        "the worker exited instead of waiting for its database"
+    );
+
+    proxy.restore();
+    let ready = until(
+        address,
+        "/readyz",
+        (200, r#"{"broker":true,"database":true}"#),
+    )
+    .await;
+    assert!(ready.is_some(), "ready once the database is back");
+
     stack.publish(&[order_placed(Uuid::now_v7())]).await;
-    stack.wait_for("SELECT count(*) FROM orders", 1, 30).await;
-
-    let alive = get(address, "/healthz").await;
-    let ready = get(address, "/readyz").await;
-    let metrics = get(address, "/metrics").await;
-    health.set_database_ready(false);
-    let not_ready = get(address, "/readyz").await;
-    workers.stop().await;
-    shutdown.cancel();
-    server.await.unwrap().unwrap();
-
-    assert_eq!(alive.0, 200);
     assert_eq!(
-        ready,
-        (200, r#"{"broker":true,"database":true}"#.to_owned())
+        stack.wait_for("SELECT count(*) FROM orders", 1, 30).await,
+        1
     );
-    assert_eq!(metrics.0, 200);
-    assert!(
-        metrics.1.contains("switchyard_events_total"),
-        "{}",
-        metrics.1
-    );
-    assert!(metrics.1.contains(r#"outcome="applied""#), "{}", metrics.1);
-    assert!(metrics.1.contains("switchyard_batch_size"), "{}", metrics.1);
-    // A lone order.placed is applied in one statement.
-    assert!(
-        metrics
-            .1
-            .contains(r#"switchyard_batches_total{group="orders",path="one_statement"}"#),
-        "{}",
-        metrics.1
-    );
-    assert!(
-        metrics.1.contains("switchyard_end_to_end_lag_seconds"),
-        "{}",
-        metrics.1
-    );
-    assert_eq!(not_ready.0, 503);
+    let metrics = eventually(Duration::from_secs(30), || async {
+        get(address, "/metrics")
+            .await
+            .filter(|(status, body)| *status == 200 && body.contains(r#"outcome="applied""#))
+    })
+    .await
+    .expect("/metrics counts the applied event");
+    for name in [
+        "switchyard_events_total",
+        "switchyard_batch_size",
+        r#"switchyard_batches_total{group="orders",path="one_statement"}"#,
+        "switchyard_end_to_end_lag_seconds",
+    ] {
+        assert!(
+            metrics.1.contains(name),
+            "{name} missing from {}",
+            metrics.1
+        );
+    }
+
+    // Readiness follows the database, not a flag set by hand.
+    proxy.cut();
+    let lost = until(
+        address,
+        "/readyz",
+        (503, r#"{"broker":true,"database":false}"#),
+    )
+    .await;
+    assert!(lost.is_some(), "not ready while the database is cut");
+    proxy.restore();
+    let back = until(
+        address,
+        "/readyz",
+        (200, r#"{"broker":true,"database":true}"#),
+    )
+    .await;
+    assert!(back.is_some(), "ready again once it is back");
 }

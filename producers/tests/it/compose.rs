@@ -160,3 +160,33 @@ fn dependencies_name_services_of_the_file() {
         }
     }
 }
+
+#[test]
+fn services_that_serve_http_are_health_checked_on_their_own_readyz() {
+    let compose = compose();
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Dockerfile"))
+            .unwrap();
+    for (name, variable) in [
+        ("workers", "SWITCHYARD_HTTP_ADDRESS"),
+        ("gateway", "SWITCHYARD_GATEWAY_LISTEN"),
+    ] {
+        let service = &services(&compose)[name];
+        let address = text(&service["environment"][variable]);
+        let port = address.rsplit_once(':').unwrap().1;
+        let test: Vec<&str> = service["healthcheck"]["test"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{name} has a healthcheck"))
+            .iter()
+            .map(text)
+            .collect();
+        assert_eq!(
+            test.last().copied(),
+            Some(format!("http://127.0.0.1:{port}/readyz").as_str()),
+            "{name}"
+        );
+        if test.contains(&"curl") {
+            assert!(dockerfile.contains(" curl"), "the image installs curl");
+        }
+    }
+}
