@@ -65,7 +65,12 @@ pub async fn apply_orders_placed<'c>(
             query
         }
         ConsumerGroup::Inventory => reserve_stock(&run, lock_ids, event_ids, order_ids),
-        ConsumerGroup::Sales => record_sales(&run, lock_ids, event_ids, order_ids),
+        ConsumerGroup::Sales => {
+            let Some(query) = record_sales(&run, lock_ids, event_ids, order_ids) else {
+                return Ok(None); // a sum overflows: a permanent error, isolated per event
+            };
+            query
+        }
     };
     match query.fetch_one(executor).await {
         Ok(claimed) => Ok(Some(claimed.into_iter().collect())),
@@ -142,21 +147,22 @@ fn record_sales<'q>(
     lock_ids: Vec<i64>,
     event_ids: Vec<Uuid>,
     order_ids: Vec<Uuid>,
-) -> ClaimQuery<'q> {
+) -> Option<ClaimQuery<'q>> {
     let currencies: Vec<String> = run
         .iter()
         .map(|placed| placed.order.currency.clone())
         .collect();
     let categories: Vec<Json<serde_json::Value>> = run
         .iter()
-        .map(|placed| Json(json!(super::sales::category_totals(placed.order))))
-        .collect();
-    sqlx::query_scalar("SELECT sales_record_batch($1, $2, $3, $4, $5)")
+        .map(|placed| Some(Json(json!(super::sales::category_totals(placed.order)?))))
+        .collect::<Option<_>>()?;
+    let query = sqlx::query_scalar("SELECT sales_record_batch($1, $2, $3, $4, $5)")
         .bind(lock_ids)
         .bind(event_ids)
         .bind(order_ids)
         .bind(currencies)
-        .bind(categories)
+        .bind(categories);
+    Some(query)
 }
 
 /// Every line of a run as parallel arrays, keyed by the event it belongs to.

@@ -124,7 +124,16 @@ async fn reserve(connection: &mut PgConnection, order: &OrderPlaced) -> Result<(
     // One row per SKU, locked in SKU order so concurrent workers cannot deadlock.
     let mut per_sku: BTreeMap<&str, i64> = BTreeMap::new();
     for line in &order.lines {
-        *per_sku.entry(line.sku.as_str()).or_default() += line.quantity;
+        let units = per_sku.entry(line.sku.as_str()).or_default();
+        *units = units.checked_add(line.quantity).ok_or_else(|| {
+            HandlerError::permanent(
+                "order_too_large",
+                format!(
+                    "order {}: units of {} do not fit 64 bits",
+                    order.order_id, line.sku
+                ),
+            )
+        })?;
     }
     for (sku, quantity) in &per_sku {
         let reserved = sqlx::query(

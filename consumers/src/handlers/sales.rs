@@ -35,22 +35,33 @@ pub async fn apply(connection: &mut PgConnection, event: &Event) -> Result<(), H
     }
 }
 
-/// Revenue and units of an order per category.
-pub(super) fn category_totals(order: &OrderPlaced) -> CategoryTotals {
+/// Revenue and units of an order per category; `None` when a sum does not
+/// fit 64 bits (validation's bounds rule that out for decoded events; the
+/// arithmetic is checked all the same, never wrapped nor a panic).
+pub(super) fn category_totals(order: &OrderPlaced) -> Option<CategoryTotals> {
     let mut totals = CategoryTotals::new();
     for line in &order.lines {
         let total = totals.entry(line.category.clone()).or_default();
-        total.units += line.quantity;
-        total.revenue_cents += line.quantity * line.unit_price_cents;
+        total.units = total.units.checked_add(line.quantity)?;
+        let revenue = line.quantity.checked_mul(line.unit_price_cents)?;
+        total.revenue_cents = total.revenue_cents.checked_add(revenue)?;
     }
-    totals
+    Some(totals)
+}
+
+/// The permanent error of an order whose sums overflow.
+pub(super) fn too_large(order: &OrderPlaced) -> HandlerError {
+    HandlerError::permanent(
+        "order_too_large",
+        format!("order {}: its totals do not fit 64 bits", order.order_id),
+    )
 }
 
 async fn record_order(
     connection: &mut PgConnection,
     order: &OrderPlaced,
 ) -> Result<(), HandlerError> {
-    let totals = category_totals(order);
+    let totals = category_totals(order).ok_or_else(|| too_large(order))?;
     sqlx::query(
         "INSERT INTO sales_orders (order_id, currency, categories) VALUES ($1, $2, $3) \
          ON CONFLICT (order_id) DO NOTHING",
@@ -116,4 +127,67 @@ async fn reverse(
         .execute(connection)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use shared::events::catalog::OrderLine;
+
+    fn extreme() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            Just(i64::MAX),
+            Just(i64::MAX / 2 + 1),
+            Just(0),
+            Just(1),
+            0..i64::MAX,
+            0i64..1_000_000,
+        ]
+    }
+
+    proptest! {
+        /// Whatever the quantities and prices, the totals are exact or
+        /// refused: never wrapped, never a panic.
+        #[test]
+        fn category_totals_are_exact_or_refused(
+            lines in proptest::collection::vec(
+                (prop_oneof![Just("a"), Just("b")], extreme(), extreme()),
+                1..6,
+            )
+        ) {
+            let order = OrderPlaced {
+                order_id: uuid::Uuid::nil(),
+                customer_id: uuid::Uuid::nil(),
+                currency: "EUR".into(),
+                lines: lines
+                    .iter()
+                    .map(|(category, quantity, price)| OrderLine {
+                        sku: "SKU-1".into(),
+                        category: (*category).into(),
+                        quantity: *quantity,
+                        unit_price_cents: *price,
+                    })
+                    .collect(),
+            };
+            let mut exact: BTreeMap<&str, (i128, i128)> = BTreeMap::new();
+            for (category, quantity, price) in &lines {
+                let entry = exact.entry(category).or_default();
+                entry.0 += i128::from(*quantity);
+                entry.1 += i128::from(*quantity) * i128::from(*price);
+            }
+            let fits = exact.values().all(|(units, revenue)| {
+                i64::try_from(*units).is_ok() && i64::try_from(*revenue).is_ok()
+            }) && lines.iter().all(|(_, quantity, price)| quantity.checked_mul(*price).is_some());
+            match category_totals(&order) {
+                Some(totals) => {
+                    for (category, (units, revenue)) in exact {
+                        prop_assert_eq!(i128::from(totals[category].units), units);
+                        prop_assert_eq!(i128::from(totals[category].revenue_cents), revenue);
+                    }
+                }
+                None => prop_assert!(!fits),
+            }
+        }
+    }
 }
