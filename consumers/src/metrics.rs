@@ -22,6 +22,9 @@ pub const HANDLER_SECONDS: &str = "switchyard_handler_seconds";
 pub const COMMIT_SECONDS: &str = "switchyard_commit_seconds";
 /// Deliveries taken and not yet settled.
 pub const IN_FLIGHT: &str = "switchyard_in_flight";
+/// Times a batch was held (not applied, tried again after a pause) because
+/// the database failed, by group.
+pub const BATCHES_HELD_TOTAL: &str = "switchyard_batches_held_total";
 /// Commit time minus event time.
 pub const LAG_SECONDS: &str = shared::metrics_recorder::LAG_SECONDS;
 
@@ -53,6 +56,11 @@ pub fn batch_committed(group: ConsumerGroup, size: usize, timing: BatchTiming) {
 /// End-to-end lag of one applied event.
 pub fn lag(group: ConsumerGroup, lag: Duration) {
     metrics::histogram!(LAG_SECONDS, "group" => group.as_str()).record(lag.as_secs_f64());
+}
+
+/// A batch held because the database failed (it will be tried again).
+pub fn batch_held(group: ConsumerGroup) {
+    metrics::counter!(BATCHES_HELD_TOTAL, "group" => group.as_str()).increment(1);
 }
 
 /// Deliveries taken (positive) or settled (negative).

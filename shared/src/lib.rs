@@ -7,6 +7,7 @@
 //! - [`outbox`]: the transactional outbox, writer side.
 //! - [`broker`]: connecting to RabbitMQ with automatic recovery.
 //! - [`database`]: connecting to PostgreSQL, creating the database, migrating.
+//! - [`database_errors`]: whose fault a database error is, by SQLSTATE class.
 //! - [`settings`]: one validated configuration value from the environment.
 //! - [`simulation`]: a simulated online store emitting realistic event streams.
 //! - [`latency`]: percentile summaries of latencies.
@@ -21,6 +22,7 @@
 
 pub mod broker;
 pub mod database;
+pub mod database_errors;
 pub mod events;
 pub mod groups;
 pub mod latency;

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use shared::database_errors::{DatabaseFault, classify};
+
 /// What the runtime does with a failed event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
@@ -74,27 +76,15 @@ impl HandlerError {
     }
 }
 
-/// Serialization failures, deadlocks and lock timeouts are retried;
-/// lost connections are outages; anything else (a constraint the event
-/// breaks) is permanent.
+/// By the shared SQLSTATE table ([`shared::database_errors`]): only a data
+/// exception or an integrity violation is the event's fault and
+/// dead-letters it; contention is retried; everything else is an outage
+/// that holds the batch and burns no attempt.
 pub fn classify_database_error(error: &sqlx::Error) -> Disposition {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => Disposition::DatabaseOutage,
-        sqlx::Error::Database(database) => match database.code().as_deref() {
-            // serialization_failure, deadlock_detected, lock_not_available, query_canceled
-            Some("40001" | "40P01" | "55P03" | "57014") => Disposition::Retry,
-            // admin_shutdown, crash_shutdown, cannot_connect_now, connection_* (08xxx)
-            Some(code) if code.starts_with("08") || code.starts_with("57P") => {
-                Disposition::DatabaseOutage
-            }
-            _ => Disposition::DeadLetter,
-        },
-        _ => Disposition::DeadLetter,
+    match classify(error) {
+        DatabaseFault::Event => Disposition::DeadLetter,
+        DatabaseFault::Contention => Disposition::Retry,
+        DatabaseFault::Outage => Disposition::DatabaseOutage,
     }
 }
 

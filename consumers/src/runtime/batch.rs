@@ -27,13 +27,16 @@ pub enum Outcome {
     DeadLettered,
 }
 
-/// Why a batch was not committed. Nothing of it took effect.
+/// Why a batch was not committed. Nothing of it took effect, and it is not
+/// the events' fault: the worker holds the batch and tries it again.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
-    /// PostgreSQL is unreachable: hold the batch, probe, try again.
+    /// PostgreSQL is unreachable or cannot work (read-only, out of
+    /// resources, shutting down…): hold the batch, probe, try again.
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(#[source] sqlx::Error),
-    /// Another database failure of the runtime's own statements.
+    /// A runtime statement (claim, savepoint, dead-letter record) lost a
+    /// race or failed otherwise: hold the batch, back off, try again.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
 }

@@ -95,40 +95,45 @@ impl Worker {
             .iter()
             .map(|delivery| Incoming::from_delivery(delivery, self.max_event_bytes))
             .collect();
+        // A failure here is the database's, never the events': hold the
+        // batch (the prefetch window stops new deliveries), burn no attempt,
+        // and try it again after a pause that grows while it keeps failing
+        // (a read-only database still answers a probe, so the probe alone
+        // would not slow the retries down).
+        let mut pause = self.context.policy.backoff();
+        pause.initial_interval = Duration::from_millis(100);
+        pause.current_interval = pause.initial_interval;
+        pause.max_interval = Duration::from_secs(5);
+        pause.max_elapsed_time = None;
         let outcomes = loop {
             let result = match held_connection(&self.pool, held).await {
                 Ok(connection) => process_batch(connection, &self.context, &batch).await,
                 Err(error) => Err(BatchError::from(error)),
             };
-            if result.is_err() {
-                *held = None; // it may be broken: take a fresh one next time
-            }
-            match result {
+            let error = match result {
                 Ok(outcomes) => break outcomes,
-                Err(BatchError::DatabaseUnavailable(error)) => {
-                    // Hold the batch (the prefetch window stops new deliveries)
-                    // and burn no attempt: the events are healthy.
-                    tracing::warn!(worker = %self.context.worker, %error, "database unavailable; pausing");
-                    self.health.set_database_ready(false);
-                    if !wait_for_database(&self.pool, &self.context, shutdown).await {
-                        return; // shutting down: unacked deliveries go back to the queue
-                    }
-                    self.health.set_database_ready(true);
-                    tracing::info!(worker = %self.context.worker, "database back; resuming");
-                }
-                Err(BatchError::Database(error)) => {
-                    tracing::error!(worker = %self.context.worker, %error, "batch failed; requeueing it");
-                    let requeue = BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    };
-                    for delivery in &deliveries {
-                        let _ = delivery.nack(requeue).await;
-                    }
-                    return;
-                }
+                Err(error) => error,
+            };
+            // It may be broken, or its session stuck in a state the
+            // failure came from (read-only after a failover): never give it
+            // back to the pool; the next try opens a fresh one.
+            if let Some(connection) = held.take() {
+                drop(connection.detach());
+            }
+            tracing::warn!(worker = %self.context.worker, %error,
+                "batch not applied: the database failed, not its events; holding it and trying again");
+            crate::metrics::batch_held(self.context.group);
+            self.health.set_database_ready(false);
+            let wait = backoff::backoff::Backoff::next_backoff(&mut pause)
+                .unwrap_or(Duration::from_secs(5));
+            if !pause_then_probe(&self.pool, &self.context, wait, shutdown).await {
+                return; // shutting down: unacked deliveries go back to the queue
             }
         };
+        if !self.health.database_ready() {
+            self.health.set_database_ready(true);
+            tracing::info!(worker = %self.context.worker, "batch applied; database back");
+        }
         let mut all_acked = true;
         let mut settled = vec![false; deliveries.len()];
         for (index, (incoming, outcome)) in batch.iter().zip(&outcomes).enumerate() {
@@ -231,14 +236,19 @@ async fn held_connection<'a>(
     Ok(&mut **held.insert(connection))
 }
 
-/// Probes the database with the retry policy's backoff until it answers
-/// (true) or shutdown is requested (false).
-async fn wait_for_database(
+/// Waits `pause`, then probes the database with the retry policy's backoff
+/// until it answers (true) or shutdown is requested (false).
+async fn pause_then_probe(
     pool: &PgPool,
     context: &BatchContext,
+    pause: Duration,
     shutdown: &CancellationToken,
 ) -> bool {
     use backoff::backoff::Backoff;
+    tokio::select! {
+        _ = shutdown.cancelled() => return false,
+        _ = tokio::time::sleep(pause) => {}
+    }
     let mut schedule = context.policy.backoff();
     schedule.initial_interval = Duration::from_millis(100);
     schedule.current_interval = schedule.initial_interval;

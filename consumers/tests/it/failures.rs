@@ -189,3 +189,72 @@ async fn a_consumer_ended_by_the_broker_stops_the_runtime_with_an_error() {
         other => panic!("expected ConsumerEnded, got {other:?}"),
     }
 }
+
+/// The value of counter `name{group="orders"}` in this process's metrics.
+fn orders_counter(metrics: &metrics_exporter_prometheus::PrometheusHandle, name: &str) -> u64 {
+    let prefix = format!("{name}{{group=\"orders\"}} ");
+    metrics
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_read_only_database_holds_the_batch_and_it_is_applied_after_recovery() {
+    let metrics = consumers::metrics::install_recorder();
+    let stack = Stack::new().await;
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&stack.database.pool)
+        .await
+        .unwrap();
+    let set = |on: bool| {
+        let statement = if on {
+            format!("ALTER DATABASE \"{database}\" SET default_transaction_read_only = on")
+        } else {
+            format!("ALTER DATABASE \"{database}\" RESET default_transaction_read_only")
+        };
+        let pool = stack.database.pool.clone();
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    // As after a failover to a replica: every new session is read-only.
+    set(true).await;
+    let events: Vec<_> = (0..20).map(|_| order_placed(Uuid::now_v7())).collect();
+    stack.publish(&events).await;
+    let held_before = orders_counter(&metrics, "switchyard_batches_held_total");
+    let workers = stack.start(&[ConsumerGroup::Orders], 1);
+
+    // The batch is held and tried again with growing pauses (five tries
+    // take over a second): never requeued, never dead-lettered.
+    let held = eventually(Duration::from_secs(60), || async {
+        (orders_counter(&metrics, "switchyard_batches_held_total") >= held_before + 5).then_some(())
+    })
+    .await;
+    assert!(held.is_some(), "the batch was held and retried");
+    assert_eq!(stack.number("SELECT count(*) FROM orders").await, 0);
+    let (ready, _, dead_letter_queue) = stack.queued(ConsumerGroup::Orders).await;
+    assert_eq!(
+        (ready, dead_letter_queue),
+        (0, 0),
+        "held, not requeued nor dead-lettered"
+    );
+
+    set(false).await;
+    let applied = stack.wait_for("SELECT count(*) FROM orders", 20, 60).await;
+    let drained = crate::support::eventually_drained(&stack, ConsumerGroup::Orders).await;
+    workers.stop().await;
+
+    assert_eq!(applied, 20);
+    assert!(drained);
+    assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
+    assert_eq!(
+        stack.number("SELECT count(*) FROM processed_events").await,
+        20
+    );
+}

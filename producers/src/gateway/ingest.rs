@@ -264,7 +264,10 @@ async fn publish(
     )
     .await
     .map_err(|error| {
-        tracing::warn!(%error, "idempotency store unavailable");
+        // The claims hold only validated sources and ids: whatever the
+        // SQLSTATE table says, the request is not at fault (503, retry).
+        let fault = shared::database_errors::classify(&error);
+        tracing::warn!(%error, ?fault, "idempotency store unavailable");
         GatewayError::DatabaseUnavailable
     })?;
     let to_publish: Vec<Event> = events

@@ -165,7 +165,9 @@ impl Relay {
                     pass.failed == 0 && pass.claimed as i64 >= self.config.batch_size
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "relay pass failed; retrying");
+                    let RelayError::Database(cause) = &error;
+                    let fault = shared::database_errors::classify(cause);
+                    tracing::warn!(%error, ?fault, "relay pass failed; retrying");
                     false
                 }
             };
