@@ -69,8 +69,7 @@ impl Worker {
             }
             let taken = deliveries.len() as f64;
             crate::metrics::in_flight(self.context.group, taken);
-            self.handle(&channel, deliveries, &mut connection, &shutdown)
-                .await;
+            self.handle(deliveries, &mut connection, &shutdown).await;
             crate::metrics::in_flight(self.context.group, -taken);
         }
         let _ = channel
@@ -86,7 +85,6 @@ impl Worker {
 
     async fn handle(
         &self,
-        channel: &Channel,
         deliveries: Vec<Delivery>,
         held: &mut Option<PoolConnection<Postgres>>,
         shutdown: &CancellationToken,
@@ -153,7 +151,7 @@ impl Worker {
                 all_acked = false;
             }
         }
-        acknowledge(channel, &deliveries, &settled, all_acked).await;
+        acknowledge(&deliveries, &settled, all_acked).await;
     }
 
     /// Publishes the event to the wait queue for its attempt, with the
@@ -190,36 +188,37 @@ impl Worker {
     }
 }
 
-/// Acks every delivery not already settled. When all of the batch is to be
-/// acked, one `multiple` ack of the last tag covers it: every earlier tag
-/// on this channel belongs to this batch or to batches already settled.
-async fn acknowledge(
-    channel: &Channel,
-    deliveries: &[Delivery],
-    settled: &[bool],
-    all_acked: bool,
-) {
-    let result = if all_acked {
-        match deliveries.last() {
-            Some(last) => {
-                channel
-                    .basic_ack(last.delivery_tag, BasicAckOptions { multiple: true })
-                    .await
-            }
-            None => Ok(()),
+/// Acks every delivery not already settled, always through a delivery's
+/// own acker: lapin poisons ackers when their channel closes, so after an
+/// automatic recovery (where delivery tags restart at 1) an old batch's
+/// ack is dropped instead of acking new, unprocessed deliveries that reuse
+/// its tags. When all of the batch is to be acked, one `multiple` ack of the
+/// last delivery covers it: every earlier tag on this channel belongs to
+/// this batch or to batches already settled.
+async fn acknowledge(deliveries: &[Delivery], settled: &[bool], all_acked: bool) {
+    let multiple = BasicAckOptions { multiple: true };
+    let mut results = Vec::new();
+    if all_acked {
+        if let Some(last) = deliveries.last() {
+            results.push(last.ack(multiple).await);
         }
     } else {
-        let mut result = Ok(());
         for (delivery, done) in deliveries.iter().zip(settled) {
             if !done {
-                result = result.and(delivery.ack(BasicAckOptions::default()).await.map(|_| ()));
+                results.push(delivery.ack(BasicAckOptions::default()).await);
             }
         }
-        result
-    };
-    if let Err(error) = result {
-        // The commit stands; a redelivery will be recognised as a duplicate.
-        tracing::warn!(%error, "ack failed after commit; the broker will redeliver and it will be skipped");
+    }
+    // The commit stands either way; a redelivery is recognised as a duplicate.
+    for result in results {
+        match result {
+            Ok(true) => {}
+            Ok(false) => tracing::info!(
+                "not acked: the channel was recovered since the batch was taken; the broker redelivers it and it is skipped"
+            ),
+            Err(error) => tracing::warn!(%error,
+                "ack failed after commit; the broker will redeliver and it will be skipped"),
+        }
     }
 }
 
