@@ -258,3 +258,88 @@ async fn a_read_only_database_holds_the_batch_and_it_is_applied_after_recovery()
         20
     );
 }
+
+#[tokio::test]
+async fn an_amqp_cut_while_a_batch_is_in_hand_loses_nothing_and_applies_nothing_twice() {
+    let stack = Stack::new().await;
+    let events: Vec<_> = (0..300).map(|_| order_placed(Uuid::now_v7())).collect();
+    stack.publish(&events).await;
+    let amqp_url = stack.settings.expose_amqp_url().to_owned();
+    let (proxy, through_proxy) = TcpProxy::in_front_of(&amqp_url).await;
+    let mut settings = stack.settings.clone();
+    settings.amqp_url = through_proxy.into();
+
+    // Hold the worker's first batch in the database: its claim waits on this lock.
+    let mut blocker = stack.database.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE processed_events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let workers = stack.start_with(settings, stack.options(&[ConsumerGroup::Orders], 1));
+    let waiting = eventually(Duration::from_secs(30), || async {
+        (stack
+            .number(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .await
+            > 0)
+        .then_some(())
+    })
+    .await;
+    assert!(
+        waiting.is_some(),
+        "the worker's batch is waiting on the lock"
+    );
+
+    // The AMQP connection drops while that batch is in hand; lapin recovers,
+    // the broker redelivers, and delivery tags start again at 1.
+    proxy.cut();
+    let consumers_gone = eventually(Duration::from_secs(30), || async {
+        let connection = shared::testing::connect(&stack.settings).await;
+        let depths = stack.isolated.topology.depths(&connection).await.unwrap();
+        let _ = connection.close(200, "OK".into()).await;
+        let orders = depths
+            .into_iter()
+            .find(|depth| depth.group == ConsumerGroup::Orders)?;
+        (orders.consumers == 0 && orders.work == 300).then_some(())
+    })
+    .await;
+    assert!(consumers_gone.is_some(), "the broker took the batch back");
+    proxy.restore();
+    let recovered = eventually(Duration::from_secs(60), || async {
+        let connection = shared::testing::connect(&stack.settings).await;
+        let depths = stack.isolated.topology.depths(&connection).await.unwrap();
+        let _ = connection.close(200, "OK".into()).await;
+        let orders = depths
+            .into_iter()
+            .find(|depth| depth.group == ConsumerGroup::Orders)?;
+        (orders.consumers == 1 && orders.work < 300).then_some(())
+    })
+    .await;
+    assert!(
+        recovered.is_some(),
+        "the worker consumes again after recovery"
+    );
+
+    // Only now may the old batch commit and be acknowledged.
+    blocker.commit().await.unwrap();
+    let applied = stack
+        .wait_for("SELECT count(*) FROM orders", 300, 120)
+        .await;
+    let drained = crate::support::eventually_drained(&stack, ConsumerGroup::Orders).await;
+    workers.stop().await;
+
+    assert_eq!(applied, 300);
+    assert!(drained, "every delivery was settled");
+    assert_eq!(
+        stack.number("SELECT count(*) FROM processed_events").await,
+        300
+    );
+    assert_eq!(
+        stack.number("SELECT count(*) FROM order_lines").await,
+        300,
+        "nothing applied twice"
+    );
+    assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
+}
