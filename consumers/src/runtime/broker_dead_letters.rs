@@ -4,14 +4,16 @@
 
 use chrono::Utc;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use std::time::Duration;
+
+use lapin::options::BasicAckOptions;
 use lapin::types::AMQPValue;
 use shared::groups::ConsumerGroup;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::RuntimeError;
-use super::attempts::AttemptRecord;
+use super::attempts::{AttemptHistory, AttemptRecord};
 use super::consuming;
 use super::dead_letter_store;
 use super::incoming::Incoming;
@@ -39,40 +41,61 @@ pub async fn move_broker_dead_letters(
             kind: format!("broker_{reason}"),
             message: format!("the broker dead-lettered the message ({reason})"),
         });
-        let stored = async {
-            let mut transaction = pool.begin().await?;
-            let reason_text = format!("dead-lettered by the broker: {reason}");
-            let kind = format!("broker_{reason}");
-            dead_letter_store::record(
-                &mut transaction,
-                group,
-                &incoming,
-                &history,
-                &reason_text,
-                &kind,
-            )
-            .await?;
-            transaction.commit().await
-        }
-        .await;
-        match stored {
-            Ok(()) => {
-                tracing::warn!(%group, message_id = ?incoming.message_id, %reason, "broker dead letter moved to the store");
-                let _ = delivery.ack(BasicAckOptions::default()).await;
-            }
-            Err(error) => {
-                tracing::warn!(%group, %error, "could not store a broker dead letter; it stays queued");
-                let _ = delivery
-                    .nack(BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    })
-                    .await;
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        // Storing can fail only because the database does (headers and
+        // bytes are always storable): keep the message in hand and try
+        // again after a growing pause — never requeue it into a loop.
+        let mut pause = backoff::ExponentialBackoff {
+            initial_interval: Duration::from_millis(200),
+            current_interval: Duration::from_millis(200),
+            max_interval: Duration::from_secs(30),
+            max_elapsed_time: None,
+            ..backoff::ExponentialBackoff::default()
+        };
+        loop {
+            let stored = store(&pool, group, &incoming, &history, &reason).await;
+            match stored {
+                Ok(()) => {
+                    tracing::warn!(%group, message_id = ?incoming.message_id, %reason, "broker dead letter moved to the store");
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                    break;
+                }
+                Err(error) => {
+                    let wait = backoff::backoff::Backoff::next_backoff(&mut pause)
+                        .unwrap_or(Duration::from_secs(30));
+                    tracing::warn!(%group, %error, retry_in_ms = wait.as_millis() as u64,
+                        "could not store a broker dead letter; holding it");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
             }
         }
     }
     Ok(())
+}
+
+/// Records one broker dead letter in its own transaction.
+async fn store(
+    pool: &PgPool,
+    group: ConsumerGroup,
+    incoming: &Incoming,
+    history: &AttemptHistory,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let mut transaction = pool.begin().await?;
+    let reason_text = format!("dead-lettered by the broker: {reason}");
+    let kind = format!("broker_{reason}");
+    dead_letter_store::record(
+        &mut transaction,
+        group,
+        incoming,
+        history,
+        &reason_text,
+        &kind,
+    )
+    .await?;
+    transaction.commit().await
 }
 
 /// The `reason` of the newest `x-death` entry (`rejected`, `delivery_limit`, `expired`…).

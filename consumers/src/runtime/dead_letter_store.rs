@@ -9,7 +9,8 @@ use super::incoming::{Incoming, without_nul};
 
 /// Records `incoming` as dead for `group`, with its whole attempt history
 /// (which already holds the final failure). A second record of the same
-/// event for the same group is ignored.
+/// event for the same group is ignored, and so is a second record of the
+/// same poison message (same routing key, message id and body).
 pub async fn record(
     connection: &mut PgConnection,
     group: ConsumerGroup,
@@ -22,11 +23,15 @@ pub async fn record(
     let first = history.records.first().map_or(now, |record| record.at);
     let last = history.records.last().map_or(now, |record| record.at);
     let (event_id, event_type) = incoming.identity();
+    // Either unique index may say "already stored": (group, event id) for
+    // events, (group, message hash) for poison, which has no event id.
     sqlx::query(
         "INSERT INTO dead_letters (consumer_group, event_id, event_type, routing_key, body, headers, \
-           reason, error_kind, attempts, attempt_log, first_failed_at, last_failed_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-         ON CONFLICT (consumer_group, event_id) WHERE event_id IS NOT NULL DO NOTHING",
+           reason, error_kind, attempts, attempt_log, first_failed_at, last_failed_at, message_sha256) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+           sha256(convert_to($4, 'UTF8') || '\\x00'::bytea \
+                  || convert_to(coalesce($13, ''), 'UTF8') || '\\x00'::bytea || $5)) \
+         ON CONFLICT DO NOTHING",
     )
     .bind(group.as_str())
     .bind(event_id)
@@ -41,6 +46,7 @@ pub async fn record(
     .bind(history.to_json())
     .bind(first)
     .bind(last)
+    .bind(incoming.message_id.as_deref().map(without_nul))
     .execute(connection)
     .await?;
     Ok(())

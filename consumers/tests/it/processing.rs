@@ -279,3 +279,120 @@ async fn a_payload_field_its_version_lacks_is_dead_lettered_never_dropped() {
     );
     assert_eq!(stack.number("SELECT count(*) FROM orders").await, 0);
 }
+
+/// Publishes `body` as `order.placed` with AMQP `message_id` and headers.
+async fn publish_with(
+    stack: &Stack,
+    body: &[u8],
+    message_id: &str,
+    headers: lapin::types::FieldTable,
+) {
+    let publisher = stack.publisher().await;
+    publisher
+        .publish_message(shared::publish::OutgoingMessage {
+            routing_key: "order.placed".into(),
+            exchange: None,
+            body: body.to_vec(),
+            properties: lapin::BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(message_id.into())
+                .with_headers(headers),
+        })
+        .await
+        .unwrap();
+    publisher.close().await;
+}
+
+#[tokio::test]
+async fn poison_delivered_again_after_a_lost_ack_is_stored_once() {
+    let stack = Stack::new().await;
+    let poison = b"not an event at all";
+    publish_with(&stack, poison, "poison-1", Default::default()).await;
+    let workers = stack.start(&[ConsumerGroup::Orders], 1);
+    stack
+        .wait_for("SELECT count(*) FROM dead_letters", 1, 30)
+        .await;
+    // The same message again, as the broker redelivers it when the ack of
+    // its committed dead letter was lost; then a different poison message.
+    publish_with(&stack, poison, "poison-1", Default::default()).await;
+    publish_with(&stack, poison, "poison-2", Default::default()).await;
+    let stored = stack
+        .wait_for("SELECT count(*) FROM dead_letters", 2, 30)
+        .await;
+    let drained = crate::support::eventually_drained(&stack, ConsumerGroup::Orders).await;
+    workers.stop().await;
+
+    assert!(drained);
+    assert_eq!(
+        stored, 2,
+        "the redelivery was recognised, the other message kept"
+    );
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT error_kind FROM dead_letters ORDER BY id")
+        .fetch_all(&stack.database.pool)
+        .await
+        .unwrap();
+    assert_eq!(kinds, ["poison", "poison"]);
+}
+
+#[tokio::test]
+async fn a_broker_dead_letter_with_nul_and_binary_headers_is_stored_exactly() {
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+    let stack = Stack::new().await;
+    let event = order_placed(Uuid::now_v7());
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "note".into(),
+        AMQPValue::LongString(LongString::from("a\0b")),
+    );
+    headers.insert(
+        "raw".into(),
+        AMQPValue::LongString(LongString::from(vec![0xff, 0x00])),
+    );
+    publish_with(
+        &stack,
+        &event.to_json_bytes(),
+        &event.id.to_string(),
+        headers,
+    )
+    .await;
+    // A consumer that rejects it without requeue: the broker dead-letters it.
+    let connection = shared::testing::connect(&stack.settings).await;
+    let channel = connection.create_channel().await.unwrap();
+    let work = stack
+        .isolated
+        .topology
+        .group(ConsumerGroup::Orders)
+        .work
+        .clone();
+    let message = shared::testing::eventually(std::time::Duration::from_secs(10), || async {
+        channel
+            .basic_get(
+                work.as_str().into(),
+                lapin::options::BasicGetOptions::default(),
+            )
+            .await
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    message
+        .delivery
+        .reject(lapin::options::BasicRejectOptions { requeue: false })
+        .await
+        .unwrap();
+
+    let workers = stack.start(&[ConsumerGroup::Orders], 1);
+    let stored = stack
+        .wait_for("SELECT count(*) FROM dead_letters", 1, 30)
+        .await;
+    workers.stop().await;
+
+    assert_eq!(stored, 1);
+    let headers: serde_json::Value = sqlx::query_scalar("SELECT headers FROM dead_letters")
+        .fetch_one(&stack.database.pool)
+        .await
+        .unwrap();
+    assert_eq!(headers["note"]["bytes_hex"], "610062");
+    assert_eq!(headers["raw"]["bytes_hex"], "ff00");
+    assert_eq!(stack.queued(ConsumerGroup::Orders).await, (0, 0, 0));
+}
