@@ -173,8 +173,9 @@ mod tests {
             let mut exact: BTreeMap<&str, (i128, i128)> = BTreeMap::new();
             for (category, quantity, price) in &lines {
                 let entry = exact.entry(category).or_default();
-                entry.0 += i128::from(*quantity);
-                entry.1 += i128::from(*quantity) * i128::from(*price);
+                // Saturating: past i128 it is far past i64 all the same.
+                entry.0 = entry.0.saturating_add(i128::from(*quantity));
+                entry.1 = entry.1.saturating_add(i128::from(*quantity) * i128::from(*price));
             }
             let fits = exact.values().all(|(units, revenue)| {
                 i64::try_from(*units).is_ok() && i64::try_from(*revenue).is_ok()

@@ -37,14 +37,11 @@ async fn a_transient_failure_is_retried_with_growing_delays_until_the_budget_is_
         .map(|pair| (pair[1] - pair[0]).num_milliseconds())
         .collect();
     // Nominal 200, 400, 800 ms with ±20 % jitter: each wait is at least its
-    // jittered minimum and longer than the one before.
+    // jittered minimum (160, 320, 640 ms), so the waits grow. Only lower
+    // bounds: a loaded machine may add to any wait, never take from it.
     for (gap, nominal) in gaps.iter().zip([200, 400, 800]) {
         assert!(*gap >= nominal * 8 / 10, "gaps {gaps:?}");
     }
-    assert!(
-        gaps.windows(2).all(|pair| pair[1] > pair[0]),
-        "gaps grow: {gaps:?}"
-    );
     assert_eq!(stack.number("SELECT count(*) FROM payments").await, 0);
     assert_eq!(stack.queued(ConsumerGroup::Orders).await, (0, 0, 0));
 }
@@ -56,23 +53,21 @@ async fn a_transient_failure_succeeds_once_its_dependency_arrives() {
     let workers = stack.start(&[ConsumerGroup::Orders], 1);
 
     stack.publish(&[captured(order_id)]).await;
-    let retried = stack
-        .wait_for("SELECT count(*) FROM processed_events", 0, 5)
-        .await;
     // It is waiting in a retry queue, not lost and not applied.
     let waiting = shared::testing::eventually(std::time::Duration::from_secs(10), || async {
         let (_, retrying, _) = stack.queued(ConsumerGroup::Orders).await;
         (retrying == 1).then_some(())
     })
     .await;
+    let applied_while_waiting = stack.number("SELECT count(*) FROM processed_events").await;
     stack.publish(&[order_placed(order_id)]).await;
     let paid = stack
         .wait_for("SELECT count(*) FROM orders WHERE status = 'paid'", 1, 30)
         .await;
     workers.stop().await;
 
-    assert_eq!(retried, 0);
     assert!(waiting.is_some(), "the payment waited in a retry queue");
+    assert_eq!(applied_while_waiting, 0, "nothing applied while it waited");
     assert_eq!(paid, 1);
     assert_eq!(stack.number("SELECT count(*) FROM payments").await, 1);
     assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
