@@ -296,24 +296,14 @@ async fn an_amqp_cut_while_a_batch_is_in_hand_loses_nothing_and_applies_nothing_
     // the broker redelivers, and delivery tags start again at 1.
     proxy.cut();
     let consumers_gone = eventually(Duration::from_secs(30), || async {
-        let connection = shared::testing::connect(&stack.settings).await;
-        let depths = stack.isolated.topology.depths(&connection).await.unwrap();
-        let _ = connection.close(200, "OK".into()).await;
-        let orders = depths
-            .into_iter()
-            .find(|depth| depth.group == ConsumerGroup::Orders)?;
+        let orders = stack.depth(ConsumerGroup::Orders).await;
         (orders.consumers == 0 && orders.work == 300).then_some(())
     })
     .await;
     assert!(consumers_gone.is_some(), "the broker took the batch back");
     proxy.restore();
     let recovered = eventually(Duration::from_secs(60), || async {
-        let connection = shared::testing::connect(&stack.settings).await;
-        let depths = stack.isolated.topology.depths(&connection).await.unwrap();
-        let _ = connection.close(200, "OK".into()).await;
-        let orders = depths
-            .into_iter()
-            .find(|depth| depth.group == ConsumerGroup::Orders)?;
+        let orders = stack.depth(ConsumerGroup::Orders).await;
         (orders.consumers == 1 && orders.work < 300).then_some(())
     })
     .await;

@@ -204,31 +204,7 @@ async fn what_the_broker_dead_letters_on_its_own_is_moved_into_the_store() {
     let stack = Stack::new().await;
     let event = order_placed(Uuid::now_v7());
     stack.publish(std::slice::from_ref(&event)).await;
-    // A consumer that rejects without requeue: the broker dead-letters it.
-    let connection = shared::testing::connect(&stack.settings).await;
-    let channel = connection.create_channel().await.unwrap();
-    let work = stack
-        .isolated
-        .topology
-        .group(ConsumerGroup::Orders)
-        .work
-        .clone();
-    let message = shared::testing::eventually(std::time::Duration::from_secs(10), || async {
-        channel
-            .basic_get(
-                work.as_str().into(),
-                lapin::options::BasicGetOptions::default(),
-            )
-            .await
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    message
-        .delivery
-        .reject(lapin::options::BasicRejectOptions { requeue: false })
-        .await
-        .unwrap();
+    reject_one_from_the_work_queue(&stack).await;
 
     let workers = stack.start(&[ConsumerGroup::Orders], 1);
     let stored = stack
@@ -278,6 +254,36 @@ async fn a_payload_field_its_version_lacks_is_dead_lettered_never_dropped() {
         letter.reason
     );
     assert_eq!(stack.number("SELECT count(*) FROM orders").await, 0);
+}
+
+/// Takes one message from the orders work queue and rejects it without
+/// requeue, as a failing consumer would: the broker dead-letters it.
+async fn reject_one_from_the_work_queue(stack: &Stack) {
+    let connection = shared::testing::connect(&stack.settings).await;
+    let channel = connection.create_channel().await.unwrap();
+    let work = stack
+        .isolated
+        .topology
+        .group(ConsumerGroup::Orders)
+        .work
+        .clone();
+    let message = shared::testing::eventually(std::time::Duration::from_secs(10), || async {
+        channel
+            .basic_get(
+                work.as_str().into(),
+                lapin::options::BasicGetOptions::default(),
+            )
+            .await
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    message
+        .delivery
+        .reject(lapin::options::BasicRejectOptions { requeue: false })
+        .await
+        .unwrap();
+    let _ = connection.close(200, "OK".into()).await;
 }
 
 /// Publishes `body` as `order.placed` with AMQP `message_id` and headers.
@@ -355,31 +361,7 @@ async fn a_broker_dead_letter_with_nul_and_binary_headers_is_stored_exactly() {
         headers,
     )
     .await;
-    // A consumer that rejects it without requeue: the broker dead-letters it.
-    let connection = shared::testing::connect(&stack.settings).await;
-    let channel = connection.create_channel().await.unwrap();
-    let work = stack
-        .isolated
-        .topology
-        .group(ConsumerGroup::Orders)
-        .work
-        .clone();
-    let message = shared::testing::eventually(std::time::Duration::from_secs(10), || async {
-        channel
-            .basic_get(
-                work.as_str().into(),
-                lapin::options::BasicGetOptions::default(),
-            )
-            .await
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    message
-        .delivery
-        .reject(lapin::options::BasicRejectOptions { requeue: false })
-        .await
-        .unwrap();
+    reject_one_from_the_work_queue(&stack).await;
 
     let workers = stack.start(&[ConsumerGroup::Orders], 1);
     let stored = stack

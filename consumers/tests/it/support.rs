@@ -133,14 +133,19 @@ impl Stack {
 
     /// Messages ready in `group`'s work queue, retry queues and dead-letter queue.
     pub async fn queued(&self, group: ConsumerGroup) -> (u32, u32, u32) {
+        let depth = self.depth(group).await;
+        (depth.work, depth.retrying, depth.dead_letter)
+    }
+
+    /// `group`'s queue depths and consumers, as the broker reports them now.
+    pub async fn depth(&self, group: ConsumerGroup) -> shared::topology::stats::GroupDepth {
         let connection = shared::testing::connect(&self.settings).await;
         let depths = self.isolated.topology.depths(&connection).await.unwrap();
         let _ = connection.close(200, "OK".into()).await;
-        let depth = depths
+        depths
             .into_iter()
             .find(|depth| depth.group == group)
-            .unwrap();
-        (depth.work, depth.retrying, depth.dead_letter)
+            .unwrap()
     }
 }
 
