@@ -279,3 +279,38 @@ async fn refusals_before_the_body_is_read_keep_the_connection_usable() {
     assert_eq!(too_large.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(too_large.headers()["connection"], "close");
 }
+
+#[tokio::test]
+async fn a_revoked_key_works_at_most_for_the_cache_time_to_live() {
+    let gateway = Gateway::with_config(GatewayConfig {
+        key_cache_ttl: std::time::Duration::from_secs(5),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let key = gateway.checkout_key().await;
+    let accepted = gateway
+        .post_structured(&key, &order_placed("/checkout"))
+        .await;
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    let key_id = uuid::Uuid::parse_str(key.split('_').nth(1).unwrap()).unwrap();
+    assert!(
+        producers::gateway::api_keys::revoke(&gateway.database.pool, key_id)
+            .await
+            .unwrap()
+    );
+
+    // The answer is cached (no lookup per request)…
+    let cached = gateway
+        .post_structured(&key, &order_placed("/checkout"))
+        .await;
+    assert_eq!(cached.status(), StatusCode::ACCEPTED);
+    // …and expires: the key is refused once its entry is gone.
+    let refused = shared::testing::eventually(std::time::Duration::from_secs(30), || async {
+        let response = gateway
+            .post_structured(&key, &order_placed("/checkout"))
+            .await;
+        (response.status() == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+    assert!(refused.is_some(), "the revoked key stopped working");
+}
