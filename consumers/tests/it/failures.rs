@@ -70,6 +70,8 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice() {
 
 #[tokio::test]
 async fn an_unreachable_database_pauses_consumption_without_dead_letters_and_it_resumes() {
+    let metrics = consumers::metrics::install_recorder();
+    let held_before = orders_counter(&metrics, "switchyard_batches_held_total");
     let stack = Stack::new().await;
     let (proxy, through_proxy) = TcpProxy::in_front_of(&database_url(&stack.settings)).await;
     let mut settings = stack.settings.clone();
@@ -92,7 +94,16 @@ async fn an_unreachable_database_pauses_consumption_without_dead_letters_and_it_
                 .collect::<Vec<_>>(),
         )
         .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The workers took the new events and held them: none is waiting in
+    // the queue, and a batch was held (each retry of it waits for a pool
+    // connection that cannot be made, so one is what can be waited for).
+    let held = eventually(Duration::from_secs(60), || async {
+        let (ready, _, _) = stack.queued(ConsumerGroup::Orders).await;
+        (ready == 0 && orders_counter(&metrics, "switchyard_batches_held_total") > held_before)
+            .then_some(())
+    })
+    .await;
+    assert!(held.is_some(), "the workers held their batches");
     let during = stack.number("SELECT count(*) FROM orders").await;
     let dead_during = stack.number("SELECT count(*) FROM dead_letters").await;
     let (_, retrying_during, broker_dead_during) = stack.queued(ConsumerGroup::Orders).await;

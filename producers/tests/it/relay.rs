@@ -182,7 +182,12 @@ async fn a_relay_killed_mid_pass_loses_nothing_and_keeps_each_key_in_order() {
         ..RelayConfig::default()
     };
     let (_stop, doomed) = outbox.spawn_relay(config.clone());
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Killed once it has sent some rows and long before it has sent them all.
+    let started = shared::testing::eventually(Duration::from_secs(30), || async {
+        (outbox.unsent().await < 3_000).then_some(())
+    })
+    .await;
+    assert!(started.is_some(), "the relay was sending");
     doomed.abort();
     let _ = doomed.await;
     let unsent_after_crash = outbox.unsent().await;

@@ -295,7 +295,12 @@ async fn publishes_in_flight_when_the_connection_drops_fail_and_none_confirmed_i
         let events = events.clone();
         tokio::spawn(async move { publisher.publish_all(&events).await })
     };
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Cut while a good share of the window awaits its confirms.
+    let busy = eventually(Duration::from_secs(30), || async {
+        (publisher.in_flight() >= 100).then_some(())
+    })
+    .await;
+    assert!(busy.is_some(), "publishes were in flight");
     proxy.cut();
     let results = tokio::time::timeout(Duration::from_secs(60), batch)
         .await
