@@ -49,6 +49,18 @@ impl RetryPolicy {
         }
     }
 
+    /// A schedule of pauses with this policy's growth and jitter, from
+    /// `initial` up to `longest`, without end: how long to wait between
+    /// tries of work that must not be given up (a held batch, a probe).
+    pub fn pauses(&self, initial: Duration, longest: Duration) -> ExponentialBackoff {
+        ExponentialBackoff {
+            current_interval: initial,
+            initial_interval: initial,
+            max_interval: longest,
+            ..self.backoff()
+        }
+    }
+
     /// The jittered delay to wait after failed attempt number `attempt`
     /// (1-based), or `None` when the attempt budget is spent.
     pub fn delay_after_attempt(&self, attempt: u32) -> Option<Duration> {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use lapin::options::BasicAckOptions;
 use lapin::types::AMQPValue;
 use shared::groups::ConsumerGroup;
+use shared::retry::RetryPolicy;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +27,7 @@ pub async fn move_broker_dead_letters(
     queue: &str,
     pool: PgPool,
     max_event_bytes: usize,
+    policy: RetryPolicy,
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
     let tag = format!("{group}-dead-letter-mover");
@@ -44,13 +46,7 @@ pub async fn move_broker_dead_letters(
         // Storing can fail only because the database does (headers and
         // bytes are always storable): keep the message in hand and try
         // again after a growing pause — never requeue it into a loop.
-        let mut pause = backoff::ExponentialBackoff {
-            initial_interval: Duration::from_millis(200),
-            current_interval: Duration::from_millis(200),
-            max_interval: Duration::from_secs(30),
-            max_elapsed_time: None,
-            ..backoff::ExponentialBackoff::default()
-        };
+        let mut pause = policy.pauses(Duration::from_millis(200), Duration::from_secs(30));
         loop {
             let stored = store(&pool, group, &incoming, &history, &reason).await;
             match stored {

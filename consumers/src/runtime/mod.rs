@@ -134,8 +134,12 @@ pub async fn run_workers(
             pool.clone(),
             shutdown.clone(),
         );
-        let (dead_letter_queue, max_bytes, group) =
-            (queues.dead_letter.clone(), settings.max_event_bytes, *group);
+        let (dead_letter_queue, max_bytes, policy, group) = (
+            queues.dead_letter.clone(),
+            settings.max_event_bytes,
+            settings.retry.clone(),
+            *group,
+        );
         tasks.spawn(async move {
             broker_dead_letters::move_broker_dead_letters(
                 channel,
@@ -143,6 +147,7 @@ pub async fn run_workers(
                 &dead_letter_queue,
                 pool,
                 max_bytes,
+                policy,
                 shutdown,
             )
             .await

@@ -21,6 +21,11 @@ use super::health::Health;
 use super::incoming::Incoming;
 use shared::topology::GroupQueues;
 
+/// First and longest pause while the database fails a batch (and between
+/// probes of it).
+const PAUSE_FIRST: Duration = Duration::from_millis(100);
+const PAUSE_LONGEST: Duration = Duration::from_secs(5);
+
 /// Everything one worker needs.
 #[derive(Clone)]
 pub struct Worker {
@@ -98,11 +103,7 @@ impl Worker {
         // and try it again after a pause that grows while it keeps failing
         // (a read-only database still answers a probe, so the probe alone
         // would not slow the retries down).
-        let mut pause = self.context.policy.backoff();
-        pause.initial_interval = Duration::from_millis(100);
-        pause.current_interval = pause.initial_interval;
-        pause.max_interval = Duration::from_secs(5);
-        pause.max_elapsed_time = None;
+        let mut pause = self.context.policy.pauses(PAUSE_FIRST, PAUSE_LONGEST);
         let outcomes = loop {
             let result = match held_connection(&self.pool, held).await {
                 Ok(connection) => process_batch(connection, &self.context, &batch).await,
@@ -122,8 +123,7 @@ impl Worker {
                 "batch not applied: the database failed, not its events; holding it and trying again");
             crate::metrics::batch_held(self.context.group);
             self.health.set_database_ready(false);
-            let wait = backoff::backoff::Backoff::next_backoff(&mut pause)
-                .unwrap_or(Duration::from_secs(5));
+            let wait = backoff::backoff::Backoff::next_backoff(&mut pause).unwrap_or(PAUSE_LONGEST);
             if !pause_then_probe(&self.pool, &self.context, wait, shutdown).await {
                 return; // shutting down: unacked deliveries go back to the queue
             }
@@ -248,12 +248,9 @@ async fn pause_then_probe(
         _ = shutdown.cancelled() => return false,
         _ = tokio::time::sleep(pause) => {}
     }
-    let mut schedule = context.policy.backoff();
-    schedule.initial_interval = Duration::from_millis(100);
-    schedule.current_interval = schedule.initial_interval;
-    schedule.max_interval = Duration::from_secs(5);
+    let mut schedule = context.policy.pauses(PAUSE_FIRST, PAUSE_LONGEST);
     loop {
-        let wait = schedule.next_backoff().unwrap_or(Duration::from_secs(5));
+        let wait = schedule.next_backoff().unwrap_or(PAUSE_LONGEST);
         tokio::select! {
             _ = shutdown.cancelled() => return false,
             _ = tokio::time::sleep(wait) => {}

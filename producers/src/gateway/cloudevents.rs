@@ -185,11 +185,8 @@ fn parse_binary(
                 })?;
             attributes.insert(attribute, name.as_str(), text.into_owned())?;
         }
-        if !attributes.contains("traceparent")
-            && let Some(traceparent) = headers.get("traceparent").and_then(|v| v.to_str().ok())
-        {
-            attributes.insert("traceparent", "traceparent", traceparent.to_owned())?;
-        }
+        let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+        attributes.traceparent_fallback(traceparent.map(str::to_owned))?;
         Event::from_binary(attributes, Some(essence), body, max_event_bytes)
     })();
     Ok(ParsedRequest {

@@ -108,11 +108,7 @@ fn binary_attributes(headers: &FieldTable) -> Result<BinaryAttributes, DecodeErr
         })?;
         attributes.insert(name, key.as_str(), text)?;
     }
-    if !attributes.contains(TRACEPARENT)
-        && let Some(traceparent) = headers.inner().get(TRACEPARENT).and_then(header_text)
-    {
-        attributes.insert(TRACEPARENT, TRACEPARENT, traceparent)?;
-    }
+    attributes.traceparent_fallback(headers.inner().get(TRACEPARENT).and_then(header_text))?;
     Ok(attributes)
 }
 

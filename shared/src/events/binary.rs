@@ -13,6 +13,8 @@ use super::event::Event;
 /// Attributes a binary-mode transport may not carry as headers: the body is
 /// `data`, and the content type is `datacontenttype`.
 const CARRIED_ELSEWHERE: [&str; 2] = ["data", "datacontenttype"];
+/// The W3C trace-context attribute, and the header of the same name.
+const TRACEPARENT: &str = "traceparent";
 
 /// The attributes of one binary-mode event, gathered from its headers.
 #[derive(Debug, Default, Clone)]
@@ -47,6 +49,17 @@ impl BinaryAttributes {
         self.attributes
             .insert(name.to_owned(), Value::String(value));
         Ok(())
+    }
+
+    /// W3C trace context from the transport's own `traceparent` header,
+    /// used when no attribute carries it.
+    pub fn traceparent_fallback(&mut self, header: Option<String>) -> Result<(), DecodeError> {
+        match header {
+            Some(value) if !self.contains(TRACEPARENT) => {
+                self.insert(TRACEPARENT, TRACEPARENT, value)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Whether `name` was given.
