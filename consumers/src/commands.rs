@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Command, DemoArgs, RunArgs, TeardownArgs};
 use crate::http::HttpState;
-use crate::runtime::{Health, WorkerOptions, run_workers};
+use crate::runtime::{Health, WorkerOptions, run_workers_reconnecting};
 
 /// Runs one subcommand to completion.
 pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
@@ -119,23 +119,22 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
     };
     let result = match prepared {
         None => Ok(()),
-        Some((pool, connection, topology)) => {
+        Some((pool, topology)) => {
             http.set_pool(pool.clone());
             health.set_database_ready(true);
-            http.set_broker(Arc::clone(&connection));
             tracing::info!(groups = ?options.groups, workers = options.workers, prefetch = options.prefetch,
                 batch_size = options.batch_size, "starting workers");
-            let result = run_workers(
+            let result = run_workers_reconnecting(
                 settings,
-                &connection,
                 &topology,
                 pool.clone(),
                 &options,
                 health,
                 shutdown,
+                "switchyard-workers",
+                |connection| http.set_broker(Arc::clone(connection)),
             )
             .await;
-            let _ = connection.close(200, "shutdown".into()).await;
             pool.close().await;
             result
         }
@@ -146,21 +145,19 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
     Ok(result?)
 }
 
-/// The database (waited for, like the broker) and the broker with its topology.
+/// The database (waited for, like the broker), and the topology declared
+/// (the workers then open their own connection).
 async fn prepare(
     settings: &Settings,
     connections: u32,
-) -> anyhow::Result<(
-    sqlx::PgPool,
-    Arc<lapin::Connection>,
-    shared::topology::Topology,
-)> {
+) -> anyhow::Result<(sqlx::PgPool, shared::topology::Topology)> {
     let patience = shared::startup::BROKER_PATIENCE;
     let pool =
         shared::startup::prepare_database_with_retry(settings, connections, patience).await?;
     let (connection, topology) =
-        shared::startup::prepare_broker(settings, "switchyard-workers").await?;
-    Ok((pool, Arc::new(connection), topology))
+        shared::startup::prepare_broker(settings, "switchyard-workers-setup").await?;
+    let _ = connection.close(200, "topology declared".into()).await;
+    Ok((pool, topology))
 }
 
 async fn stop_on_signals(shutdown: tokio_util::sync::CancellationToken) {

@@ -4,7 +4,7 @@
 //! database are reached, so a supervisor sees "alive, not ready" while the
 //! process waits for them.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -23,8 +23,9 @@ use crate::runtime::Health;
 /// What the endpoints look at.
 #[derive(Clone)]
 pub struct HttpState {
-    /// The process's broker connection, once it has one.
-    broker: Arc<OnceLock<Arc<lapin::Connection>>>,
+    /// The process's current broker connection, once it has one (replaced
+    /// when the workers reconnect).
+    broker: Arc<RwLock<Option<Arc<lapin::Connection>>>>,
     /// The database pool, once the database was reached and migrated.
     pool: Arc<OnceLock<PgPool>>,
     /// Flags the workers maintain.
@@ -47,7 +48,10 @@ impl HttpState {
 
     /// The broker connection the process now has.
     pub fn set_broker(&self, broker: Arc<lapin::Connection>) {
-        let _ = self.broker.set(broker);
+        *self
+            .broker
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(broker);
     }
 
     /// The pool the process now has.
@@ -85,7 +89,9 @@ pub async fn serve(
 async fn readiness(State(state): State<HttpState>) -> impl IntoResponse {
     let broker = state
         .broker
-        .get()
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_ref()
         .is_some_and(|broker| broker.status().connected());
     let database = match state.pool.get() {
         Some(pool) => {

@@ -21,16 +21,39 @@ pub struct ConnectError(#[source] pub lapin::Error);
 /// queues, bindings and consumers. When its attempts run out the connection
 /// is left errored and callers open a new one.
 pub async fn connect(settings: &Settings, name: &str) -> Result<Connection, ConnectError> {
-    install_crypto_provider();
     let reconnect = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(3))
         .with_jitter()
         .with_max_times(8);
-    let properties = ConnectionProperties::default()
-        .with_connection_name(name.into())
-        .enable_auto_recover()
-        .with_backoff(reconnect);
+    open(
+        settings,
+        ConnectionProperties::default()
+            .with_connection_name(name.into())
+            .enable_auto_recover()
+            .with_backoff(reconnect),
+    )
+    .await
+}
+
+/// Opens one connection named `name` without lapin's recovery: a failure
+/// ends it (and every channel, consumer and acker on it) and the caller
+/// opens a new one. The workers use this: lapin's recovery restarts
+/// delivery tags and, after failed handshakes, has left a recovered
+/// consumer that received nothing; a fresh connection has neither problem.
+pub async fn connect_once(settings: &Settings, name: &str) -> Result<Connection, ConnectError> {
+    open(
+        settings,
+        ConnectionProperties::default().with_connection_name(name.into()),
+    )
+    .await
+}
+
+async fn open(
+    settings: &Settings,
+    properties: ConnectionProperties,
+) -> Result<Connection, ConnectError> {
+    install_crypto_provider();
     Connection::connect(settings.expose_amqp_url(), properties)
         .await
         .map_err(ConnectError)
@@ -44,11 +67,37 @@ pub async fn connect_with_retry(
     policy: &RetryPolicy,
     patience: Duration,
 ) -> Result<Connection, ConnectError> {
+    retry(policy, patience, || connect(settings, name)).await
+}
+
+/// Like [`connect_once`], retried with `policy`'s backoff for at most
+/// `patience`.
+pub async fn connect_once_with_retry(
+    settings: &Settings,
+    name: &str,
+    policy: &RetryPolicy,
+    patience: Duration,
+) -> Result<Connection, ConnectError> {
+    retry(policy, patience, || connect_once(settings, name)).await
+}
+
+async fn retry<F, Fut>(
+    policy: &RetryPolicy,
+    patience: Duration,
+    mut open: F,
+) -> Result<Connection, ConnectError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Connection, ConnectError>>,
+{
     let mut schedule = policy.backoff();
     schedule.max_elapsed_time = Some(patience);
     backoff::future::retry_notify(
         schedule,
-        || async { connect(settings, name).await.map_err(backoff::Error::transient) },
+        || {
+            let opening = open();
+            async move { opening.await.map_err(backoff::Error::transient) }
+        },
         |error: ConnectError, wait: Duration| {
             tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "broker not reachable yet");
         },

@@ -33,33 +33,33 @@ pub async fn start(
 }
 
 /// The next delivery, or `None` once `shutdown` is requested. A consumer
-/// error waits for lapin's recovery; a consumer the broker ends while we
-/// are not stopping (its queue deleted) is an error, so the process stops
-/// and its supervisor restarts it rather than idling unnoticed.
+/// error (the connection failed) is returned, and the runtime reconnects;
+/// a consumer the broker ends while we are not stopping (its queue
+/// deleted) is an error too, so the process stops and its supervisor
+/// restarts it rather than idling unnoticed.
 pub async fn next_delivery(
     channel: &Channel,
     consumer: &mut Consumer,
     queue: &str,
     shutdown: &CancellationToken,
 ) -> Result<Option<Delivery>, RuntimeError> {
-    loop {
-        let next = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return Ok(None),
-            next = consumer.next() => next,
-        };
-        match next {
-            Some(Ok(delivery)) => return Ok(Some(delivery)),
-            Some(Err(error)) => {
-                tracing::warn!(queue, %error, "consumer error; waiting for recovery");
-                channel.wait_for_recovery(error).await?;
-            }
-            None if shutdown.is_cancelled() => return Ok(None),
-            None => {
-                return Err(RuntimeError::ConsumerEnded {
-                    queue: queue.to_owned(),
-                });
-            }
+    let next = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return Ok(None),
+        next = consumer.next() => next,
+    };
+    match next {
+        Some(Ok(delivery)) => Ok(Some(delivery)),
+        Some(Err(error)) => {
+            tracing::warn!(queue, %error, "consumer error: the connection failed");
+            Err(RuntimeError::Broker(error))
         }
+        None if shutdown.is_cancelled() => Ok(None),
+        None if !channel.status().connected() => Err(RuntimeError::ConnectionLost {
+            queue: queue.to_owned(),
+        }),
+        None => Err(RuntimeError::ConsumerEnded {
+            queue: queue.to_owned(),
+        }),
     }
 }

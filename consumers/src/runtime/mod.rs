@@ -48,15 +48,29 @@ pub enum RuntimeError {
         /// The queue consumed.
         queue: String,
     },
+    /// A worker's consumer ended with its channel closed under it (the
+    /// connection was lost and not recovered).
+    #[error("the broker connection was lost while consuming {queue}")]
+    ConnectionLost {
+        /// The queue consumed.
+        queue: String,
+    },
     /// A worker panicked; the others were stopped.
     #[error("a worker panicked: {0}")]
     WorkerPanicked(String),
 }
 
+impl RuntimeError {
+    /// Whether a new broker connection could fix it.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, Self::Broker(_) | Self::ConnectionLost { .. })
+    }
+}
+
 /// Runs the workers of `options` in a task of their own, on a broker
-/// connection of their own named `name`, until `shutdown`; the connection is
-/// closed when they stop. For callers that run workers beside other work
-/// (the demo, tests, benchmarks).
+/// connection of their own named `name`, until `shutdown` (see
+/// [`run_workers_reconnecting`]). For callers that run workers beside other
+/// work (the demo, tests, benchmarks).
 pub fn spawn_workers(
     settings: Settings,
     topology: Topology,
@@ -66,21 +80,79 @@ pub fn spawn_workers(
     name: &'static str,
 ) -> tokio::task::JoinHandle<Result<(), RuntimeError>> {
     tokio::spawn(async move {
-        let connection = shared::broker::connect(&settings, name).await?;
-        let result = run_workers(
+        run_workers_reconnecting(
             &settings,
-            &connection,
             &topology,
             pool,
             &options,
             Health::default(),
             shutdown,
+            name,
+            |_| {},
+        )
+        .await
+    })
+}
+
+/// How long the workers wait for the broker, at start and after their
+/// connection is lost for good, before giving up.
+pub const BROKER_PATIENCE: std::time::Duration = shared::startup::BROKER_PATIENCE;
+
+/// Runs the workers on a connection named `name` until `shutdown`. When the
+/// connection fails (a broker restart, a network cut), the workers stop (a
+/// batch in hand may finish its commit for a few seconds, but is never
+/// acked: its acker died with the connection, and the broker redelivers it
+/// to be skipped as a duplicate), and a new connection is opened, retried
+/// for [`BROKER_PATIENCE`], instead of the process exiting. lapin's own
+/// recovery is not used here (see [`shared::broker::connect_once`]). `connected` is told of each new connection (for
+/// readiness). Errors that a new connection would not fix (the broker ended
+/// a consumer, a worker panicked) stop the runtime.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_workers_reconnecting(
+    settings: &Settings,
+    topology: &Topology,
+    pool: PgPool,
+    options: &WorkerOptions,
+    health: Health,
+    shutdown: CancellationToken,
+    name: &str,
+    mut connected: impl FnMut(&std::sync::Arc<Connection>),
+) -> Result<(), RuntimeError> {
+    loop {
+        let connection = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            connection = shared::broker::connect_once_with_retry(
+                settings, name, &settings.retry, BROKER_PATIENCE,
+            ) => std::sync::Arc::new(connection?),
+        };
+        connected(&connection);
+        // A worker's error stops its siblings through this child token,
+        // not the caller's.
+        let workers_stop = shutdown.child_token();
+        let result = run_workers(
+            settings,
+            &connection,
+            topology,
+            pool.clone(),
+            options,
+            health.clone(),
+            workers_stop,
         )
         .await;
         let _ = connection.close(200, "workers stopped".into()).await;
-        result
-    })
+        match result {
+            Err(error) if error.is_connection_lost() && !shutdown.is_cancelled() => {
+                crate::metrics::broker_reconnect();
+                tracing::warn!(%error, "the broker connection is lost for good; reconnecting the workers");
+            }
+            other => return other,
+        }
+    }
 }
+
+/// How long workers whose broker connection is lost for good may take to
+/// finish the batch in hand before it is dropped.
+const LOST_CONNECTION_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How many workers, and how they batch.
 #[derive(Debug, Clone)]
@@ -154,7 +226,30 @@ pub async fn run_workers(
         });
     }
     let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
+    loop {
+        let joined = if first_error
+            .as_ref()
+            .is_some_and(RuntimeError::is_connection_lost)
+        {
+            // The connection is gone for good: no batch still in hand can be
+            // acked any more. Give them a moment to finish their commit, then
+            // drop them (an open transaction rolls back); either way the
+            // broker redelivers them and what committed is skipped.
+            match tokio::time::timeout(LOST_CONNECTION_GRACE, tasks.join_next()).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    tracing::warn!(
+                        workers = tasks.len(),
+                        "abandoning batches taken on the lost connection; the broker redelivers them"
+                    );
+                    tasks.shutdown().await;
+                    None
+                }
+            }
+        } else {
+            tasks.join_next().await
+        };
+        let Some(joined) = joined else { break };
         match joined {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {

@@ -189,10 +189,10 @@ impl Worker {
 }
 
 /// Acks every delivery not already settled, always through a delivery's
-/// own acker: lapin poisons ackers when their channel closes, so after an
-/// automatic recovery (where delivery tags restart at 1) an old batch's
-/// ack is dropped instead of acking new, unprocessed deliveries that reuse
-/// its tags. When all of the batch is to be acked, one `multiple` ack of the
+/// own acker: lapin poisons ackers when their channel closes, so once the
+/// connection is lost an old batch's ack is dropped instead of being sent
+/// on a new channel, where tags start again at 1 and would ack new,
+/// unprocessed deliveries. When all of the batch is to be acked, one `multiple` ack of the
 /// last delivery covers it: every earlier tag on this channel belongs to
 /// this batch or to batches already settled.
 async fn acknowledge(deliveries: &[Delivery], settled: &[bool], all_acked: bool) {
@@ -214,7 +214,7 @@ async fn acknowledge(deliveries: &[Delivery], settled: &[bool], all_acked: bool)
         match result {
             Ok(true) => {}
             Ok(false) => tracing::info!(
-                "not acked: the channel was recovered since the batch was taken; the broker redelivers it and it is skipped"
+                "not acked: the connection was lost since the batch was taken; the broker redelivers it and it is skipped"
             ),
             Err(error) => tracing::warn!(%error,
                 "ack failed after commit; the broker will redeliver and it will be skipped"),

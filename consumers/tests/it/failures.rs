@@ -2,7 +2,7 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use shared::groups::ConsumerGroup;
-use shared::testing::{TcpProxy, database_url, eventually};
+use shared::testing::{TcpProxy, Watchdog, database_url, eventually};
 use uuid::Uuid;
 
 use crate::processing::order_placed;
@@ -21,6 +21,8 @@ fn spawn_worker_process(stack: &Stack, workers: u16) -> Child {
             "16",
             "--prefetch",
             "32",
+            "--http-address",
+            &crate::http::free_address().to_string(),
         ])
         .env("SWITCHYARD_NAMESPACE", &stack.settings.namespace)
         .envs(crate::support::QUICK_RETRY_ENVIRONMENT)
@@ -30,8 +32,12 @@ fn spawn_worker_process(stack: &Stack, workers: u16) -> Child {
         .expect("spawn consumers")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice() {
+    let _watchdog = Watchdog::new(
+        "a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice",
+        crate::support::TEST_LIMIT,
+    );
     let stack = Stack::new().await;
     let events: Vec<_> = (0..2_000).map(|_| order_placed(Uuid::now_v7())).collect();
     stack.publish(&events).await;
@@ -68,8 +74,12 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice() {
     assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_database_pauses_consumption_without_dead_letters_and_it_resumes() {
+    let _watchdog = Watchdog::new(
+        "an_unreachable_database_pauses_consumption_without_dead_letters_and_it_resumes",
+        crate::support::TEST_LIMIT,
+    );
     let metrics = consumers::metrics::install_recorder();
     let held_before = orders_counter(&metrics, "switchyard_batches_held_total");
     let stack = Stack::new().await;
@@ -125,8 +135,12 @@ async fn an_unreachable_database_pauses_consumption_without_dead_letters_and_it_
     assert_eq!(stack.queued(ConsumerGroup::Orders).await, (0, 0, 0));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_commits_and_acks_in_flight_work() {
+    let _watchdog = Watchdog::new(
+        "graceful_shutdown_commits_and_acks_in_flight_work",
+        crate::support::TEST_LIMIT,
+    );
     let stack = Stack::new().await;
     let total = 3_000;
     stack
@@ -168,8 +182,12 @@ async fn graceful_shutdown_commits_and_acks_in_flight_work() {
     assert!(applied < total as i64, "stopped mid-stream");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_ended_by_the_broker_stops_the_runtime_with_an_error() {
+    let _watchdog = Watchdog::new(
+        "a_consumer_ended_by_the_broker_stops_the_runtime_with_an_error",
+        crate::support::TEST_LIMIT,
+    );
     let stack = Stack::new().await;
     let workers = stack.start(&[ConsumerGroup::Orders], 1);
     stack.publish(&[order_placed(Uuid::now_v7())]).await;
@@ -212,8 +230,12 @@ fn orders_counter(metrics: &metrics_exporter_prometheus::PrometheusHandle, name:
         .unwrap_or(0)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_database_holds_the_batch_and_it_is_applied_after_recovery() {
+    let _watchdog = Watchdog::new(
+        "a_read_only_database_holds_the_batch_and_it_is_applied_after_recovery",
+        crate::support::TEST_LIMIT,
+    );
     let metrics = consumers::metrics::install_recorder();
     let stack = Stack::new().await;
     let database: String = sqlx::query_scalar("SELECT current_database()")
@@ -270,8 +292,12 @@ async fn a_read_only_database_holds_the_batch_and_it_is_applied_after_recovery()
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_amqp_cut_while_a_batch_is_in_hand_loses_nothing_and_applies_nothing_twice() {
+    let _watchdog = Watchdog::new(
+        "an_amqp_cut_while_a_batch_is_in_hand_loses_nothing_and_applies_nothing_twice",
+        crate::support::TEST_LIMIT,
+    );
     let stack = Stack::new().await;
     let events: Vec<_> = (0..300).map(|_| order_placed(Uuid::now_v7())).collect();
     stack.publish(&events).await;
@@ -303,8 +329,10 @@ async fn an_amqp_cut_while_a_batch_is_in_hand_loses_nothing_and_applies_nothing_
         "the worker's batch is waiting on the lock"
     );
 
-    // The AMQP connection drops while that batch is in hand; lapin recovers,
-    // the broker redelivers, and delivery tags start again at 1.
+    // The AMQP connection drops while that batch is in hand. The runtime
+    // gives the batch its grace, drops it (never acked: its acker died with
+    // the connection) and opens a new connection, where delivery tags start
+    // again at 1; the broker redelivers.
     proxy.cut();
     let consumers_gone = eventually(Duration::from_secs(30), || async {
         let orders = stack.depth(ConsumerGroup::Orders).await;

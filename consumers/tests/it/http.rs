@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use shared::testing::{TcpProxy, database_url, eventually};
+use shared::testing::{TcpProxy, Watchdog, database_url, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
@@ -39,6 +39,12 @@ async fn until(address: SocketAddr, path: &str, expected: (u16, &str)) -> Option
     .await
 }
 
+/// A loopback address nothing listens on now (the binary binds it next).
+pub fn free_address() -> SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap()
+}
+
 struct Running(Child);
 
 impl Drop for Running {
@@ -48,15 +54,16 @@ impl Drop for Running {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_health_readiness_and_metrics_and_waits_for_its_database() {
+    let _watchdog = Watchdog::new(
+        "the_binary_serves_health_readiness_and_metrics_and_waits_for_its_database",
+        crate::support::TEST_LIMIT,
+    );
     let stack = Stack::new().await;
     let (proxy, through_proxy) = TcpProxy::in_front_of(&database_url(&stack.settings)).await;
     proxy.cut();
-    let address = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap()
-    };
+    let address = free_address();
     let mut worker = Running(
         Command::new(env!("CARGO_BIN_EXE_consumers"))
             .args([
@@ -146,4 +153,86 @@ async fn the_binary_serves_health_readiness_and_metrics_and_waits_for_its_databa
     )
     .await;
     assert!(back.is_some(), "ready again once it is back");
+}
+
+/// A broker cut longer than lapin's own recovery (a few seconds of
+/// reconnect attempts) used to end `consumers run` with an error. The
+/// process now stays up, reports the broker not ready, opens a new
+/// connection once the broker is back, and consumes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_cut_longer_than_lapins_recovery_reconnects_the_workers_in_process() {
+    let _watchdog = Watchdog::new(
+        "a_broker_cut_longer_than_lapins_recovery_reconnects_the_workers_in_process",
+        crate::support::TEST_LIMIT,
+    );
+    let stack = Stack::new().await;
+    let (proxy, through_proxy) = TcpProxy::in_front_of(stack.settings.expose_amqp_url()).await;
+    let address = free_address();
+    let mut worker = Running(
+        Command::new(env!("CARGO_BIN_EXE_consumers"))
+            .args([
+                "run",
+                "--group",
+                "orders",
+                "--http-address",
+                &address.to_string(),
+            ])
+            .env("SWITCHYARD_NAMESPACE", &stack.settings.namespace)
+            .envs(crate::support::QUICK_RETRY_ENVIRONMENT)
+            .env("DATABASE_URL", database_url(&stack.settings))
+            .env("AMQP_URL", &through_proxy)
+            .env(
+                "RUST_LOG",
+                std::env::var("CHILD_LOG").unwrap_or("warn".into()),
+            )
+            .spawn()
+            .expect("spawn consumers"),
+    );
+    let ready = until(
+        address,
+        "/readyz",
+        (200, r#"{"broker":true,"database":true}"#),
+    )
+    .await;
+    assert!(ready.is_some(), "ready before the cut");
+
+    proxy.cut();
+    let down = until(
+        address,
+        "/readyz",
+        (503, r#"{"broker":false,"database":true}"#),
+    )
+    .await;
+    assert!(down.is_some(), "not ready while the broker is cut");
+    // lapin gives up its own recovery; the workers open a new connection.
+    let gave_up = eventually(Duration::from_secs(90), || async {
+        get(address, "/metrics").await.filter(|(status, body)| {
+            *status == 200 && body.contains("switchyard_broker_reconnects_total 1")
+        })
+    })
+    .await;
+    assert!(
+        gave_up.is_some(),
+        "the workers noticed the connection was lost for good"
+    );
+    assert!(
+        worker.0.try_wait().unwrap().is_none(),
+        "the process exited instead of reconnecting"
+    );
+
+    proxy.restore();
+    let back = until(
+        address,
+        "/readyz",
+        (200, r#"{"broker":true,"database":true}"#),
+    )
+    .await;
+    assert!(back.is_some(), "ready again once the broker is back");
+    stack.publish(&[order_placed(Uuid::now_v7())]).await;
+    assert_eq!(
+        stack.wait_for("SELECT count(*) FROM orders", 1, 60).await,
+        1,
+        "the reconnected workers consume"
+    );
+    assert!(worker.0.try_wait().unwrap().is_none());
 }

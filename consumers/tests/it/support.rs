@@ -20,6 +20,10 @@ pub struct Stack {
 }
 
 /// Fast retries for tests: 200 ms doubling, four attempts.
+/// The longest a fault test may run, teardown included, before its
+/// [`shared::testing::Watchdog`] ends the test process.
+pub const TEST_LIMIT: Duration = Duration::from_secs(300);
+
 pub const QUICK_RETRY_ENVIRONMENT: [(&str, &str); 3] = [
     ("SWITCHYARD_RETRY_INITIAL_DELAY_MS", "200"),
     ("SWITCHYARD_RETRY_MAX_DELAY_MS", "5000"),

@@ -11,7 +11,9 @@
 mod broker;
 mod database;
 mod proxy;
+mod watchdog;
 
 pub use broker::{IsolatedTopology, connect, eventually, isolated_settings};
 pub use database::{TestDatabase, database_url};
 pub use proxy::TcpProxy;
+pub use watchdog::Watchdog;

@@ -239,8 +239,12 @@ fn settings_through(proxy: &TcpProxy, namespace: &str) -> Settings {
     .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_connection_fails_publishes_and_publishing_resumes_when_it_returns() {
+    let _watchdog = shared::testing::Watchdog::new(
+        "a_cut_connection_fails_publishes_and_publishing_resumes_when_it_returns",
+        Duration::from_secs(300),
+    );
     let (isolated, proxy, publisher) = publisher_through_proxy().await;
     let before = sample_event(EventType::InventoryRestocked);
     publisher
@@ -283,8 +287,12 @@ async fn a_cut_connection_fails_publishes_and_publishing_resumes_when_it_returns
     publisher.close().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_in_flight_when_the_connection_drops_fail_and_none_confirmed_is_lost() {
+    let _watchdog = shared::testing::Watchdog::new(
+        "publishes_in_flight_when_the_connection_drops_fail_and_none_confirmed_is_lost",
+        Duration::from_secs(300),
+    );
     let (isolated, proxy, publisher) = publisher_through_proxy().await;
     let events: Vec<Event> = (0..3_000)
         .map(|_| sample_event(EventType::InventoryRestocked))
@@ -377,8 +385,12 @@ async fn publish_holding_the_slot(
     publish
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_for_a_window_slot_counts_against_the_publish_timeout() {
+    let _watchdog = shared::testing::Watchdog::new(
+        "waiting_for_a_window_slot_counts_against_the_publish_timeout",
+        Duration::from_secs(300),
+    );
     let (_isolated, proxy, publisher) = one_at_a_time_publisher().await;
     let timeout = publisher.settings().timeout;
     proxy.stall();
@@ -406,8 +418,12 @@ async fn waiting_for_a_window_slot_counts_against_the_publish_timeout() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_waits_for_the_publishes_in_flight() {
+    let _watchdog = shared::testing::Watchdog::new(
+        "close_waits_for_the_publishes_in_flight",
+        Duration::from_secs(300),
+    );
     let (_isolated, proxy, publisher) = one_at_a_time_publisher().await;
     proxy.stall();
     let in_flight = publish_holding_the_slot(&publisher).await;
