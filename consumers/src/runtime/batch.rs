@@ -102,6 +102,8 @@ pub struct BatchContext {
     pub worker: String,
     /// Attempt budget.
     pub policy: RetryPolicy,
+    /// Signs and checks attempt histories.
+    pub attempt_key: super::attempts::AttemptKey,
 }
 
 /// Applies `batch` in one transaction and returns one outcome per message,

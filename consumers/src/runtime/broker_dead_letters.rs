@@ -9,12 +9,12 @@ use std::time::Duration;
 use lapin::options::BasicAckOptions;
 use lapin::types::AMQPValue;
 use shared::groups::ConsumerGroup;
-use shared::retry::RetryPolicy;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::RuntimeError;
 use super::attempts::{AttemptHistory, AttemptRecord};
+use super::batch::BatchContext;
 use super::consuming;
 use super::dead_letter_store;
 use super::incoming::Incoming;
@@ -23,19 +23,19 @@ use super::incoming::Incoming;
 /// each message, then acking it.
 pub async fn move_broker_dead_letters(
     channel: lapin::Channel,
-    group: ConsumerGroup,
+    context: BatchContext,
     queue: &str,
     pool: PgPool,
     max_event_bytes: usize,
-    policy: RetryPolicy,
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
+    let (group, policy) = (context.group, &context.policy);
     let tag = format!("{group}-dead-letter-mover");
     let mut consumer = consuming::start(&channel, queue, &tag, 32).await?;
     while let Some(delivery) =
         consuming::next_delivery(&channel, &mut consumer, queue, &shutdown).await?
     {
-        let incoming = Incoming::from_delivery(&delivery, max_event_bytes);
+        let incoming = Incoming::from_delivery(&delivery, max_event_bytes, &context.attempt_key);
         let reason = death_reason(&delivery).unwrap_or_else(|| "unknown".to_owned());
         let history = incoming.history.with(AttemptRecord {
             at: Utc::now(),

@@ -6,7 +6,7 @@ use shared::events::amqp::{claimed_identity, decode_delivery};
 use shared::events::{DecodeError, Event};
 use uuid::Uuid;
 
-use super::attempts::AttemptHistory;
+use super::attempts::{AttemptHistory, AttemptKey, HistoryTrust};
 
 /// One message taken from a work queue.
 #[derive(Debug, Clone)]
@@ -37,9 +37,19 @@ impl Incoming {
         }
     }
 
-    /// Decodes a delivery; never fails (bad bytes become a poison `Incoming`).
-    pub fn from_delivery(delivery: &Delivery, max_event_bytes: usize) -> Self {
+    /// Decodes a delivery; never fails (bad bytes become a poison
+    /// `Incoming`). Its attempt history is believed only when signed with
+    /// `key`.
+    pub fn from_delivery(delivery: &Delivery, max_event_bytes: usize, key: &AttemptKey) -> Self {
         let headers = delivery.properties.headers().as_ref();
+        let (history, trust) = AttemptHistory::from_headers(headers, &delivery.data, key);
+        if trust == HistoryTrust::Refused {
+            tracing::warn!(
+                message_id = ?delivery.properties.message_id(),
+                routing_key = %delivery.routing_key,
+                "attempt headers not signed by the workers; ignored: counted as a first attempt"
+            );
+        }
         Self {
             body: delivery.data.clone(),
             routing_key: delivery.routing_key.to_string(),
@@ -50,7 +60,7 @@ impl Incoming {
                 .map(|id| id.to_string()),
             event: decode_delivery(&delivery.properties, &delivery.data, max_event_bytes),
             claimed: claimed_identity(&delivery.properties),
-            history: AttemptHistory::from_headers(headers),
+            history,
             headers_json: headers
                 .map(headers_to_json)
                 .unwrap_or_else(|| serde_json::json!({})),

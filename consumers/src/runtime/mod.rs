@@ -19,15 +19,18 @@ pub mod health;
 pub mod incoming;
 pub mod worker;
 
+use std::sync::Arc;
+
 use lapin::Connection;
 use shared::groups::ConsumerGroup;
 use shared::publish::Publisher;
 use shared::settings::Settings;
 use shared::topology::Topology;
 use sqlx::PgPool;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+pub use attempts::AttemptKey;
 pub use batch::{BatchContext, Outcome};
 pub use health::Health;
 pub use worker::Worker;
@@ -55,6 +58,9 @@ pub enum RuntimeError {
         /// The queue consumed.
         queue: String,
     },
+    /// The key that signs attempt histories could not be read.
+    #[error("cannot read the attempt-history key from the database: {0}")]
+    AttemptKey(#[source] sqlx::Error),
     /// A worker panicked; the others were stopped.
     #[error("a worker panicked: {0}")]
     WorkerPanicked(String),
@@ -116,42 +122,56 @@ pub async fn run_workers_reconnecting(
     health: Health,
     shutdown: CancellationToken,
     name: &str,
-    mut connected: impl FnMut(&std::sync::Arc<Connection>),
+    mut connected: impl FnMut(&Arc<Connection>),
 ) -> Result<(), RuntimeError> {
-    loop {
+    let attempt_key = AttemptKey::load(&pool)
+        .await
+        .map_err(RuntimeError::AttemptKey)?;
+    let mut lingering = Vec::new();
+    let result = loop {
         let connection = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
+            () = shutdown.cancelled() => break Ok(()),
             connection = shared::broker::connect_once_with_retry(
                 settings, name, &settings.retry, BROKER_PATIENCE,
-            ) => std::sync::Arc::new(connection?),
+            ) => match connection {
+                Ok(connection) => Arc::new(connection),
+                Err(error) => break Err(error.into()),
+            },
         };
         connected(&connection);
         // A worker's error stops its siblings through this child token,
         // not the caller's.
         let workers_stop = shutdown.child_token();
-        let result = run_workers(
+        let (result, still_running) = run_workers(
             settings,
             &connection,
             topology,
             pool.clone(),
             options,
             health.clone(),
+            &attempt_key,
             workers_stop,
         )
         .await;
+        lingering.extend(still_running);
         let _ = connection.close(200, "workers stopped".into()).await;
         match result {
             Err(error) if error.is_connection_lost() && !shutdown.is_cancelled() => {
                 crate::metrics::broker_reconnect();
-                tracing::warn!(%error, "the broker connection is lost for good; reconnecting the workers");
+                tracing::warn!(%error, "the broker connection is lost; reconnecting the workers");
             }
-            other => return other,
+            other => break other,
         }
+    };
+    // Batches from lost connections finish their commit before we return.
+    for task in lingering {
+        let _ = task.await;
     }
+    result
 }
 
-/// How long workers whose broker connection is lost for good may take to
-/// finish the batch in hand before it is dropped.
+/// How long workers whose broker connection is lost wait for the batches
+/// in hand (which can no longer be acked) before reconnecting without them.
 const LOST_CONNECTION_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How many workers, and how they batch.
@@ -167,17 +187,22 @@ pub struct WorkerOptions {
     pub batch_size: usize,
 }
 
-/// Runs every worker of `options` until `shutdown` is cancelled, then lets
-/// each finish its batch. Returns the first worker error, if any.
-pub async fn run_workers(
+/// Runs every worker of `options` on `connection` until `shutdown` is
+/// cancelled, then lets each finish its batch. Returns the first worker
+/// error, if any, and, when the connection was lost and some batch was
+/// still in the database after [`LOST_CONNECTION_GRACE`], the task that
+/// lets those finish (committed, never acked) while the caller reconnects.
+#[allow(clippy::too_many_arguments)]
+async fn run_workers(
     settings: &Settings,
-    connection: &Connection,
+    connection: &Arc<Connection>,
     topology: &Topology,
     pool: PgPool,
     options: &WorkerOptions,
     health: Health,
+    attempt_key: &AttemptKey,
     shutdown: CancellationToken,
-) -> Result<(), RuntimeError> {
+) -> (Result<(), RuntimeError>, Option<JoinHandle<()>>) {
     let retry_publisher = Publisher::new(settings, "", "switchyard-retries");
     let mut tasks = JoinSet::new();
     for group in &options.groups {
@@ -188,6 +213,7 @@ pub async fn run_workers(
                     group: *group,
                     worker: format!("{group}-{}-{index}", std::process::id()),
                     policy: settings.retry.clone(),
+                    attempt_key: attempt_key.clone(),
                 },
                 queues: queues.clone(),
                 pool: pool.clone(),
@@ -197,35 +223,35 @@ pub async fn run_workers(
                 max_event_bytes: settings.max_event_bytes,
                 health: health.clone(),
             };
-            let channel = connection.create_channel().await?;
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move { worker.run(channel, shutdown).await });
+            let (connection, shutdown) = (Arc::clone(connection), shutdown.clone());
+            tasks.spawn(async move {
+                let channel = connection.create_channel().await?;
+                worker.run(channel, shutdown).await
+            });
         }
-        let (channel, pool, shutdown) = (
-            connection.create_channel().await?,
-            pool.clone(),
-            shutdown.clone(),
-        );
-        let (dead_letter_queue, max_bytes, policy, group) = (
-            queues.dead_letter.clone(),
-            settings.max_event_bytes,
-            settings.retry.clone(),
-            *group,
-        );
+        let (connection, pool, shutdown) = (Arc::clone(connection), pool.clone(), shutdown.clone());
+        let (dead_letter_queue, max_bytes) = (queues.dead_letter.clone(), settings.max_event_bytes);
+        let context = BatchContext {
+            group: *group,
+            worker: format!("{group}-{}-dead-letter-mover", std::process::id()),
+            policy: settings.retry.clone(),
+            attempt_key: attempt_key.clone(),
+        };
         tasks.spawn(async move {
+            let channel = connection.create_channel().await?;
             broker_dead_letters::move_broker_dead_letters(
                 channel,
-                group,
+                context,
                 &dead_letter_queue,
                 pool,
                 max_bytes,
-                policy,
                 shutdown,
             )
             .await
         });
     }
     let mut first_error = None;
+    let mut lingering = None;
     loop {
         let joined = if first_error
             .as_ref()
@@ -240,9 +266,12 @@ pub async fn run_workers(
                 Err(_) => {
                     tracing::warn!(
                         workers = tasks.len(),
-                        "abandoning batches taken on the lost connection; the broker redelivers them"
+                        "batches taken on the lost connection are still in the database; reconnecting meanwhile"
                     );
-                    tasks.shutdown().await;
+                    let mut remaining = std::mem::take(&mut tasks);
+                    lingering = Some(tokio::spawn(async move {
+                        while remaining.join_next().await.is_some() {}
+                    }));
                     None
                 }
             }
@@ -264,6 +293,8 @@ pub async fn run_workers(
             }
         }
     }
-    retry_publisher.close().await;
-    first_error.map_or(Ok(()), Err)
+    if lingering.is_none() {
+        retry_publisher.close().await;
+    }
+    (first_error.map_or(Ok(()), Err), lingering)
 }

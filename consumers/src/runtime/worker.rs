@@ -96,7 +96,9 @@ impl Worker {
     ) {
         let batch: Vec<Incoming> = deliveries
             .iter()
-            .map(|delivery| Incoming::from_delivery(delivery, self.max_event_bytes))
+            .map(|delivery| {
+                Incoming::from_delivery(delivery, self.max_event_bytes, &self.context.attempt_key)
+            })
             .collect();
         // A failure here is the database's, never the events': hold the
         // batch (the prefetch window stops new deliveries), burn no attempt,
@@ -171,7 +173,7 @@ impl Worker {
         let wait_queue =
             &self.queues.retry[(failed_attempts as usize - 1).min(self.queues.retry.len() - 1)];
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-        history.write_to(&mut headers);
+        history.write_to(&mut headers, &incoming.body, &self.context.attempt_key);
         let properties = delivery
             .properties
             .clone()

@@ -19,6 +19,7 @@ fn context(group: ConsumerGroup) -> BatchContext {
         group,
         worker: "batch-paths".into(),
         policy: RetryPolicy::default(),
+        attempt_key: consumers::runtime::AttemptKey::from_bytes([1; 32]),
     }
 }
 

@@ -38,6 +38,7 @@ async fn apply_all(pool: &PgPool, stream: &[Event], batch_size: usize) {
                 max_attempts: u32::MAX,
                 ..RetryPolicy::default()
             },
+            attempt_key: consumers::runtime::AttemptKey::from_bytes([1; 32]),
         };
         let mut pending: VecDeque<Incoming> = stream
             .iter()

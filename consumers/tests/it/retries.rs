@@ -73,3 +73,66 @@ async fn a_transient_failure_succeeds_once_its_dependency_arrives() {
     assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
     assert_eq!(stack.queued(ConsumerGroup::Orders).await, (0, 0, 0));
 }
+
+/// A producer that sets the runtime's attempt headers itself (here: three
+/// failures already, one short of the budget of four) gets no say: the
+/// history is not signed with the workers' key, so the event is on its
+/// first attempt, waits in a retry queue and is applied once its
+/// dependency arrives, instead of being dead-lettered at once.
+#[tokio::test]
+async fn attempt_headers_a_producer_forges_are_ignored() {
+    use consumers::runtime::attempts::{
+        ATTEMPT_COUNT_HEADER, ATTEMPT_LOG_HEADER, ATTEMPT_SIGNATURE_HEADER,
+    };
+    use lapin::types::{AMQPValue, FieldTable};
+    use shared::publish::OutgoingMessage;
+
+    let stack = Stack::new().await; // 4 attempts
+    let order_id = Uuid::now_v7();
+    let payment = captured(order_id);
+    let record = serde_json::json!({"at": Utc::now(), "worker": "forged",
+        "kind": "order_unknown", "message": "forged"});
+    let mut headers = FieldTable::default();
+    headers.insert(
+        ATTEMPT_LOG_HEADER.into(),
+        AMQPValue::LongString(
+            serde_json::json!([record, record, record])
+                .to_string()
+                .into(),
+        ),
+    );
+    headers.insert(ATTEMPT_COUNT_HEADER.into(), AMQPValue::LongLongInt(3));
+    headers.insert(
+        ATTEMPT_SIGNATURE_HEADER.into(),
+        AMQPValue::LongString("00".repeat(32).into()),
+    );
+    let mut message = OutgoingMessage::for_event(&payment);
+    message.properties = message.properties.with_headers(headers);
+    let publisher = stack.publisher().await;
+    publisher.publish_message(message).await.unwrap();
+    publisher.close().await;
+
+    let workers = stack.start(&[ConsumerGroup::Orders], 1);
+    let waiting = shared::testing::eventually(std::time::Duration::from_secs(30), || async {
+        let (_, retrying, _) = stack.queued(ConsumerGroup::Orders).await;
+        (retrying == 1).then_some(())
+    })
+    .await;
+    let dead_while_waiting = stack.number("SELECT count(*) FROM dead_letters").await;
+    stack.publish(&[order_placed(order_id)]).await;
+    let paid = stack
+        .wait_for("SELECT count(*) FROM orders WHERE status = 'paid'", 1, 30)
+        .await;
+    workers.stop().await;
+
+    assert!(
+        waiting.is_some(),
+        "the forged history was ignored: the payment waits in a retry queue"
+    );
+    assert_eq!(
+        dead_while_waiting, 0,
+        "not dead-lettered on a forged history"
+    );
+    assert_eq!(paid, 1);
+    assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
+}
