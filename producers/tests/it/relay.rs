@@ -214,8 +214,25 @@ async fn a_committed_row_wakes_the_relay_and_a_rolled_back_one_never_leaves() {
         poll_interval: Duration::from_secs(600),
         ..RelayConfig::default()
     });
-    // Let the relay go idle on LISTEN after its first, empty pass.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait until the relay is idle on LISTEN after its first, empty pass:
+    // its listener is registered, a claim has run, and nothing of it is
+    // still at work. A row committed from here on can only be found by the
+    // notification (the next poll is 10 minutes away).
+    let idle = eventually(Duration::from_secs(30), || async {
+        let (listening, claimed, busy): (bool, bool, bool) = sqlx::query_as(
+            "SELECT coalesce(bool_or(query LIKE 'LISTEN%' AND state = 'idle'), false), \
+                    coalesce(bool_or(query LIKE '%SKIP LOCKED%' AND state = 'idle'), false), \
+                    coalesce(bool_or(state <> 'idle'), false) \
+             FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&outbox.database.pool)
+        .await
+        .unwrap();
+        (listening && claimed && !busy).then_some(())
+    })
+    .await;
+    assert!(idle.is_some(), "the relay went idle on LISTEN");
 
     let rolled_back = keyed_events(1, 1);
     let mut transaction = outbox.database.pool.begin().await.unwrap();

@@ -126,35 +126,54 @@ async fn health_readiness_and_metrics_are_served() {
 
 #[tokio::test]
 async fn shutdown_drains_a_request_in_flight_and_then_refuses_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     let mut gateway = Gateway::start().await;
     let key = gateway.checkout_key().await;
     let bytes = order_placed("/checkout").to_json_bytes();
     let (first_half, second_half) = bytes.split_at(bytes.len() / 2);
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
-    sender.send(Ok(first_half.to_vec())).await.unwrap();
-    let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|chunk| (chunk, receiver))
-    });
-    let request = gateway
-        .post(&key)
-        .header("content-type", "application/cloudevents+json")
-        .body(reqwest::Body::wrap_stream(body))
-        .send();
-    let in_flight = tokio::spawn(request);
-    // Let the gateway start reading the body, then ask it to stop.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    gateway.shutdown.cancel();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    sender.send(Ok(second_half.to_vec())).await.unwrap();
-    drop(sender);
-
-    let response = in_flight.await.unwrap().unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    gateway.served.take().unwrap().await.unwrap().unwrap();
+    let address = gateway.base.trim_start_matches("http://").to_owned();
+    let mut client = tokio::net::TcpStream::connect(&address).await.unwrap();
+    // `Expect: 100-continue`: the server answers `100 Continue` once the
+    // handler starts reading the body, so we know the request is in flight.
+    let head = format!(
+        "POST /events HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/cloudevents+json\r\nContent-Length: {}\r\n\
+         Expect: 100-continue\r\n\r\n",
+        bytes.len()
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !answer.windows(4).any(|window| window == b"\r\n\r\n") {
+        let read = client.read(&mut buffer).await.unwrap();
+        assert!(read > 0, "the gateway closed the connection");
+        answer.extend_from_slice(&buffer[..read]);
+    }
     assert!(
+        answer.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    client.write_all(first_half).await.unwrap();
+
+    // Stop, and wait until the gateway refuses new connections.
+    gateway.shutdown.cancel();
+    let refusing = shared::testing::eventually(Duration::from_secs(30), || async {
         reqwest::get(format!("{}/healthz", gateway.base))
             .await
             .is_err()
-    );
+            .then_some(())
+    })
+    .await;
+    assert!(refusing.is_some(), "the gateway stopped accepting");
+
+    // The request in flight is still finished and answered.
+    client.write_all(second_half).await.unwrap();
+    let mut response = Vec::new();
+    client.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 202"), "{response}");
+    gateway.served.take().unwrap().await.unwrap().unwrap();
     assert_eq!(gateway.queued(ConsumerGroup::Orders).await, 1);
 }
