@@ -106,8 +106,19 @@ pub struct BatchContext {
     pub attempt_key: super::attempts::AttemptKey,
 }
 
+/// A committed batch: one outcome per message, in order, and the path it
+/// took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// What happened to each message.
+    pub outcomes: Vec<Outcome>,
+    /// How the batch was applied.
+    pub path: BatchPath,
+}
+
 /// Applies `batch` in one transaction and returns one outcome per message,
-/// in order. On `Err` nothing was committed and every message must be tried again.
+/// in order, with the path taken. On `Err` nothing was committed and every
+/// message must be tried again.
 ///
 /// Optimistic first: one set-based dedup insert, runs of `order.placed`
 /// applied set-wise, the other events without savepoints. When one event's
@@ -120,11 +131,11 @@ pub async fn process_batch(
     connection: &mut PgConnection,
     context: &BatchContext,
     batch: &[Incoming],
-) -> Result<Vec<Outcome>, BatchError> {
+) -> Result<Applied, BatchError> {
     let mut excluded: Vec<(usize, HandlerError)> = Vec::new();
     loop {
         match process_batch_optimistically(connection, context, batch, &excluded).await? {
-            Attempt::Committed(outcomes) => return Ok(outcomes),
+            Attempt::Committed(applied) => return Ok(applied),
             Attempt::EventFailed(index, error) if excluded.len() < MAX_EXCLUDED => {
                 excluded.push((index, error));
             }
@@ -140,7 +151,7 @@ pub const MAX_EXCLUDED: usize = 4;
 
 /// How an optimistic attempt ended. Unless committed, nothing was kept.
 enum Attempt {
-    Committed(Vec<Outcome>),
+    Committed(Applied),
     /// The handler of the event at this index failed.
     EventFailed(usize, HandlerError),
     /// Poison, or a set-wise run that cannot be pinned on one event.
@@ -181,7 +192,10 @@ async fn process_batch_optimistically(
             .collect::<Vec<_>>();
         let timing = BatchTiming::one_statement(started.elapsed());
         record_metrics(context.group, batch, &outcomes, timing);
-        return Ok(Attempt::Committed(outcomes));
+        return Ok(Attempt::Committed(Applied {
+            outcomes,
+            path: BatchPath::OneStatement,
+        }));
     }
     let mut transaction = connection.begin().await?;
     lock_aggregates(&mut transaction, context.group, batch).await?;
@@ -258,7 +272,7 @@ async fn process_batch_optimistically(
     }
     let path = BatchPath::Transaction;
     commit_and_record(transaction, context.group, batch, &outcomes, started, path).await?;
-    Ok(Attempt::Committed(outcomes))
+    Ok(Attempt::Committed(Applied { outcomes, path }))
 }
 
 /// `Err` when `error` means the database is unreachable; the error otherwise.
@@ -345,7 +359,7 @@ async fn process_batch_isolating_failures(
     connection: &mut PgConnection,
     context: &BatchContext,
     batch: &[Incoming],
-) -> Result<Vec<Outcome>, BatchError> {
+) -> Result<Applied, BatchError> {
     let started = std::time::Instant::now();
     let mut transaction = connection.begin().await?;
     lock_aggregates(&mut transaction, context.group, batch).await?;
@@ -375,7 +389,7 @@ async fn process_batch_isolating_failures(
     }
     let path = BatchPath::EventByEvent;
     commit_and_record(transaction, context.group, batch, &outcomes, started, path).await?;
-    Ok(outcomes)
+    Ok(Applied { outcomes, path })
 }
 
 /// Takes a transaction-scoped advisory lock on every aggregate the batch

@@ -112,7 +112,7 @@ impl Worker {
                 Err(error) => Err(BatchError::from(error)),
             };
             let error = match result {
-                Ok(outcomes) => break outcomes,
+                Ok(applied) => break applied.outcomes,
                 Err(error) => error,
             };
             // It may be broken, or its session stuck in a state the

@@ -3,7 +3,7 @@
 //! the fallback that redoes a batch event by event when a run cannot be
 //! applied set-wise. Exact outcomes and row counts.
 
-use consumers::runtime::batch::{BatchContext, Outcome, process_batch};
+use consumers::runtime::batch::{Applied, BatchContext, BatchPath, Outcome, process_batch};
 use consumers::runtime::incoming::Incoming;
 use shared::events::Event;
 use shared::groups::ConsumerGroup;
@@ -23,10 +23,18 @@ fn context(group: ConsumerGroup) -> BatchContext {
     }
 }
 
-async fn process(database: &TestDatabase, group: ConsumerGroup, events: &[&Event]) -> Vec<Outcome> {
+async fn process(database: &TestDatabase, group: ConsumerGroup, events: &[&Event]) -> Applied {
     let batch: Vec<Incoming> = events.iter().map(|event| incoming(event)).collect();
+    process_incoming(database, group, &batch).await
+}
+
+async fn process_incoming(
+    database: &TestDatabase,
+    group: ConsumerGroup,
+    batch: &[Incoming],
+) -> Applied {
     let mut connection = database.pool.acquire().await.unwrap();
-    process_batch(&mut connection, &context(group), &batch)
+    process_batch(&mut connection, &context(group), batch)
         .await
         .unwrap()
 }
@@ -59,17 +67,23 @@ async fn an_all_placed_batch_applies_each_event_once_in_every_group() {
     for group in ConsumerGroup::ALL {
         assert_eq!(
             process(&database, group, &[&earlier]).await,
-            [Outcome::Applied]
+            Applied {
+                outcomes: vec![Outcome::Applied],
+                path: BatchPath::OneStatement
+            }
         );
         // An event applied before, a fresh one twice, another fresh one.
         assert_eq!(
             process(&database, group, &[&earlier, &first, &first, &second]).await,
-            [
-                Outcome::Duplicate,
-                Outcome::Applied,
-                Outcome::Duplicate,
-                Outcome::Applied
-            ],
+            Applied {
+                outcomes: vec![
+                    Outcome::Duplicate,
+                    Outcome::Applied,
+                    Outcome::Duplicate,
+                    Outcome::Applied
+                ],
+                path: BatchPath::OneStatement
+            },
             "group {group}"
         );
     }
@@ -106,16 +120,20 @@ async fn an_order_placed_twice_is_isolated_and_its_neighbours_commit() {
     let impostor = order_placed(order_id); // another event, the same order id
     let (before, after) = (order_placed(Uuid::now_v7()), order_placed(Uuid::now_v7()));
 
-    let outcomes = process(
+    let applied = process(
         &database,
         ConsumerGroup::Orders,
         &[&before, &impostor, &after],
     )
     .await;
 
+    // The set-wise run failed, so the batch was redone event by event.
     assert_eq!(
-        outcomes,
-        [Outcome::Applied, Outcome::DeadLettered, Outcome::Applied]
+        applied,
+        Applied {
+            outcomes: vec![Outcome::Applied, Outcome::DeadLettered, Outcome::Applied],
+            path: BatchPath::EventByEvent
+        }
     );
     assert_eq!(count(&database, "SELECT count(*) FROM orders").await, 3);
     let kind: String =
@@ -141,7 +159,8 @@ async fn an_order_short_of_stock_is_retried_alone() {
         ConsumerGroup::Inventory,
         &[&fits, &short, &also_fits],
     )
-    .await;
+    .await
+    .outcomes;
 
     assert_eq!(outcomes[0], Outcome::Applied);
     match &outcomes[1] {
@@ -181,13 +200,15 @@ async fn a_mixed_batch_applies_runs_and_single_events_in_order() {
 
     // The order, its payment, the order again, and another order: the
     // payment needs the run before it applied first.
-    let outcomes = process(
+    let applied = process(
         &database,
         ConsumerGroup::Orders,
         &[&placed, &payment, &placed, &next, &payment],
     )
     .await;
 
+    assert_eq!(applied.path, BatchPath::Transaction, "nothing failed");
+    let outcomes = applied.outcomes;
     assert_eq!(
         outcomes,
         [
@@ -234,12 +255,19 @@ async fn failing_events_are_taken_out_and_their_neighbours_commit_in_one_transac
     let ship_cancelled = shipped(cancelled_order); // a broken rule: permanent
     let (payment, next) = (captured(known), order_placed(Uuid::now_v7()));
 
-    let outcomes = process(
+    let applied = process(
         &database,
         ConsumerGroup::Orders,
         &[&early_payment, &payment, &ship_cancelled, &next],
     )
     .await;
+
+    assert_eq!(
+        applied.path,
+        BatchPath::Transaction,
+        "the failures were taken out; no savepoints"
+    );
+    let outcomes = applied.outcomes;
 
     assert!(
         matches!(&outcomes[0], Outcome::Retry(history) if history.records[0].kind == "order_unknown"),
@@ -280,8 +308,10 @@ async fn a_batch_with_more_failures_than_exclusions_is_redone_event_by_event() {
     let mut batch: Vec<&Event> = early.iter().collect();
     batch.insert(2, &good);
 
-    let outcomes = process(&database, ConsumerGroup::Orders, &batch).await;
+    let applied = process(&database, ConsumerGroup::Orders, &batch).await;
 
+    assert_eq!(applied.path, BatchPath::EventByEvent);
+    let outcomes = applied.outcomes;
     for (index, outcome) in outcomes.iter().enumerate() {
         if index == 2 {
             assert_eq!(*outcome, Outcome::Applied);
@@ -294,4 +324,38 @@ async fn a_batch_with_more_failures_than_exclusions_is_redone_event_by_event() {
         count(&database, "SELECT count(*) FROM processed_events").await,
         1
     );
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_while_its_batch_neighbours_commit() {
+    let database = TestDatabase::create().await;
+    let before: Vec<Event> = (0..5).map(|_| order_placed(Uuid::now_v7())).collect();
+    let after: Vec<Event> = (0..5).map(|_| order_placed(Uuid::now_v7())).collect();
+    let mut batch: Vec<Incoming> = before.iter().map(incoming).collect();
+    let mut poison = incoming(&before[0]);
+    poison.body = b"{\"specversion\":\"1.0\", truncated".to_vec();
+    poison.event = Err(Event::decode(&poison.body, 1 << 20).unwrap_err());
+    poison.claimed = (None, None);
+    batch.push(poison);
+    batch.extend(after.iter().map(incoming));
+
+    let applied = process_incoming(&database, ConsumerGroup::Orders, &batch).await;
+
+    let mut expected = vec![Outcome::Applied; 5];
+    expected.push(Outcome::DeadLettered);
+    expected.extend(vec![Outcome::Applied; 5]);
+    assert_eq!(
+        applied,
+        Applied {
+            outcomes: expected,
+            path: BatchPath::EventByEvent
+        }
+    );
+    assert_eq!(count(&database, "SELECT count(*) FROM orders").await, 10);
+    let (kind, event_id): (String, Option<Uuid>) =
+        sqlx::query_as("SELECT error_kind, event_id FROM dead_letters")
+            .fetch_one(&database.pool)
+            .await
+            .unwrap();
+    assert_eq!((kind.as_str(), event_id), ("poison", None));
 }

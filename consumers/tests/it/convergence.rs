@@ -52,7 +52,8 @@ async fn apply_all(pool: &PgPool, stream: &[Event], batch_size: usize) {
             let mut connection = pool.acquire().await.unwrap();
             let outcomes = process_batch(&mut connection, &context, &chunk)
                 .await
-                .unwrap();
+                .unwrap()
+                .outcomes;
             let mut progressed = false;
             for (mut incoming, outcome) in chunk.into_iter().zip(outcomes) {
                 match outcome {

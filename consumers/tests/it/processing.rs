@@ -168,11 +168,13 @@ async fn a_permanent_failure_is_dead_lettered_at_once_with_all_its_metadata() {
 }
 
 #[tokio::test]
-async fn a_poison_message_is_dead_lettered_while_its_batch_neighbours_commit() {
+async fn a_poison_message_among_events_is_dead_lettered_and_the_events_are_applied() {
+    // Through the real worker, whatever batches the deliveries form; the
+    // case of one batch holding them all is `batch_paths::a_poison_message_
+    // is_dead_lettered_while_its_batch_neighbours_commit`.
     let stack = Stack::new().await;
     let before: Vec<Event> = (0..5).map(|_| order_placed(Uuid::now_v7())).collect();
     let after: Vec<Event> = (0..5).map(|_| order_placed(Uuid::now_v7())).collect();
-    // Queued before any worker starts, so they arrive in one batch.
     stack.publish(&before).await;
     stack
         .publish_raw("order.placed", b"{\"specversion\":\"1.0\", truncated")
