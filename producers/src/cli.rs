@@ -32,6 +32,40 @@ pub enum Command {
     /// Manage the gateway's API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// See the outbox's unsent and parked rows; park or unpark rows.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+/// `producers outbox …`.
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Unsent rows, oldest first: attempts, last error, next attempt, and
+    /// whether they are parked.
+    List {
+        /// Only parked rows.
+        #[arg(long)]
+        parked: bool,
+        /// Most rows shown.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        limit: i64,
+    },
+    /// Parks unsent rows by hand (a row that keeps failing for a reason of
+    /// its own): their keys go on without them.
+    Park {
+        /// Outbox ids.
+        #[arg(required = true)]
+        ids: Vec<i64>,
+        /// Why, shown by `list`.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Puts parked rows back in line: the relay tries them at its next pass.
+    Unpark {
+        /// Outbox ids.
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
 }
 
 /// Arguments of `serve`.

@@ -4,6 +4,7 @@ mod declare;
 mod keys;
 mod load;
 mod migrate;
+mod outbox;
 mod publish;
 mod relay;
 mod serve;
@@ -24,5 +25,6 @@ pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args, settings).await,
         Command::Relay(args) => relay::run(args, settings).await,
         Command::Keys(command) => keys::run(command, settings).await,
+        Command::Outbox(command) => outbox::run(command, settings).await,
     }
 }

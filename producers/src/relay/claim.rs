@@ -10,6 +10,10 @@
 //!    whose oldest unsent row is held elsewhere is left for later.
 //!
 //! The result, per key in id order, is safe to publish in that order.
+//!
+//! Parked rows (see [`park`]) are out of the way: never claimed, never
+//! blocking. A row waiting after a transient failure (`next_attempt_at` in
+//! the future) is not claimed and still blocks its key's later rows.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -32,7 +36,9 @@ pub async fn claim_rows(
 ) -> Result<BTreeMap<String, Vec<OutboxRow>>, sqlx::Error> {
     let candidates: Vec<(i64, String, serde_json::Value)> = sqlx::query_as(
         "SELECT id, partition_key, event FROM outbox
-         WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+         WHERE sent_at IS NULL AND parked_at IS NULL
+           AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
     .fetch_all(&mut *transaction)
@@ -53,7 +59,8 @@ pub async fn claim_rows(
     // A fresh snapshot, taken after the locks: what is unsent now.
     let unsent: Vec<(String, i64)> = sqlx::query_as(
         "SELECT partition_key, id FROM outbox
-         WHERE sent_at IS NULL AND partition_key = ANY($1) AND id <= $2 ORDER BY id",
+         WHERE sent_at IS NULL AND parked_at IS NULL
+           AND partition_key = ANY($1) AND id <= $2 ORDER BY id",
     )
     .bind(&locked)
     .bind(newest)
@@ -90,6 +97,52 @@ pub async fn mark_sent(transaction: &mut PgConnection, ids: &[i64]) -> Result<()
             .await?;
     }
     Ok(())
+}
+
+/// Records a transient failure of row `id`: one more attempt, the error,
+/// and the next attempt after a delay that doubles from 1 s up to 5 min.
+pub async fn postpone(
+    transaction: &mut PgConnection,
+    id: i64,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+             last_attempt_at = clock_timestamp(),
+             next_attempt_at = clock_timestamp()
+                 + make_interval(secs => least(300, 2 ^ least(attempts, 9)))
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(storable(error))
+    .execute(&mut *transaction)
+    .await?;
+    Ok(())
+}
+
+/// Parks row `id` for good with `reason`: it is kept, listed by
+/// `producers outbox list --parked`, and no longer holds its key back.
+pub async fn park(
+    transaction: &mut PgConnection,
+    id: i64,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+             last_attempt_at = clock_timestamp(),
+             parked_at = clock_timestamp(), parked_reason = $2
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(storable(reason))
+    .execute(&mut *transaction)
+    .await?;
+    Ok(())
+}
+
+/// `text` without NUL, which PostgreSQL's text refuses.
+fn storable(text: &str) -> String {
+    text.replace('\0', "\\u0000")
 }
 
 /// Deletes rows sent more than `retention` ago, at most `limit`; returns how many.

@@ -16,17 +16,20 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use shared::events::Event;
 use shared::outbox::NOTIFY_CHANNEL;
-use shared::publish::{OutgoingMessage, PublishError, Publisher};
+use shared::publish::{OutgoingMessage, Publisher};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
-use self::claim::{OutboxRow, claim_rows, mark_sent, purge_sent};
+use self::claim::{OutboxRow, claim_rows, mark_sent, park, postpone, purge_sent};
 
 /// Published outbox rows.
 pub const PUBLISHED_TOTAL: &str = "switchyard_relay_published_total";
-/// Outbox rows whose publish failed (they stay unsent and are retried).
+/// Outbox rows whose publish failed for a passing reason (they wait with a
+/// growing delay and are tried again).
 pub const FAILED_TOTAL: &str = "switchyard_relay_failed_total";
+/// Outbox rows parked for good (the broker can never take them).
+pub const PARKED_TOTAL: &str = "switchyard_relay_parked_total";
 
 /// How the relay works.
 #[derive(Debug, Clone)]
@@ -57,10 +60,24 @@ impl Default for RelayConfig {
 pub struct Pass {
     /// Rows confirmed and marked sent.
     pub published: usize,
-    /// Rows whose publish failed (left unsent).
+    /// Rows whose publish failed for a passing reason (left unsent, tried
+    /// again after a delay).
     pub failed: usize,
+    /// Rows parked because the broker can never take them.
+    pub parked: usize,
     /// Rows claimed (published + failed + those skipped after a failure).
     pub claimed: usize,
+}
+
+/// What publishing one key's rows did.
+#[derive(Debug, Default)]
+struct KeyOutcome {
+    /// Confirmed, in order.
+    confirmed: Vec<i64>,
+    /// Parked, with the reason.
+    parked: Vec<(i64, String)>,
+    /// The row that failed for a passing reason (the key stopped there).
+    failed: Option<(i64, String)>,
 }
 
 /// Why the relay stopped.
@@ -95,54 +112,72 @@ impl Relay {
         let mut transaction = self.pool.begin().await?;
         let by_key = claim_rows(&mut transaction, self.config.batch_size).await?;
         let claimed = by_key.values().map(Vec::len).sum();
-        let outcomes: Vec<(Vec<i64>, usize)> = futures_util::stream::iter(by_key.into_values())
+        let outcomes: Vec<KeyOutcome> = futures_util::stream::iter(by_key.into_values())
             .map(|rows| self.publish_in_order(rows))
             .buffer_unordered(self.publisher.settings().max_in_flight.max(1))
             .collect()
             .await;
         let mut sent = Vec::with_capacity(claimed);
-        let mut failed = 0;
-        for (ids, key_failed) in outcomes {
-            sent.extend(ids);
-            failed += key_failed;
+        let (mut failed, mut parked) = (0, 0);
+        for outcome in outcomes {
+            sent.extend(outcome.confirmed);
+            for (id, reason) in outcome.parked {
+                park(&mut transaction, id, &reason).await?;
+                parked += 1;
+            }
+            if let Some((id, error)) = outcome.failed {
+                postpone(&mut transaction, id, &error).await?;
+                failed += 1;
+            }
         }
         mark_sent(&mut transaction, &sent).await?;
         transaction.commit().await?;
         metrics::counter!(PUBLISHED_TOTAL).increment(sent.len() as u64);
         metrics::counter!(FAILED_TOTAL).increment(failed as u64);
+        metrics::counter!(PARKED_TOTAL).increment(parked as u64);
         Ok(Pass {
             published: sent.len(),
             failed,
+            parked,
             claimed,
         })
     }
 
     /// Publishes one key's rows one after the other, each after the
-    /// previous one's confirm; stops at the first failure so that no later
-    /// row overtakes it. Returns the confirmed ids and 1 if one failed.
-    async fn publish_in_order(&self, rows: Vec<OutboxRow>) -> (Vec<i64>, usize) {
-        let mut confirmed = Vec::with_capacity(rows.len());
+    /// previous one's confirm. A row the broker can never take (no queue
+    /// bound for its type, or not a valid event) is parked and the key goes
+    /// on; a passing failure stops the key there, so that no later row
+    /// overtakes it.
+    async fn publish_in_order(&self, rows: Vec<OutboxRow>) -> KeyOutcome {
+        let mut outcome = KeyOutcome {
+            confirmed: Vec::with_capacity(rows.len()),
+            ..KeyOutcome::default()
+        };
         for row in rows {
             let result = match Event::from_json_value(row.event) {
-                Ok(event) => {
-                    self.publisher
-                        .publish_message(OutgoingMessage::for_event(&event))
-                        .await
-                }
-                Err(error) => Err(PublishError::BrokerUnavailable(format!(
-                    "outbox row {} is not a valid event: {error}",
-                    row.id
-                ))),
+                Ok(event) => self
+                    .publisher
+                    .publish_message(OutgoingMessage::for_event(&event))
+                    .await
+                    .map_err(|error| (error.is_transient(), error.to_string())),
+                Err(error) => Err((false, format!("not a valid event: {error}"))),
             };
             match result {
-                Ok(()) => confirmed.push(row.id),
-                Err(error) => {
-                    tracing::warn!(outbox_id = row.id, %error, "outbox row not published; will retry");
-                    return (confirmed, 1);
+                Ok(()) => outcome.confirmed.push(row.id),
+                Err((false, reason)) => {
+                    tracing::error!(outbox_id = row.id, %reason,
+                        "outbox row parked: the broker can never take it; its key goes on without it");
+                    outcome.parked.push((row.id, reason));
+                }
+                Err((true, error)) => {
+                    tracing::warn!(outbox_id = row.id, %error,
+                        "outbox row not published; it and its key's later rows wait, then are tried again");
+                    outcome.failed = Some((row.id, error));
+                    break;
                 }
             }
         }
-        (confirmed, 0)
+        outcome
     }
 
     /// Runs passes until `shutdown`: immediately again after a full pass,

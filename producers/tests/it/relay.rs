@@ -284,3 +284,254 @@ async fn sent_rows_are_deleted_after_the_retention_period() {
     assert!(emptied.is_some(), "sent rows were purged");
     assert_eq!(outbox.delivered().await.len(), 20);
 }
+
+/// `event` on partition key `key`.
+fn on_key(mut event: Event, key: &str) -> Event {
+    event.partition_key = key.to_owned();
+    event
+}
+
+fn order_cancelled() -> Event {
+    use shared::events::EventPayload;
+    use shared::events::catalog::OrderCancelled;
+    Event::new(
+        "/outbox-test",
+        EventPayload::OrderCancelled(OrderCancelled {
+            order_id: Uuid::now_v7(),
+            reason: "changed their mind".into(),
+        }),
+    )
+}
+
+/// Removes (`bind == false`) or restores every binding of `routing_key`
+/// on the events exchange: a topology mistake, then its fix.
+async fn bind(outbox: &Outbox, routing_key: &str, bind: bool) {
+    let connection = connect(&outbox.isolated.settings).await;
+    let channel = connection.create_channel().await.unwrap();
+    for binding in &outbox.isolated.topology.bindings {
+        if binding.routing_key != routing_key
+            || binding.exchange != outbox.isolated.topology.events_exchange()
+        {
+            continue;
+        }
+        let (queue, exchange) = (binding.queue.as_str(), binding.exchange.as_str());
+        if bind {
+            channel
+                .queue_bind(
+                    queue.into(),
+                    exchange.into(),
+                    routing_key.into(),
+                    lapin::options::QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+        } else {
+            channel
+                .queue_unbind(
+                    queue.into(),
+                    exchange.into(),
+                    routing_key.into(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let _ = connection.close(200, "OK".into()).await;
+}
+
+/// (unsent and not parked, parked) rows.
+async fn unsent_and_parked(outbox: &Outbox) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE parked_at IS NULL), count(*) FILTER (WHERE parked_at IS NOT NULL)
+         FROM outbox WHERE sent_at IS NULL",
+    )
+    .fetch_one(&outbox.database.pool)
+    .await
+    .unwrap()
+}
+
+/// Runs the real `producers` binary against the outbox's database.
+fn producers_cli(outbox: &Outbox, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_producers"))
+        .args(args)
+        .env("SWITCHYARD_NAMESPACE", &outbox.isolated.settings.namespace)
+        .env(
+            "DATABASE_URL",
+            shared::testing::database_url(&outbox.database.settings),
+        )
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run producers")
+}
+
+#[tokio::test]
+async fn a_row_the_broker_cannot_route_is_parked_and_its_key_goes_on() {
+    let outbox = Outbox::new().await;
+    bind(&outbox, "order.cancelled", false).await;
+    let before = on_key(crate::gateway::support::order_placed("/outbox-test"), "k");
+    let unroutable = on_key(order_cancelled(), "k");
+    let after = on_key(crate::gateway::support::order_placed("/outbox-test"), "k");
+    outbox
+        .write(&[before.clone(), unroutable.clone(), after.clone()], 3)
+        .await;
+
+    let relay = outbox.relay(RelayConfig::default());
+    let pass = relay.pass().await.unwrap();
+    assert_eq!((pass.published, pass.parked, pass.failed), (2, 1, 0));
+    assert_eq!(unsent_and_parked(&outbox).await, (0, 1));
+    let delivered: Vec<Uuid> = outbox.delivered().await.iter().map(|e| e.id).collect();
+    assert_eq!(
+        delivered,
+        [before.id, after.id],
+        "the key went on, in order"
+    );
+    let (id, attempts, reason): (i64, i32, String) = sqlx::query_as(
+        "SELECT id, attempts, parked_reason FROM outbox WHERE event_id = $1 AND parked_at IS NOT NULL",
+    )
+    .bind(unroutable.id)
+    .fetch_one(&outbox.database.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 1);
+    assert!(reason.contains("unroutable"), "{reason}");
+
+    // The operator sees it with the real binary ...
+    let listed = producers_cli(&outbox, &["outbox", "list", "--parked"]);
+    assert!(listed.status.success(), "{listed:?}");
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(listed.contains(&unroutable.id.to_string()), "{listed}");
+    assert!(listed.contains("unroutable"), "{listed}");
+    assert!(!listed.contains(&before.id.to_string()), "{listed}");
+
+    // ... fixes the topology, and puts the row back in line.
+    bind(&outbox, "order.cancelled", true).await;
+    let unparked = producers_cli(&outbox, &["outbox", "unpark", &id.to_string()]);
+    assert!(unparked.status.success(), "{unparked:?}");
+    assert_eq!(
+        String::from_utf8(unparked.stdout).unwrap().trim(),
+        format!("unparked {id}")
+    );
+    let again = producers_cli(&outbox, &["outbox", "unpark", &id.to_string()]);
+    assert!(
+        !again.status.success(),
+        "a row not parked cannot be unparked"
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains(&format!("[{id}]")),
+        "{again:?}"
+    );
+    let pass = relay.pass().await.unwrap();
+    assert_eq!((pass.published, pass.parked), (1, 0));
+    assert_eq!(unsent_and_parked(&outbox).await, (0, 0));
+}
+
+#[tokio::test]
+async fn a_row_that_fails_for_a_passing_reason_waits_and_holds_its_key_back() {
+    let outbox = Outbox::new().await;
+    let (proxy, through_proxy) =
+        shared::testing::TcpProxy::in_front_of(outbox.isolated.settings.expose_amqp_url()).await;
+    let mut settings = outbox.isolated.settings.clone();
+    settings.amqp_url = through_proxy.into();
+    settings.publish.timeout = Duration::from_secs(2);
+    let publisher = Publisher::new(
+        &settings,
+        outbox.isolated.topology.events_exchange(),
+        "relay-test",
+    );
+    let relay = Relay::new(
+        outbox.database.pool.clone(),
+        publisher,
+        RelayConfig::default(),
+    );
+    let first = on_key(crate::gateway::support::order_placed("/outbox-test"), "k");
+    let second = on_key(crate::gateway::support::order_placed("/outbox-test"), "k");
+    outbox.write(&[first.clone(), second.clone()], 2).await;
+
+    proxy.cut();
+    let pass = relay.pass().await.unwrap();
+    assert_eq!((pass.published, pass.failed, pass.parked), (0, 1, 0));
+    let (attempts, error, delay): (i32, String, f64) = sqlx::query_as(
+        "SELECT attempts, last_error,
+                extract(epoch FROM next_attempt_at - last_attempt_at)::float8
+         FROM outbox WHERE event_id = $1",
+    )
+    .bind(first.id)
+    .fetch_one(&outbox.database.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 1);
+    assert!(!error.is_empty());
+    assert_eq!(delay, 1.0, "the first delay is 1 s");
+
+    // The broker is back, but the row's delay has not passed (made long
+    // here, so that the machine's speed does not matter): nothing of its
+    // key goes, not even the second row.
+    proxy.restore();
+    sqlx::query(
+        "UPDATE outbox SET next_attempt_at = now() + interval '1 hour' WHERE event_id = $1",
+    )
+    .bind(first.id)
+    .execute(&outbox.database.pool)
+    .await
+    .unwrap();
+    let pass = relay.pass().await.unwrap();
+    assert_eq!((pass.claimed, pass.published), (0, 0));
+    assert_eq!(unsent_and_parked(&outbox).await, (2, 0));
+
+    // Once the delay has passed, both go, in order.
+    sqlx::query("UPDATE outbox SET next_attempt_at = now()")
+        .execute(&outbox.database.pool)
+        .await
+        .unwrap();
+    let sent = eventually(Duration::from_secs(30), || async {
+        relay.pass().await.unwrap();
+        (outbox.unsent().await == 0).then_some(())
+    })
+    .await;
+    assert!(sent.is_some(), "sent once the delay passed");
+    let delivered: Vec<Uuid> = outbox.delivered().await.iter().map(|e| e.id).collect();
+    assert_eq!(delivered, [first.id, second.id]);
+}
+
+#[tokio::test]
+async fn rows_are_parked_by_hand_with_a_reason_and_bad_requests_are_refused() {
+    let outbox = Outbox::new().await;
+    let stuck = on_key(crate::gateway::support::order_placed("/outbox-test"), "k");
+    outbox.write(std::slice::from_ref(&stuck), 1).await;
+    let id: i64 = sqlx::query_scalar("SELECT id FROM outbox")
+        .fetch_one(&outbox.database.pool)
+        .await
+        .unwrap();
+
+    let parked = producers_cli(
+        &outbox,
+        &[
+            "outbox",
+            "park",
+            &id.to_string(),
+            "--reason",
+            "poisons the ledger",
+        ],
+    );
+    assert!(parked.status.success(), "{parked:?}");
+    assert_eq!(unsent_and_parked(&outbox).await, (0, 1));
+    let listed = producers_cli(&outbox, &["outbox", "list"]);
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        listed.contains("parked by hand: poisons the ledger"),
+        "{listed}"
+    );
+    let pass = outbox.relay(RelayConfig::default()).pass().await.unwrap();
+    assert_eq!(pass.claimed, 0, "a parked row is not sent");
+
+    let blank = producers_cli(
+        &outbox,
+        &["outbox", "park", &id.to_string(), "--reason", " "],
+    );
+    assert!(!blank.status.success());
+    let unknown = producers_cli(&outbox, &["outbox", "unpark", "999999"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("[999999]"));
+}
