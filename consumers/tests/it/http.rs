@@ -15,7 +15,7 @@ use crate::processing::order_placed;
 use crate::support::Stack;
 
 /// Status and body of `GET path`, or `None` when nothing answers.
-async fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
+pub async fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;

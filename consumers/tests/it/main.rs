@@ -8,6 +8,7 @@ mod batch_paths;
 mod binary_mode;
 mod convergence;
 mod failures;
+mod fault_run;
 mod http;
 mod processing;
 mod retries;

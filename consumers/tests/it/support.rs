@@ -32,9 +32,14 @@ pub const QUICK_RETRY_ENVIRONMENT: [(&str, &str); 3] = [
 
 /// Settings with [`QUICK_RETRY_ENVIRONMENT`] in a fresh namespace.
 pub fn quick_retry_settings() -> Settings {
+    settings_with(&QUICK_RETRY_ENVIRONMENT)
+}
+
+/// Settings with `environment` (over the process's) in a fresh namespace.
+pub fn settings_with(environment: &[(&str, &str)]) -> Settings {
     let namespace = isolated_settings().namespace;
     Settings::from_lookup(|name| {
-        QUICK_RETRY_ENVIRONMENT
+        environment
             .iter()
             .find(|(key, _)| *key == name)
             .map(|(_, value)| (*value).to_owned())

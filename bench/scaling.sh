@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Worker scaling on a pre-loaded backlog of the store workload.
+#
+# For each process count in PROCESSES (default "1 2 3"), REPEAT times
+# (default 3): a fresh namespace and database, `producers load` publishes
+# EVENTS store events (default 30000; the store mix: orders, payments,
+# shipments, cancellations, restocks, price changes, customers) with
+# confirms, then that many `consumers run` processes (every group, default
+# workers) drain the backlog. Prints, per run, the drain time and events/s
+# per group (applied rows of processed_events) and in total, then the
+# median per process count and its ratio to one process.
+#
+# Uses the release binaries (built first) and the local RabbitMQ and
+# PostgreSQL only. Not part of CI: `bash bench/scaling.sh`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+EVENTS=${EVENTS:-30000}
+REPEAT=${REPEAT:-3}
+PROCESSES=${PROCESSES:-"1 2 3"}
+WORKERS=${WORKERS:-2}
+GROUP=${GROUP:-}   # one group only (orders, inventory, sales); all when empty
+cargo build --release -q -p consumers -p producers
+bin=target/release
+
+queued() { # messages ready or unacked in the namespace's work and retry queues
+  "$bin/consumers" stats 2>/dev/null | awk -v group="$GROUP" '
+    /^[a-z]+ / && $2 ~ /^[0-9]+$/ && (group == "" || $1 == group) { total += $2 + $3 }
+    END { print total + 0 }'
+}
+
+results=$(mktemp)
+for processes in $PROCESSES; do
+  for run in $(seq "$REPEAT"); do
+    namespace="scale-$processes-$run-$$"
+    database="scale_${processes}_${run}_$$"
+    export SWITCHYARD_NAMESPACE=$namespace
+    export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$database"
+    export RUST_LOG=error
+    "$bin/producers" migrate >/dev/null
+    "$bin/producers" declare >/dev/null
+    "$bin/producers" load --count "$EVENTS" --seed "$run" >/dev/null 2>&1
+    pids=()
+    started=$(date +%s.%N)
+    for _ in $(seq "$processes"); do
+      "$bin/consumers" run --workers "$WORKERS" ${GROUP:+--group "$GROUP"} ${RUN_ARGS:-} \
+        --http-address 127.0.0.1:0 >/dev/null 2>&1 &
+      pids+=($!)
+    done
+    # Ready and waiting-to-retry messages gone; then a graceful stop commits
+    # and acks what the workers still hold, and the clock stops.
+    while [ "$(queued)" != 0 ]; do sleep 0.2; done
+    kill -TERM "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
+    finished=$(date +%s.%N)
+    left=$(queued)
+    [ "$left" = 0 ] || { echo "messages left after the stop: $left" >&2; exit 1; }
+    seconds=$(echo "$finished - $started" | bc -l)
+    per_group=$(psql -h 127.0.0.1 -U postgres -d "$database" -Atc \
+      "SELECT string_agg(consumer_group || '=' || n, ' ' ORDER BY consumer_group)
+       FROM (SELECT consumer_group, count(*) n FROM processed_events GROUP BY 1) g")
+    applied=$(psql -h 127.0.0.1 -U postgres -d "$database" -Atc "SELECT count(*) FROM processed_events")
+    dead=$(psql -h 127.0.0.1 -U postgres -d "$database" -Atc "SELECT count(*) FROM dead_letters")
+    rate=$(echo "$applied / $seconds" | bc -l)
+    printf '%s processes, run %s: %d applied in %.1f s = %.0f/s (%s), %s dead letters\n' \
+      "$processes" "$run" "$applied" "$seconds" "$rate" "$per_group" "$dead"
+    echo "$processes $rate" >> "$results"
+    "$bin/consumers" teardown --confirm "$namespace" --discard-messages >/dev/null 2>&1 || true
+    psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE \"$database\" WITH (FORCE)"
+  done
+done
+
+echo
+echo "median events/s applied (all groups), and ratio to 1 process:"
+base=""
+for processes in $PROCESSES; do
+  median=$(awk -v p="$processes" '$1 == p { print $2 }' "$results" | sort -g | awk '
+    { v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+  [ -n "$base" ] || base=$median
+  printf '  %s processes: %.0f/s  (%.2fx)\n' "$processes" "$median" "$(echo "$median / $base" | bc -l)"
+done
+rm -f "$results"
