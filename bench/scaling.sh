@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 EVENTS=${EVENTS:-30000}
 REPEAT=${REPEAT:-3}
 PROCESSES=${PROCESSES:-"1 2 3"}
-WORKERS=${WORKERS:-2}
+WORKERS=${WORKERS:-1}
 GROUP=${GROUP:-}   # one group only (orders, inventory, sales); all when empty
 cargo build --release -q -p consumers -p producers
 bin=target/release

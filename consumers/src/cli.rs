@@ -51,10 +51,10 @@ pub struct RunArgs {
     #[arg(long, env = "SWITCHYARD_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: u16,
     /// Deliveries the broker may send each worker ahead of its acks.
-    #[arg(long, env = "SWITCHYARD_PREFETCH", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "SWITCHYARD_PREFETCH", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
     /// Most events applied in one transaction.
-    #[arg(long, env = "SWITCHYARD_BATCH_SIZE", default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    #[arg(long, env = "SWITCHYARD_BATCH_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub batch_size: u16,
     /// Where to serve /healthz, /readyz and /metrics (port 0: any free port).
     #[arg(

@@ -25,6 +25,9 @@ pub const IN_FLIGHT: &str = "switchyard_in_flight";
 /// Times a batch was held (not applied, tried again after a pause) because
 /// the database failed, by group.
 pub const BATCHES_HELD_TOTAL: &str = "switchyard_batches_held_total";
+/// Retries the broker refused to take into a wait queue (held and tried
+/// again, never requeued).
+pub const RETRIES_HELD_TOTAL: &str = "switchyard_retries_held_total";
 /// Times the workers opened a new broker connection after lapin's own
 /// recovery gave up.
 pub const BROKER_RECONNECTS_TOTAL: &str = "switchyard_broker_reconnects_total";
@@ -64,6 +67,11 @@ pub fn lag(group: ConsumerGroup, lag: Duration) {
 /// A batch held because the database failed (it will be tried again).
 pub fn batch_held(group: ConsumerGroup) {
     metrics::counter!(BATCHES_HELD_TOTAL, "group" => group.as_str()).increment(1);
+}
+
+/// A retry the broker would not take (held, and tried again).
+pub fn retry_held(group: ConsumerGroup) {
+    metrics::counter!(RETRIES_HELD_TOTAL, "group" => group.as_str()).increment(1);
 }
 
 /// The workers reconnected to the broker.

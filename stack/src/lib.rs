@@ -130,8 +130,8 @@ pub async fn run_stack(
         WorkerOptions {
             groups: ConsumerGroup::ALL.to_vec(),
             workers: options.workers,
-            prefetch: 256,
-            batch_size: 128,
+            prefetch: 64,
+            batch_size: 32,
         },
         services.clone(),
         "switchyard-stack-workers",

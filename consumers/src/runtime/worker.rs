@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::{FutureExt, StreamExt};
 use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
+use lapin::options::{BasicAckOptions, BasicCancelOptions};
 use shared::publish::{OutgoingMessage, Publisher};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
@@ -138,22 +138,45 @@ impl Worker {
         let mut settled = vec![false; deliveries.len()];
         for (index, (incoming, outcome)) in batch.iter().zip(&outcomes).enumerate() {
             if let Outcome::Retry(history) = outcome
-                && let Err(error) = self
-                    .schedule_retry(&deliveries[index], incoming, history)
+                && !self
+                    .hold_until_retry_scheduled(&deliveries[index], incoming, history, shutdown)
                     .await
             {
-                tracing::warn!(worker = %self.context.worker, %error, "retry not scheduled; requeueing");
-                let _ = deliveries[index]
-                    .nack(BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    })
-                    .await;
+                // Stopping with the retry unscheduled: leave the delivery
+                // unacked; the broker gives it back with its old history.
                 settled[index] = true;
                 all_acked = false;
             }
         }
         acknowledge(&deliveries, &settled, all_acked).await;
+    }
+
+    /// Schedules the retry, and while the broker refuses it (an outage, a
+    /// missing wait queue) holds the delivery and tries again after a
+    /// growing pause: never a requeue, which would loop at full speed and
+    /// end with the broker dead-lettering a healthy event at its delivery
+    /// limit. False when shutdown came first.
+    async fn hold_until_retry_scheduled(
+        &self,
+        delivery: &Delivery,
+        incoming: &Incoming,
+        history: &AttemptHistory,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let mut pause = self.context.policy.pauses(PAUSE_FIRST, PAUSE_LONGEST);
+        loop {
+            let Err(error) = self.schedule_retry(delivery, incoming, history).await else {
+                return true;
+            };
+            crate::metrics::retry_held(self.context.group);
+            let wait = backoff::backoff::Backoff::next_backoff(&mut pause).unwrap_or(PAUSE_LONGEST);
+            tracing::warn!(worker = %self.context.worker, %error, retry_in_ms = wait.as_millis() as u64,
+                "retry not scheduled: the broker failed, not the event; holding it and trying again");
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
     }
 
     /// Publishes the event to the wait queue for its attempt, with the

@@ -220,7 +220,10 @@ async fn a_consumer_ended_by_the_broker_stops_the_runtime_with_an_error() {
 }
 
 /// The value of counter `name{group="orders"}` in this process's metrics.
-fn orders_counter(metrics: &metrics_exporter_prometheus::PrometheusHandle, name: &str) -> u64 {
+pub(crate) fn orders_counter(
+    metrics: &metrics_exporter_prometheus::PrometheusHandle,
+    name: &str,
+) -> u64 {
     let prefix = format!("{name}{{group=\"orders\"}} ");
     metrics
         .render()

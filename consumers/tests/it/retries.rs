@@ -136,3 +136,61 @@ async fn attempt_headers_a_producer_forges_are_ignored() {
     assert_eq!(paid, 1);
     assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
 }
+
+/// The wait queue is gone (an operator's mistake, a broker that lost it),
+/// so the retry cannot be published. The delivery is held and the publish
+/// tried again with growing pauses — never requeued into a loop that the
+/// broker would end by dead-lettering a healthy event at its delivery
+/// limit. Once the queue is back the retry is scheduled, and the payment
+/// is applied when its order arrives.
+#[tokio::test]
+async fn a_retry_the_broker_refuses_is_held_and_scheduled_once_it_can_be() {
+    use lapin::options::QueueDeleteOptions;
+
+    let metrics = consumers::metrics::install_recorder();
+    let stack = Stack::new().await;
+    let wait_queue = stack.isolated.topology.group(ConsumerGroup::Orders).retry[0].clone();
+    let connection = shared::testing::connect(&stack.settings).await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .queue_delete(wait_queue.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+
+    let order_id = Uuid::now_v7();
+    let held_before = crate::failures::orders_counter(&metrics, "switchyard_retries_held_total");
+    let workers = stack.start(&[ConsumerGroup::Orders], 1);
+    stack.publish(&[captured(order_id)]).await;
+    let held = shared::testing::eventually(std::time::Duration::from_secs(60), || async {
+        (crate::failures::orders_counter(&metrics, "switchyard_retries_held_total")
+            >= held_before + 3)
+            .then_some(())
+    })
+    .await;
+    assert!(held.is_some(), "the retry was held and tried again");
+    let (ready, _, broker_dead) = stack.queued(ConsumerGroup::Orders).await;
+    assert_eq!(ready, 0, "held in hand, not requeued");
+    assert_eq!(broker_dead, 0);
+    assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
+
+    stack.isolated.topology.declare(&connection).await.unwrap();
+    let _ = connection.close(200, "OK".into()).await;
+    let waiting = shared::testing::eventually(std::time::Duration::from_secs(30), || async {
+        let (_, retrying, _) = stack.queued(ConsumerGroup::Orders).await;
+        (retrying == 1).then_some(())
+    })
+    .await;
+    assert!(
+        waiting.is_some(),
+        "the retry was scheduled once the queue was back"
+    );
+    stack.publish(&[order_placed(order_id)]).await;
+    let paid = stack
+        .wait_for("SELECT count(*) FROM orders WHERE status = 'paid'", 1, 30)
+        .await;
+    workers.stop().await;
+
+    assert_eq!(paid, 1);
+    assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
+    assert_eq!(stack.queued(ConsumerGroup::Orders).await, (0, 0, 0));
+}

@@ -291,56 +291,6 @@ fn on_key(mut event: Event, key: &str) -> Event {
     event
 }
 
-fn order_cancelled() -> Event {
-    use shared::events::EventPayload;
-    use shared::events::catalog::OrderCancelled;
-    Event::new(
-        "/outbox-test",
-        EventPayload::OrderCancelled(OrderCancelled {
-            order_id: Uuid::now_v7(),
-            reason: "changed their mind".into(),
-        }),
-    )
-}
-
-/// Removes (`bind == false`) or restores every binding of `routing_key`
-/// on the events exchange: a topology mistake, then its fix.
-async fn bind(outbox: &Outbox, routing_key: &str, bind: bool) {
-    let connection = connect(&outbox.isolated.settings).await;
-    let channel = connection.create_channel().await.unwrap();
-    for binding in &outbox.isolated.topology.bindings {
-        if binding.routing_key != routing_key
-            || binding.exchange != outbox.isolated.topology.events_exchange()
-        {
-            continue;
-        }
-        let (queue, exchange) = (binding.queue.as_str(), binding.exchange.as_str());
-        if bind {
-            channel
-                .queue_bind(
-                    queue.into(),
-                    exchange.into(),
-                    routing_key.into(),
-                    lapin::options::QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .unwrap();
-        } else {
-            channel
-                .queue_unbind(
-                    queue.into(),
-                    exchange.into(),
-                    routing_key.into(),
-                    FieldTable::default(),
-                )
-                .await
-                .unwrap();
-        }
-    }
-    let _ = connection.close(200, "OK".into()).await;
-}
-
 /// (unsent and not parked, parked) rows.
 async fn unsent_and_parked(outbox: &Outbox) -> (i64, i64) {
     sqlx::query_as(
@@ -369,9 +319,12 @@ fn producers_cli(outbox: &Outbox, args: &[&str]) -> std::process::Output {
 #[tokio::test]
 async fn a_row_the_broker_cannot_route_is_parked_and_its_key_goes_on() {
     let outbox = Outbox::new().await;
-    bind(&outbox, "order.cancelled", false).await;
+    crate::gateway::support::bind_routing_key(&outbox.isolated, "order.cancelled", false).await;
     let before = on_key(crate::gateway::support::order_placed("/outbox-test"), "k");
-    let unroutable = on_key(order_cancelled(), "k");
+    let unroutable = on_key(
+        crate::gateway::support::order_cancelled("/outbox-test"),
+        "k",
+    );
     let after = on_key(crate::gateway::support::order_placed("/outbox-test"), "k");
     outbox
         .write(&[before.clone(), unroutable.clone(), after.clone()], 3)
@@ -406,7 +359,7 @@ async fn a_row_the_broker_cannot_route_is_parked_and_its_key_goes_on() {
     assert!(!listed.contains(&before.id.to_string()), "{listed}");
 
     // ... fixes the topology, and puts the row back in line.
-    bind(&outbox, "order.cancelled", true).await;
+    crate::gateway::support::bind_routing_key(&outbox.isolated, "order.cancelled", true).await;
     let unparked = producers_cli(&outbox, &["outbox", "unpark", &id.to_string()]);
     assert!(unparked.status.success(), "{unparked:?}");
     assert_eq!(

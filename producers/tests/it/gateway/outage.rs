@@ -76,3 +76,55 @@ async fn a_database_outage_is_503_and_requests_succeed_again_once_it_is_back() {
     assert!(accepted.is_some(), "the gateway recovered by itself");
     assert_eq!(gateway.queued(ConsumerGroup::Orders).await, 2);
 }
+
+/// Some events of a batch confirmed, one not (nothing is bound for its
+/// type: a topology mistake). The answer is a 503 that lists exactly the
+/// safe events and names the failed one; after the fix, the same request
+/// publishes only that one, the others answered as duplicates.
+#[tokio::test]
+async fn a_partly_confirmed_batch_names_what_is_safe_and_a_resend_publishes_only_the_rest() {
+    use crate::gateway::support::{bind_routing_key, order_cancelled};
+
+    let gateway = Gateway::start().await;
+    let key = gateway
+        .key(
+            &["order.placed", "order.cancelled"],
+            &["/checkout"],
+            10_000,
+            10_000,
+        )
+        .await;
+    bind_routing_key(&gateway.isolated, "order.cancelled", false).await;
+    let batch = [
+        order_placed("/checkout"),
+        order_cancelled("/checkout"),
+        order_placed("/checkout"),
+    ];
+
+    let partial = gateway.post_batch(&key, &batch).await;
+    assert_eq!(partial.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = json(partial).await;
+    assert_eq!(body["accepted"], serde_json::json!([0, 2]), "{body}");
+    let failures = body["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{body}");
+    assert_eq!(failures[0]["index"], 1);
+    assert_eq!(failures[0]["id"], batch[1].id.to_string());
+    assert_eq!(gateway.queued(ConsumerGroup::Orders).await, 2);
+
+    bind_routing_key(&gateway.isolated, "order.cancelled", true).await;
+    let resent = gateway.post_batch(&key, &batch).await;
+    assert_eq!(resent.status(), StatusCode::ACCEPTED);
+    let body = json(resent).await;
+    let statuses: Vec<&str> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["duplicate", "published", "duplicate"], "{body}");
+    assert_eq!(
+        gateway.queued(ConsumerGroup::Orders).await,
+        3,
+        "each event in the queue once"
+    );
+}

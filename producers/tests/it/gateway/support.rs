@@ -198,6 +198,57 @@ pub fn order_placed(source: &str) -> Event {
     )
 }
 
+/// An `order.cancelled` from `source`, for a new order id.
+pub fn order_cancelled(source: &str) -> Event {
+    use shared::events::catalog::OrderCancelled;
+    Event::new(
+        source,
+        EventPayload::OrderCancelled(OrderCancelled {
+            order_id: Uuid::now_v7(),
+            reason: "changed their mind".into(),
+        }),
+    )
+}
+
+/// Removes (`bind == false`) or restores every binding of `routing_key` on
+/// the events exchange: a topology mistake, then its fix.
+pub async fn bind_routing_key(isolated: &IsolatedTopology, routing_key: &str, bind: bool) {
+    use lapin::options::QueueBindOptions;
+    use lapin::types::FieldTable;
+    let connection = connect(&isolated.settings).await;
+    let channel = connection.create_channel().await.unwrap();
+    let events = isolated.topology.events_exchange();
+    for binding in &isolated.topology.bindings {
+        if binding.routing_key != routing_key || binding.exchange != events {
+            continue;
+        }
+        let (queue, exchange) = (binding.queue.as_str(), binding.exchange.as_str());
+        if bind {
+            channel
+                .queue_bind(
+                    queue.into(),
+                    exchange.into(),
+                    routing_key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+        } else {
+            channel
+                .queue_unbind(
+                    queue.into(),
+                    exchange.into(),
+                    routing_key.into(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let _ = connection.close(200, "OK".into()).await;
+}
+
 /// The JSON body of a response.
 pub async fn json(response: reqwest::Response) -> serde_json::Value {
     response.json().await.unwrap()
