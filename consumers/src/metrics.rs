@@ -28,6 +28,9 @@ pub const BATCHES_HELD_TOTAL: &str = "switchyard_batches_held_total";
 /// Retries the broker refused to take into a wait queue (held and tried
 /// again, never requeued).
 pub const RETRIES_HELD_TOTAL: &str = "switchyard_retries_held_total";
+/// Broker dead letters the database would not store (held by the mover
+/// and tried again, never requeued).
+pub const DEAD_LETTERS_HELD_TOTAL: &str = "switchyard_dead_letters_held_total";
 /// Times the workers opened a new broker connection after lapin's own
 /// recovery gave up.
 pub const BROKER_RECONNECTS_TOTAL: &str = "switchyard_broker_reconnects_total";
@@ -72,6 +75,12 @@ pub fn batch_held(group: ConsumerGroup) {
 /// A retry the broker would not take (held, and tried again).
 pub fn retry_held(group: ConsumerGroup) {
     metrics::counter!(RETRIES_HELD_TOTAL, "group" => group.as_str()).increment(1);
+}
+
+/// A broker dead letter the database would not store (held, and tried
+/// again).
+pub fn dead_letter_held(group: ConsumerGroup) {
+    metrics::counter!(DEAD_LETTERS_HELD_TOTAL, "group" => group.as_str()).increment(1);
 }
 
 /// The workers reconnected to the broker.

@@ -56,6 +56,7 @@ pub async fn move_broker_dead_letters(
                     break;
                 }
                 Err(error) => {
+                    crate::metrics::dead_letter_held(group);
                     let wait = backoff::backoff::Backoff::next_backoff(&mut pause)
                         .unwrap_or(Duration::from_secs(30));
                     tracing::warn!(%group, %error, retry_in_ms = wait.as_millis() as u64,
@@ -71,7 +72,10 @@ pub async fn move_broker_dead_letters(
     Ok(())
 }
 
-/// Records one broker dead letter in its own transaction.
+/// Records one broker dead letter in its own transaction. After a failure
+/// the connection is not given back to the pool: it may be broken, or its
+/// session stuck in the state the failure came from (read-only after a
+/// failover), and the next try must open a fresh one.
 async fn store(
     pool: &PgPool,
     group: ConsumerGroup,
@@ -79,7 +83,23 @@ async fn store(
     history: &AttemptHistory,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    let mut transaction = pool.begin().await?;
+    let mut connection = pool.acquire().await?;
+    let stored = store_on(&mut connection, group, incoming, history, reason).await;
+    if stored.is_err() {
+        drop(connection.detach());
+    }
+    stored
+}
+
+async fn store_on(
+    connection: &mut sqlx::PgConnection,
+    group: ConsumerGroup,
+    incoming: &Incoming,
+    history: &AttemptHistory,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    let mut transaction = connection.begin().await?;
     let reason_text = format!("dead-lettered by the broker: {reason}");
     let kind = format!("broker_{reason}");
     dead_letter_store::record(

@@ -380,3 +380,78 @@ async fn a_broker_dead_letter_with_nul_and_binary_headers_is_stored_exactly() {
     assert_eq!(headers["raw"]["bytes_hex"], "ff00");
     assert_eq!(stack.queued(ConsumerGroup::Orders).await, (0, 0, 0));
 }
+
+/// The database refuses to store a broker dead letter (read-only, as after
+/// a failover to a replica). The mover holds the message and tries again
+/// with growing pauses on fresh connections — never requeueing it into a
+/// loop — and stores it once the database takes writes again.
+#[tokio::test]
+async fn a_broker_dead_letter_the_database_refuses_is_held_and_stored_once_it_can_be() {
+    let metrics = consumers::metrics::install_recorder();
+    let stack = Stack::new().await;
+    let event = order_placed(Uuid::now_v7());
+    stack.publish(std::slice::from_ref(&event)).await;
+    reject_one_from_the_work_queue(&stack).await;
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&stack.database.pool)
+        .await
+        .unwrap();
+    let read_only = |on: bool| {
+        let statement = if on {
+            format!("ALTER DATABASE \"{database}\" SET default_transaction_read_only = on")
+        } else {
+            format!("ALTER DATABASE \"{database}\" RESET default_transaction_read_only")
+        };
+        let pool = stack.database.pool.clone();
+        async move {
+            let mut connection = pool.acquire().await.unwrap();
+            sqlx::query("SET default_transaction_read_only = off")
+                .execute(&mut *connection)
+                .await
+                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&mut *connection)
+                .await
+                .unwrap();
+        }
+    };
+    read_only(true).await;
+    let held_before =
+        crate::failures::orders_counter(&metrics, "switchyard_dead_letters_held_total");
+    let workers = stack.start(&[ConsumerGroup::Orders], 1);
+
+    let held = shared::testing::eventually(std::time::Duration::from_secs(60), || async {
+        (crate::failures::orders_counter(&metrics, "switchyard_dead_letters_held_total")
+            >= held_before + 3)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        held.is_some(),
+        "the mover held the dead letter and tried again"
+    );
+    assert_eq!(
+        stack.queued(ConsumerGroup::Orders).await,
+        (0, 0, 0),
+        "in hand, not requeued"
+    );
+    assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
+
+    read_only(false).await;
+    let stored = stack
+        .wait_for("SELECT count(*) FROM dead_letters", 1, 60)
+        .await;
+    workers.stop().await;
+
+    assert_eq!(stored, 1);
+    let (event_id, kind): (Option<Uuid>, String) =
+        sqlx::query_as("SELECT event_id, error_kind FROM dead_letters")
+            .fetch_one(&stack.database.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (event_id, kind.as_str()),
+        (Some(event.id), "broker_rejected")
+    );
+    assert_eq!(stack.queued(ConsumerGroup::Orders).await, (0, 0, 0));
+}
