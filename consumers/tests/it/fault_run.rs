@@ -201,4 +201,12 @@ async fn a_short_fault_run_applies_every_event_once_and_dead_letters_exactly_the
     );
     let (_, _, dead_letter_queue) = stack.queued(ConsumerGroup::Orders).await;
     assert_eq!(dead_letter_queue, 0, "the broker dead-lettered nothing");
+    // Processes working the same orders (an order and its payment) take
+    // their locks in one order: they wait, never deadlock.
+    assert_eq!(
+        stack
+            .number("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+            .await,
+        0
+    );
 }
