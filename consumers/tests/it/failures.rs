@@ -241,26 +241,8 @@ async fn a_read_only_database_holds_the_batch_and_it_is_applied_after_recovery()
     );
     let metrics = consumers::metrics::install_recorder();
     let stack = Stack::new().await;
-    let database: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&stack.database.pool)
-        .await
-        .unwrap();
-    let set = |on: bool| {
-        let statement = if on {
-            format!("ALTER DATABASE \"{database}\" SET default_transaction_read_only = on")
-        } else {
-            format!("ALTER DATABASE \"{database}\" RESET default_transaction_read_only")
-        };
-        let pool = stack.database.pool.clone();
-        async move {
-            sqlx::query(sqlx::AssertSqlSafe(statement))
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
-    };
     // As after a failover to a replica: every new session is read-only.
-    set(true).await;
+    stack.set_read_only(true).await;
     let events: Vec<_> = (0..20).map(|_| order_placed(Uuid::now_v7())).collect();
     stack.publish(&events).await;
     let held_before = orders_counter(&metrics, "switchyard_batches_held_total");
@@ -281,7 +263,7 @@ async fn a_read_only_database_holds_the_batch_and_it_is_applied_after_recovery()
         "held, not requeued nor dead-lettered"
     );
 
-    set(false).await;
+    stack.set_read_only(false).await;
     let applied = stack.wait_for("SELECT count(*) FROM orders", 20, 60).await;
     let drained = crate::support::eventually_drained(&stack, ConsumerGroup::Orders).await;
     workers.stop().await;

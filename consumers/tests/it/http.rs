@@ -47,6 +47,30 @@ pub fn free_address() -> SocketAddr {
 
 struct Running(Child);
 
+impl Running {
+    /// The real `consumers run --group orders`, serving on `address`, with
+    /// the stack's namespace and retry settings and `environment` on top.
+    fn orders(stack: &Stack, address: SocketAddr, environment: &[(&str, &str)]) -> Self {
+        Running(
+            Command::new(env!("CARGO_BIN_EXE_consumers"))
+                .args([
+                    "run",
+                    "--group",
+                    "orders",
+                    "--http-address",
+                    &address.to_string(),
+                ])
+                .env("SWITCHYARD_NAMESPACE", &stack.settings.namespace)
+                .envs(crate::support::QUICK_RETRY_ENVIRONMENT)
+                .env("DATABASE_URL", database_url(&stack.settings))
+                .envs(environment.iter().copied())
+                .env("RUST_LOG", "warn")
+                .spawn()
+                .expect("spawn consumers"),
+        )
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -64,22 +88,7 @@ async fn the_binary_serves_health_readiness_and_metrics_and_waits_for_its_databa
     let (proxy, through_proxy) = TcpProxy::in_front_of(&database_url(&stack.settings)).await;
     proxy.cut();
     let address = free_address();
-    let mut worker = Running(
-        Command::new(env!("CARGO_BIN_EXE_consumers"))
-            .args([
-                "run",
-                "--group",
-                "orders",
-                "--http-address",
-                &address.to_string(),
-            ])
-            .env("SWITCHYARD_NAMESPACE", &stack.settings.namespace)
-            .envs(crate::support::QUICK_RETRY_ENVIRONMENT)
-            .env("DATABASE_URL", &through_proxy)
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("spawn consumers"),
-    );
+    let mut worker = Running::orders(&stack, address, &[("DATABASE_URL", &through_proxy)]);
 
     // Database unreachable: alive, not ready, and still running.
     let alive = until(address, "/healthz", (200, r#"{"status":"alive"}"#)).await;
@@ -168,25 +177,13 @@ async fn a_broker_cut_longer_than_lapins_recovery_reconnects_the_workers_in_proc
     let stack = Stack::new().await;
     let (proxy, through_proxy) = TcpProxy::in_front_of(stack.settings.expose_amqp_url()).await;
     let address = free_address();
-    let mut worker = Running(
-        Command::new(env!("CARGO_BIN_EXE_consumers"))
-            .args([
-                "run",
-                "--group",
-                "orders",
-                "--http-address",
-                &address.to_string(),
-            ])
-            .env("SWITCHYARD_NAMESPACE", &stack.settings.namespace)
-            .envs(crate::support::QUICK_RETRY_ENVIRONMENT)
-            .env("DATABASE_URL", database_url(&stack.settings))
-            .env("AMQP_URL", &through_proxy)
-            .env(
-                "RUST_LOG",
-                std::env::var("CHILD_LOG").unwrap_or("warn".into()),
-            )
-            .spawn()
-            .expect("spawn consumers"),
+    let mut worker = Running::orders(
+        &stack,
+        address,
+        &[
+            ("DATABASE_URL", &database_url(&stack.settings)),
+            ("AMQP_URL", &through_proxy),
+        ],
     );
     let ready = until(
         address,

@@ -392,30 +392,7 @@ async fn a_broker_dead_letter_the_database_refuses_is_held_and_stored_once_it_ca
     let event = order_placed(Uuid::now_v7());
     stack.publish(std::slice::from_ref(&event)).await;
     reject_one_from_the_work_queue(&stack).await;
-    let database: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&stack.database.pool)
-        .await
-        .unwrap();
-    let read_only = |on: bool| {
-        let statement = if on {
-            format!("ALTER DATABASE \"{database}\" SET default_transaction_read_only = on")
-        } else {
-            format!("ALTER DATABASE \"{database}\" RESET default_transaction_read_only")
-        };
-        let pool = stack.database.pool.clone();
-        async move {
-            let mut connection = pool.acquire().await.unwrap();
-            sqlx::query("SET default_transaction_read_only = off")
-                .execute(&mut *connection)
-                .await
-                .unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(statement))
-                .execute(&mut *connection)
-                .await
-                .unwrap();
-        }
-    };
-    read_only(true).await;
+    stack.set_read_only(true).await;
     let held_before =
         crate::failures::orders_counter(&metrics, "switchyard_dead_letters_held_total");
     let workers = stack.start(&[ConsumerGroup::Orders], 1);
@@ -437,7 +414,7 @@ async fn a_broker_dead_letter_the_database_refuses_is_held_and_stored_once_it_ca
     );
     assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
 
-    read_only(false).await;
+    stack.set_read_only(false).await;
     let stored = stack
         .wait_for("SELECT count(*) FROM dead_letters", 1, 60)
         .await;

@@ -127,6 +127,30 @@ impl Stack {
             .unwrap()
     }
 
+    /// Makes every new session of the stack's database read-only (as on a
+    /// replica after a failover), or writable again; existing sessions keep
+    /// what they started with.
+    pub async fn set_read_only(&self, on: bool) {
+        let database: String = sqlx::query_scalar("SELECT current_database()")
+            .fetch_one(&self.database.pool)
+            .await
+            .unwrap();
+        let statement = if on {
+            format!("ALTER DATABASE \"{database}\" SET default_transaction_read_only = on")
+        } else {
+            format!("ALTER DATABASE \"{database}\" RESET default_transaction_read_only")
+        };
+        let mut connection = self.database.pool.acquire().await.unwrap();
+        sqlx::query("SET default_transaction_read_only = off")
+            .execute(&mut *connection)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *connection)
+            .await
+            .unwrap();
+    }
+
     /// Waits (at most `seconds`) until `sql` returns `expected`; returns the last value.
     pub async fn wait_for(&self, sql: &'static str, expected: i64, seconds: u64) -> i64 {
         let reached = eventually(Duration::from_secs(seconds), || async {
