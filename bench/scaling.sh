@@ -14,8 +14,9 @@
 # with events/s for both; then the medians per process count and their
 # ratios to one process.
 #
-# Uses the release binaries (built first) and the local RabbitMQ and
-# PostgreSQL only. Not part of CI: `bash bench/scaling.sh`.
+# Uses the release binaries (built first; or those in BIN_DIR, as the
+# smoke test does) and the local RabbitMQ and PostgreSQL only. The
+# measurement is not part of CI: `bash bench/scaling.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,8 +25,13 @@ REPEAT=${REPEAT:-3}
 PROCESSES=${PROCESSES:-"1 2 3"}
 WORKERS=${WORKERS:-1}
 GROUP=${GROUP:-}   # one group only (orders, inventory, sales); all when empty
-cargo build --release -q -p consumers -p producers
-bin=target/release
+if [ -n "${BIN_DIR:-}" ]; then
+  bin=$BIN_DIR
+else
+  cargo build --release -q -p consumers -p producers
+  bin=target/release
+fi
+calc() { awk "BEGIN { print $* }"; }
 
 queued() { # messages ready or unacked in the namespace's work and retry queues
   "$bin/consumers" stats 2>/dev/null | awk -v group="$GROUP" '
@@ -58,7 +64,7 @@ for processes in $PROCESSES; do
     finished=$(date +%s.%N)
     left=$(queued)
     [ "$left" = 0 ] || { echo "messages left after the stop: $left" >&2; exit 1; }
-    seconds=$(echo "$finished - $started" | bc -l)
+    seconds=$(calc "$finished - $started")
     per_group=$(psql -h 127.0.0.1 -U postgres -d "$database" -Atc \
       "SELECT string_agg(consumer_group || '=' || n, ' ' ORDER BY consumer_group)
        FROM (SELECT consumer_group, count(*) n FROM processed_events GROUP BY 1) g")
@@ -66,8 +72,8 @@ for processes in $PROCESSES; do
     dead=$(psql -h 127.0.0.1 -U postgres -d "$database" -Atc "SELECT count(*) FROM dead_letters")
     span=$(psql -h 127.0.0.1 -U postgres -d "$database" -Atc \
       "SELECT extract(epoch FROM max(processed_at) - min(processed_at)) FROM processed_events")
-    rate=$(echo "$applied / $seconds" | bc -l)
-    span_rate=$(echo "$applied / $span" | bc -l)
+    rate=$(calc "$applied / $seconds")
+    span_rate=$(calc "$applied / $span")
     printf '%s processes, run %s: %d applied; wall %.1f s = %.0f/s; processing %.1f s = %.0f/s (%s), %s dead letters\n' \
       "$processes" "$run" "$applied" "$seconds" "$rate" "$span" "$span_rate" "$per_group" "$dead"
     echo "$processes $rate $span_rate" >> "$results"
@@ -87,6 +93,6 @@ for processes in $PROCESSES; do
   wall=$(median "$processes" 2) span=$(median "$processes" 3)
   [ -n "$base_wall" ] || { base_wall=$wall; base_span=$span; }
   printf '  %s processes: wall %.0f/s (%.2fx), processing %.0f/s (%.2fx)\n' "$processes" \
-    "$wall" "$(echo "$wall / $base_wall" | bc -l)" "$span" "$(echo "$span / $base_span" | bc -l)"
+    "$wall" "$(calc "$wall / $base_wall")" "$span" "$(calc "$span / $base_span")"
 done
 rm -f "$results"

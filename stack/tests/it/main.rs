@@ -5,3 +5,4 @@
 
 mod readme;
 mod run;
+mod scaling;
