@@ -110,9 +110,10 @@ pub const BROKER_PATIENCE: std::time::Duration = shared::startup::BROKER_PATIENC
 /// acked: its acker died with the connection, and the broker redelivers it
 /// to be skipped as a duplicate), and a new connection is opened, retried
 /// for [`BROKER_PATIENCE`], instead of the process exiting. lapin's own
-/// recovery is not used here (see [`shared::broker::connect_once`]). `connected` is told of each new connection (for
-/// readiness). Errors that a new connection would not fix (the broker ended
-/// a consumer, a worker panicked) stop the runtime.
+/// recovery is not used here (see [`shared::broker::connect_once`]).
+/// `connected` is told of each new connection (for readiness). Errors that
+/// a new connection would not fix (the broker ended a consumer, a worker
+/// panicked) stop the runtime.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_workers_reconnecting(
     settings: &Settings,
@@ -154,7 +155,9 @@ pub async fn run_workers_reconnecting(
         )
         .await;
         lingering.extend(still_running);
-        let _ = connection.close(200, "workers stopped".into()).await;
+        // Bounded: a connection that died may never answer a close.
+        let closing = connection.close(200, "workers stopped".into());
+        let _ = tokio::time::timeout(LOST_CONNECTION_GRACE, closing).await;
         match result {
             Err(error) if error.is_connection_lost() && !shutdown.is_cancelled() => {
                 crate::metrics::broker_reconnect();
