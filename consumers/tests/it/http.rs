@@ -29,6 +29,16 @@ pub async fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// Waits until `/readyz` says the broker and the database are both reachable.
+async fn until_ready(address: SocketAddr) -> Option<(u16, String)> {
+    until(
+        address,
+        "/readyz",
+        (200, r#"{"broker":true,"database":true}"#),
+    )
+    .await
+}
+
 /// Waits until `GET path` answers `expected` (status, body).
 async fn until(address: SocketAddr, path: &str, expected: (u16, &str)) -> Option<(u16, String)> {
     eventually(Duration::from_secs(60), || async {
@@ -112,12 +122,7 @@ async fn the_binary_serves_health_readiness_and_metrics_and_waits_for_its_databa
     );
 
     proxy.restore();
-    let ready = until(
-        address,
-        "/readyz",
-        (200, r#"{"broker":true,"database":true}"#),
-    )
-    .await;
+    let ready = until_ready(address).await;
     assert!(ready.is_some(), "ready once the database is back");
 
     stack.publish(&[order_placed(Uuid::now_v7())]).await;
@@ -155,12 +160,7 @@ async fn the_binary_serves_health_readiness_and_metrics_and_waits_for_its_databa
     .await;
     assert!(lost.is_some(), "not ready while the database is cut");
     proxy.restore();
-    let back = until(
-        address,
-        "/readyz",
-        (200, r#"{"broker":true,"database":true}"#),
-    )
-    .await;
+    let back = until_ready(address).await;
     assert!(back.is_some(), "ready again once it is back");
 }
 
@@ -185,12 +185,7 @@ async fn a_broker_cut_longer_than_lapins_recovery_reconnects_the_workers_in_proc
             ("AMQP_URL", &through_proxy),
         ],
     );
-    let ready = until(
-        address,
-        "/readyz",
-        (200, r#"{"broker":true,"database":true}"#),
-    )
-    .await;
+    let ready = until_ready(address).await;
     assert!(ready.is_some(), "ready before the cut");
 
     proxy.cut();
@@ -218,12 +213,7 @@ async fn a_broker_cut_longer_than_lapins_recovery_reconnects_the_workers_in_proc
     );
 
     proxy.restore();
-    let back = until(
-        address,
-        "/readyz",
-        (200, r#"{"broker":true,"database":true}"#),
-    )
-    .await;
+    let back = until_ready(address).await;
     assert!(back.is_some(), "ready again once the broker is back");
     stack.publish(&[order_placed(Uuid::now_v7())]).await;
     assert_eq!(
