@@ -61,9 +61,12 @@ pub async fn move_broker_dead_letters(
                         .unwrap_or(Duration::from_secs(30));
                     tracing::warn!(%group, %error, retry_in_ms = wait.as_millis() as u64,
                         "could not store a broker dead letter; holding it");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(wait) => {}
+                    if shutdown
+                        .run_until_cancelled(tokio::time::sleep(wait))
+                        .await
+                        .is_none()
+                    {
+                        return Ok(());
                     }
                 }
             }

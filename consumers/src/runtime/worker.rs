@@ -172,9 +172,12 @@ impl Worker {
             let wait = backoff::backoff::Backoff::next_backoff(&mut pause).unwrap_or(PAUSE_LONGEST);
             tracing::warn!(worker = %self.context.worker, %error, retry_in_ms = wait.as_millis() as u64,
                 "retry not scheduled: the broker failed, not the event; holding it and trying again");
-            tokio::select! {
-                () = shutdown.cancelled() => return false,
-                () = tokio::time::sleep(wait) => {}
+            if shutdown
+                .run_until_cancelled(tokio::time::sleep(wait))
+                .await
+                .is_none()
+            {
+                return false;
             }
         }
     }
@@ -269,16 +272,22 @@ async fn pause_then_probe(
     shutdown: &CancellationToken,
 ) -> bool {
     use backoff::backoff::Backoff;
-    tokio::select! {
-        _ = shutdown.cancelled() => return false,
-        _ = tokio::time::sleep(pause) => {}
+    if shutdown
+        .run_until_cancelled(tokio::time::sleep(pause))
+        .await
+        .is_none()
+    {
+        return false;
     }
     let mut schedule = context.policy.pauses(PAUSE_FIRST, PAUSE_LONGEST);
     loop {
         let wait = schedule.next_backoff().unwrap_or(PAUSE_LONGEST);
-        tokio::select! {
-            _ = shutdown.cancelled() => return false,
-            _ = tokio::time::sleep(wait) => {}
+        if shutdown
+            .run_until_cancelled(tokio::time::sleep(wait))
+            .await
+            .is_none()
+        {
+            return false;
         }
         if sqlx::query("SELECT 1").execute(pool).await.is_ok() {
             return true;

@@ -74,13 +74,10 @@ async fn an_event_sent_again_within_the_window_is_acknowledged_and_not_published
     // In a batch: the earlier event, a new one, and the new one twice.
     let batch = [event.clone(), fresh.clone(), fresh.clone()];
     let body = json(gateway.post_batch(&key, &batch).await).await;
-    let statuses: Vec<&str> = body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|event| event["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(statuses, ["duplicate", "published", "duplicate"]);
+    assert_eq!(
+        super::support::statuses(&body),
+        ["duplicate", "published", "duplicate"]
+    );
 
     assert_eq!(gateway.queued(ConsumerGroup::Orders).await, 2);
 }

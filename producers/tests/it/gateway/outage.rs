@@ -115,13 +115,11 @@ async fn a_partly_confirmed_batch_names_what_is_safe_and_a_resend_publishes_only
     let resent = gateway.post_batch(&key, &batch).await;
     assert_eq!(resent.status(), StatusCode::ACCEPTED);
     let body = json(resent).await;
-    let statuses: Vec<&str> = body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|event| event["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(statuses, ["duplicate", "published", "duplicate"], "{body}");
+    assert_eq!(
+        super::support::statuses(&body),
+        ["duplicate", "published", "duplicate"],
+        "{body}"
+    );
     assert_eq!(
         gateway.queued(ConsumerGroup::Orders).await,
         3,

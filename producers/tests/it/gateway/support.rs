@@ -249,6 +249,16 @@ pub async fn bind_routing_key(isolated: &IsolatedTopology, routing_key: &str, bi
     let _ = connection.close(200, "OK".into()).await;
 }
 
+/// The `status` of each event in an accepted request's body, in order.
+pub fn statuses(body: &serde_json::Value) -> Vec<&str> {
+    body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["status"].as_str().unwrap())
+        .collect()
+}
+
 /// The JSON body of a response.
 pub async fn json(response: reqwest::Response) -> serde_json::Value {
     response.json().await.unwrap()
