@@ -26,6 +26,9 @@ pub enum Command {
     Stats,
     /// Delete every queue and exchange of the configured namespace.
     Teardown(TeardownArgs),
+    /// Find, inspect, repair, replay, resolve and purge dead letters.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(Box<crate::dead_letters::cli::DeadLetterCommand>),
 }
 
 /// Arguments of `teardown`.

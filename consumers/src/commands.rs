@@ -18,6 +18,7 @@ pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
         Command::Demo(args) => demo(args, settings).await,
         Command::Stats => stats(settings).await,
         Command::Teardown(args) => teardown(args, settings).await,
+        Command::DeadLetters(command) => crate::dead_letters::cli::run(*command, settings).await,
     }
 }
 
@@ -27,7 +28,8 @@ async fn stats(settings: &Settings) -> anyhow::Result<()> {
     print!("{}", depth_table(&topology.depths(&connection).await?));
     let pool = shared::startup::prepare_database(settings, 1).await?;
     let stored: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT consumer_group, count(*) FROM dead_letters GROUP BY consumer_group ORDER BY 1",
+        "SELECT consumer_group, count(*) FROM dead_letters WHERE status = 'open' \
+         GROUP BY consumer_group ORDER BY 1",
     )
     .fetch_all(&pool)
     .await?;
@@ -37,7 +39,7 @@ async fn stats(settings: &Settings) -> anyhow::Result<()> {
         .map(|(group, count)| format!("{group} {count}"))
         .collect();
     println!(
-        "dead-letter store (PostgreSQL): {}",
+        "open dead letters (PostgreSQL): {}",
         if stored.is_empty() {
             "empty".to_owned()
         } else {

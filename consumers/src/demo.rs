@@ -128,7 +128,7 @@ fn routed_deliveries(seed: u64, count: u64) -> u64 {
 
 async fn applied_and_dead(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
     sqlx::query_as(
-        "SELECT (SELECT count(*) FROM processed_events), (SELECT count(*) FROM dead_letters)",
+        "SELECT (SELECT count(*) FROM processed_events), (SELECT count(*) FROM dead_letters WHERE status = 'open')",
     )
     .fetch_one(pool)
     .await

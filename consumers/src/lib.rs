@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod dead_letters;
 pub mod demo;
 pub mod handlers;
 pub mod http;

@@ -66,7 +66,8 @@ pub async fn print_totals(pool: &PgPool) -> Result<(), sqlx::Error> {
         revenue.unwrap_or(0) as f64 / 100.0
     );
     let dead: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT consumer_group, error_kind, count(*) FROM dead_letters GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT consumer_group, error_kind, count(*) FROM dead_letters WHERE status = 'open' \
+         GROUP BY 1, 2 ORDER BY 1, 2",
     )
     .fetch_all(pool)
     .await?;

@@ -33,9 +33,11 @@ pub const RETRY_INITIAL_DELAY_MS: &str = "SWITCHYARD_RETRY_INITIAL_DELAY_MS";
 pub const RETRY_MAX_DELAY_MS: &str = "SWITCHYARD_RETRY_MAX_DELAY_MS";
 /// Deliveries of one message before the broker dead-letters it (crash loops).
 pub const QUEUE_DELIVERY_LIMIT: &str = "SWITCHYARD_QUEUE_DELIVERY_LIMIT";
+/// Days replayed, resolved and purged dead letters are kept.
+pub const DEAD_LETTER_RETENTION_DAYS: &str = "SWITCHYARD_DEAD_LETTER_RETENTION_DAYS";
 
 /// Every environment variable [`Settings::from_env`] reads.
-pub const ENVIRONMENT_VARIABLES: [&str; 11] = [
+pub const ENVIRONMENT_VARIABLES: [&str; 12] = [
     AMQP_URL,
     DATABASE_URL,
     NAMESPACE,
@@ -47,6 +49,7 @@ pub const ENVIRONMENT_VARIABLES: [&str; 11] = [
     RETRY_INITIAL_DELAY_MS,
     RETRY_MAX_DELAY_MS,
     QUEUE_DELIVERY_LIMIT,
+    DEAD_LETTER_RETENTION_DAYS,
 ];
 
 /// Default broker: the local RabbitMQ with its stock guest account.
@@ -99,6 +102,16 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// Queue limits.
     pub queues: QueueSettings,
+    /// The dead-letter store.
+    pub dead_letters: DeadLetterSettings,
+}
+
+/// The dead-letter store's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterSettings {
+    /// How long replayed, resolved and purged dead letters are kept (open
+    /// ones are kept until an operator acts).
+    pub retention: Duration,
 }
 
 /// A variable holds a value that cannot be used.
@@ -179,6 +192,11 @@ impl Settings {
             },
             retry,
             queues,
+            dead_letters: DeadLetterSettings {
+                retention: Duration::from_secs(
+                    number(DEAD_LETTER_RETENTION_DAYS, 30, 0, 36_500)? * 86_400,
+                ),
+            },
         })
     }
 

@@ -250,7 +250,7 @@ struct DatabaseCounts {
 async fn database_counts(pool: &PgPool) -> Result<DatabaseCounts, sqlx::Error> {
     let (applied, dead, outbox_pending) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM processed_events),
-                (SELECT count(*) FROM dead_letters),
+                (SELECT count(*) FROM dead_letters WHERE status = 'open'),
                 (SELECT count(*) FROM outbox WHERE sent_at IS NULL)",
     )
     .fetch_one(pool)

@@ -17,6 +17,9 @@ pub struct Incoming {
     pub routing_key: String,
     /// The AMQP `message_id`, if any.
     pub message_id: Option<String>,
+    /// The AMQP `content_type`, if any (binary-mode events need it to be
+    /// read again when replayed).
+    pub content_type: Option<String>,
     /// The decoded event (structured or binary mode), or the reason it is poison.
     pub event: Result<Event, DecodeError>,
     /// The event id and type the message's headers or properties claim,
@@ -58,6 +61,11 @@ impl Incoming {
                 .message_id()
                 .as_ref()
                 .map(|id| id.to_string()),
+            content_type: delivery
+                .properties
+                .content_type()
+                .as_ref()
+                .map(|value| value.to_string()),
             event: decode_delivery(&delivery.properties, &delivery.data, max_event_bytes),
             claimed: claimed_identity(&delivery.properties),
             history,
@@ -92,6 +100,45 @@ pub fn headers_to_json(headers: &lapin::types::FieldTable) -> serde_json::Value 
     serde_json::Value::Object(object)
 }
 
+/// The AMQP headers stored by [`headers_to_json`], read back: text, hex
+/// bytes, integers and booleans exactly; values kept only in their debug
+/// form (and names over 255 bytes) are left out.
+pub fn headers_from_json(json: &serde_json::Value) -> lapin::types::FieldTable {
+    use lapin::types::{AMQPValue, LongString, ShortString};
+    let mut headers = lapin::types::FieldTable::default();
+    let Some(object) = json.as_object() else {
+        return headers;
+    };
+    for (key, value) in object {
+        let Ok(name) = ShortString::try_new(key.as_str()) else {
+            continue;
+        };
+        let value = match value {
+            serde_json::Value::String(text) => {
+                AMQPValue::LongString(LongString::from(text.as_str()))
+            }
+            serde_json::Value::Bool(flag) => AMQPValue::Boolean(*flag),
+            serde_json::Value::Number(number) => match number.as_i64() {
+                Some(integer) => AMQPValue::LongLongInt(integer),
+                None => continue,
+            },
+            serde_json::Value::Object(fields) => {
+                match fields
+                    .get("bytes_hex")
+                    .and_then(|hex| hex.as_str())
+                    .map(hex::decode)
+                {
+                    Some(Ok(bytes)) => AMQPValue::LongString(LongString::from(bytes)),
+                    _ => continue,
+                }
+            }
+            _ => continue,
+        };
+        headers.insert(name, value);
+    }
+    headers
+}
+
 fn storable_text(bytes: &[u8]) -> serde_json::Value {
     match std::str::from_utf8(bytes) {
         Ok(text) if !text.contains('\0') => serde_json::Value::from(text),
@@ -124,9 +171,23 @@ mod tests {
             "plain".into(),
             AMQPValue::LongString(LongString::from("ok")),
         );
+        headers.insert("count".into(), AMQPValue::LongLongInt(-3));
+        headers.insert("flag".into(), AMQPValue::Boolean(true));
         let json = headers_to_json(&headers);
         assert_eq!(json["a\\u0000b"]["bytes_hex"], "780079");
         assert_eq!(json["bytes"]["bytes_hex"], "fffe");
         assert_eq!(json["plain"], "ok");
+        let back = headers_from_json(&json);
+        let inner = back.inner();
+        assert_eq!(
+            inner.get("bytes"),
+            Some(&AMQPValue::LongString(LongString::from(vec![0xff, 0xfe])))
+        );
+        assert_eq!(
+            inner.get("plain"),
+            Some(&AMQPValue::LongString(LongString::from("ok")))
+        );
+        assert_eq!(inner.get("count"), Some(&AMQPValue::LongLongInt(-3)));
+        assert_eq!(inner.get("flag"), Some(&AMQPValue::Boolean(true)));
     }
 }

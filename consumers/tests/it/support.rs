@@ -227,6 +227,7 @@ pub fn incoming(event: &Event) -> consumers::runtime::incoming::Incoming {
         body: event.to_json_bytes(),
         routing_key: event.event_type().as_str().to_owned(),
         message_id: Some(event.id.to_string()),
+        content_type: Some("application/cloudevents+json".to_owned()),
         event: Ok(event.clone()),
         claimed: (Some(event.id), Some(event.event_type().as_str().to_owned())),
         history: consumers::runtime::attempts::AttemptHistory::default(),

@@ -38,6 +38,7 @@ fn every_variable_is_read() {
         ("SWITCHYARD_RETRY_INITIAL_DELAY_MS", "200"),
         ("SWITCHYARD_RETRY_MAX_DELAY_MS", "30000"),
         ("SWITCHYARD_QUEUE_DELIVERY_LIMIT", "9"),
+        ("SWITCHYARD_DEAD_LETTER_RETENTION_DAYS", "7"),
     ])
     .unwrap();
     assert_eq!(settings.namespace, "staging");
@@ -49,7 +50,11 @@ fn every_variable_is_read() {
     assert_eq!(settings.retry.initial_delay, Duration::from_millis(200));
     assert_eq!(settings.retry.max_delay, Duration::from_secs(30));
     assert_eq!(settings.queues.delivery_limit, 9);
-    assert_eq!(ENVIRONMENT_VARIABLES.len(), 11);
+    assert_eq!(
+        settings.dead_letters.retention,
+        Duration::from_secs(7 * 86_400)
+    );
+    assert_eq!(ENVIRONMENT_VARIABLES.len(), 12);
 }
 
 #[test]

@@ -1,0 +1,263 @@
+//! Which dead letters an operation applies to.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shared::groups::ConsumerGroup;
+use uuid::Uuid;
+
+/// A dead letter's place in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Waiting for an operator.
+    #[default]
+    Open,
+    /// Sent back to its group's work queue by a replay.
+    Replayed,
+    /// Handled outside Switchyard.
+    Resolved,
+    /// Given up; the payload is deleted.
+    Purged,
+    /// Any status (filters only).
+    All,
+}
+
+impl Status {
+    /// The name stored in the database (`all` matches every row).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::Replayed => "replayed",
+            Status::Resolved => "resolved",
+            Status::Purged => "purged",
+            Status::All => "all",
+        }
+    }
+}
+
+/// Most characters of a text filter.
+const MAX_FILTER_CHARS: usize = 1024;
+/// Most ids in one filter.
+pub const MAX_FILTER_IDS: usize = 10_000;
+
+/// Which dead letters to act on. Every field narrows the set; an empty
+/// filter matches every open dead letter. The CLI takes it as flags, the
+/// API as a JSON object with the same names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct Filter {
+    /// Only this consumer group.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<ConsumerGroup>,
+    /// Only this event type (`order.placed`).
+    #[arg(long = "type")]
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    /// Only this error kind (`order_unknown`, `poison`, `broker_delivery_limit`…).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    /// Only errors whose message contains this text (case-insensitive).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Only this failure fingerprint, as `summary` prints it.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// Only events of this partition key (an order id, a SKU…).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_key: Option<String>,
+    /// Only this event id.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<Uuid>,
+    /// Only dead letters whose last failure is at or after this time (RFC 3339).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// Only dead letters whose last failure is before this time (RFC 3339).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    /// Only dead letters with at least this many attempts.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_attempts: Option<i32>,
+    /// Only dead letters with at most this many attempts.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<i32>,
+    /// Only dead letters in this status.
+    #[arg(long, value_enum, default_value_t)]
+    pub status: Status,
+    /// Only these dead-letter ids (repeatable or comma-separated).
+    #[arg(long = "id", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<i64>,
+}
+
+/// A filter that cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FilterError {
+    /// The filter field at fault.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl Filter {
+    /// Refuses a filter whose values cannot be stored or compared: text
+    /// with NUL or over 1,024 characters, more than 10,000 ids, an empty
+    /// time range.
+    pub fn validate(&self) -> Result<(), FilterError> {
+        let texts = [
+            ("type", &self.event_type),
+            ("error_kind", &self.error_kind),
+            ("error", &self.error),
+            ("fingerprint", &self.fingerprint),
+            ("partition_key", &self.partition_key),
+        ];
+        for (field, value) in texts {
+            if let Some(value) = value {
+                if value.contains('\0') {
+                    return Err(FilterError {
+                        field,
+                        reason: "must not contain NUL".to_owned(),
+                    });
+                }
+                if value.chars().count() > MAX_FILTER_CHARS {
+                    return Err(FilterError {
+                        field,
+                        reason: format!("longer than {MAX_FILTER_CHARS} characters"),
+                    });
+                }
+            }
+        }
+        if self.ids.len() > MAX_FILTER_IDS {
+            return Err(FilterError {
+                field: "ids",
+                reason: format!("more than {MAX_FILTER_IDS} ids"),
+            });
+        }
+        if let (Some(since), Some(until)) = (self.since, self.until)
+            && since >= until
+        {
+            return Err(FilterError {
+                field: "until",
+                reason: "must be after since".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The same filter restricted to open dead letters: operations that
+    /// change a dead letter (replay, resolve) act on open ones only.
+    pub fn requiring_open(&self) -> Result<Self, FilterError> {
+        match self.status {
+            Status::Open => Ok(self.clone()),
+            other => Err(FilterError {
+                field: "status",
+                reason: format!(
+                    "only open dead letters can be acted on, not {}",
+                    other.as_str()
+                ),
+            }),
+        }
+    }
+}
+
+/// The SQL condition of a [`Filter`] over `dead_letters`, with its values
+/// as parameters `$1` to `$13` (bound by [`bind_filter!`]).
+macro_rules! filter_condition {
+    () => {
+        "($1::text IS NULL OR consumer_group = $1) \
+         AND ($2::text IS NULL OR event_type = $2) \
+         AND ($3::text IS NULL OR error_kind = $3) \
+         AND ($4::text IS NULL OR strpos(lower(reason), lower($4)) > 0) \
+         AND ($5::text IS NULL OR fingerprint = $5) \
+         AND ($6::text IS NULL OR partition_key = $6) \
+         AND ($7::uuid IS NULL OR event_id = $7) \
+         AND ($8::timestamptz IS NULL OR last_failed_at >= $8) \
+         AND ($9::timestamptz IS NULL OR last_failed_at < $9) \
+         AND ($10::int IS NULL OR attempts >= $10) \
+         AND ($11::int IS NULL OR attempts <= $11) \
+         AND ($12::text = 'all' OR status = $12) \
+         AND (cardinality($13::bigint[]) = 0 OR id = ANY($13))"
+    };
+}
+pub(crate) use filter_condition;
+
+/// Binds a [`Filter`]'s values as parameters `$1` to `$13` of a query
+/// built with [`filter_condition!`].
+macro_rules! bind_filter {
+    ($query:expr, $filter:expr) => {{
+        let filter: &$crate::dead_letters::filter::Filter = $filter;
+        $query
+            .bind(filter.group.map(|group| group.as_str()))
+            .bind(filter.event_type.as_deref())
+            .bind(filter.error_kind.as_deref())
+            .bind(filter.error.as_deref())
+            .bind(filter.fingerprint.as_deref())
+            .bind(filter.partition_key.as_deref())
+            .bind(filter.event_id)
+            .bind(filter.since)
+            .bind(filter.until)
+            .bind(filter.min_attempts)
+            .bind(filter.max_attempts)
+            .bind(filter.status.as_str())
+            .bind(&filter.ids)
+    }};
+}
+pub(crate) use bind_filter;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_reads_from_json_with_the_cli_names_and_refuses_unknown_fields() {
+        let filter: Filter = serde_json::from_value(serde_json::json!({
+            "group": "orders", "type": "order.placed", "status": "all", "ids": [1, 2]
+        }))
+        .expect("valid");
+        assert_eq!(filter.group, Some(ConsumerGroup::Orders));
+        assert_eq!(filter.event_type.as_deref(), Some("order.placed"));
+        assert_eq!(filter.status, Status::All);
+        assert_eq!(filter.ids, vec![1, 2]);
+        let unknown = serde_json::from_value::<Filter>(serde_json::json!({"grup": "orders"}));
+        assert!(unknown.is_err_and(|error| error.to_string().contains("grup")));
+        let bad_group = serde_json::from_value::<Filter>(serde_json::json!({"group": "x"}));
+        assert!(bad_group.is_err());
+    }
+
+    #[test]
+    fn a_filter_with_nul_too_many_ids_or_an_empty_range_is_refused_naming_the_field() {
+        let nul = Filter {
+            error: Some("a\0b".to_owned()),
+            ..Filter::default()
+        };
+        assert_eq!(nul.validate().map_err(|error| error.field), Err("error"));
+        let ids = Filter {
+            ids: vec![1; MAX_FILTER_IDS + 1],
+            ..Filter::default()
+        };
+        assert_eq!(ids.validate().map_err(|error| error.field), Err("ids"));
+        let now = Utc::now();
+        let range = Filter {
+            since: Some(now),
+            until: Some(now),
+            ..Filter::default()
+        };
+        assert_eq!(range.validate().map_err(|error| error.field), Err("until"));
+        assert!(Filter::default().validate().is_ok());
+        let replayed = Filter {
+            status: Status::Replayed,
+            ..Filter::default()
+        };
+        assert!(replayed.requiring_open().is_err());
+    }
+}

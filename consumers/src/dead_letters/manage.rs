@@ -1,0 +1,181 @@
+//! Closing dead letters without a replay: resolve (handled outside),
+//! purge (given up, payload deleted), and expiry of closed records.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::{Connection, PgPool};
+
+use super::filter::{Filter, FilterError, Status, bind_filter, filter_condition};
+use super::operations::{self, Action, Actor, Counts};
+
+/// Why an operation on dead letters failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OperationError {
+    /// The filter cannot be applied.
+    #[error("invalid filter: {0}")]
+    Filter(#[from] FilterError),
+    /// The request is refused (named field, reason).
+    #[error("{field}: {reason}")]
+    Refused {
+        /// The field at fault.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// No such dead letter.
+    #[error("no dead letter {0}")]
+    NotFound(i64),
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The broker failed.
+    #[error("broker: {0}")]
+    Broker(String),
+}
+
+/// What a resolve, purge or expiry did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Closed {
+    /// The operation's id in the audit trail.
+    pub operation_id: i64,
+    /// Dead letters changed (or deleted).
+    pub affected: i64,
+}
+
+/// Marks the open dead letters matching `filter` resolved.
+pub async fn resolve(
+    pool: &PgPool,
+    filter: &Filter,
+    actor: &Actor,
+) -> Result<Closed, OperationError> {
+    filter.validate()?;
+    let filter = filter.requiring_open()?;
+    close(pool, &filter, actor, Action::Resolve).await
+}
+
+/// Marks the dead letters matching `filter` (open ones unless the filter
+/// says otherwise; never ones already purged) purged, deleting their
+/// payloads.
+pub async fn purge(
+    pool: &PgPool,
+    filter: &Filter,
+    actor: &Actor,
+) -> Result<Closed, OperationError> {
+    filter.validate()?;
+    close(pool, filter, actor, Action::Purge).await
+}
+
+async fn close(
+    pool: &PgPool,
+    filter: &Filter,
+    actor: &Actor,
+    action: Action,
+) -> Result<Closed, OperationError> {
+    let mut connection = pool.acquire().await?;
+    let mut transaction = connection.begin().await?;
+    let operation_id = operations::start(
+        &mut transaction,
+        action,
+        actor,
+        &operations::filter_json(filter),
+    )
+    .await?;
+    let statement = match action {
+        Action::Resolve => sqlx::query(concat!(
+            "UPDATE dead_letters SET status = 'resolved', status_changed_at = now(), \
+               operation_id = $14 WHERE status = 'open' AND ",
+            filter_condition!()
+        )),
+        _ => sqlx::query(concat!(
+            "UPDATE dead_letters SET status = 'purged', status_changed_at = now(), \
+               operation_id = $14, body = ''::bytea, original_body = NULL, \
+               headers = '{}'::jsonb, original_headers = NULL \
+             WHERE status <> 'purged' AND ",
+            filter_condition!()
+        )),
+    };
+    let affected = bind_filter!(statement, filter)
+        .bind(operation_id)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected() as i64;
+    let counts = Counts {
+        matched: affected,
+        affected,
+        ..Counts::default()
+    };
+    operations::update(
+        &mut transaction,
+        operation_id,
+        counts,
+        Some(("completed", None)),
+    )
+    .await?;
+    transaction.commit().await?;
+    tracing::info!(actor = %actor.0, action = ?action, operation_id, affected, "dead letters closed");
+    Ok(Closed {
+        operation_id,
+        affected,
+    })
+}
+
+/// Deletes replayed, resolved and purged dead letters whose status changed
+/// longer than `retention` ago (open ones are never deleted), recording the
+/// count when there was any.
+pub async fn expire(
+    pool: &PgPool,
+    retention: Duration,
+    actor: &Actor,
+) -> Result<Closed, OperationError> {
+    let mut connection = pool.acquire().await?;
+    let mut transaction = connection.begin().await?;
+    let seconds = retention.as_secs_f64();
+    let affected = sqlx::query(
+        "DELETE FROM dead_letters WHERE status <> 'open' \
+           AND status_changed_at < now() - make_interval(secs => $1)",
+    )
+    .bind(seconds)
+    .execute(&mut *transaction)
+    .await?
+    .rows_affected() as i64;
+    if affected == 0 {
+        return Ok(Closed {
+            operation_id: 0,
+            affected,
+        });
+    }
+    let filter = serde_json::json!({ "status": "closed", "older_than_secs": seconds });
+    let operation_id = operations::start(&mut transaction, Action::Expire, actor, &filter).await?;
+    let counts = Counts {
+        matched: affected,
+        affected,
+        ..Counts::default()
+    };
+    operations::update(
+        &mut transaction,
+        operation_id,
+        counts,
+        Some(("completed", None)),
+    )
+    .await?;
+    transaction.commit().await?;
+    tracing::info!(
+        operation_id,
+        affected,
+        "closed dead letters past their retention deleted"
+    );
+    Ok(Closed {
+        operation_id,
+        affected,
+    })
+}
+
+/// A filter naming exactly one dead letter, whatever its status.
+pub fn one(id: i64) -> Filter {
+    Filter {
+        ids: vec![id],
+        status: Status::All,
+        ..Filter::default()
+    }
+}
