@@ -26,6 +26,13 @@ pub enum Command {
     Stats,
     /// Delete every queue and exchange of the configured namespace.
     Teardown(TeardownArgs),
+    /// Serve the operations API (dead letters over HTTP for operators and
+    /// the dashboard) until SIGINT/SIGTERM.
+    #[command(name = "operations-api")]
+    OperationsApi(OperationsApiArgs),
+    /// Issue, list and revoke operators' tokens for the operations API.
+    #[command(subcommand, name = "operator-tokens")]
+    OperatorTokens(OperatorTokenCommand),
     /// Find, inspect, repair, replay, resolve and purge dead letters.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(Box<crate::dead_letters::cli::DeadLetterCommand>),
@@ -86,4 +93,37 @@ pub struct DemoArgs {
     /// Stop after this many seconds even if work remains.
     #[arg(long, default_value_t = 600)]
     pub max_seconds: u64,
+}
+
+/// Arguments of `operations-api`.
+#[derive(Debug, clap::Args)]
+pub struct OperationsApiArgs {
+    /// Where to serve the API (port 0: any free port).
+    #[arg(
+        long,
+        env = "SWITCHYARD_OPERATIONS_ADDRESS",
+        default_value = "127.0.0.1:9470"
+    )]
+    pub http_address: std::net::SocketAddr,
+}
+
+/// The subcommands of `operator-tokens`.
+#[derive(Debug, Subcommand)]
+pub enum OperatorTokenCommand {
+    /// Issue a token and print it once (it is not stored and cannot be shown again).
+    Create {
+        /// Who holds it (recorded in the audit trail as `api:<name>`).
+        #[arg(long)]
+        name: String,
+        /// `viewer` reads; `operator` also replays, edits, resolves and purges.
+        #[arg(long, value_enum)]
+        role: crate::operations_api::tokens::Role,
+    },
+    /// Every token (never their secrets).
+    List,
+    /// Revoke a token by its id.
+    Revoke {
+        /// The token id `list` shows.
+        token_id: uuid::Uuid,
+    },
 }

@@ -7,7 +7,9 @@ use shared::settings::Settings;
 use shared::topology::stats::depth_table;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Command, DemoArgs, RunArgs, TeardownArgs};
+use crate::cli::{
+    Command, DemoArgs, OperationsApiArgs, OperatorTokenCommand, RunArgs, TeardownArgs,
+};
 use crate::http::HttpState;
 use crate::runtime::{Health, WorkerOptions, run_workers_reconnecting};
 
@@ -18,6 +20,8 @@ pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
         Command::Demo(args) => demo(args, settings).await,
         Command::Stats => stats(settings).await,
         Command::Teardown(args) => teardown(args, settings).await,
+        Command::OperationsApi(args) => operations_api(args, settings).await,
+        Command::OperatorTokens(command) => operator_tokens(command, settings).await,
         Command::DeadLetters(command) => crate::dead_letters::cli::run(*command, settings).await,
     }
 }
@@ -47,6 +51,74 @@ async fn stats(settings: &Settings) -> anyhow::Result<()> {
         }
     );
     let _ = connection.close(200, "OK".into()).await;
+    Ok(())
+}
+
+async fn operations_api(args: OperationsApiArgs, settings: &Settings) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(shared::shutdown::stop_on_signals(
+        shutdown.clone(),
+        "stopping the operations API",
+    ));
+    let pool =
+        shared::startup::prepare_database_with_retry(settings, 8, shared::startup::BROKER_PATIENCE)
+            .await?;
+    let listener = tokio::net::TcpListener::bind(args.http_address)
+        .await
+        .with_context(|| format!("cannot listen on {} (--http-address)", args.http_address))?;
+    tracing::info!(address = %listener.local_addr()?, "serving the operations API");
+    let state = crate::operations_api::ApiState::new(pool.clone(), settings.clone(), shutdown);
+    let served = crate::operations_api::serve(listener, state).await;
+    pool.close().await;
+    Ok(served?)
+}
+
+async fn operator_tokens(command: OperatorTokenCommand, settings: &Settings) -> anyhow::Result<()> {
+    use crate::operations_api::tokens;
+    let pool = shared::startup::prepare_database(settings, 1).await?;
+    match command {
+        OperatorTokenCommand::Create { name, role } => {
+            anyhow::ensure!(
+                (1..=100).contains(&name.chars().count()) && !name.contains('\0'),
+                "--name must be 1 to 100 characters"
+            );
+            let (token, secret) = tokens::create(&pool, &name, role).await?;
+            eprintln!(
+                "token {} for {} ({}); shown once, keep it secret:",
+                token.token_id,
+                token.name,
+                token.role.as_str()
+            );
+            println!("{secret}");
+        }
+        OperatorTokenCommand::List => {
+            println!(
+                "{:<36}  {:<20} {:<8} {:<20} revoked",
+                "token id", "name", "role", "created"
+            );
+            for token in tokens::list(&pool).await? {
+                println!(
+                    "{:<36}  {:<20} {:<8} {:<20} {}",
+                    token.token_id,
+                    token.name,
+                    token.role.as_str(),
+                    token.created_at.format("%Y-%m-%d %H:%M:%S"),
+                    token
+                        .revoked_at
+                        .map(|at| at.format("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_else(|| "-".to_owned())
+                );
+            }
+        }
+        OperatorTokenCommand::Revoke { token_id } => {
+            anyhow::ensure!(
+                tokens::revoke(&pool, token_id).await?,
+                "no live token {token_id}"
+            );
+            println!("token {token_id} revoked");
+        }
+    }
+    pool.close().await;
     Ok(())
 }
 
@@ -124,6 +196,11 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
         Some((pool, topology)) => {
             http.set_pool(pool.clone());
             health.set_database_ready(true);
+            tokio::spawn(crate::dead_letters::manage::expire_hourly(
+                pool.clone(),
+                settings.dead_letters.retention,
+                shutdown.clone(),
+            ));
             tracing::info!(groups = ?options.groups, workers = options.workers, prefetch = options.prefetch,
                 batch_size = options.batch_size, "starting workers");
             let result = run_workers_reconnecting(

@@ -16,5 +16,6 @@ pub mod demo;
 pub mod handlers;
 pub mod http;
 pub mod metrics;
+pub mod operations_api;
 pub mod report;
 pub mod runtime;

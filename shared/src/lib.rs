@@ -8,6 +8,7 @@
 //! - [`broker`]: connecting to RabbitMQ with automatic recovery.
 //! - [`database`]: connecting to PostgreSQL, creating the database, migrating.
 //! - [`database_errors`]: whose fault a database error is, by SQLSTATE class.
+//! - [`secret_tokens`]: producers' API keys and operators' tokens: mint, parse, check.
 //! - [`settings`]: one validated configuration value from the environment.
 //! - [`simulation`]: a simulated online store emitting realistic event streams.
 //! - [`latency`]: percentile summaries of latencies.
@@ -31,6 +32,7 @@ pub mod metrics_recorder;
 pub mod outbox;
 pub mod publish;
 pub mod retry;
+pub mod secret_tokens;
 pub mod settings;
 pub mod shutdown;
 pub mod simulation;

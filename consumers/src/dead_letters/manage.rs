@@ -179,3 +179,18 @@ pub fn one(id: i64) -> Filter {
         ..Filter::default()
     }
 }
+
+/// Runs [`expire`] at start and then hourly until `shutdown` (the workers
+/// do this; a failure is logged and tried again at the next hour).
+pub async fn expire_hourly(
+    pool: PgPool,
+    retention: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut hourly = tokio::time::interval(Duration::from_secs(3_600));
+    while shutdown.run_until_cancelled(hourly.tick()).await.is_some() {
+        if let Err(error) = expire(&pool, retention, &Actor::system()).await {
+            tracing::warn!(%error, "could not delete dead letters past their retention");
+        }
+    }
+}

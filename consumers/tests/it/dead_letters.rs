@@ -15,22 +15,22 @@ use uuid::Uuid;
 use crate::processing::{cancelled, captured, order_placed, shipped};
 use crate::support::{RunningWorkers, Stack, TEST_LIMIT};
 
-const SHIPPED_CANCELLED: usize = 10;
-const UNKNOWN_PAYMENTS: usize = 15;
-const POISON: usize = 10;
+pub const SHIPPED_CANCELLED: usize = 10;
+pub const UNKNOWN_PAYMENTS: usize = 15;
+pub const POISON: usize = 10;
 /// Dead letters: shipments (orders), payments (orders and sales), poison (orders).
-const DEAD: i64 = (SHIPPED_CANCELLED + 2 * UNKNOWN_PAYMENTS + POISON) as i64;
+pub const DEAD: i64 = (SHIPPED_CANCELLED + 2 * UNKNOWN_PAYMENTS + POISON) as i64;
 
 /// The dead letters' sources.
-struct Fixture {
-    workers: RunningWorkers,
+pub struct Fixture {
+    pub workers: RunningWorkers,
     shipments: Vec<Event>,
     payments: Vec<Event>,
     payment_orders: Vec<Uuid>,
 }
 
 /// Workers of orders and sales, and the 50 dead letters.
-async fn fixture(stack: &Stack) -> Fixture {
+pub async fn fixture(stack: &Stack) -> Fixture {
     let workers = stack.start(&[ConsumerGroup::Orders, ConsumerGroup::Sales], 1);
     let orders: Vec<Uuid> = (0..SHIPPED_CANCELLED).map(|_| Uuid::now_v7()).collect();
     let placed: Vec<Event> = orders.iter().map(|id| order_placed(*id)).collect();
@@ -70,7 +70,7 @@ async fn fixture(stack: &Stack) -> Fixture {
 }
 
 /// Runs `consumers dead-letters <args>` against the stack.
-async fn cli(stack: &Stack, args: &[&str]) -> Output {
+pub async fn cli(stack: &Stack, args: &[&str]) -> Output {
     let mut command = command(stack, args);
     tokio::task::spawn_blocking(move || command.output().expect("run consumers"))
         .await

@@ -11,6 +11,7 @@ mod dead_letters;
 mod failures;
 mod fault_run;
 mod http;
+mod operations_api;
 mod processing;
 mod retries;
 mod support;

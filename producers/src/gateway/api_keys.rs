@@ -4,10 +4,7 @@
 //! The secret is shown once, at creation, and never logged.
 
 use chrono::{DateTime, Utc};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::grants::Grants;
@@ -67,17 +64,15 @@ pub struct KeyStoreError(#[from] sqlx::Error);
 /// Issues a key; returns its record and the full key, which is not stored
 /// and cannot be shown again.
 pub async fn create(pool: &PgPool, key: NewApiKey) -> Result<(ApiKey, String), KeyStoreError> {
-    let key_id = Uuid::now_v7();
-    let mut secret = [0u8; 32];
-    rand::rng().fill_bytes(&mut secret);
-    let full_key = format!("{KEY_PREFIX}{}_{}", key_id.simple(), hex::encode(secret));
+    let minted = shared::secret_tokens::mint(KEY_PREFIX);
+    let key_id = minted.id;
     let created_at: DateTime<Utc> = sqlx::query_scalar(
         "INSERT INTO api_keys (key_id, producer, secret_sha256, allowed_types, allowed_sources, rate_per_second, burst)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING created_at",
     )
     .bind(key_id)
     .bind(&key.producer)
-    .bind(Sha256::digest(secret).to_vec())
+    .bind(&minted.secret_sha256)
     .bind(key.grants.types())
     .bind(key.grants.sources())
     .bind(key.rate_per_second as i32)
@@ -93,7 +88,7 @@ pub async fn create(pool: &PgPool, key: NewApiKey) -> Result<(ApiKey, String), K
         created_at,
         revoked_at: None,
     };
-    Ok((record, full_key))
+    Ok((record, minted.token))
 }
 
 type KeyRow = (
@@ -143,24 +138,10 @@ pub async fn revoke(pool: &PgPool, key_id: Uuid) -> Result<bool, KeyStoreError> 
     Ok(revoked == 1)
 }
 
-/// Splits a presented key into its id and secret; `None` when it is not
-/// shaped like a key.
-fn parse(presented: &str) -> Option<(Uuid, [u8; 32])> {
-    let rest = presented.strip_prefix(KEY_PREFIX)?;
-    let (id, secret) = rest.split_once('_')?;
-    if id.len() != 32 || secret.len() != 64 {
-        return None;
-    }
-    let key_id = Uuid::try_parse(id).ok()?;
-    let mut bytes = [0u8; 32];
-    hex::decode_to_slice(secret, &mut bytes).ok()?;
-    Some((key_id, bytes))
-}
-
 /// The live key a caller presented, or why it is refused. The secret's hash
 /// is compared in constant time.
 pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<ApiKey, AuthenticateError> {
-    let Some((key_id, secret)) = parse(presented.trim()) else {
+    let Some((key_id, secret)) = shared::secret_tokens::parse(KEY_PREFIX, presented) else {
         return Err(AuthenticationError::Invalid.into());
     };
     let row: Option<KeyRow> = sqlx::query_as(SELECT_BY_ID)
@@ -171,9 +152,7 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<ApiKey, Auth
     let Some((key, stored_hash)) = row.map(from_row) else {
         return Err(AuthenticationError::Invalid.into());
     };
-    let presented_hash = Sha256::digest(secret);
-    let matches: bool = presented_hash[..].ct_eq(&stored_hash[..]).into();
-    if !matches || key.revoked_at.is_some() {
+    if !shared::secret_tokens::matches(&secret, &stored_hash) || key.revoked_at.is_some() {
         return Err(AuthenticationError::Invalid.into());
     }
     Ok(key)
@@ -188,26 +167,4 @@ pub enum AuthenticateError {
     /// The store could not be asked.
     #[error(transparent)]
     Store(#[from] KeyStoreError),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_well_shaped_keys_parse() {
-        let id = Uuid::now_v7();
-        let good = format!("sy_{}_{}", id.simple(), "ab".repeat(32));
-        assert_eq!(parse(&good).map(|(key_id, _)| key_id), Some(id));
-        for bad in [
-            String::new(),
-            "sy_".to_owned(),
-            format!("xx_{}_{}", id.simple(), "ab".repeat(32)),
-            format!("sy_{}_{}", id.simple(), "ab".repeat(31)),
-            format!("sy_{}_{}", id.simple(), "zz".repeat(32)),
-            format!("sy_{}{}", id.simple(), "ab".repeat(32)),
-        ] {
-            assert_eq!(parse(&bad), None, "{bad}");
-        }
-    }
 }

@@ -1,0 +1,140 @@
+//! Every answer of the operations API other than success: a status and a
+//! JSON body `{"error": code, "message": text, "field"?: name}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::dead_letters::OperationError;
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiError {
+    /// HTTP status.
+    #[serde(skip)]
+    pub status: StatusCode,
+    /// Machine-readable code.
+    pub error: &'static str,
+    /// For a person.
+    pub message: String,
+    /// The request field at fault, when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// 401: no token, or not a live one.
+    pub fn unauthenticated() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "an operator token is required (Authorization: Bearer syop_…)",
+        )
+    }
+
+    /// 403: the token's role may not do this.
+    pub fn forbidden(needed: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this needs the {needed} role"),
+        )
+    }
+
+    /// 400 naming `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field.into()),
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid", message)
+        }
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 429: too many replays running.
+    pub fn busy(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", message)
+    }
+
+    /// 503: the database or broker is unreachable.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// 504: the request took longer than allowed.
+    pub fn timeout() -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "the request took too long; narrow the filter",
+        )
+    }
+
+    /// One of each, for the OpenAPI check.
+    pub fn examples() -> Vec<Self> {
+        vec![
+            Self::unauthenticated(),
+            Self::forbidden("operator"),
+            Self::invalid("group", "unknown"),
+            Self::not_found("no dead letter 1"),
+            Self::new(StatusCode::CONFLICT, "conflict", "closed"),
+            Self::busy("4 replays running"),
+            Self::unavailable("database"),
+            Self::timeout(),
+        ]
+    }
+}
+
+impl From<OperationError> for ApiError {
+    fn from(error: OperationError) -> Self {
+        match error {
+            OperationError::Filter(filter) => Self::invalid(filter.field, filter.reason),
+            OperationError::Refused { field, reason } => {
+                let conflict =
+                    reason.contains("only open") || reason.contains("already has an open");
+                if conflict {
+                    Self {
+                        field: Some(field),
+                        ..Self::new(StatusCode::CONFLICT, "conflict", reason)
+                    }
+                } else {
+                    Self::invalid(field, reason)
+                }
+            }
+            OperationError::NotFound(id) => Self::not_found(format!("no dead letter {id}")),
+            OperationError::Database(error) => {
+                tracing::warn!(%error, "operations API: database error");
+                Self::unavailable("the database failed; try again")
+            }
+            OperationError::Broker(error) => {
+                tracing::warn!(%error, "operations API: broker error");
+                Self::unavailable("the broker failed; try again")
+            }
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        OperationError::Database(error).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self)).into_response()
+    }
+}

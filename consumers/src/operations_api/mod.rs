@@ -1,0 +1,576 @@
+//! The operations API: the dead-letter operations over HTTP (JSON), for
+//! operators and the dashboard, served by `consumers operations-api` —
+//! worker-side, apart from the producers' gateway. It calls the same
+//! functions as `consumers dead-letters …`.
+//!
+//! Every `/api/v1` route needs `Authorization: Bearer syop_…`, an operator
+//! token (see [`tokens`]): `viewer` reads, `operator` also replays, edits,
+//! resolves and purges. A replay runs in the background: its progress is
+//! read at `/api/v1/replays/{id}` and it can be cancelled.
+//!
+//! The routes are listed once, in [`ROUTES`]; the OpenAPI document
+//! (`consumers/operations-openapi.json`, served at `/openapi.json`) is
+//! checked against that list by a test.
+
+pub mod error;
+pub mod tokens;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{MethodRouter, get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shared::settings::Settings;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use self::error::ApiError;
+use self::tokens::{OperatorToken, Role};
+use crate::dead_letters::replay::{ReplayOptions, ReplayProgress};
+use crate::dead_letters::{Actor, Filter, manage, operations, query, repair, replay};
+
+/// The checked-in OpenAPI document.
+pub const OPENAPI_DOCUMENT: &str = include_str!("../../operations-openapi.json");
+
+/// Most replays running at once in one process.
+pub const MAX_RUNNING_REPLAYS: usize = 4;
+/// Longest a request may take (a replay runs in the background).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A route of the API.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// HTTP method.
+    pub method: Method,
+    /// Path (axum syntax).
+    pub path: &'static str,
+}
+
+const fn route(method: Method, path: &'static str) -> Route {
+    Route { method, path }
+}
+
+/// Every route served.
+pub const ROUTES: [Route; 14] = [
+    route(Method::GET, "/healthz"),
+    route(Method::GET, "/openapi.json"),
+    route(Method::GET, "/api/v1/whoami"),
+    route(Method::GET, "/api/v1/dead-letters"),
+    route(Method::GET, "/api/v1/dead-letters/summary"),
+    route(Method::GET, "/api/v1/dead-letters/{id}"),
+    route(Method::PUT, "/api/v1/dead-letters/{id}/event"),
+    route(Method::POST, "/api/v1/dead-letters/resolve"),
+    route(Method::POST, "/api/v1/dead-letters/purge"),
+    route(Method::POST, "/api/v1/replays"),
+    route(Method::POST, "/api/v1/replays/preview"),
+    route(Method::GET, "/api/v1/replays/{id}"),
+    route(Method::POST, "/api/v1/replays/{id}/cancel"),
+    route(Method::GET, "/api/v1/operations"),
+];
+
+/// A replay this process runs.
+struct RunningReplay {
+    progress: watch::Receiver<ReplayProgress>,
+    cancel: CancellationToken,
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pool: PgPool,
+    settings: Settings,
+    replays: Arc<Mutex<HashMap<i64, RunningReplay>>>,
+    shutdown: CancellationToken,
+}
+
+impl ApiState {
+    /// State over `pool`; replays stop when `shutdown` is cancelled.
+    pub fn new(pool: PgPool, settings: Settings, shutdown: CancellationToken) -> Self {
+        Self {
+            pool,
+            settings,
+            replays: Arc::default(),
+            shutdown,
+        }
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<i64, RunningReplay>> {
+        self.replays
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The caller, authenticated by its operator token.
+pub struct Caller(pub OperatorToken);
+
+impl Caller {
+    fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.0.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(role.as_str()))
+        }
+    }
+
+    fn actor(&self) -> Actor {
+        Actor::api(&self.0.name)
+    }
+}
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or_else(ApiError::unauthenticated)?;
+        match tokens::authenticate(&state.pool, presented).await? {
+            Some(token) => Ok(Caller(token)),
+            None => Err(ApiError::unauthenticated()),
+        }
+    }
+}
+
+fn handler_for(route: &Route) -> MethodRouter<ApiState> {
+    match (route.method.as_str(), route.path) {
+        ("GET", "/healthz") => get(|| async { Json(json!({"status": "alive"})) }),
+        ("GET", "/openapi.json") => get(|| async {
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                OPENAPI_DOCUMENT,
+            )
+        }),
+        ("GET", "/api/v1/whoami") => get(whoami),
+        ("GET", "/api/v1/dead-letters") => get(list),
+        ("GET", "/api/v1/dead-letters/summary") => get(summary),
+        ("GET", "/api/v1/dead-letters/{id}") => get(show),
+        ("PUT", "/api/v1/dead-letters/{id}/event") => put(edit),
+        ("POST", "/api/v1/dead-letters/resolve") => post(resolve),
+        ("POST", "/api/v1/dead-letters/purge") => post(purge),
+        ("POST", "/api/v1/replays") => post(start_replay),
+        ("POST", "/api/v1/replays/preview") => post(preview),
+        ("GET", "/api/v1/replays/{id}") => get(replay_status),
+        ("POST", "/api/v1/replays/{id}/cancel") => post(cancel_replay),
+        ("GET", "/api/v1/operations") => get(history),
+        (method, path) => unreachable!("no handler for {method} {path}"),
+    }
+}
+
+/// The routes over `state`; anything else is a JSON 404, every request is
+/// bounded in size and time.
+pub fn router(state: ApiState) -> Router {
+    let body_limit = state.settings.max_event_bytes + 64 * 1024;
+    ROUTES
+        .iter()
+        .fold(Router::<ApiState>::new(), |router, route| {
+            // Two methods on one path would need merging; the table has none.
+            router.route(route.path, handler_for(route))
+        })
+        .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(bounded_in_time))
+        .with_state(state)
+}
+
+async fn bounded_in_time(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::timeout().into_response(),
+    }
+}
+
+/// Serves on `listener` until `shutdown`; running replays are cancelled
+/// (each stops after the batch in flight is confirmed and marked).
+pub async fn serve(listener: TcpListener, state: ApiState) -> std::io::Result<()> {
+    let shutdown = state.shutdown.clone();
+    let replays = Arc::clone(&state.replays);
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    let mut waiting: Vec<watch::Receiver<ReplayProgress>> = replays
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .values()
+        .map(|replay| replay.progress.clone())
+        .collect();
+    for progress in &mut waiting {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(60),
+            progress.wait_for(|state| state.outcome != "running"),
+        )
+        .await;
+    }
+    served
+}
+
+async fn whoami(caller: Caller) -> Json<OperatorToken> {
+    Json(caller.0)
+}
+
+/// Query parameters as a [`Filter`] plus paging: values are read as the
+/// filter's JSON types, so the same names and checks apply (`ids` is
+/// comma-separated).
+fn filter_from_query(pairs: Vec<(String, String)>) -> Result<(Filter, i64, u32), ApiError> {
+    let mut object = serde_json::Map::new();
+    let (mut after, mut limit) = (0_i64, 50_u32);
+    for (name, value) in pairs {
+        let number = |field: &str| {
+            value
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| ApiError::invalid(field, format!("{field} must be a whole number")))
+        };
+        match name.as_str() {
+            "after" => after = number("after")?,
+            "limit" => {
+                limit = u32::try_from(number("limit")?)
+                    .ok()
+                    .filter(|limit| (1..=query::MAX_PAGE).contains(limit))
+                    .ok_or_else(|| ApiError::invalid("limit", "limit must be 1 to 1000"))?;
+            }
+            "min_attempts" | "max_attempts" => {
+                object.insert(name.clone(), Value::from(number(&name)?));
+            }
+            "ids" => {
+                let ids = value
+                    .split(',')
+                    .filter(|id| !id.trim().is_empty())
+                    .map(|id| id.trim().parse::<i64>())
+                    .collect::<Result<Vec<i64>, _>>()
+                    .map_err(|_| {
+                        ApiError::invalid("ids", "ids must be comma-separated whole numbers")
+                    })?;
+                object.insert(name, Value::from(ids));
+            }
+            _ => {
+                object.insert(name, Value::from(value));
+            }
+        }
+    }
+    let filter = parse_filter(Value::Object(object))?;
+    Ok((filter, after, limit))
+}
+
+fn parse_filter(value: Value) -> Result<Filter, ApiError> {
+    let filter: Filter = serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.inner().to_string();
+        // An unknown field's path is its parent: the message names it.
+        let field = match path.as_str() {
+            "" | "." => message
+                .split('`')
+                .nth(1)
+                .map(str::to_owned)
+                .unwrap_or_else(|| "filter".to_owned()),
+            _ => path,
+        };
+        ApiError::invalid(field, message)
+    })?;
+    filter
+        .validate()
+        .map_err(|error| ApiError::invalid(error.field, error.reason))?;
+    Ok(filter)
+}
+
+async fn list(
+    caller: Caller,
+    State(state): State<ApiState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<query::Page>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let (filter, after, limit) = filter_from_query(pairs)?;
+    Ok(Json(query::list(&state.pool, &filter, after, limit).await?))
+}
+
+async fn summary(
+    caller: Caller,
+    State(state): State<ApiState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<Vec<query::SummaryLine>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let (filter, _, _) = filter_from_query(pairs)?;
+    Ok(Json(query::summary(&state.pool, &filter).await?))
+}
+
+async fn show(
+    caller: Caller,
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+) -> Result<Json<query::DeadLetterDetail>, ApiError> {
+    caller.require(Role::Viewer)?;
+    query::show(&state.pool, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no dead letter {id}")))
+}
+
+async fn edit(
+    caller: Caller,
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Result<Json<repair::Edited>, ApiError> {
+    caller.require(Role::Operator)?;
+    let edited = repair::edit(
+        &state.pool,
+        id,
+        &body,
+        &caller.actor(),
+        state.settings.max_event_bytes,
+    )
+    .await?;
+    Ok(Json(edited))
+}
+
+/// The body of resolve and purge.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloseRequest {
+    filter: Value,
+    #[serde(default)]
+    confirm: bool,
+}
+
+fn close_request(
+    body: Result<Json<CloseRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(Filter, bool), ApiError> {
+    let Json(request) = body.map_err(|rejection| ApiError::invalid("$", rejection.body_text()))?;
+    Ok((parse_filter(request.filter)?, request.confirm))
+}
+
+async fn resolve(
+    caller: Caller,
+    State(state): State<ApiState>,
+    body: Result<Json<CloseRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<manage::Closed>, ApiError> {
+    caller.require(Role::Operator)?;
+    let (filter, _) = close_request(body)?;
+    Ok(Json(
+        manage::resolve(&state.pool, &filter, &caller.actor()).await?,
+    ))
+}
+
+async fn purge(
+    caller: Caller,
+    State(state): State<ApiState>,
+    body: Result<Json<CloseRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<manage::Closed>, ApiError> {
+    caller.require(Role::Operator)?;
+    let (filter, confirm) = close_request(body)?;
+    if !confirm {
+        return Err(ApiError::invalid(
+            "confirm",
+            "purging deletes payloads: send \"confirm\": true",
+        ));
+    }
+    Ok(Json(
+        manage::purge(&state.pool, &filter, &caller.actor()).await?,
+    ))
+}
+
+fn replay_options(
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<ReplayOptions, ApiError> {
+    let Json(mut value) =
+        body.map_err(|rejection| ApiError::invalid("$", rejection.body_text()))?;
+    // The filter is checked on its own so that its errors name its fields.
+    let filter = match value
+        .as_object_mut()
+        .and_then(|object| object.remove("filter"))
+    {
+        Some(filter) => parse_filter(filter)?,
+        None => Filter::default(),
+    };
+    let mut options: ReplayOptions =
+        serde_json::from_value(value).map_err(|error| ApiError::invalid("$", error.to_string()))?;
+    options.filter = filter;
+    options.validate()?;
+    Ok(options)
+}
+
+async fn preview(
+    caller: Caller,
+    State(state): State<ApiState>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let options = replay_options(body)?;
+    let mut sample = Vec::new();
+    let report = replay::dry_run(&state.pool, &state.settings, &options, &mut |candidate| {
+        if sample.len() < 100 {
+            sample.push(candidate);
+        }
+    })
+    .await?;
+    Ok(Json(json!({ "report": report, "sample": sample })))
+}
+
+async fn start_replay(
+    caller: Caller,
+    State(state): State<ApiState>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Role::Operator)?;
+    let options = replay_options(body)?;
+    {
+        let mut running = state.running();
+        running.retain(|_, replay| replay.progress.borrow().outcome == "running");
+        if running.len() >= MAX_RUNNING_REPLAYS {
+            return Err(ApiError::busy(format!(
+                "{MAX_RUNNING_REPLAYS} replays are running; wait for one to end"
+            )));
+        }
+    }
+    let (sender, mut receiver) = watch::channel(ReplayProgress::default());
+    let cancel = state.shutdown.child_token();
+    let actor = caller.actor();
+    let task_state = state.clone();
+    let task_cancel = cancel.clone();
+    tokio::spawn(async move {
+        let result = replay::replay(
+            &task_state.pool,
+            &task_state.settings,
+            &actor,
+            &options,
+            &sender,
+            &task_cancel,
+        )
+        .await;
+        if let Err(error) = result {
+            tracing::warn!(%error, "replay over the API failed");
+            sender.send_modify(|state| {
+                state.outcome = "failed".to_owned();
+                state.detail = Some(error.to_string());
+            });
+        }
+    });
+    // The operation id exists once the replay recorded its start.
+    let progress = {
+        let started = tokio::time::timeout(
+            Duration::from_secs(10),
+            receiver
+                .wait_for(|progress| progress.operation_id != 0 || progress.outcome == "failed"),
+        )
+        .await;
+        match started {
+            Ok(Ok(progress)) => Some(progress.clone()),
+            _ => None,
+        }
+    };
+    let Some(progress) = progress else {
+        return Err(ApiError::unavailable("the replay did not start; try again"));
+    };
+    if progress.operation_id == 0 {
+        return Err(ApiError::unavailable(
+            progress
+                .detail
+                .unwrap_or_else(|| "the replay did not start".to_owned()),
+        ));
+    }
+    state.running().insert(
+        progress.operation_id,
+        RunningReplay {
+            progress: receiver,
+            cancel,
+        },
+    );
+    let location = format!("/api/v1/replays/{}", progress.operation_id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(progress),
+    ))
+}
+
+async fn replay_status(
+    caller: Caller,
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let live = state
+        .running()
+        .get(&id)
+        .map(|replay| replay.progress.borrow().clone());
+    if let Some(progress) = live {
+        return Ok(Json(json!({ "live": true, "progress": progress })));
+    }
+    // Not run by this process (or over): the audit trail's record.
+    match operations::get(&state.pool, id).await? {
+        Some(operation) if operation.action == "replay" => {
+            Ok(Json(json!({ "live": false, "operation": operation })))
+        }
+        _ => Err(ApiError::not_found(format!("no replay {id}"))),
+    }
+}
+
+async fn cancel_replay(
+    caller: Caller,
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Role::Operator)?;
+    let progress = {
+        let running = state.running();
+        let replay = running
+            .get(&id)
+            .ok_or_else(|| ApiError::not_found(format!("no replay {id} runs in this process")))?;
+        replay.cancel.cancel();
+        replay.progress.clone()
+    };
+    let mut progress = progress;
+    let ended = tokio::time::timeout(
+        REQUEST_TIMEOUT - Duration::from_secs(5),
+        progress.wait_for(|state| state.outcome != "running"),
+    )
+    .await
+    .is_ok_and(|waited| waited.is_ok());
+    let current = progress.borrow().clone();
+    let status = if ended {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(current)))
+}
+
+/// Paging of `GET /api/v1/operations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    before: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn history(
+    caller: Caller,
+    State(state): State<ApiState>,
+    paging: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<operations::Operation>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let Query(paging) =
+        paging.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
+    let limit = paging.limit.unwrap_or(50);
+    if !(1..=1_000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "limit must be 1 to 1000"));
+    }
+    Ok(Json(
+        operations::history(&state.pool, paging.before, limit).await?,
+    ))
+}

@@ -1,0 +1,429 @@
+//! The real `consumers operations-api` binary: operator tokens and roles,
+//! the dead-letter operations over HTTP, a background replay's progress
+//! and cancellation, and the OpenAPI document against the routes.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use consumers::operations_api::{OPENAPI_DOCUMENT, ROUTES};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shared::testing::{Watchdog, database_url, eventually};
+
+use crate::dead_letters::{SHIPPED_CANCELLED, UNKNOWN_PAYMENTS, fixture};
+use crate::http::free_address;
+use crate::support::{Stack, TEST_LIMIT};
+
+struct Api {
+    child: Child,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn consumers(stack: &Stack) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_consumers"));
+    command
+        .env("SWITCHYARD_NAMESPACE", &stack.settings.namespace)
+        .env("DATABASE_URL", database_url(&stack.settings))
+        .env("AMQP_URL", stack.settings.expose_amqp_url())
+        .env("RUST_LOG", "warn");
+    command
+}
+
+/// A token made with the real `operator-tokens create`.
+async fn token(stack: &Stack, name: &str, role: &str) -> String {
+    let mut command = consumers(stack);
+    command.args(["operator-tokens", "create", "--name", name, "--role", role]);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("syop_"), "{token}");
+    token
+}
+
+impl Api {
+    async fn start(stack: &Stack) -> Self {
+        let address: SocketAddr = free_address();
+        let child = consumers(stack)
+            .args(["operations-api", "--http-address", &address.to_string()])
+            .spawn()
+            .unwrap();
+        let api = Self {
+            child,
+            base: format!("http://{address}"),
+            client: reqwest::Client::new(),
+        };
+        let up = eventually(Duration::from_secs(60), || async {
+            api.client
+                .get(format!("{}/healthz", api.base))
+                .send()
+                .await
+                .ok()
+                .filter(|response| response.status() == StatusCode::OK)
+        })
+        .await;
+        assert!(up.is_some(), "the operations API answers");
+        api
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, Some(token), None)
+            .await
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, path, Some(token), Some(body))
+            .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_authenticate_roles_are_enforced_and_replays_run_in_the_background() {
+    let _watchdog = Watchdog::new(
+        "operators_authenticate_roles_are_enforced_and_replays_run_in_the_background",
+        TEST_LIMIT,
+    );
+    let stack = Stack::new().await;
+    let fixture = fixture(&stack).await;
+    let viewer = token(&stack, "vera", "viewer").await;
+    let operator = token(&stack, "otto", "operator").await;
+    let api = Api::start(&stack).await;
+
+    // Authentication.
+    let (status, body) = api
+        .call(reqwest::Method::GET, "/api/v1/dead-letters", None, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"], "unauthenticated");
+    let forged = format!("{}0", &viewer[..viewer.len() - 1]);
+    let (status, _) = api.get("/api/v1/dead-letters", &forged).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a wrong secret");
+    let (status, who) = api.get("/api/v1/whoami", &viewer).await;
+    assert_eq!(
+        (status, who["name"].clone(), who["role"].clone()),
+        (StatusCode::OK, json!("vera"), json!("viewer"))
+    );
+
+    // Reading, with the CLI's filter names.
+    let (status, page) = api
+        .get("/api/v1/dead-letters?group=sales&limit=10", &viewer)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["items"].as_array().unwrap().len(), 10);
+    let next = page["next_after"].as_i64().unwrap();
+    let (_, rest) = api
+        .get(
+            &format!("/api/v1/dead-letters?group=sales&after={next}"),
+            &viewer,
+        )
+        .await;
+    assert_eq!(
+        rest["items"].as_array().unwrap().len(),
+        UNKNOWN_PAYMENTS - 10
+    );
+    let (status, bad) = api.get("/api/v1/dead-letters?group=nope", &viewer).await;
+    assert_eq!(
+        (status, bad["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("group"))
+    );
+    let (status, bad) = api.get("/api/v1/dead-letters?colour=red", &viewer).await;
+    assert_eq!(
+        (status, bad["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("colour"))
+    );
+    let (status, summary) = api.get("/api/v1/dead-letters/summary", &viewer).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(summary.as_array().unwrap().len(), 4);
+    let first = page["items"][0]["id"].as_i64().unwrap();
+    let (status, shown) = api
+        .get(&format!("/api/v1/dead-letters/{first}"), &viewer)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(shown["group"], "sales");
+    let (status, _) = api.get("/api/v1/dead-letters/999999999", &viewer).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The viewer may not change anything.
+    let replay_sales = json!({ "filter": { "group": "sales" } });
+    let (status, body) = api
+        .post("/api/v1/replays", &viewer, replay_sales.clone())
+        .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (StatusCode::FORBIDDEN, json!("forbidden"))
+    );
+    let (status, _) = api
+        .post(
+            "/api/v1/dead-letters/resolve",
+            &viewer,
+            json!({ "filter": {} }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, preview) = api
+        .post("/api/v1/replays/preview", &viewer, replay_sales)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["report"]["replayed"], UNKNOWN_PAYMENTS as i64);
+
+    // A slow replay, cancelled: what it marked is exactly what it replayed.
+    let (status, started) = api
+        .post(
+            "/api/v1/replays",
+            &operator,
+            json!({ "filter": { "group": "orders", "error_kind": "ship_cancelled_order" }, "rate": 2.0, "batch": 1,
+                    "breaker": { "share": 1.0 } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let id = started["operation_id"].as_i64().unwrap();
+    let progressed = eventually(Duration::from_secs(60), || async {
+        let (_, status) = api.get(&format!("/api/v1/replays/{id}"), &viewer).await;
+        (status["progress"]["replayed"].as_i64().unwrap_or(0) >= 2).then_some(status)
+    })
+    .await;
+    assert!(progressed.is_some_and(|status| status["live"] == true));
+    let (status, cancelled) = api
+        .post(
+            &format!("/api/v1/replays/{id}/cancel"),
+            &operator,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["outcome"], "cancelled");
+    let replayed = cancelled["replayed"].as_i64().unwrap();
+    assert!(
+        replayed < SHIPPED_CANCELLED as i64,
+        "it stopped early: {replayed}"
+    );
+    let marked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM dead_letters WHERE operation_id = $1 AND status = 'replayed'",
+    )
+    .bind(id)
+    .fetch_one(&stack.database.pool)
+    .await
+    .unwrap();
+    assert_eq!(marked, replayed);
+    let (_, record) = api.get(&format!("/api/v1/replays/{id}"), &viewer).await;
+    assert_eq!(record["progress"]["outcome"], "cancelled");
+
+    // Resolve and purge, recorded with the token's name.
+    let (status, bad) = api
+        .post(
+            "/api/v1/dead-letters/purge",
+            &operator,
+            json!({ "filter": { "group": "sales" } }),
+        )
+        .await;
+    assert_eq!(
+        (status, bad["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("confirm"))
+    );
+    let (status, purged) = api
+        .post(
+            "/api/v1/dead-letters/purge",
+            &operator,
+            json!({ "filter": { "group": "sales" }, "confirm": true }),
+        )
+        .await;
+    assert_eq!(
+        (status, purged["affected"].clone()),
+        (StatusCode::OK, json!(UNKNOWN_PAYMENTS))
+    );
+    let (status, resolved) = api
+        .post(
+            "/api/v1/dead-letters/resolve",
+            &operator,
+            json!({ "filter": { "error_kind": "poison" } }),
+        )
+        .await;
+    assert_eq!(
+        (status, resolved["affected"].clone()),
+        (StatusCode::OK, json!(crate::dead_letters::POISON))
+    );
+    let (status, history) = api.get("/api/v1/operations?limit=3", &viewer).await;
+    assert_eq!(status, StatusCode::OK);
+    let actions: Vec<(&str, &str)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|operation| {
+            (
+                operation["action"].as_str().unwrap(),
+                operation["actor"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("resolve", "api:otto"),
+            ("purge", "api:otto"),
+            ("replay", "api:otto")
+        ]
+    );
+
+    // An edit that breaks the schema is refused naming the field.
+    let open_shipment: i64 = sqlx::query_scalar(
+        "SELECT id FROM dead_letters WHERE status = 'open' AND error_kind = 'ship_cancelled_order' ORDER BY id LIMIT 1",
+    )
+    .fetch_one(&stack.database.pool)
+    .await
+    .unwrap();
+    let (_, shown) = api
+        .get(&format!("/api/v1/dead-letters/{open_shipment}"), &viewer)
+        .await;
+    let mut event = shown["body"]["json"].clone();
+    event["data"]["carrier"] = json!(12);
+    let (status, refused) = api
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/dead-letters/{open_shipment}/event"),
+            Some(&operator),
+            Some(event),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("data.carrier")),
+        "{refused}"
+    );
+
+    // A revoked token is refused.
+    let mut revoke = consumers(&stack);
+    let viewer_id = who_id(&api, &viewer).await;
+    revoke.args(["operator-tokens", "revoke", &viewer_id]);
+    let output = tokio::task::spawn_blocking(move || revoke.output().unwrap())
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let (status, _) = api.get("/api/v1/whoami", &viewer).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    fixture.workers.stop().await;
+}
+
+async fn who_id(api: &Api, token: &str) -> String {
+    let (_, who) = api.get("/api/v1/whoami", token).await;
+    who["token_id"].as_str().unwrap().to_owned()
+}
+
+fn documented_routes(document: &Value) -> BTreeSet<(String, String)> {
+    document["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, operations)| {
+            operations
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| (method.to_uppercase(), path.clone()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_document_lists_exactly_the_routes_served_and_every_error_answer() {
+    let document: Value = serde_json::from_str(OPENAPI_DOCUMENT).unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3.1"));
+    let served: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|route| (route.method.to_string(), route.path.to_owned()))
+        .collect();
+    assert_eq!(documented_routes(&document), served);
+    let documented: BTreeSet<u16> = document["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|operations| operations.as_object().unwrap().values())
+        .flat_map(|operation| operation["responses"].as_object().unwrap().keys())
+        .map(|status| status.parse().unwrap())
+        .collect();
+    for error in consumers::operations_api::error::ApiError::examples() {
+        assert!(
+            documented.contains(&error.status.as_u16()),
+            "{} undocumented",
+            error.status
+        );
+        let codes = &document["components"]["schemas"]["Error"]["properties"]["error"]["enum"];
+        assert!(
+            codes.as_array().unwrap().contains(&json!(error.error)),
+            "{}",
+            error.error
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_document_is_the_checked_in_one_and_every_route_exists() {
+    let stack = Stack::new().await;
+    let api = Api::start(&stack).await;
+    let served = api
+        .client
+        .get(format!("{}/openapi.json", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_eq!(served.text().await.unwrap(), OPENAPI_DOCUMENT);
+    for route in ROUTES {
+        let path = route.path.replace("{id}", "1");
+        let response = api
+            .client
+            .request(route.method.clone(), format!("{}{path}", api.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            ![StatusCode::NOT_FOUND, StatusCode::METHOD_NOT_ALLOWED].contains(&response.status()),
+            "{} {} answered {}",
+            route.method,
+            route.path,
+            response.status()
+        );
+    }
+    let (status, body) = api.call(reqwest::Method::GET, "/nowhere", None, None).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (StatusCode::NOT_FOUND, json!("not_found"))
+    );
+}
