@@ -33,9 +33,9 @@ else
 fi
 calc() { awk "BEGIN { print $* }"; }
 
-queued() { # messages ready or unacked in the namespace's work and retry queues
+queued() { # the backlog (ready, unacked when known, retrying) of the namespace's groups
   "$bin/consumers" stats 2>/dev/null | awk -v group="$GROUP" '
-    /^[a-z]+ / && $2 ~ /^[0-9]+$/ && (group == "" || $1 == group) { total += $2 + $3 }
+    /^[a-z]+ / && $2 ~ /^[0-9]+$/ && (group == "" || $1 == group) { total += $5 }
     END { print total + 0 }'
 }
 

@@ -21,9 +21,9 @@ pub enum Command {
     /// live progress, and database totals at the end (the whole stack with
     /// the gateway and relay is the `switchyard` binary).
     Demo(DemoArgs),
-    /// Declare the topology and migrate, then print each group's queue depths
-    /// and the dead-letter store's size per group.
-    Stats,
+    /// Declare the topology and migrate, then print each group's ready,
+    /// in-flight, retrying and open dead-letter counts, consumers and rates.
+    Stats(StatsArgs),
     /// Delete every queue and exchange of the configured namespace.
     Teardown(TeardownArgs),
     /// Serve the operations API (dead letters over HTTP for operators and
@@ -126,4 +126,15 @@ pub enum OperatorTokenCommand {
         /// The token id `list` shows.
         token_id: uuid::Uuid,
     },
+}
+
+/// Arguments of `stats`.
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// Print JSON (for scripts) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh every this many seconds until Ctrl-C.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub watch: Option<u64>,
 }

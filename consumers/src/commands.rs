@@ -4,11 +4,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use shared::settings::Settings;
-use shared::topology::stats::depth_table;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
-    Command, DemoArgs, OperationsApiArgs, OperatorTokenCommand, RunArgs, TeardownArgs,
+    Command, DemoArgs, OperationsApiArgs, OperatorTokenCommand, RunArgs, StatsArgs, TeardownArgs,
 };
 use crate::http::HttpState;
 use crate::runtime::{Health, WorkerOptions, run_workers_reconnecting};
@@ -18,7 +17,7 @@ pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => run_until_signalled(args, settings).await,
         Command::Demo(args) => demo(args, settings).await,
-        Command::Stats => stats(settings).await,
+        Command::Stats(args) => stats(args, settings).await,
         Command::Teardown(args) => teardown(args, settings).await,
         Command::OperationsApi(args) => operations_api(args, settings).await,
         Command::OperatorTokens(command) => operator_tokens(command, settings).await,
@@ -26,32 +25,40 @@ pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
     }
 }
 
-async fn stats(settings: &Settings) -> anyhow::Result<()> {
+async fn stats(args: StatsArgs, settings: &Settings) -> anyhow::Result<()> {
     let (connection, topology) =
         shared::startup::prepare_broker(settings, "switchyard-stats").await?;
-    print!("{}", depth_table(&topology.depths(&connection).await?));
     let pool = shared::startup::prepare_database(settings, 1).await?;
-    let stored: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT consumer_group, count(*) FROM dead_letters WHERE status = 'open' \
-         GROUP BY consumer_group ORDER BY 1",
-    )
-    .fetch_all(&pool)
-    .await?;
-    pool.close().await;
-    let stored: Vec<String> = stored
-        .iter()
-        .map(|(group, count)| format!("{group} {count}"))
-        .collect();
-    println!(
-        "open dead letters (PostgreSQL): {}",
-        if stored.is_empty() {
-            "empty".to_owned()
+    let management = shared::topology::management::Management::new(settings);
+    let stop = CancellationToken::new();
+    if args.watch.is_some() {
+        tokio::spawn(shared::shutdown::stop_on_signals(stop.clone(), "stopping"));
+    }
+    let result = loop {
+        let stats = match crate::stats::collect(&connection, &topology, &pool, &management).await {
+            Ok(stats) => stats,
+            Err(error) => break Err(error),
+        };
+        if args.json {
+            println!("{}", serde_json::to_string(&stats)?);
         } else {
-            stored.join(", ")
+            if args.watch.is_some() {
+                // Clear the screen and go home: the table refreshes in place.
+                println!("\x1b[2J\x1b[H{}", stats.at.format("%Y-%m-%d %H:%M:%S UTC"));
+            }
+            print!("{}", crate::stats::table(&stats));
         }
-    );
+        let Some(seconds) = args.watch else {
+            break Ok(());
+        };
+        let pause = tokio::time::sleep(std::time::Duration::from_secs(seconds));
+        if stop.run_until_cancelled(pause).await.is_none() {
+            break Ok(());
+        }
+    };
+    pool.close().await;
     let _ = connection.close(200, "OK".into()).await;
-    Ok(())
+    result
 }
 
 async fn operations_api(args: OperationsApiArgs, settings: &Settings) -> anyhow::Result<()> {
@@ -196,6 +203,13 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
         Some((pool, topology)) => {
             http.set_pool(pool.clone());
             health.set_database_ready(true);
+            tokio::spawn(crate::stats::sample_every(
+                settings.clone(),
+                topology.clone(),
+                pool.clone(),
+                std::time::Duration::from_secs(15),
+                shutdown.clone(),
+            ));
             tokio::spawn(crate::dead_letters::manage::expire_hourly(
                 pool.clone(),
                 settings.dead_letters.retention,

@@ -7,6 +7,7 @@
 //! - [`http`]: liveness, readiness and Prometheus endpoints.
 //! - [`metrics`]: every metric the workers emit.
 //! - [`report`]: end-of-run batch and database totals.
+//! - [`stats`]: per-group figures for operators and autoscalers.
 //! - [`runtime`]: workers: prefetch, batching, retries, dead letters.
 
 pub mod cli;
@@ -19,3 +20,4 @@ pub mod metrics;
 pub mod operations_api;
 pub mod report;
 pub mod runtime;
+pub mod stats;

@@ -115,3 +115,36 @@ pub fn batches_by_path(
         })
         .collect()
 }
+
+/// Ready messages on a group's work queue (sampled).
+pub const QUEUE_READY: &str = "switchyard_queue_ready";
+/// Messages delivered to a group's workers and not yet acknowledged
+/// (sampled; needs the management API).
+pub const QUEUE_UNACKED: &str = "switchyard_queue_unacked";
+/// Messages waiting in a group's retry queues (sampled).
+pub const QUEUE_RETRYING: &str = "switchyard_queue_retrying";
+/// Ready + unacknowledged + retrying: what to scale a group's workers on.
+pub const QUEUE_BACKLOG: &str = "switchyard_queue_backlog";
+/// Consumers on a group's work queue (sampled).
+pub const QUEUE_CONSUMERS: &str = "switchyard_queue_consumers";
+/// Acknowledgements per second on a group's work queue (sampled; needs
+/// the management API).
+pub const QUEUE_ACK_RATE: &str = "switchyard_queue_ack_rate";
+/// Open dead letters of a group in the store (sampled).
+pub const DEAD_LETTERS_OPEN: &str = "switchyard_dead_letters_open";
+
+/// A group's sampled queue figures.
+pub fn queue_figures(figures: &crate::stats::GroupStats) {
+    let group = figures.group.as_str();
+    metrics::gauge!(QUEUE_READY, "group" => group).set(figures.ready as f64);
+    metrics::gauge!(QUEUE_RETRYING, "group" => group).set(figures.retrying as f64);
+    metrics::gauge!(QUEUE_BACKLOG, "group" => group).set(figures.backlog as f64);
+    metrics::gauge!(QUEUE_CONSUMERS, "group" => group).set(figures.consumers as f64);
+    metrics::gauge!(DEAD_LETTERS_OPEN, "group" => group).set(figures.open_dead_letters as f64);
+    if let Some(unacked) = figures.unacked {
+        metrics::gauge!(QUEUE_UNACKED, "group" => group).set(unacked as f64);
+    }
+    if let Some(rate) = figures.ack_rate {
+        metrics::gauge!(QUEUE_ACK_RATE, "group" => group).set(rate);
+    }
+}

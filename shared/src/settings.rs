@@ -33,11 +33,13 @@ pub const RETRY_INITIAL_DELAY_MS: &str = "SWITCHYARD_RETRY_INITIAL_DELAY_MS";
 pub const RETRY_MAX_DELAY_MS: &str = "SWITCHYARD_RETRY_MAX_DELAY_MS";
 /// Deliveries of one message before the broker dead-letters it (crash loops).
 pub const QUEUE_DELIVERY_LIMIT: &str = "SWITCHYARD_QUEUE_DELIVERY_LIMIT";
+/// RabbitMQ's management API (`off` to do without it).
+pub const MANAGEMENT_URL: &str = "SWITCHYARD_MANAGEMENT_URL";
 /// Days replayed, resolved and purged dead letters are kept.
 pub const DEAD_LETTER_RETENTION_DAYS: &str = "SWITCHYARD_DEAD_LETTER_RETENTION_DAYS";
 
 /// Every environment variable [`Settings::from_env`] reads.
-pub const ENVIRONMENT_VARIABLES: [&str; 12] = [
+pub const ENVIRONMENT_VARIABLES: [&str; 13] = [
     AMQP_URL,
     DATABASE_URL,
     NAMESPACE,
@@ -50,6 +52,7 @@ pub const ENVIRONMENT_VARIABLES: [&str; 12] = [
     RETRY_MAX_DELAY_MS,
     QUEUE_DELIVERY_LIMIT,
     DEAD_LETTER_RETENTION_DAYS,
+    MANAGEMENT_URL,
 ];
 
 /// Default broker: the local RabbitMQ with its stock guest account.
@@ -104,6 +107,9 @@ pub struct Settings {
     pub queues: QueueSettings,
     /// The dead-letter store.
     pub dead_letters: DeadLetterSettings,
+    /// RabbitMQ's management API URL; secret because it may carry a
+    /// password. `None`: the AMQP host on port 15672.
+    management_url: Option<SecretString>,
 }
 
 /// The dead-letter store's settings.
@@ -192,6 +198,7 @@ impl Settings {
             },
             retry,
             queues,
+            management_url: read(MANAGEMENT_URL).map(SecretString::from),
             dead_letters: DeadLetterSettings {
                 retention: Duration::from_secs(
                     number(DEAD_LETTER_RETENTION_DAYS, 30, 0, 36_500)? * 86_400,
@@ -211,6 +218,14 @@ impl Settings {
     pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
         self
+    }
+
+    /// The management API's URL as configured (`off`, or a URL), for the
+    /// management client only.
+    pub fn management_url(&self) -> Option<&str> {
+        self.management_url
+            .as_ref()
+            .map(|url| url.expose_secret().trim())
     }
 
     /// The broker URL, for the connection code only.

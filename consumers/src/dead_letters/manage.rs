@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::{Connection, PgPool};
 
 use super::filter::{Filter, FilterError, Status, bind_filter, filter_condition};
-use super::operations::{self, Action, Actor, Counts};
+use super::operations::{self, Action, Actor};
 
 /// Why an operation on dead letters failed.
 #[derive(Debug, thiserror::Error)]
@@ -100,18 +100,7 @@ async fn close(
         .execute(&mut *transaction)
         .await?
         .rows_affected() as i64;
-    let counts = Counts {
-        matched: affected,
-        affected,
-        ..Counts::default()
-    };
-    operations::update(
-        &mut transaction,
-        operation_id,
-        counts,
-        Some(("completed", None)),
-    )
-    .await?;
+    operations::completed(&mut transaction, operation_id, affected).await?;
     transaction.commit().await?;
     tracing::info!(actor = %actor.0, action = ?action, operation_id, affected, "dead letters closed");
     Ok(Closed {
@@ -147,18 +136,7 @@ pub async fn expire(
     }
     let filter = serde_json::json!({ "status": "closed", "older_than_secs": seconds });
     let operation_id = operations::start(&mut transaction, Action::Expire, actor, &filter).await?;
-    let counts = Counts {
-        matched: affected,
-        affected,
-        ..Counts::default()
-    };
-    operations::update(
-        &mut transaction,
-        operation_id,
-        counts,
-        Some(("completed", None)),
-    )
-    .await?;
+    operations::completed(&mut transaction, operation_id, affected).await?;
     transaction.commit().await?;
     tracing::info!(
         operation_id,

@@ -121,6 +121,21 @@ pub async fn update(
     Ok(())
 }
 
+/// Ends an operation that changed `affected` dead letters at once (an
+/// edit, resolve, purge or expiry: all it matched).
+pub async fn completed(
+    connection: &mut PgConnection,
+    id: i64,
+    affected: i64,
+) -> Result<(), sqlx::Error> {
+    let counts = Counts {
+        matched: affected,
+        affected,
+        ..Counts::default()
+    };
+    update(connection, id, counts, Some(("completed", None))).await
+}
+
 /// One recorded operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Operation {

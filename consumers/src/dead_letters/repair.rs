@@ -13,7 +13,7 @@ use sqlx::{Connection, PgPool};
 
 use super::filter::{Filter, bind_filter, filter_condition};
 use super::manage::OperationError;
-use super::operations::{self, Action, Actor, Counts};
+use super::operations::{self, Action, Actor};
 use super::query::Body;
 
 /// Checks a repaired event for dead letter `id`: it must decode as a valid
@@ -119,18 +119,7 @@ pub async fn edit(
         });
     }
     updated?;
-    let counts = Counts {
-        matched: 1,
-        affected: 1,
-        ..Counts::default()
-    };
-    operations::update(
-        &mut transaction,
-        operation_id,
-        counts,
-        Some(("completed", None)),
-    )
-    .await?;
+    operations::completed(&mut transaction, operation_id, 1).await?;
     transaction.commit().await?;
     tracing::info!(actor = %actor.0, id, event_id = %event.id, "dead letter payload edited");
     Ok(Edited {

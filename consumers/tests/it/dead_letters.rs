@@ -69,6 +69,14 @@ pub async fn fixture(stack: &Stack) -> Fixture {
     }
 }
 
+/// A watchdog for test `name`, a stack, and the fixture on it.
+pub async fn prepared(name: &'static str) -> (Watchdog, Stack, Fixture) {
+    let watchdog = Watchdog::new(name, TEST_LIMIT);
+    let stack = Stack::new().await;
+    let fixture = fixture(&stack).await;
+    (watchdog, stack, fixture)
+}
+
 /// Runs `consumers dead-letters <args>` against the stack.
 pub async fn cli(stack: &Stack, args: &[&str]) -> Output {
     let mut command = command(stack, args);
@@ -140,9 +148,7 @@ async fn ids(stack: &Stack, sql: &'static str) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_list_filter_and_the_summary_are_exact() {
-    let _watchdog = Watchdog::new("every_list_filter_and_the_summary_are_exact", TEST_LIMIT);
-    let stack = Stack::new().await;
-    let fixture = fixture(&stack).await;
+    let (_watchdog, stack, fixture) = prepared("every_list_filter_and_the_summary_are_exact").await;
     fixture.workers.stop().await;
 
     let all = ids(&stack, "SELECT id FROM dead_letters ORDER BY id").await;
@@ -302,12 +308,10 @@ async fn place_payment_orders(stack: &Stack, fixture: &Fixture) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filtered_rate_limited_replay_applies_exactly_those_events_in_exactly_that_group() {
-    let _watchdog = Watchdog::new(
+    let (_watchdog, stack, fixture) = prepared(
         "a_filtered_rate_limited_replay_applies_exactly_those_events_in_exactly_that_group",
-        TEST_LIMIT,
-    );
-    let stack = Stack::new().await;
-    let fixture = fixture(&stack).await;
+    )
+    .await;
     place_payment_orders(&stack, &fixture).await;
 
     let dry = cli(
@@ -428,12 +432,8 @@ async fn a_filtered_rate_limited_replay_applies_exactly_those_events_in_exactly_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_killed_halfway_and_run_again_applies_and_marks_everything_once() {
-    let _watchdog = Watchdog::new(
-        "a_replay_killed_halfway_and_run_again_applies_and_marks_everything_once",
-        TEST_LIMIT,
-    );
-    let stack = Stack::new().await;
-    let fixture = fixture(&stack).await;
+    let (_watchdog, stack, fixture) =
+        prepared("a_replay_killed_halfway_and_run_again_applies_and_marks_everything_once").await;
     place_payment_orders(&stack, &fixture).await;
     let mut slow = command(
         &stack,
@@ -541,12 +541,8 @@ async fn a_replay_killed_halfway_and_run_again_applies_and_marks_everything_once
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_edit_and_replay_from_file_repair_poison_and_a_bad_edit_is_refused() {
-    let _watchdog = Watchdog::new(
-        "export_edit_and_replay_from_file_repair_poison_and_a_bad_edit_is_refused",
-        TEST_LIMIT,
-    );
-    let stack = Stack::new().await;
-    let fixture = fixture(&stack).await;
+    let (_watchdog, stack, fixture) =
+        prepared("export_edit_and_replay_from_file_repair_poison_and_a_bad_edit_is_refused").await;
     let directory = std::env::temp_dir().join(format!("switchyard-{}", stack.settings.namespace));
     std::fs::create_dir_all(&directory).unwrap();
     let export = directory.join("poison.ndjson");
@@ -729,12 +725,10 @@ async fn export_edit_and_replay_from_file_repair_poison_and_a_bad_edit_is_refuse
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_stops_a_replay_whose_events_fail_again_and_they_are_linked_open_dead_letters()
 {
-    let _watchdog = Watchdog::new(
+    let (_watchdog, stack, fixture) = prepared(
         "the_breaker_stops_a_replay_whose_events_fail_again_and_they_are_linked_open_dead_letters",
-        TEST_LIMIT,
-    );
-    let stack = Stack::new().await;
-    let fixture = fixture(&stack).await;
+    )
+    .await;
     // Cancelled orders still cannot ship: every replayed shipment fails again.
     let output = cli(
         &stack,
@@ -816,12 +810,8 @@ async fn the_breaker_stops_a_replay_whose_events_fail_again_and_they_are_linked_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolve_purge_expire_and_history_counts_are_exact() {
-    let _watchdog = Watchdog::new(
-        "resolve_purge_expire_and_history_counts_are_exact",
-        TEST_LIMIT,
-    );
-    let stack = Stack::new().await;
-    let fixture = fixture(&stack).await;
+    let (_watchdog, stack, fixture) =
+        prepared("resolve_purge_expire_and_history_counts_are_exact").await;
     fixture.workers.stop().await;
     let resolved = json(&stack, &["resolve", "--error-kind", "poison", "--json"]).await;
     assert_eq!(resolved["affected"], POISON as i64);

@@ -14,4 +14,5 @@ mod http;
 mod operations_api;
 mod processing;
 mod retries;
+mod stats;
 mod support;

@@ -10,11 +10,11 @@ use std::time::Duration;
 use consumers::operations_api::{OPENAPI_DOCUMENT, ROUTES};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use shared::testing::{Watchdog, database_url, eventually};
+use shared::testing::{database_url, eventually};
 
-use crate::dead_letters::{SHIPPED_CANCELLED, UNKNOWN_PAYMENTS, fixture};
+use crate::dead_letters::{SHIPPED_CANCELLED, UNKNOWN_PAYMENTS, prepared};
 use crate::http::free_address;
-use crate::support::{Stack, TEST_LIMIT};
+use crate::support::Stack;
 
 struct Api {
     child: Child,
@@ -117,12 +117,9 @@ impl Api {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_authenticate_roles_are_enforced_and_replays_run_in_the_background() {
-    let _watchdog = Watchdog::new(
-        "operators_authenticate_roles_are_enforced_and_replays_run_in_the_background",
-        TEST_LIMIT,
-    );
-    let stack = Stack::new().await;
-    let fixture = fixture(&stack).await;
+    let (_watchdog, stack, fixture) =
+        prepared("operators_authenticate_roles_are_enforced_and_replays_run_in_the_background")
+            .await;
     let viewer = token(&stack, "vera", "viewer").await;
     let operator = token(&stack, "otto", "operator").await;
     let api = Api::start(&stack).await;
@@ -346,21 +343,6 @@ async fn who_id(api: &Api, token: &str) -> String {
     who["token_id"].as_str().unwrap().to_owned()
 }
 
-fn documented_routes(document: &Value) -> BTreeSet<(String, String)> {
-    document["paths"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .flat_map(|(path, operations)| {
-            operations
-                .as_object()
-                .unwrap()
-                .keys()
-                .map(move |method| (method.to_uppercase(), path.clone()))
-        })
-        .collect()
-}
-
 #[test]
 fn the_document_lists_exactly_the_routes_served_and_every_error_answer() {
     let document: Value = serde_json::from_str(OPENAPI_DOCUMENT).unwrap();
@@ -369,7 +351,7 @@ fn the_document_lists_exactly_the_routes_served_and_every_error_answer() {
         .iter()
         .map(|route| (route.method.to_string(), route.path.to_owned()))
         .collect();
-    assert_eq!(documented_routes(&document), served);
+    assert_eq!(shared::testing::documented_routes(&document), served);
     let documented: BTreeSet<u16> = document["paths"]
         .as_object()
         .unwrap()

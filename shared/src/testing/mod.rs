@@ -10,10 +10,12 @@
 
 mod broker;
 mod database;
+mod openapi;
 mod proxy;
 mod watchdog;
 
 pub use broker::{IsolatedTopology, connect, eventually, isolated_settings};
 pub use database::{TestDatabase, database_url};
+pub use openapi::documented_routes;
 pub use proxy::TcpProxy;
 pub use watchdog::Watchdog;

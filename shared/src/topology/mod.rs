@@ -4,8 +4,10 @@
 //! - [`spec`]: the data types and [`Topology::new`].
 //! - [`declare`]: idempotent declaration, with the startup safety check.
 //! - [`stats`]: queue depths per group.
+//! - [`management`]: in-flight counts and rates from the management API.
 
 pub mod declare;
+pub mod management;
 pub mod spec;
 pub mod stats;
 

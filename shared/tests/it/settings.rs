@@ -54,7 +54,7 @@ fn every_variable_is_read() {
         settings.dead_letters.retention,
         Duration::from_secs(7 * 86_400)
     );
-    assert_eq!(ENVIRONMENT_VARIABLES.len(), 12);
+    assert_eq!(ENVIRONMENT_VARIABLES.len(), 13);
 }
 
 #[test]

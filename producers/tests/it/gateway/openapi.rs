@@ -7,21 +7,6 @@ use reqwest::StatusCode;
 
 use super::support::Gateway;
 
-fn documented_routes(document: &serde_json::Value) -> BTreeSet<(String, String)> {
-    document["paths"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .flat_map(|(path, operations)| {
-            operations
-                .as_object()
-                .unwrap()
-                .keys()
-                .map(move |method| (method.to_uppercase(), path.clone()))
-        })
-        .collect()
-}
-
 #[test]
 fn the_document_lists_exactly_the_routes_served() {
     let document: serde_json::Value = serde_json::from_str(OPENAPI_DOCUMENT).unwrap();
@@ -30,7 +15,7 @@ fn the_document_lists_exactly_the_routes_served() {
         .iter()
         .map(|route| (route.method.to_string(), route.path.to_owned()))
         .collect();
-    assert_eq!(documented_routes(&document), served);
+    assert_eq!(shared::testing::documented_routes(&document), served);
 }
 
 #[test]

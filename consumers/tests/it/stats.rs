@@ -1,0 +1,310 @@
+//! `consumers stats` and the queue gauges against a prepared state: 20
+//! events queued for orders, 5 of them held unacknowledged by a consumer,
+//! 3 waiting to retry, 2 open dead letters (and one resolved). The figures
+//! must match the broker's own counts (`rabbitmqctl list_queues`).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use serde_json::Value;
+use shared::events::Event;
+use shared::groups::ConsumerGroup;
+use shared::testing::{Watchdog, database_url, eventually};
+use uuid::Uuid;
+
+use crate::http::{free_address, get};
+use crate::processing::order_placed;
+use crate::support::{Stack, TEST_LIMIT, settings_with};
+
+fn consumers(stack: &Stack, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_consumers"));
+    command
+        .args(args)
+        .env("SWITCHYARD_NAMESPACE", &stack.settings.namespace)
+        .env("DATABASE_URL", database_url(&stack.settings))
+        .env("AMQP_URL", stack.settings.expose_amqp_url())
+        .env("SWITCHYARD_RETRY_MAX_DELAY_MS", "600000")
+        .env("RUST_LOG", "warn");
+    command
+}
+
+async fn stats_json(stack: &Stack, management: Option<&str>) -> Value {
+    let mut command = consumers(stack, &["stats", "--json"]);
+    if let Some(url) = management {
+        command.env("SWITCHYARD_MANAGEMENT_URL", url);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn orders(stats: &Value) -> Value {
+    stats["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|group| group["group"] == "orders")
+        .unwrap()
+        .clone()
+}
+
+/// (ready, unacknowledged, consumers) of `queue` as `rabbitmqctl` reports them.
+async fn broker_counts(queue: String) -> Option<(u64, u64, u64)> {
+    tokio::task::spawn_blocking(move || {
+        let output = Command::new("rabbitmqctl")
+            .args([
+                "-q",
+                "list_queues",
+                "-p",
+                "/",
+                "name",
+                "messages_ready",
+                "messages_unacknowledged",
+                "consumers",
+            ])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                (fields.first() == Some(&queue.as_str()) && fields.len() == 4).then(|| {
+                    (
+                        fields[1].parse().unwrap_or(u64::MAX),
+                        fields[2].parse().unwrap_or(u64::MAX),
+                        fields[3].parse().unwrap_or(u64::MAX),
+                    )
+                })
+            })
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_and_the_queue_gauges_match_the_brokers_counts() {
+    let _watchdog = Watchdog::new(
+        "stats_and_the_queue_gauges_match_the_brokers_counts",
+        TEST_LIMIT,
+    );
+    // Long retry delays: the prepared retries stay in their wait queue.
+    let stack = Stack::with_settings(settings_with(&[(
+        "SWITCHYARD_RETRY_MAX_DELAY_MS",
+        "600000",
+    )]))
+    .await;
+    let events: Vec<Event> = (0..20).map(|_| order_placed(Uuid::now_v7())).collect();
+    stack.publish(&events).await;
+    let queues = stack.isolated.topology.group(ConsumerGroup::Orders).clone();
+
+    // A consumer that takes 5 and never acknowledges them.
+    let connection = shared::testing::connect(&stack.settings).await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .basic_qos(5, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            queues.work.as_str().into(),
+            "holder".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    while held.len() < 5 {
+        let delivery = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        held.push(delivery);
+    }
+    // Three waiting to retry.
+    for index in 0..3 {
+        channel
+            .basic_publish(
+                "".into(),
+                queues.retry[0].as_str().into(),
+                BasicPublishOptions::default(),
+                format!("retry {index}").as_bytes(),
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // Two open dead letters and a resolved one.
+    for status in ["open", "open", "resolved"] {
+        sqlx::query(
+            "INSERT INTO dead_letters (consumer_group, routing_key, body, reason, error_kind, attempts, \
+               first_failed_at, last_failed_at, status) VALUES ('orders', 'x', '\\x00', 'r', 'k', 1, now(), now(), $1)",
+        )
+        .bind(status)
+        .execute(&stack.database.pool)
+        .await
+        .unwrap();
+    }
+
+    let expected = |figures: &Value| {
+        figures["ready"] == 15
+            && figures["unacked"] == 5
+            && figures["retrying"] == 3
+            && figures["consumers"] == 1
+            && figures["open_dead_letters"] == 2
+            && figures["backlog"] == 23
+    };
+    // The management API refreshes its figures every few seconds.
+    let stats = eventually(Duration::from_secs(60), || async {
+        let stats = stats_json(&stack, None).await;
+        expected(&orders(&stats)).then_some(stats)
+    })
+    .await;
+    let stats = stats.unwrap_or_else(|| {
+        panic!(
+            "stats never matched: {}",
+            orders(&stats_json_blocking(&stack))
+        )
+    });
+    assert!(stats["management_unavailable"].is_null(), "{stats}");
+    assert_eq!(
+        broker_counts(queues.work.clone()).await,
+        Some((15, 5, 1)),
+        "the broker's own counts for {}",
+        queues.work
+    );
+
+    // Without the management API: said, and the rest still right.
+    let degraded = stats_json(&stack, Some("http://127.0.0.1:1")).await;
+    let figures = orders(&degraded);
+    assert!(figures["unacked"].is_null());
+    assert_eq!(
+        (
+            figures["ready"].clone(),
+            figures["retrying"].clone(),
+            figures["backlog"].clone()
+        ),
+        (15.into(), 3.into(), 18.into())
+    );
+    assert!(
+        degraded["management_unavailable"]
+            .as_str()
+            .unwrap()
+            .contains("not reachable"),
+        "{degraded}"
+    );
+    let off = stats_json(&stack, Some("off")).await;
+    assert!(
+        off["management_unavailable"]
+            .as_str()
+            .unwrap()
+            .contains("switched off")
+    );
+
+    // The table, refreshed in place by --watch until SIGTERM.
+    let mut watch = consumers(&stack, &["stats", "--watch", "1"]);
+    let mut child = watch.stdout(Stdio::piped()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let refreshes = tokio::task::spawn_blocking(move || {
+        let mut headers = 0;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap_or_default();
+            if line.starts_with("group ") {
+                headers += 1;
+                if headers == 2 {
+                    break;
+                }
+            }
+        }
+        headers
+    });
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(60), refreshes)
+            .await
+            .unwrap()
+            .unwrap(),
+        2
+    );
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        status.success(),
+        "--watch ends cleanly on SIGTERM: {status}"
+    );
+
+    // `consumers run` exports the same figures as gauges (sampled).
+    let address = free_address();
+    let mut run = consumers(
+        &stack,
+        &[
+            "run",
+            "--group",
+            "sales",
+            "--http-address",
+            &address.to_string(),
+        ],
+    );
+    let mut worker = run.spawn().unwrap();
+    let gauges = eventually(Duration::from_secs(60), || async {
+        let (_, body) = get(address, "/metrics").await?;
+        (body.contains("switchyard_queue_backlog{group=\"orders\"} 23")
+            && body.contains("switchyard_queue_unacked{group=\"orders\"} 5")
+            && body.contains("switchyard_dead_letters_open{group=\"orders\"} 2"))
+        .then_some(())
+    })
+    .await;
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert!(gauges.is_some(), "the gauges show the prepared state");
+    drop(held);
+    let _ = connection.close(200, "OK".into()).await;
+}
+
+fn stats_json_blocking(stack: &Stack) -> Value {
+    let output = consumers(stack, &["stats", "--json"]).output().unwrap();
+    serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
+}
+
+#[test]
+fn the_keda_example_scales_on_the_backlog_the_workers_export() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/keda/orders-workers.yaml"
+    );
+    let document: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(document["kind"].as_str(), Some("ScaledObject"));
+    assert!(document["spec"]["minReplicaCount"].as_u64() >= Some(1));
+    let trigger = &document["spec"]["triggers"][0];
+    assert_eq!(trigger["type"].as_str(), Some("prometheus"));
+    let query = trigger["metadata"]["query"].as_str().unwrap();
+    assert_eq!(
+        query,
+        format!(
+            "max({}{{group=\"orders\"}})",
+            consumers::metrics::QUEUE_BACKLOG
+        )
+    );
+}
