@@ -47,9 +47,16 @@ pub struct Worker {
     pub health: Health,
 }
 
+/// Longest wait for the broker's cancel-ok, and for the next received
+/// delivery while finishing up, when stopping.
+const DRAIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Worker {
-    /// Consumes until `shutdown` is cancelled: the batch in hand is finished,
-    /// committed and acknowledged before returning.
+    /// Consumes until `shutdown` is cancelled, then stops the broker's
+    /// deliveries (basic.cancel) and finishes, commits and acknowledges
+    /// everything it already received — the batch in hand and the rest of
+    /// its prefetch — before returning: a stopped worker hands nothing back
+    /// to be redelivered (unless the database or broker fails meanwhile).
     pub async fn run(
         self,
         channel: Channel,
@@ -60,9 +67,34 @@ impl Worker {
             consuming::start(&channel, queue, &self.context.worker, self.prefetch).await?;
         tracing::info!(group = %self.context.group, worker = %self.context.worker, "worker consuming");
         let mut connection = None;
-        while let Some(first) =
-            consuming::next_delivery(&channel, &mut consumer, queue, &shutdown).await?
-        {
+        let mut draining = false;
+        loop {
+            let first = if draining {
+                // After cancel-ok the stream holds exactly what was sent, then ends.
+                match tokio::time::timeout(DRAIN_PATIENCE, consumer.next()).await {
+                    Ok(Some(Ok(delivery))) => delivery,
+                    _ => break,
+                }
+            } else {
+                match consuming::next_delivery(&channel, &mut consumer, queue, &shutdown).await? {
+                    Some(delivery) => delivery,
+                    None => {
+                        let cancel = channel.basic_cancel(
+                            self.context.worker.as_str().into(),
+                            BasicCancelOptions::default(),
+                        );
+                        if !matches!(
+                            tokio::time::timeout(DRAIN_PATIENCE, cancel).await,
+                            Ok(Ok(()))
+                        ) {
+                            break;
+                        }
+                        tracing::info!(worker = %self.context.worker, "stopping: finishing what was received");
+                        draining = true;
+                        continue;
+                    }
+                }
+            };
             // No fixed linger: take what is already here, so a batch grows
             // with load and a lone event is committed as soon as it arrives.
             let mut deliveries = vec![first];
@@ -77,12 +109,6 @@ impl Worker {
             self.handle(deliveries, &mut connection, &shutdown).await;
             crate::metrics::in_flight(self.context.group, -taken);
         }
-        let _ = channel
-            .basic_cancel(
-                self.context.worker.as_str().into(),
-                BasicCancelOptions::default(),
-            )
-            .await;
         let _ = channel.close(200, "worker stopping".into()).await;
         tracing::info!(worker = %self.context.worker, "worker stopped");
         Ok(())

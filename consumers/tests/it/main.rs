@@ -14,5 +14,6 @@ mod http;
 mod operations_api;
 mod processing;
 mod retries;
+mod scale_in_out;
 mod stats;
 mod support;
