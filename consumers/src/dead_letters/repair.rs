@@ -174,7 +174,7 @@ struct ExportRow {
 }
 
 /// Writes the dead letters matching `filter` as NDJSON, one per line,
-/// reading 500 at a time (constant memory); returns how many.
+/// a page of 500 at a time (constant memory); returns how many.
 pub async fn export(
     pool: &PgPool,
     filter: &Filter,
@@ -183,48 +183,61 @@ pub async fn export(
     filter.validate()?;
     let mut after = 0_i64;
     let mut written = 0;
-    loop {
-        let query = sqlx::query_as::<_, ExportRow>(concat!(
-            "SELECT id, consumer_group, status, event_id, event_type, error_kind, reason, body \
-             FROM dead_letters WHERE ",
-            filter_condition!(),
-            " AND id > $14 ORDER BY id LIMIT 500"
-        ));
-        let rows = bind_filter!(query, filter)
-            .bind(after)
-            .fetch_all(pool)
-            .await?;
-        let Some(last) = rows.last() else {
-            return Ok(written);
-        };
-        after = last.id;
-        for row in rows {
-            let (event, raw) = match Body::from_bytes(&row.body) {
-                Body::Json(value) => (Some(value), None),
-                other => (None, Some(other)),
-            };
-            let line = ExportLine {
-                id: row.id,
-                group: row.consumer_group,
-                status: row.status,
-                event_id: row.event_id,
-                event_type: row.event_type,
-                error_kind: row.error_kind,
-                reason: row.reason,
-                event,
-                raw,
-            };
-            let text = serde_json::to_string(&line).map_err(|error| OperationError::Refused {
-                field: "event".to_owned(),
-                reason: error.to_string(),
-            })?;
-            writeln!(out, "{text}").map_err(|error| OperationError::Refused {
+    while let Some((text, count, last)) = export_page(pool, filter, after).await? {
+        out.write_all(text.as_bytes())
+            .map_err(|error| OperationError::Refused {
                 field: "output".to_owned(),
                 reason: error.to_string(),
             })?;
-            written += 1;
-        }
+        written += count;
+        after = last;
     }
+    Ok(written)
+}
+
+/// One page (up to 500) of an export after id `after`: the NDJSON text,
+/// how many lines, and the last id; `None` past the end.
+pub async fn export_page(
+    pool: &PgPool,
+    filter: &Filter,
+    after: i64,
+) -> Result<Option<(String, u64, i64)>, OperationError> {
+    let query = sqlx::query_as::<_, ExportRow>(concat!(
+        "SELECT id, consumer_group, status, event_id, event_type, error_kind, reason, body \
+         FROM dead_letters WHERE ",
+        filter_condition!(),
+        " AND id > $14 ORDER BY id LIMIT 500"
+    ));
+    let rows = bind_filter!(query, filter)
+        .bind(after)
+        .fetch_all(pool)
+        .await?;
+    let Some(last) = rows.last().map(|row| row.id) else {
+        return Ok(None);
+    };
+    let mut text = String::new();
+    let count = rows.len() as u64;
+    for row in rows {
+        let (event, raw) = match Body::from_bytes(&row.body) {
+            Body::Json(value) => (Some(value), None),
+            other => (None, Some(other)),
+        };
+        let line = ExportLine {
+            id: row.id,
+            group: row.consumer_group,
+            status: row.status,
+            event_id: row.event_id,
+            event_type: row.event_type,
+            error_kind: row.error_kind,
+            reason: row.reason,
+            event,
+            raw,
+        };
+        // Values read from the database always serialize.
+        text.push_str(&serde_json::to_string(&line).unwrap_or_default());
+        text.push('\n');
+    }
+    Ok(Some((text, count, last)))
 }
 
 /// A line of a `--from-file` input that cannot be used.

@@ -60,12 +60,13 @@ const fn route(method: Method, path: &'static str) -> Route {
 }
 
 /// Every route served.
-pub const ROUTES: [Route; 14] = [
+pub const ROUTES: [Route; 15] = [
     route(Method::GET, "/healthz"),
     route(Method::GET, "/openapi.json"),
     route(Method::GET, "/api/v1/whoami"),
     route(Method::GET, "/api/v1/dead-letters"),
     route(Method::GET, "/api/v1/dead-letters/summary"),
+    route(Method::GET, "/api/v1/dead-letters/export"),
     route(Method::GET, "/api/v1/dead-letters/{id}"),
     route(Method::PUT, "/api/v1/dead-letters/{id}/event"),
     route(Method::POST, "/api/v1/dead-letters/resolve"),
@@ -156,6 +157,7 @@ fn handler_for(route: &Route) -> MethodRouter<ApiState> {
         ("GET", "/api/v1/whoami") => get(whoami),
         ("GET", "/api/v1/dead-letters") => get(list),
         ("GET", "/api/v1/dead-letters/summary") => get(summary),
+        ("GET", "/api/v1/dead-letters/export") => get(export),
         ("GET", "/api/v1/dead-letters/{id}") => get(show),
         ("PUT", "/api/v1/dead-letters/{id}/event") => put(edit),
         ("POST", "/api/v1/dead-letters/resolve") => post(resolve),
@@ -306,6 +308,41 @@ async fn summary(
     caller.require(Role::Viewer)?;
     let (filter, _, _) = filter_from_query(pairs)?;
     Ok(Json(query::summary(&state.pool, &filter).await?))
+}
+
+/// NDJSON of the matching dead letters (the CLI's `export`), streamed a
+/// page at a time: constant memory whatever the set's size. It is not
+/// bounded by the request timeout: it ends when the last page is sent, or
+/// with a line `{"error": …}` if the database fails midway.
+async fn export(
+    caller: Caller,
+    State(state): State<ApiState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<axum::response::Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    let (filter, _, _) = filter_from_query(pairs)?;
+    // The first page is read here, so that a failure is an error answer.
+    let first = repair::export_page(&state.pool, &filter, 0).await?;
+    let pool = state.pool.clone();
+    let pages =
+        futures_util::stream::unfold((first, pool, filter), |(page, pool, filter)| async move {
+            let (text, _, last) = page?;
+            let next = match repair::export_page(&pool, &filter, last).await {
+                Ok(next) => next,
+                Err(error) => {
+                    tracing::warn!(%error, "export over the API ended early");
+                    // A last line says so: a cut-short export is never mistaken for a whole one.
+                    let line = json!({ "error": format!("the export ended early: {error}") });
+                    Some((format!("{line}\n"), 0, i64::MAX))
+                }
+            };
+            Some((Ok::<_, std::io::Error>(text), (next, pool, filter)))
+        });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(pages),
+    )
+        .into_response())
 }
 
 async fn show(

@@ -169,6 +169,30 @@ async fn operators_authenticate_roles_are_enforced_and_replays_run_in_the_backgr
     let (status, summary) = api.get("/api/v1/dead-letters/summary", &viewer).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(summary.as_array().unwrap().len(), 4);
+    let export = api
+        .client
+        .get(format!(
+            "{}/api/v1/dead-letters/export?error_kind=poison",
+            api.base
+        ))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), StatusCode::OK);
+    let lines: Vec<Value> = export
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), crate::dead_letters::POISON);
+    assert!(
+        lines
+            .iter()
+            .all(|line| line["error_kind"] == "poison" && line["raw"]["text"].is_string())
+    );
     let first = page["items"][0]["id"].as_i64().unwrap();
     let (status, shown) = api
         .get(&format!("/api/v1/dead-letters/{first}"), &viewer)
