@@ -60,7 +60,7 @@ const fn route(method: Method, path: &'static str) -> Route {
 }
 
 /// Every route served.
-pub const ROUTES: [Route; 15] = [
+pub const ROUTES: [Route; 16] = [
     route(Method::GET, "/healthz"),
     route(Method::GET, "/openapi.json"),
     route(Method::GET, "/api/v1/whoami"),
@@ -76,6 +76,7 @@ pub const ROUTES: [Route; 15] = [
     route(Method::GET, "/api/v1/replays/{id}"),
     route(Method::POST, "/api/v1/replays/{id}/cancel"),
     route(Method::GET, "/api/v1/operations"),
+    route(Method::GET, "/api/v1/stats"),
 ];
 
 /// A replay this process runs.
@@ -167,6 +168,7 @@ fn handler_for(route: &Route) -> MethodRouter<ApiState> {
         ("GET", "/api/v1/replays/{id}") => get(replay_status),
         ("POST", "/api/v1/replays/{id}/cancel") => post(cancel_replay),
         ("GET", "/api/v1/operations") => get(history),
+        ("GET", "/api/v1/stats") => get(stats),
         (method, path) => unreachable!("no handler for {method} {path}"),
     }
 }
@@ -610,4 +612,26 @@ async fn history(
     Ok(Json(
         operations::history(&state.pool, paging.before, limit).await?,
     ))
+}
+
+/// `consumers stats --json` over HTTP: every group's figures now.
+async fn stats(
+    caller: Caller,
+    State(state): State<ApiState>,
+) -> Result<Json<crate::stats::Stats>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let connection = shared::broker::connect_once(&state.settings, "switchyard-operations-stats")
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "operations API: broker unreachable");
+            ApiError::unavailable("the broker is unreachable; try again")
+        })?;
+    let topology = shared::topology::Topology::new(&state.settings);
+    let management = shared::topology::management::Management::new(&state.settings);
+    let stats = crate::stats::collect(&connection, &topology, &state.pool, &management).await;
+    let _ = connection.close(200, "OK".into()).await;
+    stats.map(Json).map_err(|error| {
+        tracing::warn!(%error, "operations API: stats failed");
+        ApiError::unavailable("the figures could not be read; try again")
+    })
 }

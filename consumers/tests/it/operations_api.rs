@@ -166,6 +166,17 @@ async fn operators_authenticate_roles_are_enforced_and_replays_run_in_the_backgr
         (status, bad["field"].clone()),
         (StatusCode::BAD_REQUEST, json!("colour"))
     );
+    let (status, stats) = api.get("/api/v1/stats", &viewer).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    let sales = stats["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|group| group["group"] == "sales")
+        .unwrap()
+        .clone();
+    assert_eq!(sales["open_dead_letters"], UNKNOWN_PAYMENTS as i64);
+    assert_eq!(sales["consumers"], 1, "the test's sales worker");
     let (status, summary) = api.get("/api/v1/dead-letters/summary", &viewer).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(summary.as_array().unwrap().len(), 4);
