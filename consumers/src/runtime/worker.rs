@@ -68,12 +68,17 @@ impl Worker {
         tracing::info!(group = %self.context.group, worker = %self.context.worker, "worker consuming");
         let mut connection = None;
         let mut draining = false;
+        let mut finished_after_stop = 0_usize;
         loop {
             let first = if draining {
                 // After cancel-ok the stream holds exactly what was sent, then ends.
                 match tokio::time::timeout(DRAIN_PATIENCE, consumer.next()).await {
                     Ok(Some(Ok(delivery))) => delivery,
-                    _ => break,
+                    Ok(_) => break,
+                    Err(_) => {
+                        tracing::warn!(worker = %self.context.worker, "stopping: the broker's cancel did not end the deliveries in time");
+                        break;
+                    }
                 }
             } else {
                 match consuming::next_delivery(&channel, &mut consumer, queue, &shutdown).await? {
@@ -98,19 +103,51 @@ impl Worker {
             // No fixed linger: take what is already here, so a batch grows
             // with load and a lone event is committed as soon as it arrives.
             let mut deliveries = vec![first];
+            // The stream's end (or error) may come here; it is not polled again.
+            let mut ended = None;
             while deliveries.len() < self.batch_size {
                 match consumer.next().now_or_never() {
                     Some(Some(Ok(delivery))) => deliveries.push(delivery),
-                    _ => break,
+                    Some(Some(Err(error))) => {
+                        ended = Some(Some(error));
+                        break;
+                    }
+                    Some(None) => {
+                        ended = Some(None);
+                        break;
+                    }
+                    None => break,
                 }
+            }
+            if draining {
+                finished_after_stop += deliveries.len();
             }
             let taken = deliveries.len() as f64;
             crate::metrics::in_flight(self.context.group, taken);
             self.handle(deliveries, &mut connection, &shutdown).await;
             crate::metrics::in_flight(self.context.group, -taken);
+            match ended {
+                None => {}
+                // Stopping: everything the broker sent has been finished.
+                Some(_) if draining => break,
+                Some(Some(error)) => {
+                    tracing::warn!(queue, %error, "consumer error: the connection failed");
+                    return Err(RuntimeError::Broker(error));
+                }
+                Some(None) if channel.status().connected() => {
+                    return Err(RuntimeError::ConsumerEnded {
+                        queue: queue.to_owned(),
+                    });
+                }
+                Some(None) => {
+                    return Err(RuntimeError::ConnectionLost {
+                        queue: queue.to_owned(),
+                    });
+                }
+            }
         }
         let _ = channel.close(200, "worker stopping".into()).await;
-        tracing::info!(worker = %self.context.worker, "worker stopped");
+        tracing::info!(worker = %self.context.worker, finished_after_stop, "worker stopped");
         Ok(())
     }
 

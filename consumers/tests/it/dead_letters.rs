@@ -9,11 +9,11 @@ use std::time::Duration;
 use serde_json::Value;
 use shared::events::Event;
 use shared::groups::ConsumerGroup;
-use shared::testing::{Watchdog, database_url, eventually};
+use shared::testing::{Watchdog, eventually};
 use uuid::Uuid;
 
 use crate::processing::{cancelled, captured, order_placed, shipped};
-use crate::support::{RunningWorkers, Stack, TEST_LIMIT};
+use crate::support::{RunningWorkers, Stack, TEST_LIMIT, consumers_binary, output_of};
 
 pub const SHIPPED_CANCELLED: usize = 10;
 pub const UNKNOWN_PAYMENTS: usize = 15;
@@ -79,21 +79,14 @@ pub async fn prepared(name: &'static str) -> (Watchdog, Stack, Fixture) {
 
 /// Runs `consumers dead-letters <args>` against the stack.
 pub async fn cli(stack: &Stack, args: &[&str]) -> Output {
-    let mut command = command(stack, args);
-    tokio::task::spawn_blocking(move || command.output().expect("run consumers"))
-        .await
-        .unwrap()
+    output_of(command(stack, args)).await
 }
 
 fn command(stack: &Stack, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_consumers"));
+    let mut command = consumers_binary(stack);
     command
         .arg("dead-letters")
         .args(args)
-        .env("SWITCHYARD_NAMESPACE", &stack.settings.namespace)
-        .env("DATABASE_URL", database_url(&stack.settings))
-        .env("AMQP_URL", stack.settings.expose_amqp_url())
-        .env("RUST_LOG", "warn")
         .env("USER", "tester")
         .stdin(Stdio::null());
     command
@@ -705,9 +698,7 @@ async fn export_edit_and_replay_from_file_repair_poison_and_a_bad_edit_is_refuse
     std::fs::write(&editor, "#!/bin/sh\nsed -i 's/\"DHL\"/\"UPS\"/' \"$1\"\n").unwrap();
     let mut edit = command(&stack, &["edit", &id_text]);
     edit.env("EDITOR", format!("sh {}", editor.display()));
-    let output = tokio::task::spawn_blocking(move || edit.output().unwrap())
-        .await
-        .unwrap();
+    let output = output_of(edit).await;
     assert!(
         output.status.success(),
         "{}",

@@ -4,17 +4,17 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
 
 use consumers::operations_api::{OPENAPI_DOCUMENT, ROUTES};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use shared::testing::{database_url, eventually};
+use shared::testing::eventually;
 
 use crate::dead_letters::{SHIPPED_CANCELLED, UNKNOWN_PAYMENTS, prepared};
 use crate::http::free_address;
-use crate::support::Stack;
+use crate::support::{Stack, consumers_binary, output_of};
 
 struct Api {
     child: Child,
@@ -29,23 +29,11 @@ impl Drop for Api {
     }
 }
 
-fn consumers(stack: &Stack) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_consumers"));
-    command
-        .env("SWITCHYARD_NAMESPACE", &stack.settings.namespace)
-        .env("DATABASE_URL", database_url(&stack.settings))
-        .env("AMQP_URL", stack.settings.expose_amqp_url())
-        .env("RUST_LOG", "warn");
-    command
-}
-
 /// A token made with the real `operator-tokens create`.
 async fn token(stack: &Stack, name: &str, role: &str) -> String {
-    let mut command = consumers(stack);
+    let mut command = consumers_binary(stack);
     command.args(["operator-tokens", "create", "--name", name, "--role", role]);
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
+    let output = output_of(command).await;
     assert!(
         output.status.success(),
         "{}",
@@ -59,7 +47,7 @@ async fn token(stack: &Stack, name: &str, role: &str) -> String {
 impl Api {
     async fn start(stack: &Stack) -> Self {
         let address: SocketAddr = free_address();
-        let child = consumers(stack)
+        let child = consumers_binary(stack)
             .args(["operations-api", "--http-address", &address.to_string()])
             .spawn()
             .unwrap();
@@ -361,12 +349,10 @@ async fn operators_authenticate_roles_are_enforced_and_replays_run_in_the_backgr
     );
 
     // A revoked token is refused.
-    let mut revoke = consumers(&stack);
+    let mut revoke = consumers_binary(&stack);
     let viewer_id = who_id(&api, &viewer).await;
     revoke.args(["operator-tokens", "revoke", &viewer_id]);
-    let output = tokio::task::spawn_blocking(move || revoke.output().unwrap())
-        .await
-        .unwrap();
+    let output = output_of(revoke).await;
     assert!(output.status.success());
     let (status, _) = api.get("/api/v1/whoami", &viewer).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);

@@ -13,22 +13,18 @@ use lapin::types::FieldTable;
 use serde_json::Value;
 use shared::events::Event;
 use shared::groups::ConsumerGroup;
-use shared::testing::{Watchdog, database_url, eventually};
+use shared::testing::{Watchdog, eventually};
 use uuid::Uuid;
 
 use crate::http::{free_address, get};
 use crate::processing::order_placed;
-use crate::support::{Stack, TEST_LIMIT, settings_with};
+use crate::support::{Stack, TEST_LIMIT, consumers_binary, output_of, settings_with};
 
 fn consumers(stack: &Stack, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_consumers"));
+    let mut command = consumers_binary(stack);
     command
         .args(args)
-        .env("SWITCHYARD_NAMESPACE", &stack.settings.namespace)
-        .env("DATABASE_URL", database_url(&stack.settings))
-        .env("AMQP_URL", stack.settings.expose_amqp_url())
-        .env("SWITCHYARD_RETRY_MAX_DELAY_MS", "600000")
-        .env("RUST_LOG", "warn");
+        .env("SWITCHYARD_RETRY_MAX_DELAY_MS", "600000");
     command
 }
 
@@ -37,9 +33,7 @@ async fn stats_json(stack: &Stack, management: Option<&str>) -> Value {
     if let Some(url) = management {
         command.env("SWITCHYARD_MANAGEMENT_URL", url);
     }
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
+    let output = output_of(command).await;
     assert!(
         output.status.success(),
         "{}",

@@ -234,3 +234,25 @@ pub fn incoming(event: &Event) -> consumers::runtime::incoming::Incoming {
         headers_json: serde_json::json!({}),
     }
 }
+
+/// The real `consumers` binary, pointed at the stack's namespace, database
+/// and broker, logging errors and warnings only.
+pub fn consumers_binary(stack: &Stack) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_consumers"));
+    command
+        .env("SWITCHYARD_NAMESPACE", &stack.settings.namespace)
+        .env(
+            "DATABASE_URL",
+            shared::testing::database_url(&stack.settings),
+        )
+        .env("AMQP_URL", stack.settings.expose_amqp_url())
+        .env("RUST_LOG", "warn");
+    command
+}
+
+/// Runs `command` to completion off the async runtime's threads.
+pub async fn output_of(mut command: std::process::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.output().expect("run the command"))
+        .await
+        .unwrap()
+}
