@@ -146,6 +146,34 @@ impl FromRequestParts<ApiState> for Caller {
     }
 }
 
+/// The `{id}` of a path, or a JSON 400 naming `id`.
+pub struct Id(pub i64);
+
+impl FromRequestParts<ApiState> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        Path::<i64>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| Id(id))
+            .map_err(|_| ApiError::invalid("id", "id must be a whole number"))
+    }
+}
+
+/// The query string's pairs, or a JSON 400 when it cannot be read.
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl FromRequestParts<ApiState> for QueryPairs {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map(|Query(pairs)| QueryPairs(pairs))
+            .map_err(|rejection| ApiError::invalid("query", rejection.body_text()))
+    }
+}
+
 fn handler_for(route: &Route) -> MethodRouter<ApiState> {
     match (route.method.as_str(), route.path) {
         ("GET", "/healthz") => get(|| async { Json(json!({"status": "alive"})) }),
@@ -295,7 +323,7 @@ fn parse_filter(value: Value) -> Result<Filter, ApiError> {
 async fn list(
     caller: Caller,
     State(state): State<ApiState>,
-    Query(pairs): Query<Vec<(String, String)>>,
+    QueryPairs(pairs): QueryPairs,
 ) -> Result<Json<query::Page>, ApiError> {
     caller.require(Role::Viewer)?;
     let (filter, after, limit) = filter_from_query(pairs)?;
@@ -305,7 +333,7 @@ async fn list(
 async fn summary(
     caller: Caller,
     State(state): State<ApiState>,
-    Query(pairs): Query<Vec<(String, String)>>,
+    QueryPairs(pairs): QueryPairs,
 ) -> Result<Json<Vec<query::SummaryLine>>, ApiError> {
     caller.require(Role::Viewer)?;
     let (filter, _, _) = filter_from_query(pairs)?;
@@ -319,7 +347,7 @@ async fn summary(
 async fn export(
     caller: Caller,
     State(state): State<ApiState>,
-    Query(pairs): Query<Vec<(String, String)>>,
+    QueryPairs(pairs): QueryPairs,
 ) -> Result<axum::response::Response, ApiError> {
     caller.require(Role::Viewer)?;
     let (filter, _, _) = filter_from_query(pairs)?;
@@ -350,7 +378,7 @@ async fn export(
 async fn show(
     caller: Caller,
     State(state): State<ApiState>,
-    Path(id): Path<i64>,
+    Id(id): Id,
 ) -> Result<Json<query::DeadLetterDetail>, ApiError> {
     caller.require(Role::Viewer)?;
     query::show(&state.pool, id)
@@ -362,7 +390,7 @@ async fn show(
 async fn edit(
     caller: Caller,
     State(state): State<ApiState>,
-    Path(id): Path<i64>,
+    Id(id): Id,
     body: axum::body::Bytes,
 ) -> Result<Json<repair::Edited>, ApiError> {
     caller.require(Role::Operator)?;
@@ -540,7 +568,7 @@ async fn start_replay(
 async fn replay_status(
     caller: Caller,
     State(state): State<ApiState>,
-    Path(id): Path<i64>,
+    Id(id): Id,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let live = state
@@ -562,7 +590,7 @@ async fn replay_status(
 async fn cancel_replay(
     caller: Caller,
     State(state): State<ApiState>,
-    Path(id): Path<i64>,
+    Id(id): Id,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Role::Operator)?;
     let progress = {

@@ -200,6 +200,16 @@ async fn operators_authenticate_roles_are_enforced_and_replays_run_in_the_backgr
     assert_eq!(shown["group"], "sales");
     let (status, _) = api.get("/api/v1/dead-letters/999999999", &viewer).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, bad) = api.get("/api/v1/dead-letters/abc", &viewer).await;
+    assert_eq!(
+        (status, bad["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("id"))
+    );
+    let (status, bad) = api.get("/api/v1/dead-letters?limit=5000", &viewer).await;
+    assert_eq!(
+        (status, bad["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("limit"))
+    );
 
     // The viewer may not change anything.
     let replay_sales = json!({ "filter": { "group": "sales" } });
