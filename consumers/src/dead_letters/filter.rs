@@ -154,6 +154,15 @@ impl Filter {
         Ok(())
     }
 
+    /// Exactly dead letter `id`, whatever its status.
+    pub fn one(id: i64) -> Self {
+        Self {
+            ids: vec![id],
+            status: Status::All,
+            ..Self::default()
+        }
+    }
+
     /// The same filter restricted to open dead letters: operations that
     /// change a dead letter (replay, resolve) act on open ones only.
     pub fn requiring_open(&self) -> Result<Self, FilterError> {

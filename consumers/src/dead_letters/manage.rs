@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sqlx::{Connection, PgPool};
 
-use super::filter::{Filter, FilterError, Status, bind_filter, filter_condition};
+use super::filter::{Filter, FilterError, bind_filter, filter_condition};
 use super::operations::{self, Action, Actor};
 
 /// Why an operation on dead letters failed.
@@ -147,15 +147,6 @@ pub async fn expire(
         operation_id,
         affected,
     })
-}
-
-/// A filter naming exactly one dead letter, whatever its status.
-pub fn one(id: i64) -> Filter {
-    Filter {
-        ids: vec![id],
-        status: Status::All,
-        ..Filter::default()
-    }
 }
 
 /// Runs [`expire`] at start and then hourly until `shutdown` (the workers

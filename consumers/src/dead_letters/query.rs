@@ -214,12 +214,7 @@ struct DetailColumns {
 
 /// Dead letter `id` in full, or `None` when there is none.
 pub async fn show(pool: &PgPool, id: i64) -> Result<Option<DeadLetterDetail>, sqlx::Error> {
-    let filter = Filter {
-        ids: vec![id],
-        status: super::filter::Status::All,
-        ..Filter::default()
-    };
-    let Some(row) = list(pool, &filter, 0, 1).await?.items.pop() else {
+    let Some(row) = list(pool, &Filter::one(id), 0, 1).await?.items.pop() else {
         return Ok(None);
     };
     let columns: DetailColumns = sqlx::query_as(

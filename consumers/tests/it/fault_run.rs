@@ -167,22 +167,7 @@ async fn a_short_fault_run_applies_every_event_once_and_dead_letters_exactly_the
     assert_eq!(applied, expected, "every order and payment applied");
     assert!(drained, "nothing left in the work or retry queues");
     assert_eq!(orders(&stack).await, ORDERS as i64);
-    assert_eq!(
-        stack.number("SELECT count(*) FROM order_lines").await,
-        ORDERS as i64,
-        "no order applied twice"
-    );
-    assert_eq!(
-        stack.number("SELECT count(*) FROM payments").await,
-        ORDERS as i64,
-        "no payment applied twice"
-    );
-    assert_eq!(
-        stack
-            .number("SELECT count(*) FROM orders WHERE status = 'paid'")
-            .await,
-        ORDERS as i64
-    );
+    crate::support::assert_orders_and_payments_once(&stack, ORDERS).await;
     assert_eq!(dead, POISON as i64, "exactly the poison is dead-lettered");
     assert_eq!(
         stack

@@ -4,7 +4,7 @@
 //! applied comes back; the accounting is exact.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
 
 use shared::groups::ConsumerGroup;
@@ -14,7 +14,10 @@ use uuid::Uuid;
 
 use crate::http::{free_address, get};
 use crate::processing::{captured, order_placed};
-use crate::support::{Stack, TEST_LIMIT, consumers_binary, settings_with};
+use crate::support::{
+    Stack, TEST_LIMIT, assert_orders_and_payments_once, consumers_binary, settings_with,
+    sigterm_and_wait,
+};
 
 const ORDERS: usize = 3_000;
 /// A payment that overtakes its order (the other process has it) waits.
@@ -109,26 +112,10 @@ async fn a_joining_process_takes_work_and_a_stopped_one_commits_what_it_holds() 
         before_stop < expected,
         "work remained at the stop ({before_stop})"
     );
-    let pid = first.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let exited = tokio::task::spawn_blocking(move || {
-        let status = first.child.wait();
-        (first, status)
-    });
-    let (first, status) = tokio::time::timeout(Duration::from_secs(60), exited)
+    let status = sigterm_and_wait(&mut first.child, Duration::from_secs(60))
         .await
-        .expect("the stopped process leaves in time")
-        .unwrap();
-    assert!(
-        status.unwrap().success(),
-        "it exits cleanly after committing"
-    );
+        .expect("the stopped process leaves in time");
+    assert!(status.success(), "it exits cleanly after committing");
     drop(first);
 
     // The rest lands on the second process, exactly once.
@@ -137,16 +124,7 @@ async fn a_joining_process_takes_work_and_a_stopped_one_commits_what_it_holds() 
         .await;
     assert_eq!(total, expected, "every order and payment applied");
     assert!(crate::support::eventually_drained(&stack, ConsumerGroup::Orders).await);
-    assert_eq!(
-        stack.number("SELECT count(*) FROM order_lines").await,
-        ORDERS as i64,
-        "no order applied twice"
-    );
-    assert_eq!(
-        stack.number("SELECT count(*) FROM payments").await,
-        ORDERS as i64,
-        "no payment applied twice"
-    );
+    assert_orders_and_payments_once(&stack, ORDERS).await;
     assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
 
     // What the stopped process received it committed and acknowledged: had

@@ -18,7 +18,9 @@ use uuid::Uuid;
 
 use crate::http::{free_address, get};
 use crate::processing::order_placed;
-use crate::support::{Stack, TEST_LIMIT, consumers_binary, output_of, settings_with};
+use crate::support::{
+    Stack, TEST_LIMIT, consumers_binary, output_of, settings_with, sigterm_and_wait,
+};
 
 fn consumers(stack: &Stack, args: &[&str]) -> Command {
     let mut command = consumers_binary(stack);
@@ -232,17 +234,9 @@ async fn stats_and_the_queue_gauges_match_the_brokers_counts() {
             .unwrap(),
         2
     );
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+    let status = sigterm_and_wait(&mut child, Duration::from_secs(30))
         .await
-        .unwrap();
+        .expect("--watch ends on SIGTERM");
     assert!(
         status.success(),
         "--watch ends cleanly on SIGTERM: {status}"

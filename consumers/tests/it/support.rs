@@ -256,3 +256,44 @@ pub async fn output_of(mut command: std::process::Command) -> std::process::Outp
         .await
         .unwrap()
 }
+
+/// Sends SIGTERM to `child` and waits (at most `within`) for it to exit.
+pub async fn sigterm_and_wait(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(sent, "SIGTERM sent to {pid}");
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// Every one of `orders` orders and their payments applied exactly once.
+pub async fn assert_orders_and_payments_once(stack: &Stack, orders: usize) {
+    assert_eq!(
+        stack.number("SELECT count(*) FROM order_lines").await,
+        orders as i64,
+        "no order applied twice"
+    );
+    assert_eq!(
+        stack.number("SELECT count(*) FROM payments").await,
+        orders as i64,
+        "no payment applied twice"
+    );
+    assert_eq!(
+        stack
+            .number("SELECT count(*) FROM orders WHERE status = 'paid'")
+            .await,
+        orders as i64
+    );
+}

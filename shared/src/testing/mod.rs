@@ -16,6 +16,6 @@ mod watchdog;
 
 pub use broker::{IsolatedTopology, connect, eventually, isolated_settings};
 pub use database::{TestDatabase, database_url};
-pub use openapi::documented_routes;
+pub use openapi::{documented_routes, unserved_routes};
 pub use proxy::TcpProxy;
 pub use watchdog::Watchdog;

@@ -58,9 +58,6 @@ pub struct MessageStats {
     /// Publishes into the queue per second.
     #[serde(default)]
     pub publish_details: Rate,
-    /// Deliveries the broker made again (a consumer left without acking).
-    #[serde(default)]
-    pub redeliver: u64,
 }
 
 /// One rate.
