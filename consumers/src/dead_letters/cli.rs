@@ -354,10 +354,11 @@ async fn run_with(
         }
         DeadLetterCommand::Expire(args) => {
             let retention = match args.retention_days {
-                Some(days) if days.is_finite() && days >= 0.0 => {
+                // Bounded like the variable: a huge number would overflow a Duration.
+                Some(days) if (0.0..=36_500.0).contains(&days) => {
                     std::time::Duration::from_secs_f64(days * 86_400.0)
                 }
-                Some(_) => anyhow::bail!("--retention-days must be 0 or more"),
+                Some(_) => anyhow::bail!("--retention-days must be 0 to 36500"),
                 None => settings.dead_letters.retention,
             };
             let closed = manage::expire(pool, retention, &Actor::os_user()).await?;

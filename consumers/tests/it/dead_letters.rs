@@ -832,6 +832,9 @@ async fn resolve_purge_expire_and_history_counts_are_exact() {
     let all: Value = serde_json::from_slice(&stats.stdout).unwrap();
     assert_eq!(all["items"].as_array().unwrap().len() as i64, DEAD);
 
+    let refused = cli(&stack, &["expire", "--retention-days", "1e300"]).await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("0 to 36500"));
     let expired = json(&stack, &["expire", "--retention-days", "0", "--json"]).await;
     assert_eq!(expired["affected"], (POISON + UNKNOWN_PAYMENTS) as i64);
     assert_eq!(
