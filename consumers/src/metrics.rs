@@ -130,6 +130,9 @@ pub const QUEUE_CONSUMERS: &str = "switchyard_queue_consumers";
 /// Acknowledgements per second on a group's work queue (sampled; needs
 /// the management API).
 pub const QUEUE_ACK_RATE: &str = "switchyard_queue_ack_rate";
+/// Seconds the oldest ready event of a group has waited, at most (sampled;
+/// see [`crate::stats`]).
+pub const QUEUE_OLDEST_WAITING_SECONDS: &str = "switchyard_queue_oldest_waiting_seconds";
 /// Open dead letters of a group in the store (sampled).
 pub const DEAD_LETTERS_OPEN: &str = "switchyard_dead_letters_open";
 
@@ -146,5 +149,8 @@ pub fn queue_figures(figures: &crate::stats::GroupStats) {
     }
     if let Some(rate) = figures.ack_rate {
         metrics::gauge!(QUEUE_ACK_RATE, "group" => group).set(rate);
+    }
+    if let Some(age) = figures.oldest_waiting_seconds {
+        metrics::gauge!(QUEUE_OLDEST_WAITING_SECONDS, "group" => group).set(age);
     }
 }

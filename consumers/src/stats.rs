@@ -1,8 +1,20 @@
 //! Per-group figures for operators and autoscalers: ready, in flight
 //! (delivered, unacknowledged), waiting to retry, open dead letters,
-//! consumers, and processing rates. Ready, retrying and consumers come
-//! from the broker over AMQP; in flight and rates need the management API
-//! and are absent (with the reason) without it.
+//! consumers, processing rates, and the age of the oldest waiting event.
+//! Ready, retrying and consumers come from the broker over AMQP; in flight
+//! and rates need the management API and are absent (with the reason)
+//! without it.
+//!
+//! The oldest waiting age: RabbitMQ does not report the head message's
+//! time for quorum queues, and peeking at it (get, then requeue) would
+//! disturb the queue, so it comes from how far the workers have got
+//! (`queue_positions`): the work queue is first in, first out, so the
+//! event at its head was sent after the newest one the workers took, and
+//! its age is at most now minus that one's send time — exact to within the
+//! gap between two events and the workers' report period (5 s) while they
+//! work; an upper bound that keeps growing while no worker takes anything
+//! (the safe direction for a scaler). Zero when nothing is ready; absent
+//! when no worker of the group has ever reported.
 //!
 //! `backlog` = ready + in flight + retrying is the figure to scale on:
 //! ready alone drops to zero while workers still hold a full prefetch of
@@ -40,6 +52,9 @@ pub struct GroupStats {
     /// Ready + in flight + retrying: the figure to scale on (needs the
     /// management API; without it, ready + retrying).
     pub backlog: u64,
+    /// Seconds the oldest ready event has waited, at most (see the module
+    /// documentation); 0 when nothing is ready, absent when unknown.
+    pub oldest_waiting_seconds: Option<f64>,
 }
 
 /// Every group's figures at one time.
@@ -63,6 +78,12 @@ pub async fn collect(
     let depths = topology.depths(connection).await?;
     let open: Vec<(String, i64)> = sqlx::query_as(
         "SELECT consumer_group, count(*) FROM dead_letters WHERE status = 'open' GROUP BY 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    let positions: Vec<(String, f64)> = sqlx::query_as(
+        "SELECT consumer_group, greatest(extract(epoch FROM now() - newest_taken_sent_at), 0)::float8 \
+         FROM queue_positions",
     )
     .fetch_all(pool)
     .await?;
@@ -100,6 +121,14 @@ pub async fn collect(
                 .as_ref()
                 .map(|info| info.message_stats.publish_details.rate),
             backlog: ready + retrying + unacked.unwrap_or(0),
+            oldest_waiting_seconds: if ready == 0 {
+                Some(0.0)
+            } else {
+                positions
+                    .iter()
+                    .find(|(group, _)| group == depth.group.as_str())
+                    .map(|(_, age)| age.round())
+            },
         });
     }
     Ok(Stats {
@@ -114,13 +143,23 @@ pub async fn collect(
 pub fn table(stats: &Stats) -> String {
     let optional = |value: Option<u64>| value.map_or_else(|| "-".to_owned(), |v| v.to_string());
     let rate = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+    let age = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}s"));
     let mut table = format!(
-        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
-        "group", "ready", "unacked", "retrying", "backlog", "dead", "consumers", "acks/s", "in/s"
+        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        "group",
+        "ready",
+        "unacked",
+        "retrying",
+        "backlog",
+        "dead",
+        "consumers",
+        "acks/s",
+        "in/s",
+        "oldest"
     );
     for group in &stats.groups {
         table.push_str(&format!(
-            "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+            "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
             group.group,
             group.ready,
             optional(group.unacked),
@@ -130,6 +169,7 @@ pub fn table(stats: &Stats) -> String {
             group.consumers,
             rate(group.ack_rate),
             rate(group.publish_rate),
+            age(group.oldest_waiting_seconds),
         ));
     }
     if let Some(reason) = &stats.management_unavailable {

@@ -9,6 +9,7 @@
 //! - [`dead_letter_store`]: the PostgreSQL dead-letter table.
 //! - [`broker_dead_letters`]: moving broker dead letters into the store.
 //! - [`health`]: readiness flags.
+//! - [`positions`]: how far the workers have got, for the oldest waiting age.
 
 pub mod attempts;
 pub mod batch;
@@ -17,6 +18,7 @@ pub mod consuming;
 pub mod dead_letter_store;
 pub mod health;
 pub mod incoming;
+pub mod positions;
 pub mod worker;
 
 use std::sync::Arc;

@@ -19,6 +19,7 @@ use super::batch::{BatchContext, BatchError, Outcome, process_batch};
 use super::consuming;
 use super::health::Health;
 use super::incoming::Incoming;
+use super::positions::Position;
 use shared::topology::GroupQueues;
 
 /// First and longest pause while the database fails a batch (and between
@@ -69,6 +70,7 @@ impl Worker {
         let mut connection = None;
         let mut draining = false;
         let mut finished_after_stop = 0_usize;
+        let mut position = Position::default();
         loop {
             let first = if draining {
                 // After cancel-ok the stream holds exactly what was sent, then ends.
@@ -123,9 +125,13 @@ impl Worker {
                 finished_after_stop += deliveries.len();
             }
             let taken = deliveries.len() as f64;
+            position.taken(&deliveries);
             crate::metrics::in_flight(self.context.group, taken);
             self.handle(deliveries, &mut connection, &shutdown).await;
             crate::metrics::in_flight(self.context.group, -taken);
+            position
+                .report(self.context.group, connection.as_deref_mut(), false)
+                .await;
             match ended {
                 None => {}
                 // Stopping: everything the broker sent has been finished.
@@ -146,6 +152,9 @@ impl Worker {
                 }
             }
         }
+        position
+            .report(self.context.group, connection.as_deref_mut(), true)
+            .await;
         let _ = channel.close(200, "worker stopping".into()).await;
         tracing::info!(worker = %self.context.worker, finished_after_stop, "worker stopped");
         Ok(())

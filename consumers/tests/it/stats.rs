@@ -296,3 +296,128 @@ fn the_keda_example_scales_on_the_backlog_the_workers_export() {
         )
     );
 }
+
+/// Publishes `events` with their AMQP send time set to `sent_at` (seconds),
+/// as if their publisher had sent them then.
+async fn publish_sent_at(stack: &Stack, events: &[(Event, i64)]) {
+    let publisher = stack.publisher().await;
+    for (event, sent_at) in events {
+        let mut message = shared::publish::OutgoingMessage::for_event(event);
+        message.properties = message.properties.with_timestamp(*sent_at as u64);
+        publisher.publish_message(message).await.unwrap();
+    }
+    publisher.close().await;
+}
+
+fn orders_oldest(stats: &Value) -> Option<f64> {
+    orders(stats)["oldest_waiting_seconds"].as_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oldest_waiting_age_comes_from_how_far_the_workers_got() {
+    let _watchdog = Watchdog::new(
+        "the_oldest_waiting_age_comes_from_how_far_the_workers_got",
+        TEST_LIMIT,
+    );
+    let stack = Stack::with_settings(settings_with(&[(
+        "SWITCHYARD_RETRY_MAX_DELAY_MS",
+        "600000",
+    )]))
+    .await;
+    let start = chrono::Utc::now().timestamp();
+    // Five events sent 600..596 s ago; nobody has taken anything yet.
+    let first: Vec<(Event, i64)> = (0..5)
+        .map(|index| (order_placed(Uuid::now_v7()), start - 600 + index))
+        .collect();
+    publish_sent_at(&stack, &first).await;
+    let before = stats_json(&stack, Some("off")).await;
+    assert_eq!(orders(&before)["ready"], 5, "{before}");
+    assert!(
+        orders(&before)["oldest_waiting_seconds"].is_null(),
+        "unknown before any worker reported: {before}"
+    );
+
+    // The orders workers take them and report how far they got (at the
+    // latest when they stop).
+    let mut run = consumers(
+        &stack,
+        &["run", "--group", "orders", "--http-address", "127.0.0.1:0"],
+    );
+    let mut worker = run.spawn().unwrap();
+    stack.wait_for("SELECT count(*) FROM orders", 5, 60).await;
+    let status = sigterm_and_wait(&mut worker, Duration::from_secs(30)).await;
+    assert!(status.is_some_and(|status| status.success()), "{status:?}");
+    assert_eq!(
+        stack
+            .number(
+                "SELECT extract(epoch FROM newest_taken_sent_at)::bigint FROM queue_positions WHERE consumer_group = 'orders'"
+            )
+            .await,
+        start - 596,
+        "the newest send time the workers took"
+    );
+
+    // Five more, sent 595..591 s ago, wait: the head is 595 s old, and the
+    // figure says at most one second more.
+    let second: Vec<(Event, i64)> = (0..5)
+        .map(|index| (order_placed(Uuid::now_v7()), start - 595 + index))
+        .collect();
+    publish_sent_at(&stack, &second).await;
+    let waiting = stats_json(&stack, Some("off")).await;
+    let now = chrono::Utc::now().timestamp();
+    let age = orders_oldest(&waiting).expect("an age") as i64;
+    let head_age = now - (start - 595);
+    assert_eq!(orders(&waiting)["ready"], 5, "{waiting}");
+    assert!(
+        (head_age - 1..=head_age + 2).contains(&age),
+        "oldest waiting {age} s; the head waited {head_age} s"
+    );
+    let groups = waiting["groups"].as_array().unwrap();
+    assert!(
+        groups
+            .iter()
+            .filter(|group| group["ready"] == 0)
+            .all(|group| group["oldest_waiting_seconds"] == 0.0),
+        "nothing ready, nothing waits: {waiting}"
+    );
+
+    // The same figure as a gauge, from a process running another group.
+    let address = free_address();
+    let mut sales = consumers(
+        &stack,
+        &[
+            "run",
+            "--group",
+            "sales",
+            "--http-address",
+            &address.to_string(),
+        ],
+    );
+    let mut sales = sales.spawn().unwrap();
+    let gauge = eventually(Duration::from_secs(60), || async {
+        let (_, body) = get(address, "/metrics").await?;
+        body.lines()
+            .find_map(|line| {
+                line.strip_prefix("switchyard_queue_oldest_waiting_seconds{group=\"orders\"} ")
+            })
+            .and_then(|value| value.parse::<f64>().ok())
+    })
+    .await;
+    let _ = sales.kill();
+    let _ = sales.wait();
+    let gauge = gauge.expect("the gauge is exported");
+    assert!(gauge >= (head_age - 1) as f64, "gauge {gauge}");
+
+    // Taken too: nothing waits.
+    let mut worker = run.spawn().unwrap();
+    stack.wait_for("SELECT count(*) FROM orders", 10, 60).await;
+    let drained = eventually(Duration::from_secs(30), || async {
+        let stats = stats_json(&stack, Some("off")).await;
+        (orders(&stats)["ready"] == 0).then_some(stats)
+    })
+    .await
+    .expect("drained");
+    assert_eq!(orders_oldest(&drained), Some(0.0), "{drained}");
+    let status = sigterm_and_wait(&mut worker, Duration::from_secs(30)).await;
+    assert!(status.is_some_and(|status| status.success()), "{status:?}");
+}

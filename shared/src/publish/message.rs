@@ -24,7 +24,8 @@ pub struct OutgoingMessage {
 
 impl OutgoingMessage {
     /// The message for `event`: persistent, `message_id` = event id, `type`,
-    /// `content_type`, `timestamp`, `app_id` = source, `correlation_id` and
+    /// `content_type`, `timestamp` = now (when it is sent to Switchyard's
+    /// queues; the event's own time is in the body), `app_id` = source, `correlation_id` and
     /// the `traceparent` header. Never panics: `app_id` and `correlation_id`
     /// are AMQP short strings (255 bytes), which `Event::decode` guarantees
     /// for decoded events; a longer value built in code is left out of the
@@ -42,7 +43,7 @@ impl OutgoingMessage {
             .with_message_id(event.id.to_string().into())
             .with_type(event.event_type().as_str().into())
             .with_content_type(CLOUDEVENTS_JSON.into())
-            .with_timestamp(u64::try_from(event.time.timestamp()).unwrap_or_default())
+            .with_timestamp(u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default())
             .with_headers(headers);
         if let Ok(source) = ShortString::try_new(event.source.as_str()) {
             properties = properties.with_app_id(source);

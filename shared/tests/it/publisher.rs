@@ -158,7 +158,9 @@ async fn published_messages_carry_the_contract_properties() {
     let mut event = sample_event(EventType::OrderPlaced);
     event.correlation_id = Some("flow-7".into());
     event.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+    event.time -= chrono::Duration::hours(1);
 
+    let sent_after = chrono::Utc::now().timestamp() as u64;
     publisher.publish(&event).await.unwrap();
 
     let connection = connect(&isolated.settings).await;
@@ -187,7 +189,12 @@ async fn published_messages_carry_the_contract_properties() {
         "flow-7"
     );
     assert_eq!(*properties.delivery_mode(), Some(2));
-    assert_eq!(*properties.timestamp(), Some(event.time.timestamp() as u64));
+    // When it was sent (the event's own time, an hour earlier here, is in the body).
+    let sent = properties.timestamp().expect("a timestamp");
+    assert!(
+        (sent_after..=chrono::Utc::now().timestamp() as u64).contains(&sent),
+        "timestamp {sent} is the time of sending"
+    );
     let headers = properties.headers().as_ref().unwrap();
     assert!(headers.inner().contains_key("traceparent"));
     let decoded = Event::decode(&message.delivery.data, 1 << 20).unwrap();
