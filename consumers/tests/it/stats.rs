@@ -44,6 +44,24 @@ async fn stats_json(stack: &Stack, management: Option<&str>) -> Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// `consumers run --group sales` serving `/metrics` on a free address.
+fn sales_workers_serving_metrics(stack: &Stack) -> (std::net::SocketAddr, std::process::Child) {
+    let address = free_address();
+    let child = consumers(
+        stack,
+        &[
+            "run",
+            "--group",
+            "sales",
+            "--http-address",
+            &address.to_string(),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    (address, child)
+}
+
 fn orders(stats: &Value) -> Value {
     stats["groups"]
         .as_array()
@@ -243,18 +261,7 @@ async fn stats_and_the_queue_gauges_match_the_brokers_counts() {
     );
 
     // `consumers run` exports the same figures as gauges (sampled).
-    let address = free_address();
-    let mut run = consumers(
-        &stack,
-        &[
-            "run",
-            "--group",
-            "sales",
-            "--http-address",
-            &address.to_string(),
-        ],
-    );
-    let mut worker = run.spawn().unwrap();
+    let (address, mut worker) = sales_workers_serving_metrics(&stack);
     let gauges = eventually(Duration::from_secs(60), || async {
         let (_, body) = get(address, "/metrics").await?;
         (body.contains("switchyard_queue_backlog{group=\"orders\"} 23")
@@ -382,18 +389,7 @@ async fn the_oldest_waiting_age_comes_from_how_far_the_workers_got() {
     );
 
     // The same figure as a gauge, from a process running another group.
-    let address = free_address();
-    let mut sales = consumers(
-        &stack,
-        &[
-            "run",
-            "--group",
-            "sales",
-            "--http-address",
-            &address.to_string(),
-        ],
-    );
-    let mut sales = sales.spawn().unwrap();
+    let (address, mut sales) = sales_workers_serving_metrics(&stack);
     let gauge = eventually(Duration::from_secs(60), || async {
         let (_, body) = get(address, "/metrics").await?;
         body.lines()
