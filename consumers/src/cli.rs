@@ -105,6 +105,53 @@ pub struct OperationsApiArgs {
         default_value = "127.0.0.1:9470"
     )]
     pub http_address: std::net::SocketAddr,
+    /// Longest wait for a request's headers, on a new connection or an
+    /// idle kept-alive one (the connection is closed after).
+    #[arg(
+        long,
+        env = "SWITCHYARD_OPERATIONS_HEADER_TIMEOUT_MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub header_timeout_ms: u64,
+    /// Most connections open at once (new ones wait in the listen backlog).
+    #[arg(
+        long,
+        env = "SWITCHYARD_OPERATIONS_MAX_CONNECTIONS",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections: u32,
+    /// Most connections open at once from one client address (more are
+    /// closed on arrival).
+    #[arg(
+        long,
+        env = "SWITCHYARD_OPERATIONS_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 32,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections_per_address: u32,
+    /// Failed token checks one client address may make per second, twice
+    /// as many at once; past that, every request from it is answered 429
+    /// until its allowance recovers (callers with a live token never fail).
+    #[arg(
+        long,
+        env = "SWITCHYARD_OPERATIONS_TOKEN_FAILURES_PER_ADDRESS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub token_failures_per_address: u32,
+}
+
+impl OperationsApiArgs {
+    /// The header deadline and connection limits these arguments describe.
+    pub fn limits(&self) -> shared::http_server::ConnectionLimits {
+        shared::http_server::ConnectionLimits {
+            header_timeout: std::time::Duration::from_millis(self.header_timeout_ms),
+            max_connections: self.max_connections as usize,
+            max_connections_per_address: self.max_connections_per_address as usize,
+        }
+    }
 }
 
 /// The subcommands of `operator-tokens`.

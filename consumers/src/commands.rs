@@ -74,8 +74,9 @@ async fn operations_api(args: OperationsApiArgs, settings: &Settings) -> anyhow:
         .await
         .with_context(|| format!("cannot listen on {} (--http-address)", args.http_address))?;
     tracing::info!(address = %listener.local_addr()?, "serving the operations API");
-    let state = crate::operations_api::ApiState::new(pool.clone(), settings.clone(), shutdown);
-    let served = crate::operations_api::serve(listener, state).await;
+    let state = crate::operations_api::ApiState::new(pool.clone(), settings.clone(), shutdown)
+        .with_token_failures_per_address(args.token_failures_per_address);
+    let served = crate::operations_api::serve(listener, state, args.limits()).await;
     pool.close().await;
     Ok(served?)
 }

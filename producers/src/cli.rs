@@ -155,7 +155,7 @@ impl ServeArgs {
             idempotency_window: Duration::from_secs(self.idempotency_window_secs),
             key_cache_ttl: Duration::from_millis(self.key_cache_ms),
             key_lookups_per_address: self.key_lookups_per_address,
-            connections: crate::gateway::server::ConnectionLimits {
+            connections: shared::http_server::ConnectionLimits {
                 header_timeout: Duration::from_millis(self.header_timeout_ms),
                 max_connections: self.max_connections as usize,
                 max_connections_per_address: self.max_connections_per_address as usize,

@@ -26,6 +26,7 @@ pub mod database;
 pub mod database_errors;
 pub mod events;
 pub mod groups;
+pub mod http_server;
 pub mod latency;
 pub mod load;
 pub mod metrics_recorder;

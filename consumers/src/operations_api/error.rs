@@ -69,6 +69,15 @@ impl ApiError {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", message)
     }
 
+    /// 429: this client address failed too many token checks.
+    pub fn rate_limited() -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many failed token checks from this address; try again later",
+        )
+    }
+
     /// 503: the database or broker is unreachable.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
@@ -92,6 +101,7 @@ impl ApiError {
             Self::not_found("no dead letter 1"),
             Self::new(StatusCode::CONFLICT, "conflict", "closed"),
             Self::busy("4 replays running"),
+            Self::rate_limited(),
             Self::unavailable("database"),
             Self::timeout(),
         ]

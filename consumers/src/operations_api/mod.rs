@@ -16,10 +16,11 @@ pub mod error;
 pub mod tokens;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, header};
 use axum::response::IntoResponse;
@@ -27,6 +28,7 @@ use axum::routing::{MethodRouter, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use shared::http_server::{ConnectionLimits, ServerOptions, serve_http};
 use shared::settings::Settings;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -34,7 +36,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use self::error::ApiError;
-use self::tokens::{OperatorToken, Role};
+use self::tokens::{FailedChecks, OperatorToken, Role};
 use crate::dead_letters::replay::{ReplayOptions, ReplayProgress};
 use crate::dead_letters::{Actor, Filter, manage, operations, query, repair, replay};
 
@@ -92,7 +94,12 @@ pub struct ApiState {
     settings: Settings,
     replays: Arc<Mutex<HashMap<i64, RunningReplay>>>,
     shutdown: CancellationToken,
+    failed_checks: Arc<FailedChecks>,
 }
+
+/// Failed token checks one client address may make per second unless told
+/// otherwise (see [`FailedChecks`]).
+pub const TOKEN_FAILURES_PER_ADDRESS: u32 = 5;
 
 impl ApiState {
     /// State over `pool`; replays stop when `shutdown` is cancelled.
@@ -102,7 +109,16 @@ impl ApiState {
             settings,
             replays: Arc::default(),
             shutdown,
+            failed_checks: Arc::new(FailedChecks::new(TOKEN_FAILURES_PER_ADDRESS)),
         }
+    }
+
+    /// Lets each client address fail at most `per_second` token checks per
+    /// second, twice as many at once (see [`FailedChecks`]).
+    #[must_use]
+    pub fn with_token_failures_per_address(mut self, per_second: u32) -> Self {
+        self.failed_checks = Arc::new(FailedChecks::new(per_second));
+        self
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<i64, RunningReplay>> {
@@ -139,9 +155,21 @@ impl FromRequestParts<ApiState> for Caller {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or_else(ApiError::unauthenticated)?;
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(client)| client.ip());
+        if client.is_some_and(|client| state.failed_checks.blocked(client)) {
+            return Err(ApiError::rate_limited());
+        }
         match tokens::authenticate(&state.pool, presented).await? {
             Some(token) => Ok(Caller(token)),
-            None => Err(ApiError::unauthenticated()),
+            None => {
+                if let Some(client) = client {
+                    state.failed_checks.failed(client);
+                }
+                Err(ApiError::unauthenticated())
+            }
         }
     }
 }
@@ -227,14 +255,33 @@ async fn bounded_in_time(
     }
 }
 
-/// Serves on `listener` until `shutdown`; running replays are cancelled
-/// (each stops after the batch in flight is confirmed and marked).
-pub async fn serve(listener: TcpListener, state: ApiState) -> std::io::Result<()> {
+/// Serves on `listener` until `shutdown` with `limits` on connections and
+/// header time (the same server as the producers' gateway); running
+/// replays are cancelled (each stops after the batch in flight is
+/// confirmed and marked).
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    limits: ConnectionLimits,
+) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
     let replays = Arc::clone(&state.replays);
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+    let failed_checks = Arc::clone(&state.failed_checks);
+    let forget = tokio::spawn(async move {
+        let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every_minute.tick().await;
+            failed_checks.forget_recovered();
+        }
+    });
+    let options = ServerOptions {
+        limits,
+        panic_message: "the operations API failed on this request; check the operation history for what it did",
+        // Logged by the server; this process exports no metrics.
+        on_refused: || {},
+    };
+    let served = serve_http(listener, router(state), options, shutdown).await;
+    forget.abort();
     let mut waiting: Vec<watch::Receiver<ReplayProgress>> = replays
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -1,7 +1,15 @@
 //! Operators' tokens: `syop_<token id>_<secret>`, hashed like producers'
 //! API keys (see [`shared::secret_tokens`]), each with a role.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::Instant;
+
 use chrono::{DateTime, Utc};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -143,4 +151,61 @@ pub async fn authenticate(
         (shared::secret_tokens::matches(&secret, &hash) && token.revoked_at.is_none())
             .then_some(token)
     }))
+}
+
+/// Failed token checks per client address: each address may fail only so
+/// often (a token guessed, or a flood of well-formed random tokens, each
+/// costing a query); past its allowance every request from it is answered
+/// 429 without a query until the allowance recovers. Callers with a live
+/// token never fail, so they are never slowed.
+pub struct FailedChecks {
+    allowance: DefaultKeyedRateLimiter<IpAddr>,
+    blocked_until: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl FailedChecks {
+    /// `per_second` failures per address, twice as many at once.
+    pub fn new(per_second: u32) -> Self {
+        let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = rate.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
+        Self {
+            allowance: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            blocked_until: Mutex::default(),
+        }
+    }
+
+    /// Whether `address` has used up its allowance.
+    pub fn blocked(&self, address: IpAddr) -> bool {
+        let mut blocked = self.lock();
+        match blocked.get(&address) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                blocked.remove(&address);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Counts a failed check from `address`.
+    pub fn failed(&self, address: IpAddr) {
+        if let Err(not_until) = self.allowance.check_key(&address) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            self.lock().insert(address, Instant::now() + wait);
+        }
+    }
+
+    /// Forgets addresses whose allowance has recovered.
+    pub fn forget_recovered(&self) {
+        self.allowance.retain_recent();
+        self.allowance.shrink_to_fit();
+        let now = Instant::now();
+        self.lock().retain(|_, until| *until > now);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Instant>> {
+        self.blocked_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }

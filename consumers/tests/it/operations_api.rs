@@ -3,14 +3,14 @@
 //! and cancellation, and the OpenAPI document against the routes.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::Child;
 use std::time::Duration;
 
 use consumers::operations_api::{OPENAPI_DOCUMENT, ROUTES};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use shared::testing::eventually;
+use shared::testing::{client_from, closed_by_server, connect_from, eventually};
 
 use crate::dead_letters::{SHIPPED_CANCELLED, UNKNOWN_PAYMENTS, prepared};
 use crate::http::free_address;
@@ -18,6 +18,7 @@ use crate::support::{Stack, consumers_binary, output_of};
 
 struct Api {
     child: Child,
+    address: SocketAddr,
     base: String,
     client: reqwest::Client,
 }
@@ -46,13 +47,21 @@ async fn token(stack: &Stack, name: &str, role: &str) -> String {
 
 impl Api {
     async fn start(stack: &Stack) -> Self {
+        Self::start_with(stack, &[], &[]).await
+    }
+
+    /// Started with `flags` and `environment`.
+    async fn start_with(stack: &Stack, flags: &[&str], environment: &[(&str, &str)]) -> Self {
         let address: SocketAddr = free_address();
         let child = consumers_binary(stack)
             .args(["operations-api", "--http-address", &address.to_string()])
+            .args(flags)
+            .envs(environment.iter().copied())
             .spawn()
             .unwrap();
         let api = Self {
             child,
+            address,
             base: format!("http://{address}"),
             client: reqwest::Client::new(),
         };
@@ -429,4 +438,110 @@ async fn the_served_document_is_the_checked_in_one_and_every_route_exists() {
         (status, body["error"].clone()),
         (StatusCode::NOT_FOUND, json!("not_found"))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_bounds_connections_header_time_and_token_checks() {
+    let stack = Stack::new().await;
+    let api = Api::start_with(
+        &stack,
+        &[
+            "--max-connections-per-address",
+            "2",
+            "--header-timeout-ms",
+            "1000",
+            "--token-failures-per-address",
+            "1",
+        ],
+        &[("SWITCHYARD_OPERATIONS_MAX_CONNECTIONS", "4")],
+    )
+    .await;
+    let healthz = format!("{}/healthz", api.base);
+
+    // Two silent connections from one address; a third is closed at once.
+    let slow = IpAddr::from([127, 0, 0, 3]);
+    let mut silent = vec![
+        connect_from(slow, api.address).await,
+        connect_from(slow, api.address).await,
+    ];
+    let mut third = connect_from(slow, api.address).await;
+    assert!(closed_by_server(&mut third, Duration::from_secs(10)).await);
+    // Two more from elsewhere fill the server (4); a fifth client is served
+    // only once the header deadline has closed one of them.
+    silent.push(connect_from(IpAddr::from([127, 0, 0, 4]), api.address).await);
+    silent.push(connect_from(IpAddr::from([127, 0, 0, 5]), api.address).await);
+    let served = client_from(IpAddr::from([127, 0, 0, 6]))
+        .get(&healthz)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+    let mut closed_before = 0;
+    for stream in &mut silent {
+        if closed_by_server(stream, Duration::from_millis(1)).await {
+            closed_before += 1;
+        }
+    }
+    assert!(
+        closed_before >= 1,
+        "served while every connection slot was held"
+    );
+    let mut closed = 0;
+    for stream in &mut silent {
+        if closed_by_server(stream, Duration::from_secs(10)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(
+        closed, 4,
+        "every silent connection is cut off at the deadline"
+    );
+
+    // One failed check per second (burst 2) from one address: a flood of
+    // well-formed random tokens is soon answered 429 without a query, even
+    // with a live token, until the allowance recovers.
+    let viewer = token(&stack, "limits-viewer", "viewer").await;
+    let whoami = |client: &reqwest::Client, token: String| {
+        client
+            .get(format!("{}/api/v1/whoami", api.base))
+            .bearer_auth(token)
+            .send()
+    };
+    let client = client_from(IpAddr::from([127, 0, 0, 7]));
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        let random = format!("syop_{}_{}", uuid::Uuid::now_v7().simple(), "ab".repeat(32));
+        let response = whoami(&client, random).await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        answers.push((
+            status,
+            body["error"].as_str().unwrap_or_default().to_owned(),
+        ));
+    }
+    assert_eq!(
+        answers[0],
+        (StatusCode::UNAUTHORIZED, "unauthenticated".to_owned())
+    );
+    assert_eq!(
+        answers[5],
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited".to_owned()),
+        "{answers:?}"
+    );
+    let blocked = whoami(&client, viewer.clone()).await.unwrap();
+    assert_eq!(blocked.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Another address keeps its own allowance, and a live token used many
+    // times never uses it up.
+    let other = client_from(IpAddr::from([127, 0, 0, 8]));
+    for _ in 0..20 {
+        let response = whoami(&other, viewer.clone()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    // The blocked address is served again once its allowance recovers.
+    let recovered = eventually(Duration::from_secs(10), || async {
+        let response = whoami(&client, viewer.clone()).await.ok()?;
+        (response.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    assert!(recovered.is_some(), "the allowance recovers");
 }

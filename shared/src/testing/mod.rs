@@ -9,12 +9,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod broker;
+mod connections;
 mod database;
 mod openapi;
 mod proxy;
 mod watchdog;
 
 pub use broker::{IsolatedTopology, connect, eventually, isolated_settings};
+pub use connections::{client_from, closed_by_server, connect_from};
 pub use database::{TestDatabase, database_url};
 pub use openapi::{documented_routes, unserved_routes};
 pub use proxy::TcpProxy;

@@ -7,9 +7,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use shared::testing::{IsolatedTopology, TestDatabase, database_url, eventually};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use shared::testing::{
+    IsolatedTopology, TestDatabase, client_from, closed_by_server, connect_from, database_url,
+    eventually,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 /// `producers serve` on a free port; killed on drop.
 struct ServeProcess {
@@ -45,7 +48,7 @@ impl ServeProcess {
             database,
         };
         let up = eventually(Duration::from_secs(60), || async {
-            let response = from(IpAddr::from([127, 0, 0, 1]))
+            let response = client_from(IpAddr::from([127, 0, 0, 1]))
                 .get(process.url("/healthz"))
                 .send()
                 .await
@@ -63,9 +66,7 @@ impl ServeProcess {
 
     /// A TCP connection to the gateway from `local` (any 127.x address).
     async fn connect_from(&self, local: IpAddr) -> TcpStream {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.bind(SocketAddr::new(local, 0)).unwrap();
-        socket.connect(self.address).await.unwrap()
+        connect_from(local, self.address).await
     }
 }
 
@@ -73,32 +74,6 @@ impl Drop for ServeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// An HTTP client whose connections come from `local`.
-fn from(local: IpAddr) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(local)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-/// Whether the server has closed `stream` (EOF or reset), waiting at most `patience`.
-async fn closed_by_server(
-    stream: &mut (impl tokio::io::AsyncRead + Unpin),
-    patience: Duration,
-) -> bool {
-    let mut buffer = [0u8; 1024];
-    let deadline = tokio::time::Instant::now() + patience;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
-            Err(_) => return false,
-            Ok(Ok(0) | Err(_)) => return true,
-            // A 408 or similar before the close: keep reading to the end.
-            Ok(Ok(_)) => continue,
-        }
     }
 }
 
@@ -126,7 +101,7 @@ async fn slow_header_clients_are_cut_off_while_others_are_served() {
     assert!(closed_by_server(&mut ninth, Duration::from_secs(10)).await);
 
     // Meanwhile another client is served.
-    let served = from(IpAddr::from([127, 0, 0, 2]))
+    let served = client_from(IpAddr::from([127, 0, 0, 2]))
         .get(gateway.url("/healthz"))
         .send()
         .await
@@ -187,7 +162,7 @@ async fn the_limits_set_by_flags_hold_in_the_running_binary() {
             .unwrap()
             .1
     };
-    let client = from(IpAddr::from([127, 0, 0, 1]));
+    let client = client_from(IpAddr::from([127, 0, 0, 1]));
     let post = |body: Vec<u8>, content_type: &'static str| {
         client
             .post(gateway.url("/events"))
@@ -237,7 +212,7 @@ async fn the_limits_set_by_flags_hold_in_the_running_binary() {
     for last in 3..7u8 {
         silent.push(gateway.connect_from(IpAddr::from([127, 0, 0, last])).await);
     }
-    let served = from(IpAddr::from([127, 0, 0, 9]))
+    let served = client_from(IpAddr::from([127, 0, 0, 9]))
         .get(gateway.url("/healthz"))
         .send()
         .await

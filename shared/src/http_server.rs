@@ -1,5 +1,6 @@
-//! The gateway's HTTP/1.1 server: hyper under the axum router, with what
-//! `axum::serve` does not give — a deadline for each request's headers
+//! The HTTP/1.1 server of every Switchyard endpoint open to clients (the
+//! producers' gateway, the operations API): hyper under the axum router,
+//! with what `axum::serve` does not give — a deadline for each request's headers
 //! (which also closes kept-alive connections left idle), a limit on open
 //! connections in all and per client address, the client's address for
 //! the handlers, a JSON 500 instead of a dropped connection if a handler
@@ -27,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 /// Limits on connections and how long a client may take to send headers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// Longest wait for a request's headers, from the first byte awaited —
     /// on a new connection or on a kept-alive idle one — to the last.
@@ -40,14 +41,28 @@ pub struct ConnectionLimits {
     pub max_connections_per_address: usize,
 }
 
+/// What a server says and counts beside its limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerOptions {
+    /// Connection limits and the header deadline.
+    pub limits: ConnectionLimits,
+    /// The `message` of the JSON 500 answered when a handler panics (what
+    /// the client may conclude about its request).
+    pub panic_message: &'static str,
+    /// Called for each connection closed on arrival (per-address limit),
+    /// to count it.
+    pub on_refused: fn(),
+}
+
 /// Serves `app` on `listener` until `shutdown`, then stops accepting and
 /// waits for the requests in flight (idle connections are closed at once).
 pub async fn serve_http(
     listener: TcpListener,
     app: Router,
-    limits: ConnectionLimits,
+    options: ServerOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let limits = options.limits;
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let per_address = PerAddress::new(limits.max_connections_per_address.max(1));
     let graceful = GracefulShutdown::new();
@@ -74,11 +89,12 @@ pub async fn serve_http(
         };
         let Some(address_slot) = per_address.enter(peer.ip()) else {
             tracing::info!(client = %peer.ip(), "too many connections from one address; closed");
-            super::metrics::connection_refused();
+            (options.on_refused)();
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper::service::service_fn(with_client(app.clone(), peer));
+        let service =
+            hyper::service::service_fn(with_client(app.clone(), peer, options.panic_message));
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             // Errors here are the client's (reset, header timeout): nothing to answer.
@@ -98,6 +114,7 @@ pub async fn serve_http(
 fn with_client(
     app: Router,
     peer: SocketAddr,
+    panic_message: &'static str,
 ) -> impl Fn(
     Request<Incoming>,
 ) -> futures_util::future::BoxFuture<'static, Result<Response<Body>, Infallible>>
@@ -114,7 +131,7 @@ fn with_client(
                 Ok(Err(never)) => match never {},
                 Err(_panic) => {
                     tracing::error!(client = %peer, "a request handler panicked");
-                    internal_error()
+                    internal_error(panic_message)
                 }
             };
             Ok(response)
@@ -125,10 +142,10 @@ fn with_client(
 
 /// The answer to a request whose handler panicked (a bug): JSON, not a
 /// dropped connection.
-fn internal_error() -> Response<Body> {
+fn internal_error(message: &'static str) -> Response<Body> {
     let body = serde_json::json!({
         "error": "internal",
-        "message": "the gateway failed on this request; nothing was published unless it answered 202",
+        "message": message,
     });
     (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
 }
