@@ -345,6 +345,8 @@ async fn replay_batches(
         interval
     });
     let mut after = 0;
+    // The breaker's window: the ids most recently marked replayed.
+    let mut recent = std::collections::VecDeque::new();
     loop {
         if cancel.is_cancelled() {
             return Ok((
@@ -403,20 +405,23 @@ async fn replay_batches(
                 }
             }
         }
-        sqlx::query(
+        let marked: Vec<i64> = sqlx::query_scalar(
             "UPDATE dead_letters SET status = 'replayed', status_changed_at = now(), operation_id = $2 \
-             WHERE id = ANY($1) AND status = 'open'",
+             WHERE id = ANY($1) AND status = 'open' RETURNING id",
         )
         .bind(&confirmed)
         .bind(state.operation_id)
-        .execute(&mut *transaction)
+        .fetch_all(&mut *transaction)
         .await?;
         state.replayed += confirmed.len() as i64;
         operations::update(&mut transaction, state.operation_id, state.counts(), None).await?;
         transaction.commit().await?;
         drop(connection);
-        let (window, failed) =
-            breaker_window(pool, state.operation_id, options.breaker.window).await?;
+        recent.extend(marked);
+        let excess = recent.len().saturating_sub(options.breaker.window as usize);
+        recent.drain(..excess);
+        let window = recent.len() as i64;
+        let failed = failed_among(pool, recent.make_contiguous()).await?;
         state.failed_again = failed_again(pool, state.operation_id).await?;
         progress.send_replace(state.clone());
         if let Some(error) = broker_error {
@@ -442,30 +447,27 @@ async fn replay_batches(
     }
 }
 
-/// How many of the `window` most recently replayed dead letters of this
-/// replay there are, and how many of them failed again.
-async fn breaker_window(
-    pool: &PgPool,
-    operation_id: i64,
-    window: u32,
-) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE EXISTS \
-           (SELECT 1 FROM dead_letters n WHERE n.previous_id = r.id)) \
-         FROM (SELECT id FROM dead_letters WHERE operation_id = $1 AND status = 'replayed' \
-               ORDER BY id DESC LIMIT $2) r",
+/// How many of the dead letters `ids` failed again after their replay
+/// (a new dead letter names each as its previous one).
+async fn failed_among(pool: &PgPool, ids: &[i64]) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(DISTINCT previous_id) FROM dead_letters WHERE previous_id = ANY($1)",
     )
-    .bind(operation_id)
-    .bind(i64::from(window))
+    .bind(ids)
     .fetch_one(pool)
     .await
 }
 
-/// Dead letters of events this replay republished that failed again.
+/// Dead letters of events this replay republished that failed again:
+/// found from the new dead letters (linked ones recorded since the replay
+/// started, few), not from the replayed ones (the whole set, which would
+/// make each batch slower than the last).
 async fn failed_again(pool: &PgPool, operation_id: i64) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT count(*) FROM dead_letters n JOIN dead_letters r ON n.previous_id = r.id \
-         WHERE r.operation_id = $1",
+        "SELECT count(*) FROM dead_letters n \
+         WHERE n.previous_id IS NOT NULL \
+           AND n.recorded_at >= (SELECT started_at FROM dead_letter_operations WHERE id = $1) \
+           AND EXISTS (SELECT 1 FROM dead_letters r WHERE r.id = n.previous_id AND r.operation_id = $1)",
     )
     .bind(operation_id)
     .fetch_one(pool)
