@@ -181,6 +181,7 @@ pub async fn export(
     out: &mut dyn Write,
 ) -> Result<u64, OperationError> {
     filter.validate()?;
+    super::query::fresh_statistics(pool).await?;
     let mut after = 0_i64;
     let mut written = 0;
     while let Some((text, count, last)) = export_page(pool, filter, after).await? {

@@ -237,6 +237,7 @@ pub async fn dry_run(
     each: &mut (dyn FnMut(Candidate) + Send),
 ) -> Result<ReplayProgress, OperationError> {
     options.validate()?;
+    super::query::fresh_statistics(pool).await?;
     let topology = Topology::new(settings);
     let mut progress = ReplayProgress {
         matched: super::query::count(pool, &options.filter).await?,
@@ -286,6 +287,7 @@ pub async fn replay(
 ) -> Result<ReplayProgress, OperationError> {
     options.validate()?;
     let filter_json = serde_json::to_value(options).unwrap_or_default();
+    super::query::fresh_statistics(pool).await?;
     let mut connection = pool.acquire().await?;
     let operation_id =
         operations::start(&mut connection, Action::Replay, actor, &filter_json).await?;

@@ -876,3 +876,90 @@ async fn resolve_purge_expire_and_history_counts_are_exact() {
     let table = cli(&stack, &["history"]).await;
     assert!(String::from_utf8_lossy(&table.stdout).contains("purge"));
 }
+
+/// Dead letters just written in bulk (an outage), before autovacuum saw
+/// them: the first command that reads them in order (here `export`)
+/// brings the planner's statistics up to date, or each page of a large
+/// replay would read and sort every remaining row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_fresh_set_of_dead_letters_is_analyzed_before_it_is_read_in_order() {
+    const ROWS: i64 = 3000;
+    let _watchdog = Watchdog::new(
+        "a_large_fresh_set_of_dead_letters_is_analyzed_before_it_is_read_in_order",
+        TEST_LIMIT,
+    );
+    let stack = Stack::new().await;
+    let pool = &stack.database.pool;
+    // Only the command may analyze the table in this database.
+    sqlx::query("ALTER TABLE dead_letters SET (autovacuum_enabled = false)")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO dead_letters (consumer_group, event_id, event_type, routing_key, body, reason, \
+                                   error_kind, attempts, first_failed_at, last_failed_at) \
+         SELECT 'inventory', gen_random_uuid(), 'inventory.restocked', 'inventory.restocked', \
+                convert_to('{}', 'UTF8'), 'handler: the warehouse was unreachable', 'handler', 1, now(), now() \
+         FROM generate_series(1, $1)",
+    )
+    .bind(ROWS)
+    .execute(pool)
+    .await
+    .unwrap();
+    let seen = eventually(Duration::from_secs(60), || async {
+        let changed: i64 = sqlx::query_scalar(
+            "SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relid = 'dead_letters'::regclass",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        (changed >= ROWS).then_some(())
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "the inserts reached the table's statistics counters"
+    );
+    let never: bool = sqlx::query_scalar(
+        "SELECT last_analyze IS NULL FROM pg_stat_user_tables WHERE relid = 'dead_letters'::regclass",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(never, "nothing analyzed the table before the command");
+
+    let directory = std::env::temp_dir().join(format!("switchyard-{}", stack.settings.namespace));
+    std::fs::create_dir_all(&directory).unwrap();
+    let export = directory.join("all.ndjson");
+    let output = cli(
+        &stack,
+        &[
+            "export",
+            "--group",
+            "inventory",
+            "--output",
+            export.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines = std::fs::read_to_string(&export).unwrap().lines().count();
+    assert_eq!(lines as i64, ROWS, "every dead letter exported once");
+    let analyzed: bool = sqlx::query_scalar(
+        "SELECT last_analyze IS NOT NULL AND n_mod_since_analyze < $1 \
+         FROM pg_stat_user_tables WHERE relid = 'dead_letters'::regclass",
+    )
+    .bind(ROWS)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(
+        analyzed,
+        "the export refreshed the table's statistics first"
+    );
+    std::fs::remove_dir_all(&directory).unwrap();
+}
