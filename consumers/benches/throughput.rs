@@ -209,7 +209,7 @@ async fn hand_written_with_database(events: &[Event]) -> Measured {
                     .map(|delivery| Event::decode(&delivery.data, 1 << 20).unwrap())
                     .collect();
                 let run: Vec<&Event> = decoded.iter().collect();
-                consumers::handlers::apply_orders_placed(group, &mut *database, &[], &run)
+                consumers::handlers::apply_batch(group, &mut database, &run)
                     .await
                     .unwrap()
                     .unwrap();

@@ -10,8 +10,8 @@ use crate::runtime::batch::BatchTiming;
 
 /// Events by group, type and outcome (`applied`, `duplicate`, `retried`, `dead_lettered`).
 pub const EVENTS_TOTAL: &str = "switchyard_events_total";
-/// Committed batches by group and path (`one_statement`, `transaction`,
-/// `event_by_event`: redone with a savepoint per event after a failure).
+/// Committed batches by group and path (`set_wise`: one call of the
+/// group's function; `event_by_event`: redone with a savepoint per event).
 pub const BATCHES_TOTAL: &str = "switchyard_batches_total";
 /// Deliveries per committed batch.
 pub const BATCH_SIZE: &str = shared::metrics_recorder::BATCH_SIZE;

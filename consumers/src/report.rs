@@ -8,7 +8,7 @@ use crate::runtime::batch::BatchPath;
 
 /// How this process's batches were applied, per group.
 pub fn print_batch_paths(metrics: &metrics_exporter_prometheus::PrometheusHandle) {
-    println!("batches this run (one statement / transaction / event by event):");
+    println!("batches this run (set-wise / event by event):");
     let counts = crate::metrics::batches_by_path(metrics);
     for group in ConsumerGroup::ALL {
         let count = |path: BatchPath| {
@@ -18,10 +18,9 @@ pub fn print_batch_paths(metrics: &metrics_exporter_prometheus::PrometheusHandle
                 .unwrap_or(0.0)
         };
         println!(
-            "  {:<21} {:.0} / {:.0} / {:.0}",
+            "  {:<21} {:.0} / {:.0}",
             group.as_str(),
-            count(BatchPath::OneStatement),
-            count(BatchPath::Transaction),
+            count(BatchPath::SetWise),
             count(BatchPath::EventByEvent)
         );
     }

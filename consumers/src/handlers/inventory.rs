@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use shared::events::catalog::*;
 use shared::events::{Event, EventPayload};
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use super::HandlerError;
 
@@ -67,10 +68,7 @@ async fn reprice(
     )
     .await?;
     if !known {
-        return Err(HandlerError::transient(
-            "product_unknown",
-            format!("product {} has not been listed yet", change.sku),
-        ));
+        return Err(product_unknown(&change.sku));
     }
     Ok(())
 }
@@ -122,19 +120,7 @@ async fn restock_sku(
 /// `insufficient_stock` (oversold).
 async fn reserve(connection: &mut PgConnection, order: &OrderPlaced) -> Result<(), HandlerError> {
     // One row per SKU, locked in SKU order so concurrent workers cannot deadlock.
-    let mut per_sku: BTreeMap<&str, i64> = BTreeMap::new();
-    for line in &order.lines {
-        let units = per_sku.entry(line.sku.as_str()).or_default();
-        *units = units.checked_add(line.quantity).ok_or_else(|| {
-            HandlerError::permanent(
-                "order_too_large",
-                format!(
-                    "order {}: units of {} do not fit 64 bits",
-                    order.order_id, line.sku
-                ),
-            )
-        })?;
-    }
+    let per_sku = units_per_sku(order)?;
     for (sku, quantity) in &per_sku {
         let reserved = sqlx::query(
             "UPDATE stock SET reserved = reserved + $2 WHERE sku = $1 AND on_hand - reserved >= $2",
@@ -145,13 +131,7 @@ async fn reserve(connection: &mut PgConnection, order: &OrderPlaced) -> Result<(
         .await?
         .rows_affected();
         if reserved == 0 {
-            return Err(HandlerError::transient(
-                "insufficient_stock",
-                format!(
-                    "not enough {sku} in stock to reserve {quantity} for order {}",
-                    order.order_id
-                ),
-            ));
+            return Err(insufficient_stock(sku, *quantity, order.order_id));
         }
         sqlx::query("INSERT INTO stock_reservations (order_id, sku, quantity) VALUES ($1, $2, $3)")
             .bind(order.order_id)
@@ -174,10 +154,7 @@ async fn release(
     .fetch_all(&mut *connection)
     .await?;
     if reservations.is_empty() {
-        return Err(HandlerError::transient(
-            "order_unknown",
-            format!("no reservation for order {} yet", cancellation.order_id),
-        ));
+        return Err(no_reservation(cancellation.order_id));
     }
     for (sku, quantity, released) in reservations {
         if released {
@@ -194,4 +171,49 @@ async fn release(
         .execute(connection)
         .await?;
     Ok(())
+}
+
+/// The units an order wants of each SKU, in SKU (byte) order; permanent
+/// `order_too_large` when a sum does not fit 64 bits.
+pub(super) fn units_per_sku(order: &OrderPlaced) -> Result<BTreeMap<&str, i64>, HandlerError> {
+    let mut per_sku: BTreeMap<&str, i64> = BTreeMap::new();
+    for line in &order.lines {
+        let units = per_sku.entry(line.sku.as_str()).or_default();
+        *units = units.checked_add(line.quantity).ok_or_else(|| {
+            HandlerError::permanent(
+                "order_too_large",
+                format!(
+                    "order {}: units of {} do not fit 64 bits",
+                    order.order_id, line.sku
+                ),
+            )
+        })?;
+    }
+    Ok(per_sku)
+}
+
+// The failures, shared with the set-wise path (`set_wise`).
+
+pub(super) fn product_unknown(sku: &str) -> HandlerError {
+    HandlerError::transient(
+        "product_unknown",
+        format!("product {sku} has not been listed yet"),
+    )
+}
+
+/// Too little stock is transient, not permanent: delivery order is not
+/// guaranteed, so a restock may still be on its way; when the attempt
+/// budget is spent the order is dead-lettered (oversold).
+pub(super) fn insufficient_stock(sku: &str, quantity: i64, order_id: Uuid) -> HandlerError {
+    HandlerError::transient(
+        "insufficient_stock",
+        format!("not enough {sku} in stock to reserve {quantity} for order {order_id}"),
+    )
+}
+
+pub(super) fn no_reservation(order_id: Uuid) -> HandlerError {
+    HandlerError::transient(
+        "order_unknown",
+        format!("no reservation for order {order_id} yet"),
+    )
 }

@@ -6,16 +6,16 @@
 //! transient until it has been applied, and updates that race (prices) are
 //! decided by event time.
 
-mod bulk;
 mod error;
 mod inventory;
 mod lock_keys;
 mod orders;
 mod sales;
+mod set_wise;
 
-pub use bulk::apply_orders_placed;
 pub use error::{Disposition, HandlerError, classify_database_error};
 pub use lock_keys::{advisory_lock_id, known_lock_keys, lock_keys};
+pub use set_wise::{Verdict, apply_batch};
 
 use shared::events::Event;
 use shared::groups::ConsumerGroup;

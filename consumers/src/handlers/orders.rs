@@ -46,9 +46,7 @@ async fn place(
     event: &Event,
     order: &OrderPlaced,
 ) -> Result<(), HandlerError> {
-    let total = order
-        .total_cents()
-        .ok_or_else(|| HandlerError::permanent("total_overflow", "order total overflows"))?;
+    let total = order.total_cents().ok_or_else(total_overflow)?;
     let inserted = sqlx::query(
         "INSERT INTO orders (order_id, customer_id, currency, total_cents, status, placed_at) \
          VALUES ($1, $2, $3, $4, 'placed', $5) ON CONFLICT (order_id) DO NOTHING",
@@ -62,13 +60,7 @@ async fn place(
     .await?
     .rows_affected();
     if inserted == 0 {
-        return Err(HandlerError::permanent(
-            "duplicate_order",
-            format!(
-                "order {} was already placed by another event",
-                order.order_id
-            ),
-        ));
+        return Err(duplicate_order(order.order_id));
     }
     insert_lines(connection, order).await
 }
@@ -114,12 +106,10 @@ async fn status_before(
     connection: &mut PgConnection,
     order_id: Uuid,
 ) -> Result<String, HandlerError> {
-    statement.fetch_optional(connection).await?.ok_or_else(|| {
-        HandlerError::transient(
-            "order_unknown",
-            format!("order {order_id} has not been placed yet"),
-        )
-    })
+    statement
+        .fetch_optional(connection)
+        .await?
+        .ok_or_else(|| order_unknown(order_id))
 }
 
 async fn capture(
@@ -198,17 +188,8 @@ async fn ship(
         .await?
         .as_str()
     {
-        "cancelled" => Err(HandlerError::permanent(
-            "ship_cancelled_order",
-            format!("order {} is cancelled and cannot ship", shipment.order_id),
-        )),
-        "placed" => Err(HandlerError::transient(
-            "order_unpaid",
-            format!(
-                "order {} is not paid yet; its payment may still arrive",
-                shipment.order_id
-            ),
-        )),
+        "cancelled" => Err(ship_cancelled_order(shipment.order_id)),
+        "placed" => Err(order_unpaid(shipment.order_id)),
         _ => Ok(()),
     }
 }
@@ -229,13 +210,49 @@ async fn cancel(
     .bind(cancellation.order_id)
     .bind(event.time);
     if status_before(statement, connection, cancellation.order_id).await? == "shipped" {
-        return Err(HandlerError::permanent(
-            "cancel_shipped_order",
-            format!(
-                "order {} has shipped and cannot be cancelled",
-                cancellation.order_id
-            ),
-        ));
+        return Err(cancel_shipped_order(cancellation.order_id));
     }
     Ok(())
+}
+
+// The failures, shared with the set-wise path (`set_wise`).
+
+pub(super) fn total_overflow() -> HandlerError {
+    HandlerError::permanent("total_overflow", "order total overflows")
+}
+
+pub(super) fn duplicate_order(order_id: Uuid) -> HandlerError {
+    HandlerError::permanent(
+        "duplicate_order",
+        format!("order {order_id} was already placed by another event"),
+    )
+}
+
+/// Also the `sales` group's: its order row comes from the same event.
+pub(super) fn order_unknown(order_id: Uuid) -> HandlerError {
+    HandlerError::transient(
+        "order_unknown",
+        format!("order {order_id} has not been placed yet"),
+    )
+}
+
+pub(super) fn ship_cancelled_order(order_id: Uuid) -> HandlerError {
+    HandlerError::permanent(
+        "ship_cancelled_order",
+        format!("order {order_id} is cancelled and cannot ship"),
+    )
+}
+
+pub(super) fn order_unpaid(order_id: Uuid) -> HandlerError {
+    HandlerError::transient(
+        "order_unpaid",
+        format!("order {order_id} is not paid yet; its payment may still arrive"),
+    )
+}
+
+pub(super) fn cancel_shipped_order(order_id: Uuid) -> HandlerError {
+    HandlerError::permanent(
+        "cancel_shipped_order",
+        format!("order {order_id} has shipped and cannot be cancelled"),
+    )
 }

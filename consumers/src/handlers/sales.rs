@@ -87,12 +87,7 @@ async fn locked_order(
             .bind(order_id)
             .fetch_optional(connection)
             .await?;
-    let (paid_on,) = row.ok_or_else(|| {
-        HandlerError::transient(
-            "order_unknown",
-            format!("order {order_id} has not been placed yet"),
-        )
-    })?;
+    let (paid_on,) = row.ok_or_else(|| super::orders::order_unknown(order_id))?;
     Ok(SalesOrder { paid_on })
 }
 

@@ -1,10 +1,8 @@
 //! One batch, one transaction: each event in its own savepoint, so a failing
 //! event is isolated from its neighbours, which still commit.
 
-use std::collections::HashSet;
-
 use chrono::Utc;
-use shared::events::{Event, EventPayload};
+use shared::events::Event;
 use shared::groups::ConsumerGroup;
 use shared::retry::RetryPolicy;
 use sqlx::{Connection, PgConnection};
@@ -12,7 +10,7 @@ use sqlx::{Connection, PgConnection};
 use super::attempts::{AttemptHistory, AttemptRecord};
 use super::dead_letter_store;
 use super::incoming::Incoming;
-use crate::handlers::{self, Disposition, HandlerError, classify_database_error};
+use crate::handlers::{self, Disposition, HandlerError, Verdict, classify_database_error};
 
 /// What happened to one event of a committed batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,11 +51,11 @@ impl From<sqlx::Error> for BatchError {
 /// How a committed batch was applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchPath {
-    /// All `order.placed`: one autocommit statement.
-    OneStatement,
-    /// One transaction, no savepoints (the optimistic path).
-    Transaction,
-    /// Redone with a savepoint per event, because something failed.
+    /// The whole batch in one call of the group's function (one round
+    /// trip); dead letters of its failures, if any, in one more transaction.
+    SetWise,
+    /// Redone with a savepoint per event: poison, or the set-wise call
+    /// raised (a constraint, bad data).
     EventByEvent,
 }
 
@@ -65,8 +63,7 @@ impl BatchPath {
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
-            BatchPath::OneStatement => "one_statement",
-            BatchPath::Transaction => "transaction",
+            BatchPath::SetWise => "set_wise",
             BatchPath::EventByEvent => "event_by_event",
         }
     }
@@ -77,20 +74,10 @@ impl BatchPath {
 pub struct BatchTiming {
     /// The path.
     pub path: BatchPath,
-    /// Applying (including the commit for [`BatchPath::OneStatement`]).
+    /// Applying (for [`BatchPath::SetWise`], including its commit).
     pub handling: std::time::Duration,
     /// The commit, when it was a step of its own.
     pub commit: Option<std::time::Duration>,
-}
-
-impl BatchTiming {
-    fn one_statement(handling: std::time::Duration) -> Self {
-        Self {
-            path: BatchPath::OneStatement,
-            handling,
-            commit: None,
-        }
-    }
 }
 
 /// Who processes, for which group, under which retry policy.
@@ -116,163 +103,104 @@ pub struct Applied {
     pub path: BatchPath,
 }
 
-/// Applies `batch` in one transaction and returns one outcome per message,
-/// in order, with the path taken. On `Err` nothing was committed and every
-/// message must be tried again.
+/// Applies `batch` and returns one outcome per message, in order, with the
+/// path taken. On `Err` nothing was committed that a redelivery would not
+/// find claimed, and every message must be tried again.
 ///
-/// Optimistic first: one set-based dedup insert, runs of `order.placed`
-/// applied set-wise, the other events without savepoints. When one event's
-/// handler fails, that transaction is rolled back and the batch is tried
-/// again without it (the failed event then only gets its retry or dead
-/// letter), up to [`MAX_EXCLUDED`] events. Beyond that, or when a set-wise
-/// run or poison fails, the batch is redone with one savepoint per event,
-/// which isolates and classifies every failure.
+/// Set-wise first: the whole batch in one call of the group's function,
+/// which applies what it can and reports the rest (duplicates, failures
+/// that wrote nothing); failures get their retry or dead letter. When the
+/// batch holds poison or the call raised, it is redone with one savepoint
+/// per event, which isolates and classifies every failure.
 pub async fn process_batch(
     connection: &mut PgConnection,
     context: &BatchContext,
     batch: &[Incoming],
 ) -> Result<Applied, BatchError> {
-    let mut excluded: Vec<(usize, HandlerError)> = Vec::new();
-    loop {
-        match process_batch_optimistically(connection, context, batch, &excluded).await? {
-            Attempt::Committed(applied) => return Ok(applied),
-            Attempt::EventFailed(index, error) if excluded.len() < MAX_EXCLUDED => {
-                excluded.push((index, error));
-            }
-            Attempt::EventFailed(..) | Attempt::NotSetWise => break,
-        }
+    if let Some(applied) = process_batch_set_wise(connection, context, batch).await? {
+        return Ok(applied);
     }
     process_batch_isolating_failures(connection, context, batch).await
 }
 
-/// Most failed events taken out of a batch before it is redone event by
-/// event instead (each exclusion costs one rolled-back attempt).
-pub const MAX_EXCLUDED: usize = 4;
-
-/// How an optimistic attempt ended. Unless committed, nothing was kept.
-enum Attempt {
-    Committed(Applied),
-    /// The handler of the event at this index failed.
-    EventFailed(usize, HandlerError),
-    /// Poison, or a set-wise run that cannot be pinned on one event.
-    NotSetWise,
-}
-
-/// The fast path, without the events of `excluded` (their failures are
-/// recorded as retries or dead letters in the same transaction).
-async fn process_batch_optimistically(
+/// Applies `batch` with a savepoint per event only, never set-wise: the
+/// reference the set-wise path is compared with (convergence tests), and
+/// the path [`process_batch`] falls back to.
+pub async fn process_batch_event_by_event(
     connection: &mut PgConnection,
     context: &BatchContext,
     batch: &[Incoming],
-    excluded: &[(usize, HandlerError)],
-) -> Result<Attempt, BatchError> {
+) -> Result<Applied, BatchError> {
+    process_batch_isolating_failures(connection, context, batch).await
+}
+
+/// The set-wise path; `None` sends the batch to the isolating path.
+async fn process_batch_set_wise(
+    connection: &mut PgConnection,
+    context: &BatchContext,
+    batch: &[Incoming],
+) -> Result<Option<Applied>, BatchError> {
     let events: Vec<&Event> = batch
         .iter()
         .filter_map(|incoming| incoming.event.as_ref().ok())
         .collect();
     if events.len() < batch.len() {
-        return Ok(Attempt::NotSetWise); // poison: the isolating path records it
+        return Ok(None); // poison: the isolating path records it
     }
-    let is_excluded = |index: usize| excluded.iter().any(|(excluded, _)| *excluded == index);
     let started = std::time::Instant::now();
-    if events
-        .iter()
-        .all(|event| matches!(event.payload, EventPayload::OrderPlaced(_)))
-    {
-        // One statement, its own transaction: lock, claim, apply, commit.
-        let lock_ids = known_lock_ids(context.group, &events);
-        let Some(mut claimed) =
-            apply_run(&mut *connection, context.group, &lock_ids, &events).await?
-        else {
-            return Ok(Attempt::NotSetWise);
-        };
-        let outcomes = events
-            .iter()
-            .map(|event| applied_or_duplicate(&mut claimed, event))
-            .collect::<Vec<_>>();
-        let timing = BatchTiming::one_statement(started.elapsed());
-        record_metrics(context.group, batch, &outcomes, timing);
-        return Ok(Attempt::Committed(Applied {
-            outcomes,
-            path: BatchPath::OneStatement,
-        }));
+    let verdicts = match handlers::apply_batch(context.group, &mut *connection, &events).await {
+        Ok(Some(verdicts)) => verdicts,
+        Ok(None) => return Ok(None),
+        Err(error) => {
+            outage(error)?;
+            return Ok(None); // contention: the isolating path takes its time
+        }
+    };
+    let handling = started.elapsed();
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut dead = Vec::new();
+    for (index, verdict) in verdicts.into_iter().enumerate() {
+        outcomes.push(match verdict {
+            Verdict::Applied => Outcome::Applied,
+            Verdict::Duplicate => Outcome::Duplicate,
+            Verdict::Failed(error) => match retry(context, &batch[index], events[index], &error) {
+                Some(retry) => retry,
+                None => {
+                    dead.push((index, error));
+                    Outcome::DeadLettered
+                }
+            },
+        });
     }
-    let mut transaction = connection.begin().await?;
-    lock_aggregates(&mut transaction, context.group, batch).await?;
-    // Claim every event but `order.placed`, which its run's step claims.
-    let mut others: Vec<(uuid::Uuid, &str)> = events
-        .iter()
-        .enumerate()
-        .filter(|(index, event)| {
-            !matches!(event.payload, EventPayload::OrderPlaced(_)) && !is_excluded(*index)
-        })
-        .map(|(_, event)| (event.id, event.event_type().as_str()))
-        .collect();
-    others.sort_unstable();
-    let (ids, types): (Vec<uuid::Uuid>, Vec<&str>) = others.into_iter().unzip();
-    let mut fresh: HashSet<uuid::Uuid> = sqlx::query_scalar(
-        "INSERT INTO processed_events (consumer_group, event_id, event_type) \
-         SELECT $1, * FROM UNNEST($2::uuid[], $3::text[]) ON CONFLICT DO NOTHING RETURNING event_id",
-    )
-    .bind(context.group.as_str())
-    .bind(&ids)
-    .bind(&types)
-    .fetch_all(&mut *transaction)
-    .await?
-    .into_iter()
-    .collect();
-    let mut outcomes = vec![Outcome::Duplicate; batch.len()];
-    // Consecutive `order.placed` events go in one set-based step; anything
-    // else is applied one by one, in order, after the run before it.
-    let mut run: Vec<usize> = Vec::new();
-    // One step past the last event, to flush a run that ends the batch.
-    for index in 0..=events.len() {
-        let event = events.get(index);
-        if let Some(event) = event
-            && matches!(event.payload, EventPayload::OrderPlaced(_))
-        {
-            run.push(index);
-            continue;
+    let mut commit = None;
+    if !dead.is_empty() {
+        let recording = std::time::Instant::now();
+        let mut transaction = connection.begin().await?;
+        for (index, error) in &dead {
+            outcomes[*index] = failed_outcome(
+                &mut transaction,
+                context,
+                &batch[*index],
+                events[*index],
+                error,
+            )
+            .await?;
         }
-        let flushed = flush_run(
-            &mut transaction,
-            context.group,
-            &events,
-            &mut run,
-            &mut outcomes,
-        )
-        .await?;
-        if !flushed {
-            return Ok(Attempt::NotSetWise);
-        }
-        let Some(event) = event else { break };
-        // `remove`: a second copy of an id within the batch is a duplicate too.
-        if is_excluded(index) || !fresh.remove(&event.id) {
-            continue;
-        }
-        match handlers::apply(context.group, &mut transaction, event).await {
-            Ok(()) => outcomes[index] = Outcome::Applied,
-            Err(error) => {
-                return match outage(error) {
-                    Ok(error) => Ok(Attempt::EventFailed(index, error)),
-                    Err(outage) => Err(outage),
-                };
-            }
-        }
+        transaction.commit().await?;
+        commit = Some(recording.elapsed());
     }
-    for (index, error) in excluded {
-        outcomes[*index] = failed_outcome(
-            &mut transaction,
-            context,
-            &batch[*index],
-            events[*index],
-            error,
-        )
-        .await?;
-    }
-    let path = BatchPath::Transaction;
-    commit_and_record(transaction, context.group, batch, &outcomes, started, path).await?;
-    Ok(Attempt::Committed(Applied { outcomes, path }))
+    let path = BatchPath::SetWise;
+    record_metrics(
+        context.group,
+        batch,
+        &outcomes,
+        BatchTiming {
+            path,
+            handling,
+            commit,
+        },
+    );
+    Ok(Some(Applied { outcomes, path }))
 }
 
 /// `Err` when `error` means the database is unreachable; the error otherwise.
@@ -287,24 +215,6 @@ fn outage(error: HandlerError) -> Result<HandlerError, BatchError> {
     }
 }
 
-/// `Applied` for the first copy of a claimed id, `Duplicate` otherwise.
-fn applied_or_duplicate(claimed: &mut HashSet<uuid::Uuid>, event: &Event) -> Outcome {
-    if claimed.remove(&event.id) {
-        Outcome::Applied
-    } else {
-        Outcome::Duplicate
-    }
-}
-
-/// The advisory-lock ids of events whose aggregates need no lookup, ascending.
-fn known_lock_ids(group: ConsumerGroup, events: &[&Event]) -> Vec<i64> {
-    let keys = events
-        .iter()
-        .filter_map(|event| handlers::known_lock_keys(group, event))
-        .flatten();
-    lock_ids(group, keys)
-}
-
 /// The advisory-lock ids of `keys`, ascending and distinct: the one order
 /// every batch takes its locks in.
 fn lock_ids(group: ConsumerGroup, keys: impl IntoIterator<Item = String>) -> Vec<i64> {
@@ -315,43 +225,6 @@ fn lock_ids(group: ConsumerGroup, keys: impl IntoIterator<Item = String>) -> Vec
     ids.sort_unstable();
     ids.dedup();
     ids
-}
-
-/// Claims and applies a run of `order.placed` events set-wise; `None` sends
-/// the batch to the isolating path.
-async fn apply_run<'c>(
-    executor: impl sqlx::PgExecutor<'c>,
-    group: ConsumerGroup,
-    lock_ids: &[i64],
-    events: &[&Event],
-) -> Result<Option<HashSet<uuid::Uuid>>, BatchError> {
-    match handlers::apply_orders_placed(group, executor, lock_ids, events).await {
-        Ok(claimed) => Ok(claimed),
-        Err(error) => outage(error).map(|_| None),
-    }
-}
-
-/// Applies the pending run (indices into `events`) and sets its outcomes;
-/// `false` sends the batch to the isolating path.
-async fn flush_run(
-    connection: &mut PgConnection,
-    group: ConsumerGroup,
-    events: &[&Event],
-    run: &mut Vec<usize>,
-    outcomes: &mut [Outcome],
-) -> Result<bool, BatchError> {
-    if run.is_empty() {
-        return Ok(true);
-    }
-    let members: Vec<&Event> = run.iter().map(|&index| events[index]).collect();
-    // The batch's locks are already held.
-    let Some(mut claimed) = apply_run(&mut *connection, group, &[], &members).await? else {
-        return Ok(false);
-    };
-    for index in run.drain(..) {
-        outcomes[index] = applied_or_duplicate(&mut claimed, events[index]);
-    }
-    Ok(true)
 }
 
 /// The isolating path: each event in its own savepoint.
@@ -467,18 +340,15 @@ async fn failed_outcome(
     event: &Event,
     error: &HandlerError,
 ) -> Result<Outcome, BatchError> {
-    let disposition = error.disposition();
+    if let Some(retry) = retry(context, incoming, event, error) {
+        return Ok(retry);
+    }
     let history = incoming
         .history
         .with(failure(context, error.kind(), error.to_string()));
     let attempt = incoming.history.current_attempt();
-    let span = tracing::info_span!("event", event_id = %event.id, event_type = %event.event_type(), group = %context.group);
-    let _entered = span.enter();
-    if disposition == Disposition::Retry && attempt < context.policy.max_attempts {
-        tracing::info!(attempt, %error, "event failed transiently; will retry");
-        return Ok(Outcome::Retry(history));
-    }
-    tracing::warn!(attempt, %error, "event dead-lettered");
+    tracing::warn!(event_id = %event.id, event_type = %event.event_type(), group = %context.group,
+        attempt, %error, "event dead-lettered");
     dead_letter_store::record(
         connection,
         context.group,
@@ -489,6 +359,26 @@ async fn failed_outcome(
     )
     .await?;
     Ok(Outcome::DeadLettered)
+}
+
+/// `Some(Retry)` when a failed event gets another attempt: a transient
+/// failure with attempts left.
+fn retry(
+    context: &BatchContext,
+    incoming: &Incoming,
+    event: &Event,
+    error: &HandlerError,
+) -> Option<Outcome> {
+    let attempt = incoming.history.current_attempt();
+    if error.disposition() != Disposition::Retry || attempt >= context.policy.max_attempts {
+        return None;
+    }
+    tracing::info!(event_id = %event.id, event_type = %event.event_type(), group = %context.group,
+        attempt, %error, "event failed transiently; will retry");
+    let history = incoming
+        .history
+        .with(failure(context, error.kind(), error.to_string()));
+    Some(Outcome::Retry(history))
 }
 
 /// Commits, then records the batch's metrics (apply time = until the commit).

@@ -1,7 +1,8 @@
-//! The batch paths, called directly on a real database: a batch made only
-//! of `order.placed` (one statement), a mixed batch (one transaction), and
-//! the fallback that redoes a batch event by event when a run cannot be
-//! applied set-wise. Exact outcomes and row counts.
+//! The batch paths, called directly on a real database: batches applied
+//! set-wise (one call of the group's function), with duplicates, failures
+//! it reports and events of one aggregate in delivery order, and the
+//! fallback that redoes a batch event by event for poison or when the
+//! call raises. Exact outcomes and row counts.
 
 use consumers::runtime::batch::{Applied, BatchContext, BatchPath, Outcome, process_batch};
 use consumers::runtime::incoming::Incoming;
@@ -69,7 +70,7 @@ async fn an_all_placed_batch_applies_each_event_once_in_every_group() {
             process(&database, group, &[&earlier]).await,
             Applied {
                 outcomes: vec![Outcome::Applied],
-                path: BatchPath::OneStatement
+                path: BatchPath::SetWise
             }
         );
         // An event applied before, a fresh one twice, another fresh one.
@@ -82,7 +83,7 @@ async fn an_all_placed_batch_applies_each_event_once_in_every_group() {
                     Outcome::Duplicate,
                     Outcome::Applied
                 ],
-                path: BatchPath::OneStatement
+                path: BatchPath::SetWise
             },
             "group {group}"
         );
@@ -127,12 +128,12 @@ async fn an_order_placed_twice_is_isolated_and_its_neighbours_commit() {
     )
     .await;
 
-    // The set-wise run failed, so the batch was redone event by event.
+    // Reported by the set-wise call, which wrote nothing for it.
     assert_eq!(
         applied,
         Applied {
             outcomes: vec![Outcome::Applied, Outcome::DeadLettered, Outcome::Applied],
-            path: BatchPath::EventByEvent
+            path: BatchPath::SetWise
         }
     );
     assert_eq!(count(&database, "SELECT count(*) FROM orders").await, 3);
@@ -207,7 +208,7 @@ async fn a_mixed_batch_applies_runs_and_single_events_in_order() {
     )
     .await;
 
-    assert_eq!(applied.path, BatchPath::Transaction, "nothing failed");
+    assert_eq!(applied.path, BatchPath::SetWise);
     let outcomes = applied.outcomes;
     assert_eq!(
         outcomes,
@@ -236,7 +237,7 @@ async fn a_mixed_batch_applies_runs_and_single_events_in_order() {
 }
 
 #[tokio::test]
-async fn failing_events_are_taken_out_and_their_neighbours_commit_in_one_transaction() {
+async fn failing_events_are_reported_and_their_neighbours_commit_in_one_call() {
     let database = TestDatabase::create().await;
     let (known, cancelled_order) = (Uuid::now_v7(), Uuid::now_v7());
     process(
@@ -264,8 +265,8 @@ async fn failing_events_are_taken_out_and_their_neighbours_commit_in_one_transac
 
     assert_eq!(
         applied.path,
-        BatchPath::Transaction,
-        "the failures were taken out; no savepoints"
+        BatchPath::SetWise,
+        "the failures were reported; no savepoints"
     );
     let outcomes = applied.outcomes;
 
@@ -299,30 +300,110 @@ async fn failing_events_are_taken_out_and_their_neighbours_commit_in_one_transac
 }
 
 #[tokio::test]
-async fn a_batch_with_more_failures_than_exclusions_is_redone_event_by_event() {
+async fn a_batch_whose_set_wise_call_raises_is_redone_event_by_event() {
     let database = TestDatabase::create().await;
-    let early: Vec<Event> = (0..=consumers::runtime::batch::MAX_EXCLUDED)
-        .map(|_| captured(Uuid::now_v7()))
-        .collect();
-    let good = order_placed(Uuid::now_v7());
-    let mut batch: Vec<&Event> = early.iter().collect();
-    batch.insert(2, &good);
+    stock(&database, "SKU-1", 100).await;
+    let order_id = Uuid::now_v7();
+    let original = order_placed(order_id);
+    process(&database, ConsumerGroup::Inventory, &[&original]).await;
+    // Another event placing the same order id: its reservation rows exist,
+    // so the set-wise insert raises a unique violation and undoes the call.
+    let impostor = order_placed(order_id);
+    let (before, after) = (order_placed(Uuid::now_v7()), order_placed(Uuid::now_v7()));
 
-    let applied = process(&database, ConsumerGroup::Orders, &batch).await;
+    let applied = process(
+        &database,
+        ConsumerGroup::Inventory,
+        &[&before, &impostor, &after],
+    )
+    .await;
 
-    assert_eq!(applied.path, BatchPath::EventByEvent);
-    let outcomes = applied.outcomes;
-    for (index, outcome) in outcomes.iter().enumerate() {
-        if index == 2 {
-            assert_eq!(*outcome, Outcome::Applied);
-        } else {
-            assert!(matches!(outcome, Outcome::Retry(_)), "{index}: {outcome:?}");
+    assert_eq!(
+        applied,
+        Applied {
+            outcomes: vec![Outcome::Applied, Outcome::DeadLettered, Outcome::Applied],
+            path: BatchPath::EventByEvent
         }
-    }
-    assert_eq!(count(&database, "SELECT count(*) FROM orders").await, 1);
+    );
+    assert_eq!(
+        count(&database, "SELECT reserved FROM stock WHERE sku = 'SKU-1'").await,
+        6,
+        "three orders of 2 units reserved, the impostor none"
+    );
+    let kind: String =
+        sqlx::query_scalar("SELECT error_kind FROM dead_letters WHERE event_id = $1")
+            .bind(impostor.id)
+            .fetch_one(&database.pool)
+            .await
+            .unwrap();
+    assert_eq!(kind, "database_constraint");
+}
+
+#[tokio::test]
+async fn events_of_one_aggregate_keep_their_order_within_a_set_wise_batch() {
+    let database = TestDatabase::create().await;
+    let (paid_then_shipped, cancelled_then_shipped) = (Uuid::now_v7(), Uuid::now_v7());
+    let (placed, payment, shipment) = (
+        order_placed(paid_then_shipped),
+        captured(paid_then_shipped),
+        shipped(paid_then_shipped),
+    );
+    let (other, cancellation, late_shipment) = (
+        order_placed(cancelled_then_shipped),
+        cancelled(cancelled_then_shipped),
+        shipped(cancelled_then_shipped),
+    );
+
+    // Interleaved, each order's events in their order: order, payment,
+    // shipment; order, cancellation, shipment (a broken rule).
+    let applied = process(
+        &database,
+        ConsumerGroup::Orders,
+        &[
+            &placed,
+            &other,
+            &payment,
+            &cancellation,
+            &shipment,
+            &late_shipment,
+        ],
+    )
+    .await;
+
+    assert_eq!(applied.path, BatchPath::SetWise);
+    assert_eq!(
+        applied.outcomes,
+        [
+            Outcome::Applied,
+            Outcome::Applied,
+            Outcome::Applied,
+            Outcome::Applied,
+            Outcome::Applied,
+            Outcome::DeadLettered
+        ]
+    );
+    let statuses: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT order_id, status FROM orders ORDER BY order_id")
+            .fetch_all(&database.pool)
+            .await
+            .unwrap();
+    let mut expected = vec![
+        (paid_then_shipped, "shipped".to_owned()),
+        (cancelled_then_shipped, "cancelled".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(statuses, expected);
+    let kind: String =
+        sqlx::query_scalar("SELECT error_kind FROM dead_letters WHERE event_id = $1")
+            .bind(late_shipment.id)
+            .fetch_one(&database.pool)
+            .await
+            .unwrap();
+    assert_eq!(kind, "ship_cancelled_order");
     assert_eq!(
         count(&database, "SELECT count(*) FROM processed_events").await,
-        1
+        5,
+        "the dead-lettered shipment is not claimed"
     );
 }
 

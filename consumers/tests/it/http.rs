@@ -140,7 +140,7 @@ async fn the_binary_serves_health_readiness_and_metrics_and_waits_for_its_databa
     for name in [
         "switchyard_events_total",
         "switchyard_batch_size",
-        r#"switchyard_batches_total{group="orders",path="one_statement"}"#,
+        r#"switchyard_batches_total{group="orders",path="set_wise"}"#,
         "switchyard_end_to_end_lag_seconds",
     ] {
         assert!(

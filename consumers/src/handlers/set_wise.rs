@@ -1,0 +1,310 @@
+//! Set-wise application of a whole batch, whatever its mix of event types:
+//! one call of the group's SQL function (migration `set_wise_batches`)
+//! locks the batch's aggregates, applies each type with one statement per
+//! level, claims what it applied in `processed_events` and, being its own
+//! statement, commits — one round trip per batch.
+//!
+//! Levels keep each aggregate's delivery order within the batch: an
+//! event's level is one more than that of the last earlier event sharing
+//! an aggregate with it, so a payment after its order in the same batch
+//! sees the order. The function checks the conditions the per-event
+//! handlers check and reports each event it did not apply (a duplicate, or
+//! a failure such as `order_unknown`), writing nothing for it. When it
+//! raises instead (a constraint, bad data) nothing was written and this
+//! returns `Ok(None)`: the runtime redoes the batch event by event, where
+//! each failure is isolated and classified.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::SecondsFormat;
+use serde_json::{Value, json};
+use shared::events::{Event, EventPayload};
+use shared::groups::ConsumerGroup;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Disposition, HandlerError, advisory_lock_id, classify_database_error};
+
+/// What became of one event of a batch applied set-wise.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Applied and claimed, committed.
+    Applied,
+    /// Processed before, or a later copy of an event in the same batch.
+    Duplicate,
+    /// Not applied (nothing written, not claimed): why.
+    Failed(HandlerError),
+}
+
+/// Applies `events` for `group` in one autocommit call; one verdict per
+/// event, in order. `Ok(None)`: nothing was written, redo the batch event
+/// by event. `Err`: the database failed (an outage, contention).
+pub async fn apply_batch(
+    group: ConsumerGroup,
+    connection: &mut PgConnection,
+    events: &[&Event],
+) -> Result<Option<Vec<Verdict>>, HandlerError> {
+    let mut verdicts: Vec<Option<Verdict>> = events.iter().map(|_| None).collect();
+    let reservations = if group == ConsumerGroup::Inventory {
+        reserved_skus(connection, events).await?
+    } else {
+        HashMap::new()
+    };
+    let mut levels = Levels::default();
+    let mut lock_ids = Vec::new();
+    let mut batch = Vec::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        let fields = match fields(group, event) {
+            Ok(fields) => fields,
+            Err(error) => {
+                verdicts[index] = Some(Verdict::Failed(error));
+                continue;
+            }
+        };
+        let keys = aggregate_keys(group, event, &reservations);
+        lock_ids.extend(keys.iter().map(|key| advisory_lock_id(group, key)));
+        let mut entry = json!({
+            "i": index,
+            "id": event.id,
+            "type": event.event_type().as_str(),
+            "lvl": levels.place(keys),
+            "t": event.time.to_rfc3339_opts(SecondsFormat::Micros, true),
+        });
+        if let (Value::Object(entry), Value::Object(fields)) = (&mut entry, fields) {
+            entry.extend(fields);
+        }
+        batch.push(entry);
+    }
+    lock_ids.sort_unstable();
+    lock_ids.dedup();
+    let function = match group {
+        ConsumerGroup::Orders => "SELECT * FROM switchyard_apply_orders($1, $2)",
+        ConsumerGroup::Inventory => "SELECT * FROM switchyard_apply_inventory($1, $2)",
+        ConsumerGroup::Sales => "SELECT * FROM switchyard_apply_sales($1, $2)",
+    };
+    let reported: Vec<(i32, String, Option<String>, Option<i64>)> = if batch.is_empty() {
+        Vec::new()
+    } else {
+        match sqlx::query_as(function)
+            .bind(&lock_ids)
+            .bind(sqlx::types::Json(&batch))
+            .fetch_all(&mut *connection)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(error) if classify_database_error(&error) == Disposition::DeadLetter => {
+                return Ok(None);
+            }
+            Err(error) => return Err(error.into()),
+        }
+    };
+    for (index, kind, sku, quantity) in reported {
+        let index = index as usize;
+        let verdict = match kind.as_str() {
+            "duplicate" => Verdict::Duplicate,
+            kind => Verdict::Failed(failure(group, kind, events[index], sku, quantity)),
+        };
+        verdicts[index] = Some(verdict);
+    }
+    Ok(Some(
+        verdicts
+            .into_iter()
+            .map(|verdict| verdict.unwrap_or(Verdict::Applied))
+            .collect(),
+    ))
+}
+
+/// The SKUs each cancelled order's reservation holds (`inventory` locks
+/// them and orders the cancellation after the batch's events on them).
+async fn reserved_skus(
+    connection: &mut PgConnection,
+    events: &[&Event],
+) -> Result<HashMap<Uuid, Vec<String>>, sqlx::Error> {
+    let cancelled: Vec<Uuid> = events
+        .iter()
+        .filter_map(|event| match &event.payload {
+            EventPayload::OrderCancelled(cancelled) => Some(cancelled.order_id),
+            _ => None,
+        })
+        .collect();
+    let mut skus: HashMap<Uuid, Vec<String>> = HashMap::new();
+    if cancelled.is_empty() {
+        return Ok(skus);
+    }
+    let rows: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT order_id, sku FROM stock_reservations WHERE order_id = ANY($1)")
+            .bind(&cancelled)
+            .fetch_all(connection)
+            .await?;
+    for (order_id, sku) in rows {
+        skus.entry(order_id).or_default().push(sku);
+    }
+    Ok(skus)
+}
+
+/// The aggregates `event` touches in `group`'s projection: what it locks
+/// and what orders it after earlier events of the batch.
+fn aggregate_keys(
+    group: ConsumerGroup,
+    event: &Event,
+    reservations: &HashMap<Uuid, Vec<String>>,
+) -> Vec<String> {
+    let order = |id: &Uuid| format!("order:{id}");
+    let sku = |sku: &str| format!("sku:{sku}");
+    match (group, &event.payload) {
+        (ConsumerGroup::Inventory, EventPayload::OrderPlaced(placed)) => placed
+            .lines
+            .iter()
+            .map(|line| sku(&line.sku))
+            .chain([order(&placed.order_id)])
+            .collect(),
+        (ConsumerGroup::Inventory, EventPayload::OrderCancelled(cancelled)) => reservations
+            .get(&cancelled.order_id)
+            .into_iter()
+            .flatten()
+            .map(|reserved| sku(reserved))
+            .chain([order(&cancelled.order_id)])
+            .collect(),
+        _ => super::known_lock_keys(group, event).unwrap_or_default(),
+    }
+}
+
+/// Each event's level: one more than the last earlier event sharing a key.
+#[derive(Default)]
+struct Levels {
+    last: HashMap<String, u32>,
+}
+
+impl Levels {
+    fn place(&mut self, keys: Vec<String>) -> u32 {
+        let level = keys
+            .iter()
+            .filter_map(|key| self.last.get(key).map(|level| level + 1))
+            .max()
+            .unwrap_or(0);
+        for key in keys {
+            self.last.insert(key, level);
+        }
+        level
+    }
+}
+
+/// The fields the group's function reads for `event` (none for a type the
+/// group does not handle: it is only claimed, as per event); `Err` for an
+/// event that can never apply (a sum that does not fit 64 bits), as its
+/// handler would refuse it.
+fn fields(group: ConsumerGroup, event: &Event) -> Result<Value, HandlerError> {
+    let fields = match (group, &event.payload) {
+        (ConsumerGroup::Orders, EventPayload::CustomerRegistered(customer)) => json!({
+            "customer_id": customer.customer_id, "email": customer.email, "name": customer.name,
+        }),
+        (ConsumerGroup::Orders, EventPayload::OrderPlaced(order)) => {
+            let total = order
+                .total_cents()
+                .ok_or_else(super::orders::total_overflow)?;
+            let lines: Vec<Value> = order
+                .lines
+                .iter()
+                .enumerate()
+                .map(|(number, line)| {
+                    json!({
+                        "n": number + 1, "sku": line.sku, "category": line.category,
+                        "quantity": line.quantity, "unit_price": line.unit_price_cents,
+                    })
+                })
+                .collect();
+            json!({
+                "order_id": order.order_id, "customer_id": order.customer_id,
+                "currency": order.currency, "total": total, "lines": lines,
+            })
+        }
+        (ConsumerGroup::Orders, EventPayload::PaymentCaptured(payment)) => json!({
+            "order_id": payment.order_id, "payment_id": payment.payment_id,
+            "amount": payment.amount_cents, "currency": payment.currency,
+        }),
+        (ConsumerGroup::Orders, EventPayload::PaymentFailed(payment)) => json!({
+            "order_id": payment.order_id, "payment_id": payment.payment_id,
+            "amount": payment.amount_cents, "currency": payment.currency, "reason": payment.reason,
+        }),
+        (ConsumerGroup::Orders, EventPayload::OrderShipped(shipment)) => json!({
+            "order_id": shipment.order_id, "shipment_id": shipment.shipment_id,
+            "carrier": shipment.carrier, "tracking_number": shipment.tracking_number,
+        }),
+        (
+            ConsumerGroup::Orders | ConsumerGroup::Inventory | ConsumerGroup::Sales,
+            EventPayload::OrderCancelled(cancellation),
+        ) => json!({ "order_id": cancellation.order_id }),
+        (ConsumerGroup::Inventory, EventPayload::ProductListed(product)) => json!({
+            "sku": product.sku, "name": product.name, "category": product.category,
+            "price": product.price_cents, "currency": product.currency,
+        }),
+        (ConsumerGroup::Inventory, EventPayload::ProductPriceChanged(change)) => json!({
+            "sku": change.sku, "price": change.new_price_cents, "currency": change.currency,
+        }),
+        (ConsumerGroup::Inventory, EventPayload::InventoryRestocked(restock)) => json!({
+            "sku": restock.sku, "quantity": restock.quantity,
+        }),
+        (ConsumerGroup::Inventory, EventPayload::OrderPlaced(order)) => {
+            let per_sku: BTreeMap<&str, i64> = super::inventory::units_per_sku(order)?;
+            let wanted: Vec<Value> = per_sku
+                .into_iter()
+                .map(|(sku, quantity)| json!({ "sku": sku, "quantity": quantity }))
+                .collect();
+            json!({ "order_id": order.order_id, "wanted": wanted })
+        }
+        (ConsumerGroup::Sales, EventPayload::OrderPlaced(order)) => {
+            let totals = super::sales::category_totals(order)
+                .ok_or_else(|| super::sales::too_large(order))?;
+            json!({ "order_id": order.order_id, "currency": order.currency, "categories": totals })
+        }
+        (ConsumerGroup::Sales, EventPayload::PaymentCaptured(payment)) => json!({
+            "order_id": payment.order_id, "day": event.time.date_naive(),
+        }),
+        _ => json!({}),
+    };
+    Ok(fields)
+}
+
+/// The handler error of a failure the function reported, as the per-event
+/// handler words it.
+fn failure(
+    group: ConsumerGroup,
+    kind: &str,
+    event: &Event,
+    sku: Option<String>,
+    quantity: Option<i64>,
+) -> HandlerError {
+    use super::{inventory, orders};
+    let order_id = match &event.payload {
+        EventPayload::OrderPlaced(e) => e.order_id,
+        EventPayload::PaymentCaptured(e) => e.order_id,
+        EventPayload::PaymentFailed(e) => e.order_id,
+        EventPayload::OrderShipped(e) => e.order_id,
+        EventPayload::OrderCancelled(e) => e.order_id,
+        _ => Uuid::nil(),
+    };
+    match (kind, &event.payload) {
+        ("duplicate_order", _) => orders::duplicate_order(order_id),
+        ("order_unknown", EventPayload::OrderCancelled(_)) if group == ConsumerGroup::Inventory => {
+            inventory::no_reservation(order_id)
+        }
+        ("order_unknown", _) => orders::order_unknown(order_id),
+        ("ship_cancelled_order", _) => orders::ship_cancelled_order(order_id),
+        ("order_unpaid", _) => orders::order_unpaid(order_id),
+        ("cancel_shipped_order", _) => orders::cancel_shipped_order(order_id),
+        ("product_unknown", EventPayload::ProductPriceChanged(change)) => {
+            inventory::product_unknown(&change.sku)
+        }
+        ("insufficient_stock", _) => inventory::insufficient_stock(
+            sku.as_deref().unwrap_or_default(),
+            quantity.unwrap_or_default(),
+            order_id,
+        ),
+        // The function reports only the kinds above; anything else is a
+        // mismatch between this build and the database's functions.
+        (other, _) => HandlerError::transient(
+            "set_wise_unknown_failure",
+            format!("the {group} batch function reported an unknown failure {other:?}"),
+        ),
+    }
+}
