@@ -59,11 +59,14 @@ for processes in $PROCESSES; do
     done
     # Ready and waiting-to-retry messages gone; then a graceful stop commits
     # and acks what the workers still hold, and the clock stops.
+    # The management API's figures lag a few seconds: first see the backlog
+    # (it could otherwise read 0 before the loaded messages are counted).
+    for _ in $(seq 150); do [ "$(queued)" != 0 ] && break; sleep 0.2; done
     while [ "$(queued)" != 0 ]; do sleep 0.2; done
     kill -TERM "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
     finished=$(date +%s.%N)
     left=$(queued)
-    [ "$left" = 0 ] || { echo "messages left after the stop: $left" >&2; exit 1; }
+    [ "$left" = 0 ] || { echo "messages left after the stop: $left" >&2; "$bin/consumers" stats >&2; exit 1; }
     seconds=$(calc "$finished - $started")
     per_group=$(psql -h 127.0.0.1 -U postgres -d "$database" -Atc \
       "SELECT string_agg(consumer_group || '=' || n, ' ' ORDER BY consumer_group)

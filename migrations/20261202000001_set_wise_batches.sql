@@ -35,6 +35,8 @@ CREATE FUNCTION switchyard_lock_and_select(consumer_group TEXT, lock_ids BIGINT[
 RETURNS INTEGER[]
 LANGUAGE plpgsql AS $$
 DECLARE
+    ids  UUID[];
+    seen UUID[];
     todo INTEGER[];
 BEGIN
     IF cardinality(lock_ids) > 0 THEN
@@ -42,13 +44,21 @@ BEGIN
         FROM UNNEST(lock_ids) WITH ORDINALITY AS t(id, n)
         ORDER BY n;
     END IF;
+    SELECT array_agg(DISTINCT e.id) INTO ids FROM jsonb_to_recordset(batch) AS e(id UUID);
+    -- One index probe per id, whatever the table's statistics say (stale
+    -- ones, while a backlog fills it, made this read every row of the group).
+    -- (A correlated probe on the whole key; a join was planned as a hash
+    -- join over every row of the group.)
+    SELECT coalesce(array_agg(u.id), '{}') INTO seen
+    FROM UNNEST(ids) AS u(id)
+    WHERE (SELECT true FROM processed_events p
+           WHERE p.consumer_group = switchyard_lock_and_select.consumer_group
+             AND p.event_id = u.id) IS NOT NULL;
     SELECT coalesce(array_agg(f.i), '{}') INTO todo
     FROM (SELECT DISTINCT ON (e.id) e.i, e.id
           FROM jsonb_to_recordset(batch) AS e(i INTEGER, id UUID)
           ORDER BY e.id, e.i) AS f
-    WHERE NOT EXISTS (
-        SELECT 1 FROM processed_events p
-        WHERE p.consumer_group = switchyard_lock_and_select.consumer_group AND p.event_id = f.id);
+    WHERE NOT f.id = ANY (seen);
     RETURN todo;
 END
 $$;
@@ -137,7 +147,7 @@ BEGIN
                 WHERE e.type = 'payment.captured' AND e.lvl = step.level AND e.i = ANY (todo)
             ), current AS (
                 SELECT o.order_id FROM orders o
-                WHERE o.order_id IN (SELECT paid.order_id FROM paid)
+                WHERE o.order_id = ANY (ARRAY(SELECT paid.order_id FROM paid))
                 ORDER BY o.order_id FOR UPDATE
             ), recorded AS (
                 INSERT INTO payments (payment_id, order_id, outcome, amount_cents, currency, occurred_at)
@@ -151,7 +161,7 @@ BEGIN
                 SET status = CASE WHEN o.status = 'placed' THEN 'paid' ELSE o.status END,
                     paid_at = COALESCE(o.paid_at, p.t)
                 FROM paid p JOIN current USING (order_id)
-                WHERE o.order_id = p.order_id
+                WHERE o.order_id = p.order_id AND o.order_id = ANY (ARRAY(SELECT order_id FROM current))
             )
             SELECT coalesce(array_agg(ROW(p.i, 'order_unknown'::TEXT, NULL::TEXT, NULL::BIGINT)::switchyard_failure), '{}') INTO step_failures
             FROM paid p
@@ -167,7 +177,7 @@ BEGIN
                 WHERE e.type = 'payment.failed' AND e.lvl = step.level AND e.i = ANY (todo)
             ), current AS (
                 SELECT o.order_id FROM orders o
-                WHERE o.order_id IN (SELECT declined.order_id FROM declined)
+                WHERE o.order_id = ANY (ARRAY(SELECT declined.order_id FROM declined))
                 ORDER BY o.order_id FOR UPDATE
             ), recorded AS (
                 INSERT INTO payments (payment_id, order_id, outcome, amount_cents, currency, reason, occurred_at)
@@ -190,7 +200,7 @@ BEGIN
                 WHERE e.type = 'order.shipped' AND e.lvl = step.level AND e.i = ANY (todo)
             ), current AS (
                 SELECT o.order_id, o.status FROM orders o
-                WHERE o.order_id IN (SELECT sent.order_id FROM sent)
+                WHERE o.order_id = ANY (ARRAY(SELECT sent.order_id FROM sent))
                 ORDER BY o.order_id FOR UPDATE
             ), shippable AS (
                 -- Written only when the order is paid (or already shipped).
@@ -203,7 +213,8 @@ BEGIN
                 ON CONFLICT (shipment_id) DO NOTHING
             ), updated AS (
                 UPDATE orders o SET status = 'shipped', shipped_at = COALESCE(o.shipped_at, s.t)
-                FROM shippable s WHERE o.order_id = s.order_id
+                FROM shippable s
+                WHERE o.order_id = s.order_id AND o.order_id = ANY (ARRAY(SELECT order_id FROM shippable))
             )
             SELECT coalesce(array_agg(ROW(s.i,
                    CASE WHEN c.status IS NULL THEN 'order_unknown'
@@ -222,13 +233,14 @@ BEGIN
                 WHERE e.type = 'order.cancelled' AND e.lvl = step.level AND e.i = ANY (todo)
             ), current AS (
                 SELECT o.order_id, o.status FROM orders o
-                WHERE o.order_id IN (SELECT cancelling.order_id FROM cancelling)
+                WHERE o.order_id = ANY (ARRAY(SELECT cancelling.order_id FROM cancelling))
                 ORDER BY o.order_id FOR UPDATE
             ), updated AS (
                 -- Written only when the order has not shipped.
                 UPDATE orders o SET status = 'cancelled', cancelled_at = COALESCE(o.cancelled_at, x.t)
                 FROM cancelling x JOIN current c USING (order_id)
                 WHERE o.order_id = x.order_id AND c.status <> 'shipped'
+                  AND o.order_id = ANY (ARRAY(SELECT order_id FROM current))
             )
             SELECT coalesce(array_agg(ROW(x.i,
                    CASE WHEN c.status IS NULL THEN 'order_unknown' ELSE 'cancel_shipped_order' END,
@@ -289,12 +301,13 @@ BEGIN
                          price BIGINT, currency TEXT)
                 WHERE e.type = 'product.price_changed' AND e.lvl = step.level AND e.i = ANY (todo)
             ), known AS (
-                SELECT p.sku FROM products p WHERE p.sku IN (SELECT changes.sku FROM changes)
+                SELECT p.sku FROM products p WHERE p.sku = ANY (ARRAY(SELECT changes.sku FROM changes))
             ), updated AS (
                 UPDATE products p
                 SET price_cents = c.price, currency = c.currency, price_as_of = c.t, price_event_id = c.id
                 FROM changes c
                 WHERE p.sku = c.sku AND (p.price_as_of, p.price_event_id) < (c.t, c.id)
+                  AND p.sku = ANY (ARRAY(SELECT sku FROM changes))
             )
             SELECT coalesce(array_agg(ROW(c.i, 'product_unknown'::TEXT, NULL::TEXT, NULL::BIGINT)::switchyard_failure), '{}') INTO step_failures
             FROM changes c
@@ -318,16 +331,16 @@ BEGIN
                 WHERE e.type = 'order.cancelled' AND e.lvl = step.level AND e.i = ANY (todo)
             ), held AS (
                 SELECT r.order_id, r.sku, r.quantity, r.released FROM stock_reservations r
-                WHERE r.order_id IN (SELECT cancelling.order_id FROM cancelling)
+                WHERE r.order_id = ANY (ARRAY(SELECT cancelling.order_id FROM cancelling))
                 ORDER BY r.order_id, r.sku FOR UPDATE
             ), freed AS (
                 UPDATE stock s SET reserved = s.reserved - h.quantity
                 FROM (SELECT held.sku, sum(held.quantity) AS quantity
                       FROM held WHERE NOT held.released GROUP BY held.sku) AS h
-                WHERE s.sku = h.sku
+                WHERE s.sku = h.sku AND s.sku = ANY (ARRAY(SELECT sku FROM held))
             ), marked AS (
                 UPDATE stock_reservations r SET released = true
-                WHERE r.order_id IN (SELECT held.order_id FROM held)
+                WHERE r.order_id = ANY (ARRAY(SELECT held.order_id FROM held))
             )
             SELECT coalesce(array_agg(ROW(x.i, 'order_unknown'::TEXT, NULL::TEXT, NULL::BIGINT)::switchyard_failure), '{}') INTO step_failures
             FROM cancelling x
@@ -345,7 +358,7 @@ BEGIN
                 WHERE e.type = 'order.placed' AND e.lvl = step.level AND e.i = ANY (todo)
             ), available AS (
                 SELECT s.sku, s.on_hand - s.reserved AS free FROM stock s
-                WHERE s.sku IN (SELECT wanted.sku FROM wanted)
+                WHERE s.sku = ANY (ARRAY(SELECT wanted.sku FROM wanted))
                 ORDER BY s.sku FOR UPDATE
             ), short AS (
                 SELECT DISTINCT ON (w.i) w.i, w.sku, w.quantity
@@ -356,6 +369,7 @@ BEGIN
                 UPDATE stock s SET reserved = s.reserved + w.quantity
                 FROM wanted w
                 WHERE s.sku = w.sku AND w.i NOT IN (SELECT short.i FROM short)
+                  AND s.sku = ANY (ARRAY(SELECT sku FROM wanted))
             ), held AS (
                 INSERT INTO stock_reservations (order_id, sku, quantity)
                 SELECT w.order_id, w.sku, w.quantity FROM wanted w
@@ -405,12 +419,13 @@ BEGIN
                 WHERE e.type = 'payment.captured' AND e.lvl = step.level AND e.i = ANY (todo)
             ), current AS (
                 SELECT o.order_id, o.paid_on FROM sales_orders o
-                WHERE o.order_id IN (SELECT paid.order_id FROM paid)
+                WHERE o.order_id = ANY (ARRAY(SELECT paid.order_id FROM paid))
                 ORDER BY o.order_id FOR UPDATE
             ), updated AS (
                 UPDATE sales_orders o SET paid_on = p.day, counted = NOT o.cancelled
                 FROM paid p JOIN current c USING (order_id)
                 WHERE o.order_id = p.order_id AND c.paid_on IS NULL
+                  AND o.order_id = ANY (ARRAY(SELECT order_id FROM current))
             )
             SELECT coalesce(array_agg(ROW(p.i, 'order_unknown'::TEXT, NULL::TEXT, NULL::BIGINT)::switchyard_failure), '{}') INTO step_failures
             FROM paid p
@@ -425,11 +440,12 @@ BEGIN
                 WHERE e.type = 'order.cancelled' AND e.lvl = step.level AND e.i = ANY (todo)
             ), current AS (
                 SELECT o.order_id FROM sales_orders o
-                WHERE o.order_id IN (SELECT cancelling.order_id FROM cancelling)
+                WHERE o.order_id = ANY (ARRAY(SELECT cancelling.order_id FROM cancelling))
                 ORDER BY o.order_id FOR UPDATE
             ), updated AS (
                 UPDATE sales_orders o SET cancelled = true, counted = false
-                FROM current c WHERE o.order_id = c.order_id
+                FROM current c
+                WHERE o.order_id = c.order_id AND o.order_id = ANY (ARRAY(SELECT order_id FROM current))
             )
             SELECT coalesce(array_agg(ROW(x.i, 'order_unknown'::TEXT, NULL::TEXT, NULL::BIGINT)::switchyard_failure), '{}') INTO step_failures
             FROM cancelling x
