@@ -65,15 +65,26 @@ $$;
 
 -- Claims the applied events in `processed_events` (ascending ids), in the
 -- statement that applied them: a plain insert, so a claim that races
--- anyway raises and undoes the whole call.
+-- anyway raises and undoes the whole call. Returns the failures.
 CREATE FUNCTION switchyard_claim(consumer_group TEXT, batch JSONB, todo INTEGER[], failures switchyard_failure[])
-RETURNS VOID
+RETURNS SETOF switchyard_failure
 LANGUAGE sql AS $$
     INSERT INTO processed_events (consumer_group, event_id, event_type)
     SELECT switchyard_claim.consumer_group, e.id, e.type
     FROM jsonb_to_recordset(batch) AS e(i INTEGER, id UUID, type TEXT)
     WHERE e.i = ANY (todo) AND e.i NOT IN (SELECT f.i FROM UNNEST(failures) AS f)
     ORDER BY e.id;
+    SELECT * FROM UNNEST(failures);
+$$;
+
+-- The events a call does not apply because they were processed before or
+-- are later copies within the batch.
+CREATE FUNCTION switchyard_duplicates(batch JSONB, todo INTEGER[])
+RETURNS SETOF switchyard_failure
+LANGUAGE sql AS $$
+    SELECT e.i, 'duplicate', NULL::TEXT, NULL::BIGINT
+    FROM jsonb_to_recordset(batch) AS e(i INTEGER)
+    WHERE NOT e.i = ANY (todo);
 $$;
 
 -- The types present at each level, to skip statements with nothing to do.
@@ -98,10 +109,7 @@ DECLARE
     failures      switchyard_failure[] := '{}';
 BEGIN
     todo := switchyard_lock_and_select('orders', lock_ids, batch);
-    RETURN QUERY
-    SELECT e.i, 'duplicate'::TEXT, NULL::TEXT, NULL::BIGINT
-    FROM jsonb_to_recordset(batch) AS e(i INTEGER)
-    WHERE NOT e.i = ANY (todo);
+    RETURN QUERY SELECT * FROM switchyard_duplicates(batch, todo);
     FOR step IN SELECT * FROM switchyard_levels(batch, todo) LOOP
         IF 'customer.registered' = ANY (step.types) THEN
             INSERT INTO customers (customer_id, email, name, registered_at)
@@ -250,8 +258,7 @@ BEGIN
             failures := failures || step_failures;
         END IF;
     END LOOP;
-    PERFORM switchyard_claim('orders', batch, todo, failures);
-    RETURN QUERY SELECT f.i, f.kind, f.sku, f.quantity FROM UNNEST(failures) AS f;
+    RETURN QUERY SELECT * FROM switchyard_claim('orders', batch, todo, failures);
 END
 $$;
 
@@ -266,10 +273,7 @@ DECLARE
     failures      switchyard_failure[] := '{}';
 BEGIN
     todo := switchyard_lock_and_select('inventory', lock_ids, batch);
-    RETURN QUERY
-    SELECT e.i, 'duplicate'::TEXT, NULL::TEXT, NULL::BIGINT
-    FROM jsonb_to_recordset(batch) AS e(i INTEGER)
-    WHERE NOT e.i = ANY (todo);
+    RETURN QUERY SELECT * FROM switchyard_duplicates(batch, todo);
     FOR step IN SELECT * FROM switchyard_levels(batch, todo) LOOP
         IF 'product.listed' = ANY (step.types) THEN
             -- Name and category from the listing; its price only when it is
@@ -380,8 +384,7 @@ BEGIN
             failures := failures || step_failures;
         END IF;
     END LOOP;
-    PERFORM switchyard_claim('inventory', batch, todo, failures);
-    RETURN QUERY SELECT f.i, f.kind, f.sku, f.quantity FROM UNNEST(failures) AS f;
+    RETURN QUERY SELECT * FROM switchyard_claim('inventory', batch, todo, failures);
 END
 $$;
 
@@ -396,10 +399,7 @@ DECLARE
     failures      switchyard_failure[] := '{}';
 BEGIN
     todo := switchyard_lock_and_select('sales', lock_ids, batch);
-    RETURN QUERY
-    SELECT e.i, 'duplicate'::TEXT, NULL::TEXT, NULL::BIGINT
-    FROM jsonb_to_recordset(batch) AS e(i INTEGER)
-    WHERE NOT e.i = ANY (todo);
+    RETURN QUERY SELECT * FROM switchyard_duplicates(batch, todo);
     FOR step IN SELECT * FROM switchyard_levels(batch, todo) LOOP
         IF 'order.placed' = ANY (step.types) THEN
             INSERT INTO sales_orders (order_id, currency, categories)
@@ -453,7 +453,6 @@ BEGIN
             failures := failures || step_failures;
         END IF;
     END LOOP;
-    PERFORM switchyard_claim('sales', batch, todo, failures);
-    RETURN QUERY SELECT f.i, f.kind, f.sku, f.quantity FROM UNNEST(failures) AS f;
+    RETURN QUERY SELECT * FROM switchyard_claim('sales', batch, todo, failures);
 END
 $$;

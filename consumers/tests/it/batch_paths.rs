@@ -47,6 +47,15 @@ async fn count(database: &TestDatabase, sql: &'static str) -> i64 {
         .unwrap()
 }
 
+/// The error kind `event`'s dead letter was recorded with.
+async fn dead_letter_kind(database: &TestDatabase, event: &Event) -> String {
+    sqlx::query_scalar("SELECT error_kind FROM dead_letters WHERE event_id = $1")
+        .bind(event.id)
+        .fetch_one(&database.pool)
+        .await
+        .unwrap()
+}
+
 async fn stock(database: &TestDatabase, sku: &str, on_hand: i64) {
     sqlx::query("INSERT INTO stock (sku, on_hand) VALUES ($1, $2)")
         .bind(sku)
@@ -137,12 +146,7 @@ async fn an_order_placed_twice_is_isolated_and_its_neighbours_commit() {
         }
     );
     assert_eq!(count(&database, "SELECT count(*) FROM orders").await, 3);
-    let kind: String =
-        sqlx::query_scalar("SELECT error_kind FROM dead_letters WHERE event_id = $1")
-            .bind(impostor.id)
-            .fetch_one(&database.pool)
-            .await
-            .unwrap();
+    let kind = dead_letter_kind(&database, &impostor).await;
     assert_eq!(kind, "duplicate_order");
 }
 
@@ -330,12 +334,7 @@ async fn a_batch_whose_set_wise_call_raises_is_redone_event_by_event() {
         6,
         "three orders of 2 units reserved, the impostor none"
     );
-    let kind: String =
-        sqlx::query_scalar("SELECT error_kind FROM dead_letters WHERE event_id = $1")
-            .bind(impostor.id)
-            .fetch_one(&database.pool)
-            .await
-            .unwrap();
+    let kind = dead_letter_kind(&database, &impostor).await;
     assert_eq!(kind, "database_constraint");
 }
 
@@ -393,12 +392,7 @@ async fn events_of_one_aggregate_keep_their_order_within_a_set_wise_batch() {
     ];
     expected.sort();
     assert_eq!(statuses, expected);
-    let kind: String =
-        sqlx::query_scalar("SELECT error_kind FROM dead_letters WHERE event_id = $1")
-            .bind(late_shipment.id)
-            .fetch_one(&database.pool)
-            .await
-            .unwrap();
+    let kind = dead_letter_kind(&database, &late_shipment).await;
     assert_eq!(kind, "ship_cancelled_order");
     assert_eq!(
         count(&database, "SELECT count(*) FROM processed_events").await,
