@@ -47,6 +47,17 @@ async fn count(database: &TestDatabase, sql: &'static str) -> i64 {
         .unwrap()
 }
 
+/// An order placed, then a batch of an order, another event placing the
+/// same order id (the impostor, returned) and an order, in `group`.
+async fn with_an_impostor(database: &TestDatabase, group: ConsumerGroup) -> (Event, Applied) {
+    let order_id = Uuid::now_v7();
+    process(database, group, &[&order_placed(order_id)]).await;
+    let impostor = order_placed(order_id);
+    let (before, after) = (order_placed(Uuid::now_v7()), order_placed(Uuid::now_v7()));
+    let applied = process(database, group, &[&before, &impostor, &after]).await;
+    (impostor, applied)
+}
+
 /// The error kind `event`'s dead letter was recorded with.
 async fn dead_letter_kind(database: &TestDatabase, event: &Event) -> String {
     sqlx::query_scalar("SELECT error_kind FROM dead_letters WHERE event_id = $1")
@@ -124,18 +135,7 @@ async fn an_all_placed_batch_applies_each_event_once_in_every_group() {
 #[tokio::test]
 async fn an_order_placed_twice_is_isolated_and_its_neighbours_commit() {
     let database = TestDatabase::create().await;
-    let order_id = Uuid::now_v7();
-    let original = order_placed(order_id);
-    process(&database, ConsumerGroup::Orders, &[&original]).await;
-    let impostor = order_placed(order_id); // another event, the same order id
-    let (before, after) = (order_placed(Uuid::now_v7()), order_placed(Uuid::now_v7()));
-
-    let applied = process(
-        &database,
-        ConsumerGroup::Orders,
-        &[&before, &impostor, &after],
-    )
-    .await;
+    let (impostor, applied) = with_an_impostor(&database, ConsumerGroup::Orders).await;
 
     // Reported by the set-wise call, which wrote nothing for it.
     assert_eq!(
@@ -307,20 +307,9 @@ async fn failing_events_are_reported_and_their_neighbours_commit_in_one_call() {
 async fn a_batch_whose_set_wise_call_raises_is_redone_event_by_event() {
     let database = TestDatabase::create().await;
     stock(&database, "SKU-1", 100).await;
-    let order_id = Uuid::now_v7();
-    let original = order_placed(order_id);
-    process(&database, ConsumerGroup::Inventory, &[&original]).await;
-    // Another event placing the same order id: its reservation rows exist,
-    // so the set-wise insert raises a unique violation and undoes the call.
-    let impostor = order_placed(order_id);
-    let (before, after) = (order_placed(Uuid::now_v7()), order_placed(Uuid::now_v7()));
-
-    let applied = process(
-        &database,
-        ConsumerGroup::Inventory,
-        &[&before, &impostor, &after],
-    )
-    .await;
+    // The impostor's reservation rows exist, so the set-wise insert raises
+    // a unique violation and undoes the call.
+    let (impostor, applied) = with_an_impostor(&database, ConsumerGroup::Inventory).await;
 
     assert_eq!(
         applied,
