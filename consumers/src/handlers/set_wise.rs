@@ -99,12 +99,21 @@ pub async fn apply_batch(
         }
     };
     for (index, kind, sku, quantity) in reported {
-        let index = index as usize;
+        // Only indexes this batch sent come back; anything else means the
+        // database's functions do not match this build: redo the batch per
+        // event (what the call committed is claimed, so it is a duplicate).
+        let Some(event) = usize::try_from(index)
+            .ok()
+            .and_then(|index| events.get(index))
+        else {
+            tracing::error!(%group, index, "the set-wise function reported an event not in the batch");
+            return Ok(None);
+        };
         let verdict = match kind.as_str() {
             "duplicate" => Verdict::Duplicate,
-            kind => Verdict::Failed(failure(group, kind, events[index], sku, quantity)),
+            kind => Verdict::Failed(failure(group, kind, event, sku, quantity)),
         };
-        verdicts[index] = Some(verdict);
+        verdicts[index as usize] = Some(verdict);
     }
     Ok(Some(
         verdicts
