@@ -1,5 +1,7 @@
-//! One batch, one transaction: each event in its own savepoint, so a failing
-//! event is isolated from its neighbours, which still commit.
+//! One batch: applied set-wise in one call of the group's database function
+//! (a failing event writes nothing and its neighbours commit), or, for
+//! poison or when that call raises, in one transaction with each event in
+//! its own savepoint, so a failure is isolated and classified.
 
 use chrono::Utc;
 use shared::events::Event;
