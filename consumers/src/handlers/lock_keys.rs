@@ -2,9 +2,12 @@
 //! global order, before applying a batch: batches that share an aggregate
 //! then wait for each other instead of deadlocking.
 
+use std::collections::HashMap;
+
 use shared::events::{Event, EventPayload};
 use shared::groups::ConsumerGroup;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 /// The aggregate keys `events` will modify in `group`'s projection. What
 /// the events alone do not tell — the SKUs a cancelled order's reservation
@@ -15,27 +18,50 @@ pub async fn lock_keys(
     connection: &mut PgConnection,
     events: &[&Event],
 ) -> Result<Vec<String>, sqlx::Error> {
-    let mut keys = Vec::new();
-    let mut cancelled_orders = Vec::new();
-    for event in events {
-        match (known_lock_keys(group, event), &event.payload) {
-            (Some(known), _) => keys.extend(known),
-            (None, EventPayload::OrderCancelled(cancelled)) => {
-                cancelled_orders.push(cancelled.order_id)
-            }
-            (None, _) => {}
-        }
-    }
-    if !cancelled_orders.is_empty() {
-        let skus: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT sku FROM stock_reservations WHERE order_id = ANY($1)",
-        )
-        .bind(&cancelled_orders)
-        .fetch_all(connection)
-        .await?;
-        keys.extend(skus.into_iter().map(|sku| format!("sku:{sku}")));
+    let mut keys: Vec<String> = events
+        .iter()
+        .filter_map(|event| known_lock_keys(group, event))
+        .flatten()
+        .collect();
+    if group == ConsumerGroup::Inventory {
+        let reserved = reserved_skus(connection, events).await?;
+        keys.extend(
+            reserved
+                .into_values()
+                .flatten()
+                .map(|sku| format!("sku:{sku}")),
+        );
     }
     Ok(keys)
+}
+
+/// The SKUs the reservation of each order cancelled in `events` holds, in
+/// one query (what `inventory` must lock for a cancellation; none yet
+/// means its handler fails transiently).
+pub async fn reserved_skus(
+    connection: &mut PgConnection,
+    events: &[&Event],
+) -> Result<HashMap<Uuid, Vec<String>>, sqlx::Error> {
+    let cancelled: Vec<Uuid> = events
+        .iter()
+        .filter_map(|event| match &event.payload {
+            EventPayload::OrderCancelled(cancelled) => Some(cancelled.order_id),
+            _ => None,
+        })
+        .collect();
+    let mut skus: HashMap<Uuid, Vec<String>> = HashMap::new();
+    if cancelled.is_empty() {
+        return Ok(skus);
+    }
+    let rows: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT order_id, sku FROM stock_reservations WHERE order_id = ANY($1)")
+            .bind(&cancelled)
+            .fetch_all(connection)
+            .await?;
+    for (order_id, sku) in rows {
+        skus.entry(order_id).or_default().push(sku);
+    }
+    Ok(skus)
 }
 
 /// The aggregate keys `event` will modify in `group`'s projection, when the

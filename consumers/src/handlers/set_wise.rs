@@ -46,7 +46,7 @@ pub async fn apply_batch(
 ) -> Result<Option<Vec<Verdict>>, HandlerError> {
     let mut verdicts: Vec<Option<Verdict>> = events.iter().map(|_| None).collect();
     let reservations = if group == ConsumerGroup::Inventory {
-        reserved_skus(connection, events).await?
+        super::lock_keys::reserved_skus(connection, events).await?
     } else {
         HashMap::new()
     };
@@ -121,34 +121,6 @@ pub async fn apply_batch(
             .map(|verdict| verdict.unwrap_or(Verdict::Applied))
             .collect(),
     ))
-}
-
-/// The SKUs each cancelled order's reservation holds (`inventory` locks
-/// them and orders the cancellation after the batch's events on them).
-async fn reserved_skus(
-    connection: &mut PgConnection,
-    events: &[&Event],
-) -> Result<HashMap<Uuid, Vec<String>>, sqlx::Error> {
-    let cancelled: Vec<Uuid> = events
-        .iter()
-        .filter_map(|event| match &event.payload {
-            EventPayload::OrderCancelled(cancelled) => Some(cancelled.order_id),
-            _ => None,
-        })
-        .collect();
-    let mut skus: HashMap<Uuid, Vec<String>> = HashMap::new();
-    if cancelled.is_empty() {
-        return Ok(skus);
-    }
-    let rows: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT order_id, sku FROM stock_reservations WHERE order_id = ANY($1)")
-            .bind(&cancelled)
-            .fetch_all(connection)
-            .await?;
-    for (order_id, sku) in rows {
-        skus.entry(order_id).or_default().push(sku);
-    }
-    Ok(skus)
 }
 
 /// The aggregates `event` touches in `group`'s projection: what it locks
