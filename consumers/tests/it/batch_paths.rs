@@ -196,6 +196,36 @@ async fn an_order_short_of_stock_is_retried_alone() {
 }
 
 #[tokio::test]
+async fn stock_released_by_a_cancellation_is_there_for_a_later_order_of_the_same_batch() {
+    // The cancelled order was placed in the same batch: its reservation is
+    // not in the database yet when the batch is planned, yet the order
+    // after the cancellation must see the units it released.
+    let database = TestDatabase::create().await;
+    stock(&database, "SKU-A", 3).await;
+    let first = Uuid::now_v7();
+    let placed = order_placed_with(first, "SKU-A", 3);
+    let cancellation = cancelled(first);
+    let second = order_placed_with(Uuid::now_v7(), "SKU-A", 3);
+
+    let applied = process(
+        &database,
+        ConsumerGroup::Inventory,
+        &[&placed, &cancellation, &second],
+    )
+    .await;
+
+    assert_eq!(applied.path, BatchPath::SetWise);
+    assert_eq!(
+        applied.outcomes,
+        [Outcome::Applied, Outcome::Applied, Outcome::Applied]
+    );
+    assert_eq!(
+        count(&database, "SELECT reserved FROM stock WHERE sku = 'SKU-A'").await,
+        3
+    );
+}
+
+#[tokio::test]
 async fn a_mixed_batch_applies_runs_and_single_events_in_order() {
     let database = TestDatabase::create().await;
     let order_id = Uuid::now_v7();
