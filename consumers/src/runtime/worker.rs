@@ -1,6 +1,8 @@
 //! One worker: a channel with prefetch, a consumer on the group's work
 //! queue, and a loop that takes what is ready (up to the batch size), applies
-//! it in one transaction and acknowledges only after the commit.
+//! it in one transaction and acknowledges only after the commit. Pipelined:
+//! while one batch is applied, committed and acknowledged, the next is
+//! taken and decoded; it is applied (and acknowledged) only after.
 
 use std::time::Duration;
 
@@ -71,86 +73,101 @@ impl Worker {
         let mut draining = false;
         let mut finished_after_stop = 0_usize;
         let mut position = Position::default();
+        // Taken and decoded while the previous batch was applied.
+        let mut ahead: Option<Taken> = None;
         loop {
-            let first = if draining {
-                // After cancel-ok the stream holds exactly what was sent, then ends.
-                match tokio::time::timeout(DRAIN_PATIENCE, consumer.next()).await {
-                    Ok(Some(Ok(delivery))) => delivery,
-                    Ok(_) => break,
-                    Err(_) => {
-                        tracing::warn!(worker = %self.context.worker, "stopping: the broker's cancel did not end the deliveries in time");
-                        break;
-                    }
+            // Under steady load a batch is always waiting ahead: look at the
+            // stop request here too, not only while waiting for a delivery.
+            if !draining && shutdown.is_cancelled() && ahead.is_some() {
+                if !self.stop_deliveries(&channel).await {
+                    break;
                 }
-            } else {
-                match consuming::next_delivery(&channel, &mut consumer, queue, &shutdown).await? {
-                    Some(delivery) => delivery,
-                    None => {
-                        let cancel = channel.basic_cancel(
-                            self.context.worker.as_str().into(),
-                            BasicCancelOptions::default(),
-                        );
-                        if !matches!(
-                            tokio::time::timeout(DRAIN_PATIENCE, cancel).await,
-                            Ok(Ok(()))
-                        ) {
-                            break;
+                draining = true;
+            }
+            let mut taken = match ahead.take() {
+                Some(taken) if !taken.deliveries.is_empty() => taken,
+                Some(Taken {
+                    ended: Some(ended), ..
+                }) => {
+                    stream_ended(ended, draining, &channel, queue)?;
+                    break;
+                }
+                _ => {
+                    let first = if draining {
+                        // After cancel-ok the stream holds exactly what was sent, then ends.
+                        match tokio::time::timeout(DRAIN_PATIENCE, consumer.next()).await {
+                            Ok(Some(Ok(delivery))) => delivery,
+                            Ok(_) => break,
+                            Err(_) => {
+                                tracing::warn!(worker = %self.context.worker, "stopping: the broker's cancel did not end the deliveries in time");
+                                break;
+                            }
                         }
-                        tracing::info!(worker = %self.context.worker, "stopping: finishing what was received");
-                        draining = true;
-                        continue;
-                    }
+                    } else {
+                        match consuming::next_delivery(&channel, &mut consumer, queue, &shutdown)
+                            .await?
+                        {
+                            Some(delivery) => delivery,
+                            None => {
+                                if !self.stop_deliveries(&channel).await {
+                                    break;
+                                }
+                                draining = true;
+                                continue;
+                            }
+                        }
+                    };
+                    let mut taken = Taken::default();
+                    taken.push(&self, first);
+                    taken
                 }
             };
             // No fixed linger: take what is already here, so a batch grows
             // with load and a lone event is committed as soon as it arrives.
-            let mut deliveries = vec![first];
             // The stream's end (or error) may come here; it is not polled again.
-            let mut ended = None;
-            while deliveries.len() < self.batch_size {
+            while taken.ended.is_none() && taken.deliveries.len() < self.batch_size {
                 match consumer.next().now_or_never() {
-                    Some(Some(Ok(delivery))) => deliveries.push(delivery),
-                    Some(Some(Err(error))) => {
-                        ended = Some(Some(error));
-                        break;
-                    }
-                    Some(None) => {
-                        ended = Some(None);
-                        break;
-                    }
+                    Some(next) => taken.take(&self, next),
                     None => break,
                 }
             }
             if draining {
-                finished_after_stop += deliveries.len();
+                finished_after_stop += taken.deliveries.len();
             }
-            let taken = deliveries.len() as f64;
-            position.taken(&deliveries);
-            crate::metrics::in_flight(self.context.group, taken);
-            self.handle(deliveries, &mut connection, &shutdown).await;
-            crate::metrics::in_flight(self.context.group, -taken);
+            let count = taken.deliveries.len() as f64;
+            position.taken(&taken.deliveries);
+            crate::metrics::in_flight(self.context.group, count);
+            // Pipelined: while this batch is applied, committed and acked,
+            // the next one is taken and decoded (and acked only after its
+            // own commit, so acks stay in order).
+            let mut next = Taken::default();
+            {
+                let handling =
+                    self.handle(&taken.deliveries, &taken.batch, &mut connection, &shutdown);
+                tokio::pin!(handling);
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = &mut handling => break,
+                        delivery = consumer.next(), if taken.ended.is_none()
+                            && next.ended.is_none()
+                            && next.deliveries.len() < self.batch_size =>
+                        {
+                            next.take(&self, delivery);
+                        }
+                    }
+                }
+            }
+            crate::metrics::in_flight(self.context.group, -count);
             position
                 .report(self.context.group, connection.as_deref_mut(), false)
                 .await;
-            match ended {
-                None => {}
+            if let Some(ended) = taken.ended {
                 // Stopping: everything the broker sent has been finished.
-                Some(_) if draining => break,
-                Some(Some(error)) => {
-                    tracing::warn!(queue, %error, "consumer error: the connection failed");
-                    return Err(RuntimeError::Broker(error));
-                }
-                Some(None) if channel.status().connected() => {
-                    return Err(RuntimeError::ConsumerEnded {
-                        queue: queue.to_owned(),
-                    });
-                }
-                Some(None) => {
-                    return Err(RuntimeError::ConnectionLost {
-                        queue: queue.to_owned(),
-                    });
-                }
+                stream_ended(ended, draining, &channel, queue)?;
+                break;
             }
+            ahead = Some(next);
         }
         position
             .report(self.context.group, connection.as_deref_mut(), true)
@@ -160,18 +177,30 @@ impl Worker {
         Ok(())
     }
 
+    /// Asks the broker to stop sending (basic.cancel) and waits for its
+    /// cancel-ok; false when it did not come in time.
+    async fn stop_deliveries(&self, channel: &Channel) -> bool {
+        let cancel = channel.basic_cancel(
+            self.context.worker.as_str().into(),
+            BasicCancelOptions::default(),
+        );
+        if !matches!(
+            tokio::time::timeout(DRAIN_PATIENCE, cancel).await,
+            Ok(Ok(()))
+        ) {
+            return false;
+        }
+        tracing::info!(worker = %self.context.worker, "stopping: finishing what was received");
+        true
+    }
+
     async fn handle(
         &self,
-        deliveries: Vec<Delivery>,
+        deliveries: &[Delivery],
+        batch: &[Incoming],
         held: &mut Option<PoolConnection<Postgres>>,
         shutdown: &CancellationToken,
     ) {
-        let batch: Vec<Incoming> = deliveries
-            .iter()
-            .map(|delivery| {
-                Incoming::from_delivery(delivery, self.max_event_bytes, &self.context.attempt_key)
-            })
-            .collect();
         // A failure here is the database's, never the events': hold the
         // batch (the prefetch window stops new deliveries), burn no attempt,
         // and try it again after a pause that grows while it keeps failing
@@ -180,7 +209,7 @@ impl Worker {
         let mut pause = self.context.policy.pauses(PAUSE_FIRST, PAUSE_LONGEST);
         let outcomes = loop {
             let result = match held_connection(&self.pool, held).await {
-                Ok(connection) => process_batch(connection, &self.context, &batch).await,
+                Ok(connection) => process_batch(connection, &self.context, batch).await,
                 Err(error) => Err(BatchError::from(error)),
             };
             let error = match result {
@@ -206,21 +235,37 @@ impl Worker {
             self.health.set_database_ready(true);
             tracing::info!(worker = %self.context.worker, "batch applied; database back");
         }
+        // Retries are scheduled together (each waits for its confirm).
+        let retries =
+            batch
+                .iter()
+                .zip(&outcomes)
+                .enumerate()
+                .filter_map(|(index, (incoming, outcome))| match outcome {
+                    Outcome::Retry(history) => Some(async move {
+                        let scheduled = self
+                            .hold_until_retry_scheduled(
+                                &deliveries[index],
+                                incoming,
+                                history,
+                                shutdown,
+                            )
+                            .await;
+                        (index, scheduled)
+                    }),
+                    _ => None,
+                });
         let mut all_acked = true;
         let mut settled = vec![false; deliveries.len()];
-        for (index, (incoming, outcome)) in batch.iter().zip(&outcomes).enumerate() {
-            if let Outcome::Retry(history) = outcome
-                && !self
-                    .hold_until_retry_scheduled(&deliveries[index], incoming, history, shutdown)
-                    .await
-            {
+        for (index, scheduled) in futures_util::future::join_all(retries).await {
+            if !scheduled {
                 // Stopping with the retry unscheduled: leave the delivery
                 // unacked; the broker gives it back with its old history.
                 settled[index] = true;
                 all_acked = false;
             }
         }
-        acknowledge(&deliveries, &settled, all_acked).await;
+        acknowledge(deliveries, &settled, all_acked).await;
     }
 
     /// Schedules the retry, and while the broker refuses it (an outage, a
@@ -285,6 +330,59 @@ impl Worker {
                 properties,
             })
             .await
+    }
+}
+
+/// Deliveries taken for one batch, decoded as they were taken, and how the
+/// stream stood after the last of them (`Some`: it ended, with the error
+/// if it failed; it is not polled again).
+#[derive(Default)]
+struct Taken {
+    deliveries: Vec<Delivery>,
+    batch: Vec<Incoming>,
+    ended: Option<Option<lapin::Error>>,
+}
+
+impl Taken {
+    fn push(&mut self, worker: &Worker, delivery: Delivery) {
+        self.batch.push(Incoming::from_delivery(
+            &delivery,
+            worker.max_event_bytes,
+            &worker.context.attempt_key,
+        ));
+        self.deliveries.push(delivery);
+    }
+
+    /// What the consumer stream gave next.
+    fn take(&mut self, worker: &Worker, next: Option<Result<Delivery, lapin::Error>>) {
+        match next {
+            Some(Ok(delivery)) => self.push(worker, delivery),
+            Some(Err(error)) => self.ended = Some(Some(error)),
+            None => self.ended = Some(None),
+        }
+    }
+}
+
+/// After the consumer stream ended: `Ok` when stopping (everything the
+/// broker sent has been finished), else why the worker must stop.
+fn stream_ended(
+    ended: Option<lapin::Error>,
+    draining: bool,
+    channel: &Channel,
+    queue: &str,
+) -> Result<(), RuntimeError> {
+    match ended {
+        _ if draining => Ok(()),
+        Some(error) => {
+            tracing::warn!(queue, %error, "consumer error: the connection failed");
+            Err(RuntimeError::Broker(error))
+        }
+        None if channel.status().connected() => Err(RuntimeError::ConsumerEnded {
+            queue: queue.to_owned(),
+        }),
+        None => Err(RuntimeError::ConnectionLost {
+            queue: queue.to_owned(),
+        }),
     }
 }
 

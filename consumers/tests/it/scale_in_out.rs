@@ -156,3 +156,53 @@ async fn a_joining_process_takes_work_and_a_stopped_one_commits_what_it_holds() 
     );
     drop(second);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_stopped_under_a_backlog_stops_taking_work_at_once() {
+    let _watchdog = Watchdog::new(
+        "a_process_stopped_under_a_backlog_stops_taking_work_at_once",
+        TEST_LIMIT,
+    );
+    let stack = Stack::with_settings(settings_with(&RETRY_ENVIRONMENT)).await;
+    let placed: Vec<_> = (0..ORDERS).map(|_| order_placed(Uuid::now_v7())).collect();
+    stack.publish(&placed).await;
+    let expected = ORDERS as i64;
+    let applied = || stack.number("SELECT count(*) FROM processed_events");
+
+    let mut first = Process::spawn(&stack);
+    let started = eventually(Duration::from_secs(120), || async {
+        (applied().await > 100).then_some(())
+    })
+    .await;
+    assert!(started.is_some(), "the process works");
+    let before_stop = applied().await;
+    let status = sigterm_and_wait(&mut first.child, Duration::from_secs(60))
+        .await
+        .expect("the stopped process leaves in time");
+    assert!(status.success(), "it exits cleanly after committing");
+    drop(first);
+
+    // Under a backlog a batch is always waiting ahead of the one being
+    // applied (the pipeline); the stop must still end the taking at once.
+    // After it the process finishes what the broker had sent, at most its
+    // prefetch window (64), besides the odd batch committed between the
+    // count above and the signal: far less than the backlog.
+    let after_stop = applied().await - before_stop;
+    assert!(
+        after_stop <= 200,
+        "the stopped process kept taking work: {after_stop} applied after the stop"
+    );
+    assert!(
+        applied().await < expected,
+        "work was left for the next process"
+    );
+
+    // Nothing it applied comes back; the rest is applied once.
+    let second = Process::spawn(&stack);
+    let total = stack
+        .wait_for("SELECT count(*) FROM processed_events", expected, 180)
+        .await;
+    assert_eq!(total, expected, "every order applied");
+    assert_eq!(second.events("duplicate").await, 0.0);
+    drop(second);
+}
