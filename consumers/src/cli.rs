@@ -61,10 +61,10 @@ pub struct RunArgs {
     #[arg(long, env = "SWITCHYARD_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: u16,
     /// Deliveries the broker may send each worker ahead of its acks.
-    #[arg(long, env = "SWITCHYARD_PREFETCH", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "SWITCHYARD_PREFETCH", default_value_t = crate::runtime::DEFAULT_PREFETCH, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
     /// Most events applied in one transaction.
-    #[arg(long, env = "SWITCHYARD_BATCH_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    #[arg(long, env = "SWITCHYARD_BATCH_SIZE", default_value_t = crate::runtime::DEFAULT_BATCH_SIZE, value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub batch_size: u16,
     /// Where to serve /healthz, /readyz and /metrics (port 0: any free port).
     #[arg(

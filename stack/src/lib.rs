@@ -130,8 +130,8 @@ pub async fn run_stack(
         WorkerOptions {
             groups: ConsumerGroup::ALL.to_vec(),
             workers: options.workers,
-            prefetch: 64,
-            batch_size: 32,
+            prefetch: consumers::runtime::DEFAULT_PREFETCH,
+            batch_size: usize::from(consumers::runtime::DEFAULT_BATCH_SIZE),
         },
         services.clone(),
         "switchyard-stack-workers",

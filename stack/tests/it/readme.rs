@@ -73,8 +73,8 @@ impl Running {
             WorkerOptions {
                 groups: ConsumerGroup::ALL.to_vec(),
                 workers: 1,
-                prefetch: 64,
-                batch_size: 32,
+                prefetch: consumers::runtime::DEFAULT_PREFETCH,
+                batch_size: usize::from(consumers::runtime::DEFAULT_BATCH_SIZE),
             },
             stop.clone(),
             "readme-workers",
