@@ -106,6 +106,8 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), String> {
         .configure_mesh()
         .x_desc("offered events/s")
         .y_desc("events/s through")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(|e| error(&e))?;
@@ -135,6 +137,8 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), String> {
     p99.configure_mesh()
         .x_desc("offered events/s")
         .y_desc("p99 ms (log scale)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y}"))
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(|e| error(&e))?;
