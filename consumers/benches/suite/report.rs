@@ -330,9 +330,34 @@ impl Report {
         ]
     }
 
-    fn processes(row: &ThroughputRow) -> String {
-        row.processes
-            .map_or("-".to_owned(), |processes| processes.to_string())
+    /// A throughput row's cells, for the terminal table and Markdown alike.
+    fn throughput_cells(row: &ThroughputRow) -> Vec<String> {
+        let runs: Vec<String> = row.runs.iter().map(|rate| format!("{rate:.0}")).collect();
+        let mut cells = vec![
+            row.scenario.clone(),
+            row.workload.label().to_owned(),
+            row.processes
+                .map_or("-".to_owned(), |processes| processes.to_string()),
+            format!("{:.0}", row.median),
+            runs.join(", "),
+        ];
+        cells.extend(cpu_cells(row.cpu_ms_per_1000));
+        cells
+    }
+
+    /// A latency row's cells.
+    fn latency_cells(row: &LatencyRow) -> Vec<String> {
+        let mut cells = vec![
+            row.system.clone(),
+            row.workload.label().to_owned(),
+            row.offered.to_string(),
+            format!("{:.0}", row.achieved),
+            format!("{:.2}", row.p50_ms),
+            format!("{:.2}", row.p90_ms),
+            format!("{:.2}", row.p99_ms),
+        ];
+        cells.extend(cpu_cells(row.cpu_ms_per_1000));
+        cells
     }
 
     pub fn print_table(&self) {
@@ -341,47 +366,25 @@ impl Report {
             println!("{line}");
         }
         println!();
+        let throughput_widths: [i32; 9] = [-38, -13, 5, 12, 24, 6, 8, 8, 6];
         println!(
-            "{:<38} {:<13} {:>5} {:>14}   {:>28}   CPU ms per 1,000 deliveries: broker / postgres / consumer / bench",
-            "scenario", "workload", "procs", "deliveries/s", "runs"
+            "{}",
+            aligned(&THROUGHPUT_COLUMNS.map(str::to_owned), &throughput_widths)
         );
         for row in &self.throughput {
-            let runs: Vec<String> = row.runs.iter().map(|rate| format!("{rate:.0}")).collect();
-            let cpu = row.cpu_ms_per_1000;
             println!(
-                "{:<38} {:<13} {:>5} {:>14.0}   {:>28}   {:.0} / {:.0} / {:.0} / {:.0}",
-                row.scenario,
-                row.workload.label(),
-                Self::processes(row),
-                row.median,
-                runs.join(" "),
-                cpu.broker,
-                cpu.postgres,
-                cpu.consumer,
-                cpu.bench
+                "{}",
+                aligned(&Self::throughput_cells(row), &throughput_widths)
             );
         }
         println!();
+        let latency_widths: [i32; 11] = [-13, -13, 8, 8, 8, 8, 8, 6, 8, 8, 6];
         println!(
-            "{:<13} {:<13} {:>8} {:>10} {:>9} {:>9} {:>9}   CPU ms per 1,000 deliveries: broker / postgres / consumer / bench",
-            "latency", "workload", "offered", "through", "p50 ms", "p90 ms", "p99 ms"
+            "{}",
+            aligned(&LATENCY_COLUMNS.map(str::to_owned), &latency_widths)
         );
         for row in &self.latency {
-            let cpu = row.cpu_ms_per_1000;
-            println!(
-                "{:<13} {:<13} {:>8} {:>10.0} {:>9.2} {:>9.2} {:>9.2}   {:.0} / {:.0} / {:.0} / {:.0}",
-                row.system,
-                row.workload.label(),
-                row.offered,
-                row.achieved,
-                row.p50_ms,
-                row.p90_ms,
-                row.p99_ms,
-                cpu.broker,
-                cpu.postgres,
-                cpu.consumer,
-                cpu.bench
-            );
+            println!("{}", aligned(&Self::latency_cells(row), &latency_widths));
         }
         println!();
         for target in &self.targets {
@@ -401,40 +404,17 @@ impl Report {
         for line in self.header() {
             out.push_str(&format!("- {line}\n"));
         }
-        out.push_str("\n| scenario | workload | processes | deliveries/s (median) | runs | CPU ms / 1,000 deliveries: broker | postgres | consumer | bench |\n|---|---|---|---|---|---|---|---|---|\n");
+        out.push('\n');
+        out.push_str(&markdown_row(&THROUGHPUT_COLUMNS.map(str::to_owned)));
+        out.push_str(&format!("|{}\n", "---|".repeat(THROUGHPUT_COLUMNS.len())));
         for row in &self.throughput {
-            let runs: Vec<String> = row.runs.iter().map(|rate| format!("{rate:.0}")).collect();
-            let cpu = row.cpu_ms_per_1000;
-            out.push_str(&format!(
-                "| {} | {} | {} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
-                row.scenario,
-                row.workload.label(),
-                Self::processes(row),
-                row.median,
-                runs.join(", "),
-                cpu.broker,
-                cpu.postgres,
-                cpu.consumer,
-                cpu.bench
-            ));
+            out.push_str(&markdown_row(&Self::throughput_cells(row)));
         }
-        out.push_str("\n| latency | workload | offered events/s | through events/s | p50 ms | p90 ms | p99 ms | CPU ms / 1,000: broker | postgres | consumer | bench |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        out.push('\n');
+        out.push_str(&markdown_row(&LATENCY_COLUMNS.map(str::to_owned)));
+        out.push_str(&format!("|{}\n", "---|".repeat(LATENCY_COLUMNS.len())));
         for row in &self.latency {
-            let cpu = row.cpu_ms_per_1000;
-            out.push_str(&format!(
-                "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
-                row.system,
-                row.workload.label(),
-                row.offered,
-                row.achieved,
-                row.p50_ms,
-                row.p90_ms,
-                row.p99_ms,
-                cpu.broker,
-                cpu.postgres,
-                cpu.consumer,
-                cpu.bench
-            ));
+            out.push_str(&markdown_row(&Self::latency_cells(row)));
         }
         out.push_str("\n| target | value | wanted | met |\n|---|---|---|---|\n");
         for target in &self.targets {
@@ -448,4 +428,55 @@ impl Report {
         }
         out
     }
+}
+
+const THROUGHPUT_COLUMNS: [&str; 9] = [
+    "scenario",
+    "workload",
+    "processes",
+    "deliveries/s (median)",
+    "runs",
+    "CPU ms / 1,000 deliveries: broker",
+    "postgres",
+    "consumer",
+    "bench",
+];
+
+const LATENCY_COLUMNS: [&str; 11] = [
+    "latency",
+    "workload",
+    "offered events/s",
+    "through events/s",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "CPU ms / 1,000: broker",
+    "postgres",
+    "consumer",
+    "bench",
+];
+
+fn cpu_cells(cpu: Cpu) -> [String; 4] {
+    [cpu.broker, cpu.postgres, cpu.consumer, cpu.bench].map(|ms| format!("{ms:.0}"))
+}
+
+/// Cells padded to `widths` (negative: left-aligned), one space apart.
+fn aligned(cells: &[String], widths: &[i32]) -> String {
+    cells
+        .iter()
+        .zip(widths)
+        .map(|(cell, &width)| {
+            let pad = width.unsigned_abs() as usize;
+            if width < 0 {
+                format!("{cell:<pad$}")
+            } else {
+                format!("{cell:>pad$}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn markdown_row(cells: &[String]) -> String {
+    format!("| {} |\n", cells.join(" | "))
 }
