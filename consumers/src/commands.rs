@@ -177,9 +177,8 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
         group_concurrency: args.group_concurrency,
     };
     // Each worker holds one connection; the rest serve the dead-letter
-    // movers (one per group, briefly), readiness checks and outage probes;
-    // one, detached from the pool, holds the group leases.
-    let connections = options.groups.len() as u32 * (u32::from(args.workers) + 1) + 3;
+    // movers (one per group, briefly), readiness checks and outage probes.
+    let connections = options.groups.len() as u32 * (u32::from(args.workers) + 1) + 2;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signals(shutdown.clone()));
     // Served first: "alive, not ready" while the broker and database are awaited.

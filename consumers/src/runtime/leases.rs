@@ -217,7 +217,6 @@ impl Keeper {
     ) {
         let mut tick = tokio::time::interval(LEASE_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut healthy = true;
         loop {
             tokio::select! {
                 biased;
@@ -225,19 +224,9 @@ impl Keeper {
                 Some(group) = released.recv() => self.unlock(group).await,
                 _ = tick.tick() => {}
             }
-            match self.look().await {
-                Ok(()) if !healthy => {
-                    healthy = true;
-                    tracing::info!("group leases: the database answers again");
-                }
-                Ok(()) => {}
-                Err(error) => {
-                    if healthy {
-                        tracing::warn!(%error, "group leases: the database failed; workers keep their groups meanwhile, and leases are looked at again every second");
-                    }
-                    healthy = false;
-                    self.connection = None;
-                }
+            if let Err(error) = self.look().await {
+                tracing::warn!(%error, "group leases: the database failed; workers keep their groups meanwhile");
+                self.connection = None;
             }
         }
         for (group, sender) in self.held.iter() {
