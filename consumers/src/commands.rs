@@ -174,7 +174,6 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
         workers: usize::from(args.workers),
         prefetch: args.prefetch,
         batch_size: usize::from(args.batch_size),
-        group_concurrency: args.group_concurrency,
     };
     // Each worker holds one connection; the rest serve the dead-letter
     // movers (one per group, briefly), readiness checks and outage probes.
@@ -269,9 +268,8 @@ async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {
         workers: WorkerOptions {
             groups: shared::groups::ConsumerGroup::ALL.to_vec(),
             workers: usize::from(args.workers),
-            prefetch: crate::runtime::DEFAULT_PREFETCH,
-            batch_size: usize::from(crate::runtime::DEFAULT_BATCH_SIZE),
-            group_concurrency: crate::runtime::DEFAULT_GROUP_CONCURRENCY,
+            prefetch: 256,
+            batch_size: 128,
         },
         deadline: std::time::Duration::from_secs(args.max_seconds),
     };

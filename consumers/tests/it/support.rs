@@ -71,7 +71,6 @@ impl Stack {
             workers,
             prefetch: 64,
             batch_size: 32,
-            group_concurrency: 1,
         }
     }
 
