@@ -7,7 +7,7 @@
 # shipments, cancellations, restocks, price changes, customers) with
 # confirms, then that many `consumers run` processes (every group, default
 # workers) drain the backlog. Prints, per run, the wall time from spawning
-# the processes to their graceful stop, and the processing span — first to
+# the processes to the backlog reading empty (for good), and the processing span — first to
 # last commit, from processed_events.processed_at (each batch's transaction
 # start), so process start-up (migrations check, topology declaration,
 # connections: several processes start on the same cores) is not counted —
@@ -57,14 +57,25 @@ for processes in $PROCESSES; do
         --http-address 127.0.0.1:0 >/dev/null 2>&1 &
       pids+=($!)
     done
-    # Ready and waiting-to-retry messages gone; then a graceful stop commits
-    # and acks what the workers still hold, and the clock stops.
+    # Ready, unacked and waiting-to-retry messages gone: the clock stops;
+    # then a graceful stop.
     # The management API's figures lag a few seconds: first see the backlog
     # (it could otherwise read 0 before the loaded messages are counted).
     for _ in $(seq 150); do [ "$(queued)" != 0 ] && break; sleep 0.2; done
-    while [ "$(queued)" != 0 ]; do sleep 0.2; done
+    # Empty only counts when it stays so for longer than the management
+    # API's sampling (5 s): a retry scheduled just before a sample is not
+    # in it yet.
+    while :; do
+      while [ "$(queued)" != 0 ]; do sleep 0.2; done
+      finished=$(date +%s.%N)
+      stable=yes
+      for _ in $(seq 30); do
+        sleep 0.2
+        [ "$(queued)" = 0 ] || { stable=no; break; }
+      done
+      [ "$stable" = yes ] && break
+    done
     kill -TERM "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
-    finished=$(date +%s.%N)
     left=$(queued)
     [ "$left" = 0 ] || { echo "messages left after the stop: $left" >&2; "$bin/consumers" stats >&2; exit 1; }
     seconds=$(calc "$finished - $started")

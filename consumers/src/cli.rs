@@ -60,6 +60,12 @@ pub struct RunArgs {
     /// CPU, limit a group (a remote database).
     #[arg(long, env = "SWITCHYARD_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: u16,
+    /// Processes that may consume a group at once (one lease per process
+    /// and group; the others stand by and take over). Set the same on every
+    /// process. One keeps a group's batches from waiting on each other's
+    /// locks; raise it when a group is bound by database round trips.
+    #[arg(long, env = "SWITCHYARD_GROUP_CONCURRENCY", default_value_t = crate::runtime::DEFAULT_GROUP_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub group_concurrency: u16,
     /// Deliveries the broker may send each worker ahead of its acks.
     #[arg(long, env = "SWITCHYARD_PREFETCH", default_value_t = crate::runtime::DEFAULT_PREFETCH, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,

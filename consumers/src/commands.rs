@@ -174,10 +174,12 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
         workers: usize::from(args.workers),
         prefetch: args.prefetch,
         batch_size: usize::from(args.batch_size),
+        group_concurrency: args.group_concurrency,
     };
     // Each worker holds one connection; the rest serve the dead-letter
-    // movers (one per group, briefly), readiness checks and outage probes.
-    let connections = options.groups.len() as u32 * (u32::from(args.workers) + 1) + 2;
+    // movers (one per group, briefly), readiness checks and outage probes;
+    // one, detached from the pool, holds the group leases.
+    let connections = options.groups.len() as u32 * (u32::from(args.workers) + 1) + 3;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signals(shutdown.clone()));
     // Served first: "alive, not ready" while the broker and database are awaited.
@@ -268,8 +270,9 @@ async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {
         workers: WorkerOptions {
             groups: shared::groups::ConsumerGroup::ALL.to_vec(),
             workers: usize::from(args.workers),
-            prefetch: 256,
-            batch_size: 128,
+            prefetch: crate::runtime::DEFAULT_PREFETCH,
+            batch_size: usize::from(crate::runtime::DEFAULT_BATCH_SIZE),
+            group_concurrency: crate::runtime::DEFAULT_GROUP_CONCURRENCY,
         },
         deadline: std::time::Duration::from_secs(args.max_seconds),
     };

@@ -34,6 +34,8 @@ pub const DEAD_LETTERS_HELD_TOTAL: &str = "switchyard_dead_letters_held_total";
 /// Times the workers opened a new broker connection after lapin's own
 /// recovery gave up.
 pub const BROKER_RECONNECTS_TOTAL: &str = "switchyard_broker_reconnects_total";
+/// 1 while this process holds the group's lease (consumes it), else 0.
+pub const GROUP_LEASE: &str = "switchyard_group_lease";
 /// Commit time minus event time.
 pub const LAG_SECONDS: &str = shared::metrics_recorder::LAG_SECONDS;
 
@@ -41,6 +43,11 @@ pub const LAG_SECONDS: &str = shared::metrics_recorder::LAG_SECONDS;
 /// gateway when both run in one process) and returns its handle.
 pub fn install_recorder() -> PrometheusHandle {
     shared::metrics_recorder::install()
+}
+
+/// Whether this process holds `group`'s lease.
+pub fn group_lease(group: ConsumerGroup, held: bool) {
+    metrics::gauge!(GROUP_LEASE, "group" => group.as_str()).set(if held { 1.0 } else { 0.0 });
 }
 
 /// One event's outcome.

@@ -18,6 +18,7 @@ pub mod consuming;
 pub mod dead_letter_store;
 pub mod health;
 pub mod incoming;
+pub mod leases;
 pub mod positions;
 pub mod worker;
 
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 pub use attempts::AttemptKey;
 pub use batch::{BatchContext, Outcome};
 pub use health::Health;
+pub use leases::Leases;
 pub use worker::Worker;
 
 /// Why the runtime stopped abnormally.
@@ -130,6 +132,16 @@ pub async fn run_workers_reconnecting(
     let attempt_key = AttemptKey::load(&pool)
         .await
         .map_err(RuntimeError::AttemptKey)?;
+    // Leases outlive broker connections; they are freed once every batch
+    // in hand has finished.
+    let leases_stop = CancellationToken::new();
+    let (leases, keeper) = Leases::start(
+        &settings.namespace,
+        &options.groups,
+        options.group_concurrency,
+        pool.clone(),
+        leases_stop.clone(),
+    );
     let mut lingering = Vec::new();
     let result = loop {
         let connection = tokio::select! {
@@ -153,6 +165,7 @@ pub async fn run_workers_reconnecting(
             options,
             health.clone(),
             &attempt_key,
+            &leases,
             workers_stop,
         )
         .await;
@@ -172,6 +185,8 @@ pub async fn run_workers_reconnecting(
     for task in lingering {
         let _ = task.await;
     }
+    leases_stop.cancel();
+    let _ = keeper.await;
     result
 }
 
@@ -202,6 +217,71 @@ pub struct WorkerOptions {
     pub prefetch: u16,
     /// Most events per transaction.
     pub batch_size: usize,
+    /// Processes that may consume a group at once (its lease slots; see
+    /// [`leases`]): 1 by default, the others standing by.
+    pub group_concurrency: u16,
+}
+
+/// Processes consuming a group at once, by default: one. On the store mix
+/// two or three processes competing for a group were slower than one
+/// (hot aggregates' locks, orders overtaken by their payments).
+pub const DEFAULT_GROUP_CONCURRENCY: u16 = 1;
+
+/// Runs `workers` (of `group`) on `connection` while this process holds
+/// the group's lease, waiting for it first, until `shutdown`. When the
+/// lease is revoked (handed to another process), the workers stop as on
+/// shutdown — finishing, committing and acknowledging what they received
+/// — then the lease is freed and waited for again.
+async fn run_leased_group(
+    group: ConsumerGroup,
+    workers: Vec<Worker>,
+    connection: Arc<Connection>,
+    leases: Leases,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    loop {
+        let Some(lease) = leases.acquire(group, &shutdown).await else {
+            return Ok(());
+        };
+        let stop = shutdown.child_token();
+        let mut running = JoinSet::new();
+        for worker in workers.iter().cloned() {
+            let (connection, stop) = (Arc::clone(&connection), stop.clone());
+            running.spawn(async move {
+                let channel = connection.create_channel().await?;
+                worker.run(channel, stop).await
+            });
+        }
+        let mut first_error = None;
+        loop {
+            let joined = tokio::select! {
+                joined = running.join_next() => joined,
+                () = lease.revoked.cancelled(), if !stop.is_cancelled() => {
+                    stop.cancel();
+                    continue;
+                }
+            };
+            let Some(joined) = joined else { break };
+            let error = match joined {
+                Ok(Ok(())) => continue,
+                Ok(Err(error)) => error,
+                Err(panic) => RuntimeError::WorkerPanicked(panic.to_string()),
+            };
+            // One worker's failure stops its siblings; the first error is
+            // the group's.
+            stop.cancel();
+            first_error.get_or_insert(error);
+        }
+        if lease.revoked.is_cancelled() {
+            leases.released(group);
+        }
+        if let Some(error) = first_error {
+            return Err(error);
+        }
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+    }
 }
 
 /// Runs every worker of `options` on `connection` until `shutdown` is
@@ -218,14 +298,15 @@ async fn run_workers(
     options: &WorkerOptions,
     health: Health,
     attempt_key: &AttemptKey,
+    leases: &Leases,
     shutdown: CancellationToken,
 ) -> (Result<(), RuntimeError>, Option<JoinHandle<()>>) {
     let retry_publisher = Publisher::new(settings, "", "switchyard-retries");
     let mut tasks = JoinSet::new();
     for group in &options.groups {
         let queues = topology.group(*group).clone();
-        for index in 1..=options.workers {
-            let worker = Worker {
+        let workers: Vec<Worker> = (1..=options.workers)
+            .map(|index| Worker {
                 context: BatchContext {
                     group: *group,
                     worker: format!("{group}-{}-{index}", std::process::id()),
@@ -239,13 +320,15 @@ async fn run_workers(
                 batch_size: options.batch_size,
                 max_event_bytes: settings.max_event_bytes,
                 health: health.clone(),
-            };
-            let (connection, shutdown) = (Arc::clone(connection), shutdown.clone());
-            tasks.spawn(async move {
-                let channel = connection.create_channel().await?;
-                worker.run(channel, shutdown).await
-            });
-        }
+            })
+            .collect();
+        tasks.spawn(run_leased_group(
+            *group,
+            workers,
+            Arc::clone(connection),
+            leases.clone(),
+            shutdown.clone(),
+        ));
         let (connection, pool, shutdown) = (Arc::clone(connection), pool.clone(), shutdown.clone());
         let (dead_letter_queue, max_bytes) = (queues.dead_letter.clone(), settings.max_event_bytes);
         let context = BatchContext {

@@ -1,7 +1,9 @@
 //! Scaling under load, both ways, with real `consumers run` processes: a
-//! process joining takes work; a process told to stop (SIGTERM) finishes,
-//! commits and acknowledges what it received and leaves, so nothing it
-//! applied comes back; the accounting is exact.
+//! group is consumed by the process holding its lease; a process joining
+//! stands by for a group already held and takes a share of the groups; a
+//! process told to stop (SIGTERM) finishes, commits and acknowledges what
+//! it received and hands its groups over, so nothing it applied comes
+//! back; a killed one's groups are taken over; the accounting is exact.
 
 use std::net::SocketAddr;
 use std::process::Child;
@@ -39,12 +41,17 @@ impl Process {
 
     /// `consumers run --group orders` with `arguments` added.
     fn spawn_with(stack: &Stack, arguments: &[&str]) -> Self {
+        Self::spawn_groups(stack, "orders", arguments)
+    }
+
+    /// `consumers run --group <groups>` with `arguments` added.
+    fn spawn_groups(stack: &Stack, groups: &str, arguments: &[&str]) -> Self {
         let http = free_address();
         let child = consumers_binary(stack)
             .args([
                 "run",
                 "--group",
-                "orders",
+                groups,
                 "--http-address",
                 &http.to_string(),
             ])
@@ -64,14 +71,33 @@ impl Process {
     /// Events with `outcome` this process counted, from its own `/metrics`.
     async fn events(&self, outcome: &str) -> f64 {
         let outcome = format!("outcome=\"{outcome}\"");
-        let Some((_, metrics)) = get(self.http, "/metrics").await else {
-            return 0.0;
-        };
-        metrics
+        self.metric("switchyard_events_total{", &outcome)
+            .await
+            .unwrap_or(0.0)
+    }
+
+    /// The groups whose lease this process holds, from its `/metrics`
+    /// (`None` before it serves them).
+    async fn leases(&self) -> Option<Vec<String>> {
+        let (_, metrics) = get(self.http, "/metrics").await?;
+        let held: Vec<String> = metrics
             .lines()
-            .filter(|line| line.starts_with("switchyard_events_total{") && line.contains(&outcome))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            .filter(|line| line.starts_with("switchyard_group_lease{") && line.ends_with(" 1"))
+            .filter_map(|line| Some(line.split('"').nth(1)?.to_owned()))
+            .collect();
+        metrics.contains("switchyard_group_lease{").then_some(held)
+    }
+
+    /// The sum of the samples of `prefix` whose labels contain `label`.
+    async fn metric(&self, prefix: &str, label: &str) -> Option<f64> {
+        let (_, metrics) = get(self.http, "/metrics").await?;
+        Some(
+            metrics
+                .lines()
+                .filter(|line| line.starts_with(prefix) && line.contains(label))
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum(),
+        )
     }
 }
 
@@ -83,9 +109,9 @@ impl Drop for Process {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_joining_process_takes_work_and_a_stopped_one_commits_what_it_holds() {
+async fn a_standby_process_takes_over_from_a_stopped_one_and_nothing_is_applied_twice() {
     let _watchdog = Watchdog::new(
-        "a_joining_process_takes_work_and_a_stopped_one_commits_what_it_holds",
+        "a_standby_process_takes_over_from_a_stopped_one_and_nothing_is_applied_twice",
         TEST_LIMIT,
     );
     let stack = Stack::with_settings(settings_with(&RETRY_ENVIRONMENT)).await;
@@ -103,16 +129,35 @@ async fn a_joining_process_takes_work_and_a_stopped_one_commits_what_it_holds() 
     })
     .await;
     assert!(started.is_some(), "the first process works");
+    assert_eq!(first.leases().await, Some(vec!["orders".to_owned()]));
 
-    // Scale out: the second process takes a share of the work.
+    // Scale out on one group: the joining process stands by, its lease
+    // held elsewhere, and applies nothing (two processes on one group's
+    // hot aggregates were slower than one).
     let second = Process::spawn(&stack);
-    let took = eventually(Duration::from_secs(120), || async {
-        (second.applied().await > 0.0).then_some(())
+    let standing_by = eventually(Duration::from_secs(60), || async {
+        second.leases().await.filter(Vec::is_empty)
     })
     .await;
-    assert!(took.is_some(), "the joining process applied events");
+    assert!(
+        standing_by.is_some(),
+        "the joining process serves, holding no lease"
+    );
+    let management = Management::new(&stack.settings).expect("management API configured");
+    let queue = stack
+        .isolated
+        .topology
+        .group(ConsumerGroup::Orders)
+        .work
+        .clone();
+    let info = management.queue(&queue).await.expect("queue figures");
+    assert!(
+        info.consumers <= 1,
+        "one process consumes the group: {info:?}"
+    );
+    assert_eq!(second.applied().await, 0.0, "the standby applied nothing");
 
-    // Scale in: SIGTERM the first while work remains.
+    // Scale in: SIGTERM the holder while work remains; the standby takes over.
     let before_stop = applied().await;
     assert!(
         before_stop < expected,
@@ -129,6 +174,8 @@ async fn a_joining_process_takes_work_and_a_stopped_one_commits_what_it_holds() 
         .wait_for("SELECT count(*) FROM processed_events", expected, 180)
         .await;
     assert_eq!(total, expected, "every order and payment applied");
+    assert!(second.applied().await > 0.0, "the standby took over");
+    assert_eq!(second.leases().await, Some(vec!["orders".to_owned()]));
     assert!(crate::support::eventually_drained(&stack, ConsumerGroup::Orders).await);
     assert_orders_and_payments_once(&stack, ORDERS).await;
     assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
@@ -136,20 +183,11 @@ async fn a_joining_process_takes_work_and_a_stopped_one_commits_what_it_holds() 
     // What the stopped process received it committed and acknowledged: had
     // it committed without acknowledging, the broker would have handed the
     // events to the second process, which would have counted duplicates.
-    // (The broker may still return messages it had not yet sent to the
-    // stopped process; those were never applied, so they are no duplicates.)
     assert_eq!(
         second.events("duplicate").await,
         0.0,
         "nothing the stopped process applied came back"
     );
-    let management = Management::new(&stack.settings).expect("management API configured");
-    let queue = stack
-        .isolated
-        .topology
-        .group(ConsumerGroup::Orders)
-        .work
-        .clone();
     let settled = eventually(Duration::from_secs(60), || async {
         let info = management.queue(&queue).await.ok()?;
         (info.messages_unacknowledged == 0 && info.messages_ready == 0 && info.consumers == 1)
@@ -160,6 +198,93 @@ async fn a_joining_process_takes_work_and_a_stopped_one_commits_what_it_holds() 
         settled.is_some(),
         "the second process alone remains, nothing in flight"
     );
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_share_out_the_groups_and_a_killed_ones_are_taken_over() {
+    let _watchdog = Watchdog::new(
+        "processes_share_out_the_groups_and_a_killed_ones_are_taken_over",
+        TEST_LIMIT,
+    );
+    let stack = Stack::with_settings(settings_with(&RETRY_ENVIRONMENT)).await;
+    // Two groups whose events need no stock (inventory would refuse the
+    // orders of an unstocked SKU).
+    let groups = [ConsumerGroup::Orders, ConsumerGroup::Sales];
+    let all = "orders,sales";
+    let first = Process::spawn_groups(&stack, all, &[]);
+    let held = eventually(Duration::from_secs(60), || async {
+        first.leases().await.filter(|held| held.len() == 2)
+    })
+    .await;
+    assert!(held.is_some(), "a lone process holds both groups");
+
+    // A second process joins: the first hands it a group (it holds two
+    // more than the newcomer).
+    let mut second = Process::spawn_groups(&stack, all, &[]);
+    let shared = eventually(Duration::from_secs(60), || async {
+        let (a, b) = (first.leases().await?, second.leases().await?);
+        (a.len() == 1 && b.len() == 1 && a != b).then_some(())
+    })
+    .await;
+    assert!(
+        shared.is_some(),
+        "one each: {:?} {:?}",
+        first.leases().await,
+        second.leases().await
+    );
+    let management = Management::new(&stack.settings).expect("management API configured");
+    for group in groups {
+        let queue = stack.isolated.topology.group(group).work.clone();
+        let one = eventually(Duration::from_secs(30), || async {
+            (management.queue(&queue).await.ok()?.consumers == 1).then_some(())
+        })
+        .await;
+        assert!(one.is_some(), "{group} has exactly one consumer");
+    }
+
+    // Work published now is applied wherever its group is held.
+    let ids: Vec<Uuid> = (0..ORDERS / 3).map(|_| Uuid::now_v7()).collect();
+    let placed: Vec<_> = ids.iter().map(|id| order_placed(*id)).collect();
+    let payments: Vec<_> = ids.iter().map(|id| captured(*id)).collect();
+    stack.publish(&placed).await;
+    stack.publish(&payments).await;
+    let applied = eventually(Duration::from_secs(60), || async {
+        (first.applied().await > 0.0 && second.applied().await > 0.0).then_some(())
+    })
+    .await;
+    assert!(applied.is_some(), "both processes apply their groups");
+
+    // Killed (no stop, no hand-over): its session ends, its lease with it,
+    // and the survivor takes the group over.
+    let _ = second.child.kill();
+    let _ = second.child.wait();
+    let taken_over = eventually(Duration::from_secs(60), || async {
+        first.leases().await.filter(|held| held.len() == 2)
+    })
+    .await;
+    assert!(taken_over.is_some(), "the survivor holds both groups again");
+    let more: Vec<Uuid> = (0..ORDERS / 3).map(|_| Uuid::now_v7()).collect();
+    stack
+        .publish(&more.iter().map(|id| order_placed(*id)).collect::<Vec<_>>())
+        .await;
+    stack
+        .publish(&more.iter().map(|id| captured(*id)).collect::<Vec<_>>())
+        .await;
+    let orders = ids.len() + more.len();
+    let paid = stack
+        .wait_for(
+            "SELECT count(*) FROM orders WHERE status = 'paid'",
+            orders as i64,
+            180,
+        )
+        .await;
+    assert_eq!(paid, orders as i64, "every order and payment applied");
+    for group in groups {
+        assert!(crate::support::eventually_drained(&stack, group).await);
+    }
+    assert_orders_and_payments_once(&stack, orders).await;
+    assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
     drop(second);
 }
 
@@ -213,4 +338,82 @@ async fn a_process_stopped_under_a_backlog_stops_taking_work_at_once() {
     assert_eq!(total, expected, "every order applied");
     assert_eq!(second.events("duplicate").await, 0.0);
     drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_group_concurrency_of_two_two_processes_consume_one_group() {
+    let _watchdog = Watchdog::new(
+        "with_a_group_concurrency_of_two_two_processes_consume_one_group",
+        TEST_LIMIT,
+    );
+    let stack = Stack::with_settings(settings_with(&RETRY_ENVIRONMENT)).await;
+    // One by flag, one by environment; a third process stands by.
+    let first = Process::spawn_with(&stack, &["--group-concurrency", "2"]);
+    let http = free_address();
+    let child = consumers_binary(&stack)
+        .args([
+            "run",
+            "--group",
+            "orders",
+            "--http-address",
+            &http.to_string(),
+        ])
+        .envs(RETRY_ENVIRONMENT)
+        .env("SWITCHYARD_GROUP_CONCURRENCY", "2")
+        .env("RUST_LOG", "error")
+        .spawn()
+        .expect("spawn consumers");
+    let second = Process { child, http };
+    let third = Process::spawn_with(&stack, &["--group-concurrency", "2"]);
+    let orders = vec!["orders".to_owned()];
+    let both = eventually(Duration::from_secs(60), || async {
+        let held = [
+            first.leases().await?,
+            second.leases().await?,
+            third.leases().await?,
+        ];
+        let holders = held.iter().filter(|held| **held == orders).count();
+        let idle = held.iter().filter(|held| held.is_empty()).count();
+        (holders == 2 && idle == 1).then_some(())
+    })
+    .await;
+    assert!(
+        both.is_some(),
+        "two of the three processes hold an orders lease"
+    );
+    let management = Management::new(&stack.settings).expect("management API configured");
+    let queue = stack
+        .isolated
+        .topology
+        .group(ConsumerGroup::Orders)
+        .work
+        .clone();
+    let two = eventually(Duration::from_secs(30), || async {
+        (management.queue(&queue).await.ok()?.consumers == 2).then_some(())
+    })
+    .await;
+    assert!(two.is_some(), "two consumers on the group's queue");
+
+    let placed: Vec<_> = (0..ORDERS).map(|_| order_placed(Uuid::now_v7())).collect();
+    stack.publish(&placed).await;
+    let total = stack
+        .wait_for("SELECT count(*) FROM processed_events", ORDERS as i64, 180)
+        .await;
+    assert_eq!(total, ORDERS as i64, "every order applied once");
+    let mut applied = Vec::new();
+    for process in [&first, &second, &third] {
+        let leases = process.leases().await.unwrap_or_default();
+        applied.push((leases, process.applied().await));
+    }
+    for (leases, count) in &applied {
+        if leases.is_empty() {
+            assert_eq!(*count, 0.0, "the standby applied nothing: {applied:?}");
+        } else {
+            assert!(*count > 0.0, "each holder applied a share: {applied:?}");
+        }
+    }
+    assert_eq!(
+        stack.number("SELECT count(*) FROM order_lines").await,
+        ORDERS as i64
+    );
 }

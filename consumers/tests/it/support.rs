@@ -71,6 +71,7 @@ impl Stack {
             workers,
             prefetch: 64,
             batch_size: 32,
+            group_concurrency: 1,
         }
     }
 
