@@ -8,7 +8,7 @@ use shared::events::Event;
 use shared::groups::ConsumerGroup;
 use shared::publish::{OutgoingMessage, Publisher};
 use shared::settings::Settings;
-use shared::testing::{IsolatedTopology, TestDatabase, eventually, isolated_settings};
+use shared::testing::{IsolatedTopology, TestDatabase, Watchdog, eventually, isolated_settings};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -17,13 +17,17 @@ pub struct Stack {
     pub isolated: IsolatedTopology,
     pub database: TestDatabase,
     pub settings: Settings,
+    /// Ends the test process if the test outlives [`TEST_LIMIT`]: a hang
+    /// (a wait that never ends, a worker that never stops) names its test
+    /// instead of holding CI until its overall timeout.
+    _watchdog: Watchdog,
 }
 
-/// Fast retries for tests: 200 ms doubling, four attempts.
-/// The longest a fault test may run, teardown included, before its
-/// [`shared::testing::Watchdog`] ends the test process.
+/// The longest a test may run, teardown included, before its
+/// [`Watchdog`] ends the test process.
 pub const TEST_LIMIT: Duration = Duration::from_secs(300);
 
+/// Fast retries for tests: 200 ms doubling, four attempts.
 pub const QUICK_RETRY_ENVIRONMENT: [(&str, &str); 3] = [
     ("SWITCHYARD_RETRY_INITIAL_DELAY_MS", "200"),
     ("SWITCHYARD_RETRY_MAX_DELAY_MS", "5000"),
@@ -55,6 +59,7 @@ impl Stack {
     }
 
     pub async fn with_settings(settings: Settings) -> Self {
+        let watchdog = Watchdog::for_current_test(TEST_LIMIT);
         let isolated = IsolatedTopology::declare_with(settings.clone()).await;
         let database = TestDatabase::create_with(settings).await;
         let settings = database.settings.clone();
@@ -62,6 +67,7 @@ impl Stack {
             isolated,
             database,
             settings,
+            _watchdog: watchdog,
         }
     }
 

@@ -14,7 +14,8 @@ pub struct Watchdog {
 
 impl Watchdog {
     /// Starts watching the test `name`.
-    pub fn new(name: &'static str, limit: Duration) -> Self {
+    pub fn new(name: impl Into<String>, limit: Duration) -> Self {
+        let name = name.into();
         let finished = Arc::new((Mutex::new(false), Condvar::new()));
         let watched = Arc::clone(&finished);
         std::thread::spawn(move || {
@@ -33,6 +34,16 @@ impl Watchdog {
             }
         });
         Self { finished }
+    }
+
+    /// Watches the running test, named as libtest names its thread (the
+    /// test's path); for helpers that set a test up.
+    pub fn for_current_test(limit: Duration) -> Self {
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("an unnamed test")
+            .to_owned();
+        Self::new(name, limit)
     }
 }
 
