@@ -51,6 +51,16 @@ impl ApiError {
         )
     }
 
+    /// 403: a change asked with the session cookie but without its CSRF
+    /// token (a page on another origin cannot know it).
+    pub fn csrf() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "a change made with the session cookie needs the session's X-CSRF-Token header",
+        )
+    }
+
     /// 400 naming `field`.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
@@ -97,6 +107,7 @@ impl ApiError {
         vec![
             Self::unauthenticated(),
             Self::forbidden("operator"),
+            Self::csrf(),
             Self::invalid("group", "unknown"),
             Self::not_found("no dead letter 1"),
             Self::new(StatusCode::CONFLICT, "conflict", "closed"),

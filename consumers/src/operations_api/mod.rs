@@ -13,7 +13,9 @@
 //! checked against that list by a test.
 
 pub mod error;
+pub mod sessions;
 pub mod tokens;
+pub mod ui;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -148,21 +150,46 @@ impl Caller {
 impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
+    /// A bearer token, or else the dashboard's session cookie; a change
+    /// (any method but GET and HEAD) made with the cookie must also carry
+    /// the session's CSRF token.
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        let presented = parts
+        let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(ApiError::unauthenticated)?;
-        let client = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(client)| client.ip());
+            .and_then(|value| value.strip_prefix("Bearer "));
+        let cookie = if bearer.is_none() {
+            session_cookie(&parts.headers)
+        } else {
+            None
+        };
+        if bearer.is_none() && cookie.is_none() {
+            return Err(ApiError::unauthenticated());
+        }
+        let ClientAddress(client) = ClientAddress::of(parts);
         if client.is_some_and(|client| state.failed_checks.blocked(client)) {
             return Err(ApiError::rate_limited());
         }
-        match tokens::authenticate(&state.pool, presented).await? {
+        let found = match (bearer, cookie) {
+            (Some(presented), _) => tokens::authenticate(&state.pool, presented).await?,
+            (None, Some(cookie)) => match sessions::find(&state.pool, cookie).await? {
+                Some(session) => {
+                    let safe = matches!(parts.method, Method::GET | Method::HEAD);
+                    let presented = parts
+                        .headers
+                        .get(sessions::CSRF_HEADER)
+                        .and_then(|value| value.to_str().ok());
+                    if !safe && !sessions::csrf_matches(&session, presented) {
+                        return Err(ApiError::csrf());
+                    }
+                    Some(session.token)
+                }
+                None => None,
+            },
+            (None, None) => None,
+        };
+        match found {
             Some(token) => Ok(Caller(token)),
             None => {
                 if let Some(client) = client {
@@ -172,6 +199,38 @@ impl FromRequestParts<ApiState> for Caller {
             }
         }
     }
+}
+
+/// The client's address, when the server recorded it (for
+/// [`FailedChecks`]).
+pub struct ClientAddress(pub Option<std::net::IpAddr>);
+
+impl ClientAddress {
+    fn of(parts: &Parts) -> Self {
+        Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(client)| client.ip()),
+        )
+    }
+}
+
+impl FromRequestParts<ApiState> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &ApiState) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(parts))
+    }
+}
+
+/// The dashboard's session cookie in `headers`, if any.
+fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(|value| sessions::cookie_value(value, sessions::COOKIE))
 }
 
 /// The `{id}` of a path, or a JSON 400 naming `id`.
@@ -239,6 +298,7 @@ pub fn router(state: ApiState) -> Router {
             // Two methods on one path would need merging; the table has none.
             router.route(route.path, handler_for(route))
         })
+        .merge(ui::routes())
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(bounded_in_time))

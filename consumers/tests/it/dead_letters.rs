@@ -24,9 +24,9 @@ pub const DEAD: i64 = (SHIPPED_CANCELLED + 2 * UNKNOWN_PAYMENTS + POISON) as i64
 /// The dead letters' sources.
 pub struct Fixture {
     pub workers: RunningWorkers,
-    shipments: Vec<Event>,
-    payments: Vec<Event>,
-    payment_orders: Vec<Uuid>,
+    pub shipments: Vec<Event>,
+    pub payments: Vec<Event>,
+    pub payment_orders: Vec<Uuid>,
 }
 
 /// Workers of orders and sales, and the 50 dead letters.

@@ -16,11 +16,11 @@ use crate::dead_letters::{SHIPPED_CANCELLED, UNKNOWN_PAYMENTS, prepared};
 use crate::http::free_address;
 use crate::support::{Stack, consumers_binary, output_of};
 
-struct Api {
-    child: Child,
-    address: SocketAddr,
-    base: String,
-    client: reqwest::Client,
+pub struct Api {
+    pub child: Child,
+    pub address: SocketAddr,
+    pub base: String,
+    pub client: reqwest::Client,
 }
 
 impl Drop for Api {
@@ -31,7 +31,7 @@ impl Drop for Api {
 }
 
 /// A token made with the real `operator-tokens create`.
-async fn token(stack: &Stack, name: &str, role: &str) -> String {
+pub async fn token(stack: &Stack, name: &str, role: &str) -> String {
     let mut command = consumers_binary(stack);
     command.args(["operator-tokens", "create", "--name", name, "--role", role]);
     let output = output_of(command).await;
@@ -46,7 +46,7 @@ async fn token(stack: &Stack, name: &str, role: &str) -> String {
 }
 
 impl Api {
-    async fn start(stack: &Stack) -> Self {
+    pub async fn start(stack: &Stack) -> Self {
         Self::start_with(stack, &[], &[]).await
     }
 
@@ -78,7 +78,7 @@ impl Api {
         api
     }
 
-    async fn call(
+    pub async fn call(
         &self,
         method: reqwest::Method,
         path: &str,

@@ -1,0 +1,179 @@
+//! The dashboard's sessions: a login with an operator token gives the
+//! browser a session cookie (HttpOnly, SameSite=Strict, Secure behind
+//! TLS) and the page a CSRF token it must send with every change. The
+//! cookie's value is stored only as its SHA-256 (`operator_sessions`); a
+//! session ends when it expires, when its operator signs out, or when its
+//! token is revoked.
+
+use std::time::Duration;
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use super::tokens::{OperatorToken, Role};
+
+/// The cookie's name.
+pub const COOKIE: &str = "switchyard_session";
+/// The header carrying the CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// How long a session lasts from its login.
+pub const LIFETIME: Duration = Duration::from_secs(8 * 60 * 60);
+
+/// A session just opened: the cookie's value and the CSRF token.
+#[derive(Clone)]
+pub struct Opened {
+    /// The cookie's value (64 hex digits); never stored.
+    pub cookie: String,
+    /// The CSRF token the page sends back.
+    pub csrf: String,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Opened").finish_non_exhaustive()
+    }
+}
+
+/// A live session's operator and CSRF token.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The token the operator signed in with.
+    pub token: OperatorToken,
+    /// What the page must send in [`CSRF_HEADER`].
+    pub csrf: String,
+}
+
+fn random_hex() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn digest(cookie: &str) -> Vec<u8> {
+    Sha256::digest(cookie.as_bytes()).to_vec()
+}
+
+/// Opens a session for `token` (already authenticated); expired sessions
+/// are removed on the way.
+pub async fn open(pool: &PgPool, token: &OperatorToken) -> Result<Opened, sqlx::Error> {
+    let opened = Opened {
+        cookie: random_hex(),
+        csrf: random_hex(),
+    };
+    sqlx::query("DELETE FROM operator_sessions WHERE expires_at < now()")
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO operator_sessions (session_sha256, token_id, csrf, expires_at) \
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+    )
+    .bind(digest(&opened.cookie))
+    .bind(token.token_id)
+    .bind(&opened.csrf)
+    .bind(LIFETIME.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(opened)
+}
+
+/// The live session whose cookie is `cookie`, or `None` (unknown, expired,
+/// signed out, token revoked, not shaped like a session cookie).
+pub async fn find(pool: &PgPool, cookie: &str) -> Result<Option<Session>, sqlx::Error> {
+    if cookie.len() != 64 || !cookie.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    type Row = (
+        uuid::Uuid,
+        String,
+        String,
+        chrono::DateTime<chrono::Utc>,
+        String,
+    );
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT t.token_id, t.name, t.role, t.created_at, s.csrf \
+         FROM operator_sessions s JOIN operator_tokens t USING (token_id) \
+         WHERE s.session_sha256 = $1 AND s.expires_at > now() AND t.revoked_at IS NULL",
+    )
+    .bind(digest(cookie))
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(token_id, name, role, created_at, csrf)| Session {
+        token: OperatorToken {
+            token_id,
+            name,
+            role: if role == "operator" {
+                Role::Operator
+            } else {
+                Role::Viewer
+            },
+            created_at,
+            revoked_at: None,
+        },
+        csrf,
+    }))
+}
+
+/// Ends the session whose cookie is `cookie`.
+pub async fn close(pool: &PgPool, cookie: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM operator_sessions WHERE session_sha256 = $1")
+        .bind(digest(cookie))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The value of cookie `name` in a `Cookie` header.
+pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').find_map(|pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        (key == name).then_some(value)
+    })
+}
+
+/// A `Set-Cookie` value holding `value` for [`LIFETIME`] (`Secure` when
+/// the page is served over TLS).
+pub fn set_cookie(value: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        LIFETIME.as_secs()
+    )
+}
+
+/// A `Set-Cookie` value that removes the cookie.
+pub fn clear_cookie(secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
+}
+
+/// Whether `presented` is the session's CSRF token (compared in constant
+/// time).
+pub fn csrf_matches(session: &Session, presented: Option<&str>) -> bool {
+    use subtle::ConstantTimeEq;
+    presented.is_some_and(|presented| {
+        presented.len() == session.csrf.len()
+            && bool::from(presented.as_bytes().ct_eq(session.csrf.as_bytes()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cookie_is_found_among_others_by_its_exact_name() {
+        let header = "theme=dark; switchyard_session_old=x; switchyard_session=abc; z=1";
+        assert_eq!(cookie_value(header, COOKIE), Some("abc"));
+        assert_eq!(cookie_value("theme=dark", COOKIE), None);
+    }
+
+    #[test]
+    fn the_cookie_is_http_only_strict_and_secure_only_behind_tls() {
+        let plain = set_cookie("v", false);
+        assert!(plain.contains("HttpOnly") && plain.contains("SameSite=Strict"));
+        assert!(!plain.contains("Secure"));
+        assert!(set_cookie("v", true).ends_with("; Secure"));
+        assert!(clear_cookie(false).contains("Max-Age=0"));
+    }
+}
