@@ -3,11 +3,20 @@
 //! viewer's work in headless Chromium (Debian's `chromium` and
 //! `chromium-driver`, which `.ci/run` installs).
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
 
+use shared::groups::ConsumerGroup;
+use shared::testing::eventually;
+use uuid::Uuid;
+
+use crate::dead_letters::{DEAD, prepared};
 use crate::operations_api::{Api, token};
+use crate::processing::order_placed;
+use crate::stats::broker_counts;
 use crate::support::{Stack, consumers_binary, output_of};
 
 /// A client that keeps no cookies and follows no redirects: every cookie
@@ -328,4 +337,536 @@ async fn the_dashboard_needs_a_session_and_every_change_its_csrf_token() {
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
     assert!(limited, "guessed session cookies are rate limited");
+}
+
+/// Headless Chromium driven through chromedriver on a loopback port;
+/// every step's screenshot is saved under
+/// `target/tmp/dashboard-screenshots/<test>/`.
+struct Browser {
+    driver: std::process::Child,
+    client: fantoccini::Client,
+    screenshots: std::path::PathBuf,
+    step: usize,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// The page's longest wait for something to appear.
+const PAGE_PATIENCE: Duration = Duration::from_secs(30);
+
+impl Browser {
+    async fn start(test: &str) -> Self {
+        let port = crate::http::free_address().port();
+        let chromedriver =
+            std::env::var("SWITCHYARD_TEST_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let driver = std::process::Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("{chromedriver} did not start ({error}): install chromium-driver")
+            });
+        let mut capabilities = serde_json::Map::new();
+        let binary = std::env::var("SWITCHYARD_TEST_CHROMIUM")
+            .unwrap_or_else(|_| "/usr/bin/chromium".into());
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": binary,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1280,800"],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let url = format!("http://127.0.0.1:{port}");
+        let client = eventually(PAGE_PATIENCE, || async {
+            fantoccini::ClientBuilder::new(connector.clone())
+                .capabilities(capabilities.clone())
+                .connect(&url)
+                .await
+                .ok()
+        })
+        .await
+        .expect("chromedriver accepts a session");
+        let screenshots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("dashboard-screenshots")
+            .join(test);
+        let _ = std::fs::remove_dir_all(&screenshots);
+        std::fs::create_dir_all(&screenshots).unwrap();
+        Self {
+            driver,
+            client,
+            screenshots,
+            step: 0,
+        }
+    }
+
+    /// Saves a screenshot named `name`, numbered in order.
+    async fn shot(&mut self, name: &str) {
+        self.step += 1;
+        let png = self.client.screenshot().await.unwrap();
+        std::fs::write(
+            self.screenshots
+                .join(format!("{:02}-{name}.png", self.step)),
+            png,
+        )
+        .unwrap();
+    }
+
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(PAGE_PATIENCE)
+            .for_element(fantoccini::Locator::Css(css))
+            .await
+            .unwrap_or_else(|error| panic!("{css} did not appear: {error}"))
+    }
+
+    async fn click(&self, css: &str) {
+        self.find(css).await.click().await.unwrap();
+    }
+
+    /// The text of `css` once `accept` holds for it.
+    async fn text_when(&self, css: &str, accept: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        let deadline = std::time::Instant::now() + PAGE_PATIENCE;
+        while std::time::Instant::now() < deadline {
+            if let Ok(element) = self.client.find(fantoccini::Locator::Css(css)).await {
+                last = element.text().await.unwrap_or_default();
+                if accept(&last) {
+                    return last;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{css} never showed what was expected; last: {last:?}");
+    }
+
+    async fn text_of(&self, css: &str) -> String {
+        match self.client.find(fantoccini::Locator::Css(css)).await {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    async fn absent(&self, css: &str) -> bool {
+        self.client
+            .find(fantoccini::Locator::Css(css))
+            .await
+            .is_err()
+    }
+
+    /// Sets a field's value as typing would, firing its input event.
+    async fn set_value(&self, css: &str, value: &str) {
+        self.find(css).await;
+        self.client
+            .execute(
+                "const field = document.querySelector(arguments[0]); field.value = arguments[1]; \
+                 field.dispatchEvent(new Event('input', { bubbles: true }));",
+                vec![json!(css), json!(value)],
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn login(&mut self, base: &str, token: &str) {
+        self.client.goto(&format!("{base}/ui")).await.unwrap();
+        self.find("#token").await.send_keys(token).await.unwrap();
+        self.click("#login-button").await;
+        self.find("#groups .card").await;
+    }
+}
+
+/// Waits until the overview shows `figure` of `group` as `expected`.
+async fn overview_shows(browser: &Browser, group: &str, figure: &str, expected: String) {
+    eprintln!("waiting for the overview's {group} {figure} to read {expected}");
+    browser
+        .text_when(&format!("#{group}-{figure}"), |shown| shown == expected)
+        .await;
+}
+
+/// Waits until `sql` (a count with `$1`) with `value` reads `expected`.
+async fn wait_for_value(stack: &Stack, sql: &'static str, value: Uuid, expected: i64) {
+    let reached = eventually(PAGE_PATIENCE, || async {
+        let count: i64 = sqlx::query_scalar(sql)
+            .bind(value)
+            .fetch_one(&stack.database.pool)
+            .await
+            .unwrap();
+        (count == expected).then_some(())
+    })
+    .await;
+    assert!(
+        reached.is_some(),
+        "{sql} with {value} never read {expected}"
+    );
+}
+
+async fn open_dead_letters(stack: &Stack, group: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM dead_letters WHERE status = 'open' AND consumer_group = $1",
+    )
+    .bind(group)
+    .fetch_one(&stack.database.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_finds_repairs_and_replays_dead_letters_in_a_browser() {
+    let (_watchdog, stack, fixture) =
+        prepared("an_operator_finds_repairs_and_replays_dead_letters_in_a_browser").await;
+    let operator = token(&stack, "otto", "operator").await;
+    let api = Api::start(&stack).await;
+    let mut browser = Browser::start("operator").await;
+
+    // Unauthenticated, the dashboard sends to the login page.
+    browser
+        .client
+        .goto(&format!("{}/ui", api.base))
+        .await
+        .unwrap();
+    browser.find("#login-form").await;
+    assert!(
+        browser
+            .client
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/ui/login")
+    );
+    browser.shot("login").await;
+    browser.set_value("#token", "syop_not_a_token").await;
+    browser.click("#login-button").await;
+    browser
+        .text_when("#login-error", |text| text.contains("unknown"))
+        .await;
+    browser.set_value("#token", "").await;
+    browser.login(&api.base, &operator).await;
+    browser
+        .text_when("#who", |text| text == "otto (operator)")
+        .await;
+
+    // The overview's counts are the broker's and the store's.
+    for group in [
+        ConsumerGroup::Orders,
+        ConsumerGroup::Sales,
+        ConsumerGroup::Inventory,
+    ] {
+        let name = group.as_str();
+        let queue = stack.isolated.topology.group(group).work.clone();
+        let matched = eventually(PAGE_PATIENCE, || async {
+            let broker = broker_counts(queue.clone()).await?;
+            let shown = (
+                browser.text_of(&format!("#{name}-ready")).await,
+                browser.text_of(&format!("#{name}-unacked")).await,
+                browser.text_of(&format!("#{name}-consumers")).await,
+            );
+            let expected = (
+                broker.0.to_string(),
+                broker.1.to_string(),
+                broker.2.to_string(),
+            );
+            (shown == expected).then_some(())
+        })
+        .await;
+        assert!(
+            matched.is_some(),
+            "the overview of {name} never matched the broker's counts"
+        );
+        overview_shows(
+            &browser,
+            name,
+            "open",
+            open_dead_letters(&stack, name).await.to_string(),
+        )
+        .await;
+    }
+    browser.shot("overview").await;
+
+    // The dead letters, grouped by failure.
+    browser.click("#nav-dead-letters").await;
+    browser.find("#summary tbody tr").await;
+    let summary_rows = browser
+        .client
+        .find_all(fantoccini::Locator::Css("#summary tbody tr"))
+        .await
+        .unwrap();
+    let fingerprints: i64 = stack
+        .number("SELECT count(DISTINCT (consumer_group, event_type, fingerprint)) FROM dead_letters WHERE status = 'open'")
+        .await;
+    assert_eq!(summary_rows.len() as i64, fingerprints);
+    browser.shot("dead-letters").await;
+
+    // One dead letter: a payment for an order the orders group never saw.
+    let payment = &fixture.payments[0];
+    let id: i64 = sqlx::query_scalar(
+        "SELECT id FROM dead_letters WHERE consumer_group = 'orders' AND event_id = $1",
+    )
+    .bind(payment.id)
+    .fetch_one(&stack.database.pool)
+    .await
+    .unwrap();
+    browser.click(&format!("a[href='#dead-letter/{id}']")).await;
+    browser
+        .text_when("#dead-letter-title", |text| {
+            text == format!("Dead letter {id}")
+        })
+        .await;
+    let shown: Value = serde_json::from_str(
+        &browser
+            .find("#event-body")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(shown["id"], json!(payment.id.to_string()));
+    browser
+        .text_when("#attempts tbody", |text| !text.is_empty())
+        .await;
+    browser.shot("dead-letter").await;
+
+    // An edit that breaks the schema is refused, naming the field.
+    let mut broken = shown.clone();
+    broken["data"]["amount_cents"] = json!("lots");
+    browser.set_value("#event-body", &broken.to_string()).await;
+    browser.click("#save-event").await;
+    browser
+        .text_when("#edit-error", |text| text.starts_with("data.amount_cents"))
+        .await;
+    browser.shot("edit-refused").await;
+
+    // The repair: the payment belongs to an order that now exists.
+    let order = Uuid::now_v7();
+    stack.publish(&[order_placed(order)]).await;
+    wait_for_value(
+        &stack,
+        "SELECT count(*) FROM orders WHERE order_id = $1",
+        order,
+        1,
+    )
+    .await;
+    let mut repaired = shown.clone();
+    repaired["data"]["order_id"] = json!(order.to_string());
+    browser
+        .set_value(
+            "#event-body",
+            &serde_json::to_string_pretty(&repaired).unwrap(),
+        )
+        .await;
+    browser.click("#save-event").await;
+    browser
+        .text_when("#edit-done", |text| text.starts_with("Saved"))
+        .await;
+    let edited_by: Option<String> =
+        sqlx::query_scalar("SELECT edited_by FROM dead_letters WHERE id = $1")
+            .bind(id)
+            .fetch_one(&stack.database.pool)
+            .await
+            .unwrap();
+    assert_eq!(edited_by.as_deref(), Some("api:otto"));
+
+    // Replayed: the open count falls, the order is paid.
+    let open_before = open_dead_letters(&stack, "orders").await;
+    browser.click("#replay-one").await;
+    browser
+        .text_when("#replay-preview", |text| {
+            text.starts_with("Dry run: 1 will be replayed")
+        })
+        .await;
+    browser.click("#replay-start").await;
+    browser
+        .text_when("#replay-status", |text| {
+            text.starts_with("completed: 1 replayed")
+        })
+        .await;
+    browser.shot("replayed-one").await;
+    browser.click("#replay-close").await;
+    wait_for_value(
+        &stack,
+        "SELECT count(*) FROM orders WHERE order_id = $1 AND status = 'paid'",
+        order,
+        1,
+    )
+    .await;
+    browser.click("#nav-overview").await;
+    overview_shows(&browser, "orders", "open", (open_before - 1).to_string()).await;
+
+    // A filtered replay at a rate limit: the sales group's payments, once
+    // their orders exist, run to the end.
+    let orders: Vec<_> = fixture
+        .payment_orders
+        .iter()
+        .map(|order| order_placed(*order))
+        .collect();
+    stack.publish(&orders).await;
+    stack
+        .wait_for(
+            "SELECT count(*) FROM sales_orders WHERE paid_on IS NULL",
+            fixture.payment_orders.len() as i64,
+            60,
+        )
+        .await;
+    browser.click("#nav-dead-letters").await;
+    browser.find("#filter").await;
+    browser
+        .client
+        .execute(
+            "document.querySelector('#filter [name=group]').value = 'sales';",
+            vec![],
+        )
+        .await
+        .unwrap();
+    browser
+        .set_value("#filter [name=type]", "payment.captured")
+        .await;
+    browser.click("#filter button[type=submit]").await;
+    let payments = fixture.payment_orders.len();
+    browser
+        .text_when("#summary tbody", |text| {
+            text.contains("sales") && !text.contains("orders")
+        })
+        .await;
+    browser.click("#replay-filter").await;
+    browser
+        .text_when("#replay-preview", |text| {
+            text.starts_with(&format!("Dry run: {payments} will be replayed"))
+        })
+        .await;
+    browser.set_value("#replay-rate", "5").await;
+    browser.click("#replay-start").await;
+    browser
+        .text_when("#replay-status", |text| text.starts_with("running"))
+        .await;
+    browser.shot("filtered-replay-running").await;
+    browser
+        .text_when("#replay-status", |text| {
+            text.starts_with(&format!("completed: {payments} replayed"))
+        })
+        .await;
+    let bar = browser
+        .client
+        .execute(
+            "const bar = document.getElementById('replay-bar'); return [bar.value, bar.max];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(bar, json!([payments, payments]), "the progress bar is full");
+    browser.shot("filtered-replay-done").await;
+    browser.click("#replay-close").await;
+    stack
+        .wait_for(
+            "SELECT count(*) FROM sales_orders WHERE paid_on IS NOT NULL",
+            payments as i64,
+            60,
+        )
+        .await;
+
+    // Every action is in the history, with who ran it.
+    browser.click("#nav-history").await;
+    let history = browser
+        .text_when("#operations tbody", |text| text.lines().count() >= 3)
+        .await;
+    let actions: Vec<&str> = history.lines().collect();
+    assert!(
+        actions[0].contains("api:otto")
+            && actions[0].contains("replay")
+            && actions[0].contains("sales"),
+        "{history}"
+    );
+    assert!(
+        actions[1].contains("replay") && actions[1].contains(&id.to_string()),
+        "{history}"
+    );
+    assert!(actions[2].contains("edit"), "{history}");
+    browser.shot("history").await;
+
+    // Readable on a phone-width screen.
+    browser.client.set_window_size(390, 844).await.unwrap();
+    browser.click("#nav-overview").await;
+    browser.find("#groups .card").await;
+    browser.shot("overview-phone").await;
+    fixture.workers.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_sees_no_control_that_changes_anything_and_is_refused_if_it_tries() {
+    let (_watchdog, stack, fixture) =
+        prepared("a_viewer_sees_no_control_that_changes_anything_and_is_refused_if_it_tries").await;
+    let viewer = token(&stack, "vera", "viewer").await;
+    let api = Api::start(&stack).await;
+    let mut browser = Browser::start("viewer").await;
+    browser.login(&api.base, &viewer).await;
+    browser
+        .text_when("#who", |text| text == "vera (viewer)")
+        .await;
+    browser.click("#nav-dead-letters").await;
+    browser.find("#list tbody tr").await;
+    for control in [
+        "#replay-filter",
+        "#replay-selected",
+        "#resolve-selected",
+        "#purge-selected",
+        "#select-all",
+    ] {
+        assert!(
+            browser.absent(control).await,
+            "{control} is shown to a viewer"
+        );
+    }
+    browser.shot("dead-letters").await;
+    let id: i64 = stack.number("SELECT min(id) FROM dead_letters").await;
+    browser.click(&format!("a[href='#dead-letter/{id}']")).await;
+    browser
+        .text_when("#dead-letter-title", |text| {
+            text == format!("Dead letter {id}")
+        })
+        .await;
+    for control in ["#replay-one", "#resolve-one", "#purge-one", "#save-event"] {
+        assert!(
+            browser.absent(control).await,
+            "{control} is shown to a viewer"
+        );
+    }
+    assert_eq!(
+        browser
+            .find("#event-body")
+            .await
+            .prop("readOnly")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("true")
+    );
+    browser.shot("dead-letter").await;
+    // Called anyway, from the page with its session and CSRF token: 403.
+    let status = browser
+        .client
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; \
+             fetch('/api/v1/dead-letters/resolve', { method: 'POST', credentials: 'same-origin', \
+               headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': \
+                 document.querySelector('meta[name=csrf-token]').content }, \
+               body: JSON.stringify({ filter: { ids: [arguments[0]] } }) }).then((r) => done(r.status));",
+            vec![json!(id)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, json!(403));
+    assert_eq!(
+        open_dead_letters(&stack, "orders").await + open_dead_letters(&stack, "sales").await,
+        DEAD
+    );
+    fixture.workers.stop().await;
 }

@@ -73,7 +73,7 @@ fn orders(stats: &Value) -> Value {
 }
 
 /// (ready, unacknowledged, consumers) of `queue` as `rabbitmqctl` reports them.
-async fn broker_counts(queue: String) -> Option<(u64, u64, u64)> {
+pub async fn broker_counts(queue: String) -> Option<(u64, u64, u64)> {
     tokio::task::spawn_blocking(move || {
         let output = Command::new("rabbitmqctl")
             .args([
