@@ -55,7 +55,26 @@ pub struct GroupStats {
     /// Seconds the oldest ready event has waited, at most (see the module
     /// documentation); 0 when nothing is ready, absent when unknown.
     pub oldest_waiting_seconds: Option<f64>,
+    /// Events applied per second in each [`SLOT_SECONDS`] slot of the
+    /// last [`THROUGHPUT_SLOTS`] slots, oldest first, the last one ending
+    /// at the start of the slot under way (from `group_activity`, which
+    /// the workers fill every few seconds).
+    pub throughput: Vec<f64>,
+    /// End-to-end lag (event time to commit) of the events applied in the
+    /// last [`LAG_WINDOW_SECONDS`]: the median, within 19 % (see
+    /// [`crate::runtime::positions::lag_quantile`]); absent when none was
+    /// applied.
+    pub lag_p50_seconds: Option<f64>,
+    /// The same, 99th percentile.
+    pub lag_p99_seconds: Option<f64>,
 }
+
+/// Width of a throughput slot.
+pub const SLOT_SECONDS: u32 = 15;
+/// Throughput slots reported: ten minutes.
+pub const THROUGHPUT_SLOTS: usize = 40;
+/// How far back the lag percentiles look.
+pub const LAG_WINDOW_SECONDS: u32 = 300;
 
 /// Every group's figures at one time.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -87,6 +106,55 @@ pub async fn collect(
     )
     .fetch_all(pool)
     .await?;
+    let lag_counts: Vec<(String, i32, i64)> = sqlx::query_as(
+        "SELECT consumer_group, (bucket.i - 1)::int4, sum(bucket.count)::int8 \
+         FROM group_activity, unnest(lag_buckets) WITH ORDINALITY AS bucket(count, i) \
+         WHERE sampled_at > now() - make_interval(secs => $1) \
+         GROUP BY 1, 2",
+    )
+    .bind(f64::from(LAG_WINDOW_SECONDS))
+    .fetch_all(pool)
+    .await?;
+    let applied: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT consumer_group, floor(extract(epoch FROM now() - sampled_at) / $1)::int8, \
+                sum(applied)::int8 \
+         FROM group_activity \
+         WHERE sampled_at > now() - make_interval(secs => $1 * ($2 + 1)) \
+         GROUP BY 1, 2",
+    )
+    .bind(f64::from(SLOT_SECONDS))
+    .bind(THROUGHPUT_SLOTS as f64)
+    .fetch_all(pool)
+    .await?;
+    let lag = |group: ConsumerGroup, quantile: f64| {
+        let mut buckets = vec![0_i64; crate::runtime::positions::LAG_BUCKETS];
+        for (_, bucket, count) in lag_counts
+            .iter()
+            .filter(|(name, _, _)| name == group.as_str())
+        {
+            if let Some(slot) = usize::try_from(*bucket)
+                .ok()
+                .and_then(|b| buckets.get_mut(b))
+            {
+                *slot += count;
+            }
+        }
+        crate::runtime::positions::lag_quantile(&buckets, quantile)
+    };
+    let throughput = |group: ConsumerGroup| {
+        // Slot 0 is under way (workers report every few seconds): left out.
+        (1..=THROUGHPUT_SLOTS as i64)
+            .rev()
+            .map(|ago| {
+                applied
+                    .iter()
+                    .filter(|(name, slot, _)| name == group.as_str() && *slot == ago)
+                    .map(|(_, _, count)| *count as f64)
+                    .sum::<f64>()
+                    / f64::from(SLOT_SECONDS)
+            })
+            .collect::<Vec<f64>>()
+    };
     let mut unavailable = management.as_ref().err().map(ToString::to_string);
     let mut groups = Vec::with_capacity(depths.len());
     for depth in depths {
@@ -129,6 +197,9 @@ pub async fn collect(
                     .find(|(group, _)| group == depth.group.as_str())
                     .map(|(_, age)| age.round())
             },
+            throughput: throughput(depth.group),
+            lag_p50_seconds: lag(depth.group, 0.50),
+            lag_p99_seconds: lag(depth.group, 0.99),
         });
     }
     Ok(Stats {
@@ -144,8 +215,20 @@ pub fn table(stats: &Stats) -> String {
     let optional = |value: Option<u64>| value.map_or_else(|| "-".to_owned(), |v| v.to_string());
     let rate = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
     let age = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}s"));
+    let lag = |value: Option<f64>| {
+        value.map_or_else(
+            || "-".to_owned(),
+            |v| {
+                if v < 1.0 {
+                    format!("{:.0}ms", v * 1000.0)
+                } else {
+                    format!("{v:.1}s")
+                }
+            },
+        )
+    };
     let mut table = format!(
-        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
         "group",
         "ready",
         "unacked",
@@ -155,11 +238,14 @@ pub fn table(stats: &Stats) -> String {
         "consumers",
         "acks/s",
         "in/s",
-        "oldest"
+        "oldest",
+        "applied/s",
+        "lag p50",
+        "lag p99"
     );
     for group in &stats.groups {
         table.push_str(&format!(
-            "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+            "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
             group.group,
             group.ready,
             optional(group.unacked),
@@ -170,6 +256,9 @@ pub fn table(stats: &Stats) -> String {
             rate(group.ack_rate),
             rate(group.publish_rate),
             age(group.oldest_waiting_seconds),
+            rate(group.throughput.last().copied()),
+            lag(group.lag_p50_seconds),
+            lag(group.lag_p99_seconds),
         ));
     }
     if let Some(reason) = &stats.management_unavailable {

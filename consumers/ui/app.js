@@ -58,6 +58,7 @@ function when(iso) {
 
 function age(seconds) {
   if (seconds === null || seconds === undefined) return "–";
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
   if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 1 : 0)} s`;
   if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
   return `${(seconds / 3600).toFixed(1)} h`;
@@ -95,30 +96,30 @@ function route() {
 // ---- overview -------------------------------------------------------------
 
 const REFRESH_MS = 3000;
-const KEPT_MS = 10 * 60 * 1000;
-const rates = {}; // group -> [{t, acks, incoming}]
 
-function sparkline(points) {
+/** A sparkline of `series` (events applied per second, oldest first). */
+function sparkline(series, slotSeconds) {
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("viewBox", "0 0 200 40");
+  svg.setAttribute("preserveAspectRatio", "none");
   svg.setAttribute("class", "spark");
   svg.setAttribute("role", "img");
-  const newest = points.length ? points[points.length - 1].acks : null;
-  svg.setAttribute("aria-label", newest === null ? "no throughput yet"
-    : `acknowledgements per second over the last ${Math.round((points[points.length - 1].t - points[0].t) / 60000)} minutes, now ${newest.toFixed(1)}`);
-  if (points.length < 2) return svg;
-  const start = points[0].t, span = Math.max(points[points.length - 1].t - start, 1);
-  const top = Math.max(1, ...points.map((p) => Math.max(p.acks, p.incoming)));
-  const line = (key, css) => {
-    const poly = document.createElementNS(ns, "polyline");
-    poly.setAttribute("points", points.map((p) =>
-      `${(200 * (p.t - start) / span).toFixed(1)},${(38 - 36 * p[key] / top).toFixed(1)}`).join(" "));
-    poly.setAttribute("class", css);
-    svg.append(poly);
-  };
-  line("incoming", "in");
-  line("acks", "acks");
+  const minutes = Math.round(series.length * slotSeconds / 60);
+  const peak = Math.max(0, ...series);
+  const now = series.length ? series[series.length - 1] : 0;
+  svg.setAttribute("aria-label",
+    `events applied per second over the last ${minutes} minutes: now ${now.toFixed(1)}, peak ${peak.toFixed(1)}`);
+  const title = document.createElementNS(ns, "title");
+  title.textContent = svg.getAttribute("aria-label");
+  svg.append(title);
+  if (series.length < 2) return svg;
+  const top = Math.max(1, peak);
+  const poly = document.createElementNS(ns, "polyline");
+  poly.setAttribute("points", series.map((value, index) =>
+    `${(200 * index / (series.length - 1)).toFixed(1)},${(38 - 36 * value / top).toFixed(1)}`).join(" "));
+  poly.setAttribute("class", "acks");
+  svg.append(poly);
   return svg;
 }
 
@@ -148,16 +149,12 @@ async function refreshOverview() {
     $("management-note").textContent = stats.management_unavailable
       ? `In flight and rates unavailable: ${stats.management_unavailable}` : "";
     const cards = [];
-    const now = Date.now();
     for (const group of stats.groups) {
-      const kept = (rates[group.group] ||= []);
-      if (group.ack_rate !== null) kept.push({ t: now, acks: group.ack_rate, incoming: group.publish_rate ?? 0 });
-      while (kept.length && now - kept[0].t > KEPT_MS) kept.shift();
       const card = el("article", null, { class: "card", id: `group-${group.group}`, "aria-labelledby": `group-${group.group}-name` });
       const [state, why] = health(group);
       const title = el("h3", group.group, { id: `group-${group.group}-name` });
       title.append(" ", el("span", state, { class: `badge ${state}`, title: why }));
-      card.append(title, el("p", why, { class: "why" }), sparkline(kept));
+      card.append(title, el("p", why, { class: "why" }), sparkline(group.throughput, 15));
       const dl = el("dl", null, { class: "figures" });
       const id = (name) => `${group.group}-${name}`;
       figure(dl, "Ready", group.ready, id("ready"));
@@ -165,6 +162,7 @@ async function refreshOverview() {
       figure(dl, "Retrying", group.retrying, id("retrying"));
       figure(dl, "Open dead letters", group.open_dead_letters, id("open"));
       figure(dl, "Consumers", group.consumers, id("consumers"));
+      figure(dl, "Applied/s", fixed(group.throughput[group.throughput.length - 1], 1), id("applied"));
       figure(dl, "Acks/s", fixed(group.ack_rate, 1), id("acks"));
       figure(dl, "In/s", fixed(group.publish_rate, 1), id("in"));
       figure(dl, "Oldest waiting", age(group.oldest_waiting_seconds), id("oldest"));

@@ -141,14 +141,14 @@ impl Worker {
             // the next one is taken and decoded (and acked only after its
             // own commit, so acks stay in order).
             let mut next = Taken::default();
-            {
+            let outcomes = {
                 let handling =
                     self.handle(&taken.deliveries, &taken.batch, &mut connection, &shutdown);
                 tokio::pin!(handling);
                 loop {
                     tokio::select! {
                         biased;
-                        () = &mut handling => break,
+                        outcomes = &mut handling => break outcomes,
                         delivery = consumer.next(), if taken.ended.is_none()
                             && next.ended.is_none()
                             && next.deliveries.len() < self.batch_size =>
@@ -157,8 +157,9 @@ impl Worker {
                         }
                     }
                 }
-            }
+            };
             crate::metrics::in_flight(self.context.group, -count);
+            position.applied(&taken.batch, &outcomes);
             position
                 .report(self.context.group, connection.as_deref_mut(), false)
                 .await;
@@ -200,7 +201,7 @@ impl Worker {
         batch: &[Incoming],
         held: &mut Option<PoolConnection<Postgres>>,
         shutdown: &CancellationToken,
-    ) {
+    ) -> Vec<Outcome> {
         // A failure here is the database's, never the events': hold the
         // batch (the prefetch window stops new deliveries), burn no attempt,
         // and try it again after a pause that grows while it keeps failing
@@ -228,7 +229,7 @@ impl Worker {
             self.health.set_database_ready(false);
             let wait = backoff::backoff::Backoff::next_backoff(&mut pause).unwrap_or(PAUSE_LONGEST);
             if !pause_then_probe(&self.pool, &self.context, wait, shutdown).await {
-                return; // shutting down: unacked deliveries go back to the queue
+                return Vec::new(); // shutting down: unacked deliveries go back to the queue
             }
         };
         if !self.health.database_ready() {
@@ -266,6 +267,7 @@ impl Worker {
             }
         }
         acknowledge(deliveries, &settled, all_acked).await;
+        outcomes
     }
 
     /// Schedules the retry, and while the broker refuses it (an outage, a

@@ -589,6 +589,14 @@ async fn an_operator_finds_repairs_and_replays_dead_letters_in_a_browser() {
         )
         .await;
     }
+    // The fixture's events were applied within the lag window: the
+    // percentiles are shown, and so is the throughput sparkline.
+    browser
+        .text_when("#orders-lag-p50", |text| {
+            text.ends_with(" s") || text.ends_with(" ms")
+        })
+        .await;
+    browser.find("#group-orders svg.spark").await;
     browser.shot("overview").await;
 
     // The dead letters, grouped by failure.

@@ -417,3 +417,81 @@ async fn the_oldest_waiting_age_comes_from_how_far_the_workers_got() {
     let status = sigterm_and_wait(&mut worker, Duration::from_secs(30)).await;
     assert!(status.is_some_and(|status| status.success()), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throughput_and_lag_percentiles_come_from_what_the_workers_applied() {
+    let stack = Stack::with_settings(settings_with(&[(
+        "SWITCHYARD_RETRY_MAX_DELAY_MS",
+        "600000",
+    )]))
+    .await;
+    let idle = stats_json(&stack, Some("off")).await;
+    assert!(orders(&idle)["lag_p50_seconds"].is_null(), "{idle}");
+    let slots = orders(&idle)["throughput"].as_array().unwrap().clone();
+    assert_eq!(slots.len(), consumers::stats::THROUGHPUT_SLOTS);
+    assert!(slots.iter().all(|rate| rate == 0.0), "{idle}");
+
+    // Forty events that happened 3 s before they were published.
+    const EVENTS: usize = 40;
+    let events: Vec<Event> = (0..EVENTS)
+        .map(|_| {
+            let mut event = order_placed(Uuid::now_v7());
+            event.time = chrono::Utc::now() - chrono::Duration::seconds(3);
+            event
+        })
+        .collect();
+    stack.publish(&events).await;
+    let mut worker = consumers(
+        &stack,
+        &["run", "--group", "orders", "--http-address", "127.0.0.1:0"],
+    )
+    .spawn()
+    .unwrap();
+    stack
+        .wait_for("SELECT count(*) FROM orders", EVENTS as i64, 60)
+        .await;
+    let status = sigterm_and_wait(&mut worker, Duration::from_secs(30)).await;
+    assert!(status.is_some_and(|status| status.success()), "{status:?}");
+
+    // Once the slot they were applied in is over, the slots add up to them.
+    let slot = f64::from(consumers::stats::SLOT_SECONDS);
+    let stats = eventually(Duration::from_secs(60), || async {
+        let stats = stats_json(&stack, Some("off")).await;
+        let applied: f64 = orders(&stats)["throughput"]
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_f64)
+            .map(|rate| rate * slot)
+            .sum();
+        ((applied - EVENTS as f64).abs() < 1e-6).then_some(stats)
+    })
+    .await
+    .expect("the throughput slots add up to the events applied");
+    let p50 = orders(&stats)["lag_p50_seconds"].as_f64().unwrap();
+    let p99 = orders(&stats)["lag_p99_seconds"].as_f64().unwrap();
+    // At least the 3 s they waited before being sent; the buckets read
+    // high by at most 19 %, and the worker's start adds a few seconds.
+    assert!((3.0..=15.0).contains(&p50), "p50 {p50}");
+    assert!(p99 >= p50 && p99 <= 15.0, "p99 {p99}");
+    let others = stats["groups"].as_array().unwrap();
+    assert!(
+        others
+            .iter()
+            .filter(|group| group["group"] != "orders")
+            .all(|group| group["lag_p50_seconds"].is_null()),
+        "{stats}"
+    );
+
+    let mut table = consumers(&stack, &["stats"]);
+    table.env("SWITCHYARD_MANAGEMENT_URL", "off");
+    let table = output_of(table).await;
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(
+        table.lines().next().unwrap().ends_with("lag p99"),
+        "{table}"
+    );
+    assert!(
+        table.lines().any(|line| line.starts_with("orders")),
+        "{table}"
+    );
+}

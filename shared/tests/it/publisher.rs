@@ -287,9 +287,18 @@ async fn a_cut_connection_fails_publishes_and_publishing_resumes_when_it_returns
     let ids = drain_message_ids(&connection, &work).await;
     assert!(ids.contains(&before.id.to_string()));
     assert!(ids.contains(&after.id.to_string()));
+    // The cut reaches the open connection a moment after `cut()` returns:
+    // the broker may have taken the publish before it, with its confirm
+    // lost. The publisher said it failed (transiently), so its caller sends
+    // it again and consumers drop the repeat by id: at least once, never
+    // reported as sent when it might not be, and never more than one copy
+    // from one publish.
     assert!(
-        !ids.contains(&during.id.to_string()),
-        "a failed publish left no message"
+        ids.iter()
+            .filter(|id| **id == during.id.to_string())
+            .count()
+            <= 1,
+        "a failed publish left at most one message"
     );
     publisher.close().await;
 }
