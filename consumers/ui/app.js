@@ -68,6 +68,11 @@ function fixed(value, digits) {
   return value === null || value === undefined ? "–" : Number(value).toFixed(digits);
 }
 
+/** A failure's reason, led by its kind unless it already is. */
+function errorText(kind, reason) {
+  return reason.startsWith(`${kind}:`) ? reason : `${kind}: ${reason}`;
+}
+
 function banner(message) {
   $("banner").textContent = message || "";
   $("banner").hidden = !message;
@@ -287,7 +292,7 @@ function appendPage(page, filter) {
       cells.push(box);
     }
     cells.push(el("a", item.id, { href: `#dead-letter/${item.id}` }), item.group, item.event_type,
-      `${item.error_kind}: ${item.reason}`, item.attempts, when(item.last_failed_at),
+      errorText(item.error_kind, item.reason), item.attempts, when(item.last_failed_at),
       item.status + (item.edited ? " (edited)" : ""));
     body.append(row(cells));
   }
@@ -326,7 +331,7 @@ async function showDeadLetter(id) {
     fact("Event id", letter.event_id);
     fact("Type", letter.event_type);
     fact("Partition key", letter.partition_key);
-    fact("Error", `${letter.error_kind}: ${letter.reason}`);
+    fact("Error", errorText(letter.error_kind, letter.reason));
     fact("Fingerprint", letter.fingerprint);
     fact("Attempts", letter.attempts);
     fact("First failed", when(letter.first_failed_at));
@@ -349,7 +354,7 @@ async function showDeadLetter(id) {
     earlier.replaceChildren();
     for (const other of letter.history || []) {
       earlier.append(row([el("a", other.id, { href: `#dead-letter/${other.id}` }), other.status,
-        `${other.error_kind}: ${other.reason}`, when(other.last_failed_at)]));
+        errorText(other.error_kind, other.reason), when(other.last_failed_at)]));
     }
   } catch (failure) {
     banner(failure.status === 404 ? `No dead letter ${id}.` : failure.message);
@@ -410,6 +415,7 @@ async function openReplay(filter, description) {
 }
 
 function renderProgress(progress) {
+  $("replay-cancel").hidden = progress.outcome !== "running";
   const done = progress.replayed + progress.skipped;
   $("replay-bar").max = Math.max(progress.matched, 1);
   $("replay-bar").value = done;
@@ -425,11 +431,14 @@ async function startReplay() {
   $("replay-error").textContent = "";
   try {
     const body = { filter: replayFilter };
-    if (rate) body.rate = Number(rate);
+    if (rate) {
+      body.rate = Number(rate);
+      // A second's worth per batch: progress moves (and a cancel lands) every second.
+      body.batch = Math.min(10000, Math.max(1, Math.ceil(body.rate)));
+    }
     const progress = await api("POST", "/api/v1/replays", body);
     replayId = progress.operation_id;
     $("replay-start").hidden = true;
-    $("replay-cancel").hidden = false;
     $("replay-progress").hidden = false;
     renderProgress(progress);
     pollReplay();
@@ -449,11 +458,7 @@ async function pollReplay() {
       outcome: status.operation.outcome, detail: status.operation.detail,
     };
     renderProgress(progress);
-    if (progress.outcome === "running") {
-      replayTimer = setTimeout(pollReplay, 500);
-    } else {
-      $("replay-cancel").hidden = true;
-    }
+    if (progress.outcome === "running") replayTimer = setTimeout(pollReplay, 500);
   } catch (failure) {
     $("replay-error").textContent = failure.message;
     replayTimer = setTimeout(pollReplay, 2000);

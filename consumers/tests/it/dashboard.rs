@@ -878,3 +878,186 @@ async fn a_viewer_sees_no_control_that_changes_anything_and_is_refused_if_it_tri
     );
     fixture.workers.stop().await;
 }
+
+/// WebDriver's Enter key.
+const ENTER: &str = "\u{E007}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_cancels_a_replay_and_resolves_and_purges_only_after_confirming() {
+    let (_watchdog, stack, fixture) =
+        prepared("an_operator_cancels_a_replay_and_resolves_and_purges_only_after_confirming")
+            .await;
+    let operator = token(&stack, "otto", "operator").await;
+    let api = Api::start(&stack).await;
+    let mut browser = Browser::start("operator-actions").await;
+
+    // Signed in with the keyboard alone: the token, then Enter.
+    browser
+        .client
+        .goto(&format!("{}/ui/login", api.base))
+        .await
+        .unwrap();
+    browser
+        .find("#token")
+        .await
+        .send_keys(&format!("{operator}{ENTER}"))
+        .await
+        .unwrap();
+    browser
+        .text_when("#who", |text| text == "otto (operator)")
+        .await;
+
+    // The shipments of cancelled orders, filtered with Enter in a field.
+    browser.click("#nav-dead-letters").await;
+    browser
+        .find("#filter [name=error_kind]")
+        .await
+        .send_keys(&format!("ship_cancelled_order{ENTER}"))
+        .await
+        .unwrap();
+    let shipments = fixture.shipments.len();
+    browser
+        .text_when("#summary tbody", |text| {
+            text.contains("ship_cancelled_order") && !text.contains("payment")
+        })
+        .await;
+
+    // A replay at 1 event/s, cancelled while it runs.
+    browser.click("#replay-filter").await;
+    browser
+        .text_when("#replay-preview", |text| {
+            text.starts_with(&format!("Dry run: {shipments} will be replayed"))
+        })
+        .await;
+    browser.set_value("#replay-rate", "1").await;
+    browser.click("#replay-start").await;
+    browser
+        .text_when("#replay-status", |text| {
+            text.starts_with("running: 1 replayed")
+        })
+        .await;
+    browser.click("#replay-cancel").await;
+    let cancelled = browser
+        .text_when("#replay-status", |text| text.starts_with("cancelled"))
+        .await;
+    browser.shot("replay-cancelled").await;
+    assert!(
+        !browser
+            .find("#replay-cancel")
+            .await
+            .is_displayed()
+            .await
+            .unwrap(),
+        "nothing left to cancel"
+    );
+    let (outcome, affected): (String, i64) = sqlx::query_as(
+        "SELECT outcome, affected FROM dead_letter_operations WHERE action = 'replay' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&stack.database.pool)
+    .await
+    .unwrap();
+    assert_eq!(outcome, "cancelled");
+    assert!(
+        affected >= 1 && (affected as usize) < shipments,
+        "{affected}: {cancelled}"
+    );
+    browser.click("#replay-close").await;
+
+    // Resolving asks first: "No" changes nothing, "Yes" resolves.
+    let id: i64 = stack
+        .number(
+            "SELECT min(id) FROM dead_letters WHERE status = 'open' AND error_kind = 'ship_cancelled_order'",
+        )
+        .await;
+    browser
+        .client
+        .goto(&format!("{}/ui#dead-letter/{id}", api.base))
+        .await
+        .unwrap();
+    browser
+        .text_when("#dead-letter-title", |text| {
+            text == format!("Dead letter {id}")
+        })
+        .await;
+    browser.click("#resolve-one").await;
+    browser
+        .text_when("#confirm-text", |text| {
+            text.starts_with(&format!("Resolve dead letter {id}"))
+        })
+        .await;
+    browser.shot("resolve-confirmation").await;
+    browser.click("#confirm-no").await;
+    let status = |id: i64| {
+        let pool = stack.database.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT status FROM dead_letters WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(status(id).await, "open");
+    browser.click("#resolve-one").await;
+    browser.click("#confirm-yes").await;
+    browser
+        .text_when("#dead-letter-facts", |text| text.contains("resolved"))
+        .await;
+    assert_eq!(status(id).await, "resolved");
+
+    // Purging the two selected ones, after confirming.
+    browser.click("#nav-dead-letters").await;
+    browser
+        .set_value("#filter [name=error_kind]", "ship_cancelled_order")
+        .await;
+    browser.click("#filter button[type=submit]").await;
+    browser
+        .text_when("#list tbody", |text| !text.contains("payment"))
+        .await;
+    let mut purged = Vec::new();
+    for row in 1..=2 {
+        let link = browser
+            .find(&format!("#list tbody tr:nth-child({row}) a"))
+            .await;
+        purged.push(link.text().await.unwrap().parse::<i64>().unwrap());
+        browser
+            .click(&format!(
+                "#list tbody tr:nth-child({row}) input[type=checkbox]"
+            ))
+            .await;
+    }
+    browser
+        .text_when("#purge-selected", |text| text == "Purge selected (2)")
+        .await;
+    browser.click("#purge-selected").await;
+    browser
+        .text_when("#confirm-text", |text| {
+            text.contains("deletes the payloads")
+        })
+        .await;
+    browser.shot("purge-confirmation").await;
+    browser.click("#confirm-yes").await;
+    let purged_now = eventually(PAGE_PATIENCE, || async {
+        let statuses = [status(purged[0]).await, status(purged[1]).await];
+        (statuses == ["purged", "purged"]).then_some(())
+    })
+    .await;
+    assert!(purged_now.is_some(), "{purged:?} were purged");
+
+    browser.click("#nav-history").await;
+    let history = browser
+        .text_when("#operations tbody", |text| text.lines().count() >= 3)
+        .await;
+    let actions: Vec<&str> = history.lines().collect();
+    assert!(
+        actions[0].contains("purge") && actions[0].contains("api:otto"),
+        "{history}"
+    );
+    assert!(actions[1].contains("resolve"), "{history}");
+    assert!(
+        actions[2].contains("replay") && actions[2].contains("cancelled"),
+        "{history}"
+    );
+    browser.shot("history").await;
+    fixture.workers.stop().await;
+}
