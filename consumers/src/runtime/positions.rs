@@ -19,6 +19,9 @@ use super::incoming::Incoming;
 
 /// Buckets of the lag histogram: bucket `i` holds lags of at most
 /// `2^(i/4)` ms, the last one everything longer (2^24 ms is 4.7 hours).
+/// Fixed buckets rather than an HDR histogram: every worker's counts are
+/// added up in SQL (`group_activity.lag_buckets`), which needs the same
+/// bucket bounds everywhere and a plain array.
 pub const LAG_BUCKETS: usize = 97;
 
 /// The bucket of a lag of `milliseconds`.

@@ -3,8 +3,6 @@
 //! viewer's work in headless Chromium (Debian's `chromium` and
 //! `chromium-driver`, which `.ci/run` installs).
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
@@ -13,6 +11,7 @@ use shared::groups::ConsumerGroup;
 use shared::testing::eventually;
 use uuid::Uuid;
 
+use crate::browser::{Browser, ENTER, PAGE_PATIENCE};
 use crate::dead_letters::{DEAD, prepared};
 use crate::operations_api::{Api, token};
 use crate::processing::order_placed;
@@ -337,150 +336,6 @@ async fn the_dashboard_needs_a_session_and_every_change_its_csrf_token() {
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
     assert!(limited, "guessed session cookies are rate limited");
-}
-
-/// Headless Chromium driven through chromedriver on a loopback port;
-/// every step's screenshot is saved under
-/// `target/tmp/dashboard-screenshots/<test>/`.
-struct Browser {
-    driver: std::process::Child,
-    client: fantoccini::Client,
-    screenshots: std::path::PathBuf,
-    step: usize,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
-/// The page's longest wait for something to appear.
-const PAGE_PATIENCE: Duration = Duration::from_secs(30);
-
-impl Browser {
-    async fn start(test: &str) -> Self {
-        let port = crate::http::free_address().port();
-        let chromedriver =
-            std::env::var("SWITCHYARD_TEST_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
-        let driver = std::process::Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("{chromedriver} did not start ({error}): install chromium-driver")
-            });
-        let mut capabilities = serde_json::Map::new();
-        let binary = std::env::var("SWITCHYARD_TEST_CHROMIUM")
-            .unwrap_or_else(|_| "/usr/bin/chromium".into());
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": binary,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1280,800"],
-            }),
-        );
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let url = format!("http://127.0.0.1:{port}");
-        let client = eventually(PAGE_PATIENCE, || async {
-            fantoccini::ClientBuilder::new(connector.clone())
-                .capabilities(capabilities.clone())
-                .connect(&url)
-                .await
-                .ok()
-        })
-        .await
-        .expect("chromedriver accepts a session");
-        let screenshots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("dashboard-screenshots")
-            .join(test);
-        let _ = std::fs::remove_dir_all(&screenshots);
-        std::fs::create_dir_all(&screenshots).unwrap();
-        Self {
-            driver,
-            client,
-            screenshots,
-            step: 0,
-        }
-    }
-
-    /// Saves a screenshot named `name`, numbered in order.
-    async fn shot(&mut self, name: &str) {
-        self.step += 1;
-        let png = self.client.screenshot().await.unwrap();
-        std::fs::write(
-            self.screenshots
-                .join(format!("{:02}-{name}.png", self.step)),
-            png,
-        )
-        .unwrap();
-    }
-
-    async fn find(&self, css: &str) -> fantoccini::elements::Element {
-        self.client
-            .wait()
-            .at_most(PAGE_PATIENCE)
-            .for_element(fantoccini::Locator::Css(css))
-            .await
-            .unwrap_or_else(|error| panic!("{css} did not appear: {error}"))
-    }
-
-    async fn click(&self, css: &str) {
-        self.find(css).await.click().await.unwrap();
-    }
-
-    /// The text of `css` once `accept` holds for it.
-    async fn text_when(&self, css: &str, accept: impl Fn(&str) -> bool) -> String {
-        let mut last = String::new();
-        let deadline = std::time::Instant::now() + PAGE_PATIENCE;
-        while std::time::Instant::now() < deadline {
-            if let Ok(element) = self.client.find(fantoccini::Locator::Css(css)).await {
-                last = element.text().await.unwrap_or_default();
-                if accept(&last) {
-                    return last;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("{css} never showed what was expected; last: {last:?}");
-    }
-
-    async fn text_of(&self, css: &str) -> String {
-        match self.client.find(fantoccini::Locator::Css(css)).await {
-            Ok(element) => element.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
-    }
-
-    async fn absent(&self, css: &str) -> bool {
-        self.client
-            .find(fantoccini::Locator::Css(css))
-            .await
-            .is_err()
-    }
-
-    /// Sets a field's value as typing would, firing its input event.
-    async fn set_value(&self, css: &str, value: &str) {
-        self.find(css).await;
-        self.client
-            .execute(
-                "const field = document.querySelector(arguments[0]); field.value = arguments[1]; \
-                 field.dispatchEvent(new Event('input', { bubbles: true }));",
-                vec![json!(css), json!(value)],
-            )
-            .await
-            .unwrap();
-    }
-
-    async fn login(&mut self, base: &str, token: &str) {
-        self.client.goto(&format!("{base}/ui")).await.unwrap();
-        self.find("#token").await.send_keys(token).await.unwrap();
-        self.click("#login-button").await;
-        self.find("#groups .card").await;
-    }
 }
 
 /// Waits until the overview shows `figure` of `group` as `expected`.
@@ -878,9 +733,6 @@ async fn a_viewer_sees_no_control_that_changes_anything_and_is_refused_if_it_tri
     );
     fixture.workers.stop().await;
 }
-
-/// WebDriver's Enter key.
-const ENTER: &str = "\u{E007}";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_cancels_a_replay_and_resolves_and_purges_only_after_confirming() {

@@ -6,6 +6,7 @@
 
 mod batch_paths;
 mod binary_mode;
+mod browser;
 mod convergence;
 mod dashboard;
 mod dead_letters;

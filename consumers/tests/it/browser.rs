@@ -1,0 +1,156 @@
+//! Headless Chromium for the dashboard's tests: chromedriver started on a
+//! loopback port (`SWITCHYARD_TEST_CHROMEDRIVER`, default `chromedriver`)
+//! driving Debian's Chromium (`SWITCHYARD_TEST_CHROMIUM`, default
+//! `/usr/bin/chromium`), headless at 1280×800.
+
+use std::time::Duration;
+
+use serde_json::json;
+use shared::testing::eventually;
+
+/// WebDriver's Enter key.
+pub const ENTER: &str = "\u{E007}";
+
+/// Headless Chromium driven through chromedriver on a loopback port;
+/// every step's screenshot is saved under
+/// `target/tmp/dashboard-screenshots/<test>/`.
+pub struct Browser {
+    driver: std::process::Child,
+    pub client: fantoccini::Client,
+    screenshots: std::path::PathBuf,
+    step: usize,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// The page's longest wait for something to appear.
+pub const PAGE_PATIENCE: Duration = Duration::from_secs(30);
+
+impl Browser {
+    pub async fn start(test: &str) -> Self {
+        let port = crate::http::free_address().port();
+        let chromedriver =
+            std::env::var("SWITCHYARD_TEST_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let driver = std::process::Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("{chromedriver} did not start ({error}): install chromium-driver")
+            });
+        let mut capabilities = serde_json::Map::new();
+        let binary = std::env::var("SWITCHYARD_TEST_CHROMIUM")
+            .unwrap_or_else(|_| "/usr/bin/chromium".into());
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": binary,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1280,800"],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let url = format!("http://127.0.0.1:{port}");
+        let client = eventually(PAGE_PATIENCE, || async {
+            fantoccini::ClientBuilder::new(connector.clone())
+                .capabilities(capabilities.clone())
+                .connect(&url)
+                .await
+                .ok()
+        })
+        .await
+        .expect("chromedriver accepts a session");
+        let screenshots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("dashboard-screenshots")
+            .join(test);
+        let _ = std::fs::remove_dir_all(&screenshots);
+        std::fs::create_dir_all(&screenshots).unwrap();
+        Self {
+            driver,
+            client,
+            screenshots,
+            step: 0,
+        }
+    }
+
+    /// Saves a screenshot named `name`, numbered in order.
+    pub async fn shot(&mut self, name: &str) {
+        self.step += 1;
+        let png = self.client.screenshot().await.unwrap();
+        std::fs::write(
+            self.screenshots
+                .join(format!("{:02}-{name}.png", self.step)),
+            png,
+        )
+        .unwrap();
+    }
+
+    pub async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(PAGE_PATIENCE)
+            .for_element(fantoccini::Locator::Css(css))
+            .await
+            .unwrap_or_else(|error| panic!("{css} did not appear: {error}"))
+    }
+
+    pub async fn click(&self, css: &str) {
+        self.find(css).await.click().await.unwrap();
+    }
+
+    /// The text of `css` once `accept` holds for it.
+    pub async fn text_when(&self, css: &str, accept: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        let deadline = std::time::Instant::now() + PAGE_PATIENCE;
+        while std::time::Instant::now() < deadline {
+            if let Ok(element) = self.client.find(fantoccini::Locator::Css(css)).await {
+                last = element.text().await.unwrap_or_default();
+                if accept(&last) {
+                    return last;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{css} never showed what was expected; last: {last:?}");
+    }
+
+    pub async fn text_of(&self, css: &str) -> String {
+        match self.client.find(fantoccini::Locator::Css(css)).await {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    pub async fn absent(&self, css: &str) -> bool {
+        self.client
+            .find(fantoccini::Locator::Css(css))
+            .await
+            .is_err()
+    }
+
+    /// Sets a field's value as typing would, firing its input event.
+    pub async fn set_value(&self, css: &str, value: &str) {
+        self.find(css).await;
+        self.client
+            .execute(
+                "const field = document.querySelector(arguments[0]); field.value = arguments[1]; \
+                 field.dispatchEvent(new Event('input', { bubbles: true }));",
+                vec![json!(css), json!(value)],
+            )
+            .await
+            .unwrap();
+    }
+
+    pub async fn login(&mut self, base: &str, token: &str) {
+        self.client.goto(&format!("{base}/ui")).await.unwrap();
+        self.find("#token").await.send_keys(token).await.unwrap();
+        self.click("#login-button").await;
+        self.find("#groups .card").await;
+    }
+}
