@@ -53,9 +53,14 @@ pub async fn reserved_skus(
     if cancelled.is_empty() {
         return Ok(skus);
     }
+    // Planned for each call (an unnamed statement): a prepared statement
+    // switches to a generic plan after five calls, and one made while the
+    // table was small scans all of it once it has grown (2.4 ms a call on
+    // a 30,000-event backlog, against well under 0.1 ms by its index).
     let rows: Vec<(Uuid, String)> =
         sqlx::query_as("SELECT order_id, sku FROM stock_reservations WHERE order_id = ANY($1)")
             .bind(&cancelled)
+            .persistent(false)
             .fetch_all(connection)
             .await?;
     for (order_id, sku) in rows {
