@@ -492,7 +492,7 @@ async fn set_wise_plans_made_on_empty_tables_read_every_table_through_an_index()
                         || event.event_type() != shared::events::EventType::OrderCancelled
                 })
                 .collect();
-            let verdicts = consumers::handlers::apply_batch(group, &mut *transaction, &batch)
+            let verdicts = consumers::handlers::apply_batch(group, &mut transaction, &batch)
                 .await
                 .unwrap()
                 .expect("applied set-wise");
