@@ -45,7 +45,11 @@ pub async fn apply_batch(
     events: &[&Event],
 ) -> Result<Option<Vec<Verdict>>, HandlerError> {
     let mut verdicts: Vec<Option<Verdict>> = events.iter().map(|_| None).collect();
-    let reservations = if group == ConsumerGroup::Inventory {
+    // The SKUs each cancellation releases: those reserved before the batch,
+    // and (added below) those its order reserves earlier in the batch, so
+    // the cancellation comes after that order and before any later order
+    // on those SKUs.
+    let mut reservations = if group == ConsumerGroup::Inventory {
         super::lock_keys::reserved_skus(connection, events).await?
     } else {
         HashMap::new()
@@ -62,12 +66,22 @@ pub async fn apply_batch(
             }
         };
         let keys = aggregate_keys(group, event, &reservations);
+        if let (ConsumerGroup::Inventory, EventPayload::OrderPlaced(placed)) =
+            (group, &event.payload)
+        {
+            let skus = reservations.entry(placed.order_id).or_default();
+            skus.extend(placed.lines.iter().map(|line| line.sku.clone()));
+        }
         lock_ids.extend(keys.iter().map(|key| advisory_lock_id(group, key)));
         let mut entry = json!({
             "i": index,
             "id": event.id,
             "type": event.event_type().as_str(),
-            "lvl": levels.place(keys),
+            "lvl": levels.place(
+                keys,
+                group == ConsumerGroup::Inventory
+                    && matches!(event.payload, EventPayload::OrderPlaced(_)),
+            ),
             "t": event.time.to_rfc3339_opts(SecondsFormat::Micros, true),
         });
         if let (Value::Object(entry), Value::Object(fields)) = (&mut entry, fields) {
@@ -150,21 +164,36 @@ fn aggregate_keys(
     }
 }
 
-/// Each event's level: one more than the last earlier event sharing a key.
+/// Each event's level: one more than the last earlier event sharing a key,
+/// except that an order placed in `inventory` joins the level of the order
+/// placed last on a SKU it shares: the group's function reserves the orders
+/// of one level in delivery order, summing each SKU's demand over them
+/// (migration `inventory_order_levels`). Any other event on the SKU, or a
+/// shared order key, still starts a new level.
 #[derive(Default)]
 struct Levels {
-    last: HashMap<String, u32>,
+    /// Per key: the level of the last event on it, and whether that event
+    /// was an order placed in `inventory`.
+    last: HashMap<String, (u32, bool)>,
 }
 
 impl Levels {
-    fn place(&mut self, keys: Vec<String>) -> u32 {
+    fn place(&mut self, keys: Vec<String>, reserves_stock: bool) -> u32 {
         let level = keys
             .iter()
-            .filter_map(|key| self.last.get(key).map(|level| level + 1))
+            .filter_map(|key| {
+                self.last.get(key).map(|&(level, reserved)| {
+                    if reserves_stock && reserved && key.starts_with("sku:") {
+                        level
+                    } else {
+                        level + 1
+                    }
+                })
+            })
             .max()
             .unwrap_or(0);
         for key in keys {
-            self.last.insert(key, level);
+            self.last.insert(key, (level, reserves_stock));
         }
         level
     }

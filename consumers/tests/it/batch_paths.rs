@@ -519,3 +519,63 @@ async fn set_wise_plans_made_on_empty_tables_read_every_table_through_an_index()
         "tables read whole by a set-wise function: {scanned:?}"
     );
 }
+
+/// Orders placed on one SKU share a level in `inventory` and reserve in
+/// delivery order: an order short of units reserves nothing and the next
+/// one gets what is left; a cancellation's release is seen by the orders
+/// after it, not by those before it.
+#[tokio::test]
+async fn orders_on_one_sku_reserve_in_delivery_order_within_a_set_wise_batch() {
+    let database = TestDatabase::create().await;
+    stock(&database, "SKU-A", 5).await;
+    stock(&database, "SKU-B", 3).await;
+    let ids: Vec<Uuid> = (0..7).map(|_| Uuid::now_v7()).collect();
+    let events = [
+        order_placed_with(ids[0], "SKU-A", 3),
+        order_placed_with(ids[1], "SKU-A", 3), // 2 left: short
+        order_placed_with(ids[2], "SKU-A", 2), // the 2 left
+        cancelled(ids[0]),                     // releases 3
+        order_placed_with(ids[3], "SKU-A", 3), // the 3 released
+        order_placed_with(ids[4], "SKU-B", 3),
+        order_placed_with(ids[5], "SKU-B", 1), // before the release: short
+        cancelled(ids[4]),
+        order_placed_with(ids[6], "SKU-B", 3),
+    ];
+    let batch: Vec<&Event> = events.iter().collect();
+
+    let applied = process(&database, ConsumerGroup::Inventory, &batch).await;
+
+    assert_eq!(applied.path, BatchPath::SetWise);
+    for (index, outcome) in applied.outcomes.iter().enumerate() {
+        match index {
+            1 | 6 => assert!(
+                matches!(outcome, Outcome::Retry(history)
+                    if history.records[0].kind == "insufficient_stock"),
+                "event {index}: {outcome:?}"
+            ),
+            _ => assert_eq!(outcome, &Outcome::Applied, "event {index}"),
+        }
+    }
+    let reserved: Vec<(String, i64)> =
+        sqlx::query_as("SELECT sku, reserved FROM stock ORDER BY sku")
+            .fetch_all(&database.pool)
+            .await
+            .unwrap();
+    assert_eq!(reserved, [("SKU-A".to_owned(), 5), ("SKU-B".to_owned(), 3)]);
+    let held: Vec<(Uuid, i64, bool)> = sqlx::query_as(
+        "SELECT order_id, quantity, released FROM stock_reservations ORDER BY order_id",
+    )
+    .fetch_all(&database.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        held,
+        [
+            (ids[0], 3, true),
+            (ids[2], 2, false),
+            (ids[3], 3, false),
+            (ids[4], 3, true),
+            (ids[6], 3, false),
+        ]
+    );
+}
