@@ -66,22 +66,20 @@ pub async fn apply_batch(
             }
         };
         let keys = aggregate_keys(group, event, &reservations);
-        if let (ConsumerGroup::Inventory, EventPayload::OrderPlaced(placed)) =
-            (group, &event.payload)
-        {
-            let skus = reservations.entry(placed.order_id).or_default();
-            skus.extend(placed.lines.iter().map(|line| line.sku.clone()));
-        }
+        let reserves_stock = match (group, &event.payload) {
+            (ConsumerGroup::Inventory, EventPayload::OrderPlaced(placed)) => {
+                let skus = reservations.entry(placed.order_id).or_default();
+                skus.extend(placed.lines.iter().map(|line| line.sku.clone()));
+                true
+            }
+            _ => false,
+        };
         lock_ids.extend(keys.iter().map(|key| advisory_lock_id(group, key)));
         let mut entry = json!({
             "i": index,
             "id": event.id,
             "type": event.event_type().as_str(),
-            "lvl": levels.place(
-                keys,
-                group == ConsumerGroup::Inventory
-                    && matches!(event.payload, EventPayload::OrderPlaced(_)),
-            ),
+            "lvl": levels.place(keys, reserves_stock),
             "t": event.time.to_rfc3339_opts(SecondsFormat::Micros, true),
         });
         if let (Value::Object(entry), Value::Object(fields)) = (&mut entry, fields) {
