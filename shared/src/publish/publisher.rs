@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use lapin::Confirmation;
+use lapin::PublisherConfirm;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Connection};
 use tokio::sync::{Mutex, Semaphore};
@@ -86,18 +88,88 @@ impl Publisher {
             .await
     }
 
-    /// Publishes many events concurrently (up to the window) and returns one
-    /// result per event, in order.
+    /// Publishes many events, up to the window's worth awaiting their
+    /// confirms at once, and returns one result per event, in order. They
+    /// are sent in the order given, so every queue receives them in that
+    /// order: a consumer applies a queue's events as they arrive, and an
+    /// event that overtakes the one it depends on (a payment its order)
+    /// waits a retry delay.
     pub async fn publish_all(&self, events: &[Event]) -> Vec<Result<(), PublishError>> {
-        // Owned messages keep the future `Send` (a stream over references
-        // trips the compiler's higher-ranked lifetime inference).
-        let messages: Vec<OutgoingMessage> =
-            events.iter().map(OutgoingMessage::for_event).collect();
-        futures_util::stream::iter(messages)
-            .map(|message| self.publish_message(message))
-            .buffered(self.inner.settings.publish.max_in_flight.max(1))
-            .collect()
+        self.publish_all_messages(events.iter().map(OutgoingMessage::for_event))
             .await
+    }
+
+    /// [`Publisher::publish_all`] for prepared messages: each is sent once
+    /// the one before it is handed to the connection (not confirmed), each
+    /// bounded by the publish timeout from when its turn came. When one
+    /// cannot be sent (no connection, no slot in time), those after it are
+    /// not tried and fail as the broker being unavailable.
+    pub async fn publish_all_messages(
+        &self,
+        messages: impl IntoIterator<Item = OutgoingMessage>,
+    ) -> Vec<Result<(), PublishError>> {
+        let timeout = self.inner.settings.publish.timeout;
+        let mut results = Vec::new();
+        let mut confirming = FuturesUnordered::new();
+        let mut unsent: Option<String> = None;
+        for (index, message) in messages.into_iter().enumerate() {
+            // After one could not be sent, the rest are not tried: sent,
+            // they would overtake it (and each would wait its own timeout
+            // on a broker that is gone).
+            if let Some(reason) = &unsent {
+                results.push(Err(PublishError::BrokerUnavailable(format!(
+                    "not sent: an earlier message of the batch could not be ({reason})"
+                ))));
+                continue;
+            }
+            results.push(Err(PublishError::Timeout(timeout)));
+            let deadline = tokio::time::Instant::now() + timeout;
+            let sending = tokio::time::timeout_at(deadline, async {
+                let slot =
+                    self.inner.window.acquire().await.map_err(|_| {
+                        PublishError::BrokerUnavailable("publisher closed".to_owned())
+                    })?;
+                Ok::<_, PublishError>((slot, self.send(&message).await?))
+            });
+            tokio::pin!(sending);
+            // While waiting for a slot, the confirms that free one are read.
+            let sent = loop {
+                tokio::select! {
+                    sent = &mut sending => break sent,
+                    Some((index, result)) = confirming.next(), if !confirming.is_empty() => {
+                        results[index] = result;
+                    }
+                }
+            };
+            match sent {
+                Ok(Ok((slot, confirm))) => {
+                    let routing_key = message.routing_key.clone();
+                    confirming.push(async move {
+                        let result = match tokio::time::timeout_at(deadline, confirm).await {
+                            Ok(confirmation) => confirmation
+                                .map_err(unavailable)
+                                .and_then(|confirmation| interpret(confirmation, &routing_key)),
+                            Err(_elapsed) => Err(timed_out(&routing_key, timeout)),
+                        };
+                        drop(slot);
+                        (index, result)
+                    });
+                }
+                Ok(Err(error)) => {
+                    unsent = Some(error.to_string());
+                    results[index] = Err(error);
+                }
+                Err(_elapsed) => {
+                    let error = timed_out(&message.routing_key, timeout);
+                    unsent = Some(error.to_string());
+                    results[index] = Err(error);
+                }
+            }
+        }
+        while let Some((index, result)) = confirming.next().await {
+            results[index] = result;
+        }
+        results
     }
 
     /// Publishes a prepared message (mandatory, with confirm) and waits for
@@ -116,21 +188,26 @@ impl Publisher {
         // A publish can hang while the server shuts down: bound the whole of it.
         match tokio::time::timeout(timeout, publish).await {
             Ok(result) => result,
-            Err(_elapsed) => {
-                tracing::warn!(routing_key = %message.routing_key, ?timeout, "publish confirm timed out");
-                Err(PublishError::Timeout(timeout))
-            }
+            Err(_elapsed) => Err(timed_out(&message.routing_key, timeout)),
         }
     }
 
     async fn publish_and_confirm(&self, message: &OutgoingMessage) -> Result<(), PublishError> {
+        let confirm = self.send(message).await?;
+        let confirmation = confirm.await.map_err(unavailable)?;
+        interpret(confirmation, &message.routing_key)
+    }
+
+    /// Hands `message` to the connection (mandatory, on the confirm-mode
+    /// channel); the returned confirm resolves when the broker answers.
+    async fn send(&self, message: &OutgoingMessage) -> Result<PublisherConfirm, PublishError> {
         let channel = self.channel().await?;
         let exchange = message.exchange.as_deref().unwrap_or(&self.inner.exchange);
         let options = BasicPublishOptions {
             mandatory: true,
             ..BasicPublishOptions::default()
         };
-        let confirm = channel
+        channel
             .basic_publish(
                 exchange.into(),
                 message.routing_key.as_str().into(),
@@ -139,9 +216,7 @@ impl Publisher {
                 message.properties.clone(),
             )
             .await
-            .map_err(unavailable)?;
-        let confirmation = confirm.await.map_err(unavailable)?;
-        interpret(confirmation, &message.routing_key)
+            .map_err(unavailable)
     }
 
     /// The confirm-mode channel, (re)opened when there is none or when the
@@ -226,6 +301,11 @@ fn interpret(confirmation: Confirmation, routing_key: &str) -> Result<(), Publis
             "channel is not in confirm mode".to_owned(),
         )),
     }
+}
+
+fn timed_out(routing_key: &str, timeout: std::time::Duration) -> PublishError {
+    tracing::warn!(routing_key, ?timeout, "publish confirm timed out");
+    PublishError::Timeout(timeout)
 }
 
 fn unavailable(error: lapin::Error) -> PublishError {

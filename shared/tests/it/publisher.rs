@@ -456,3 +456,78 @@ async fn close_waits_for_the_publishes_in_flight() {
     assert!(refused.is_err(), "a closed publisher publishes nothing");
     proxy.restore();
 }
+
+/// Consumers apply each queue's events in the order they arrive, and a
+/// payment that overtakes its order waits a retry delay: many publishes in
+/// flight must still reach every queue in the order they were given.
+#[tokio::test]
+async fn publish_all_keeps_the_stream_order_in_every_queue() {
+    let isolated = IsolatedTopology::declare().await;
+    let topology = &isolated.topology;
+    let publisher = isolated.publisher().await;
+    let mut store = shared::simulation::StoreTraffic::new(5);
+    let events: Vec<Event> = (0..6_000).map(|_| store.next_event()).collect();
+
+    for result in publisher.publish_all(&events).await {
+        result.unwrap();
+    }
+
+    let connection = connect(&isolated.settings).await;
+    for group in ConsumerGroup::ALL {
+        let expected: Vec<String> = events
+            .iter()
+            .filter(|event| group.handles(event.event_type()))
+            .map(|event| event.id.to_string())
+            .collect();
+        let work = &topology.group(group).work;
+        eventually(Duration::from_secs(30), || async {
+            (message_count(&connection, work).await as usize >= expected.len()).then_some(())
+        })
+        .await;
+        let received = drain_message_ids(&connection, work).await;
+        let first_out_of_order = received
+            .iter()
+            .zip(&expected)
+            .position(|(received, expected)| received != expected);
+        assert_eq!(
+            first_out_of_order,
+            None,
+            "group {group}: {} of {} messages, the first out of order at that position",
+            received.len(),
+            expected.len()
+        );
+    }
+    publisher.close().await;
+}
+
+/// One that cannot be sent stops the batch there: the rest are not tried
+/// (sent, they would overtake it) and fail as transient.
+#[tokio::test]
+async fn publish_all_stops_at_the_first_message_it_cannot_send() {
+    let isolated = IsolatedTopology::declare().await;
+    let publisher = isolated.publisher().await;
+    publisher.close().await;
+    let events: Vec<Event> = (0..5)
+        .map(|_| sample_event(EventType::OrderPlaced))
+        .collect();
+
+    let results = publisher.publish_all(&events).await;
+
+    assert_eq!(results.len(), events.len());
+    let errors: Vec<String> = results
+        .into_iter()
+        .map(|result| {
+            let error = result.expect_err("a closed publisher sends nothing");
+            assert!(error.is_transient(), "{error}");
+            error.to_string()
+        })
+        .collect();
+    assert!(errors[0].contains("publisher closed"), "{errors:?}");
+    for later in &errors[1..] {
+        assert!(
+            later.contains("an earlier message of the batch could not be")
+                && later.contains("publisher closed"),
+            "{errors:?}"
+        );
+    }
+}
