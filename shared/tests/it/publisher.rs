@@ -1,6 +1,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use shared::events::catalog::*;
@@ -457,34 +458,32 @@ async fn close_waits_for_the_publishes_in_flight() {
     proxy.restore();
 }
 
-/// Consumers apply each queue's events in the order they arrive, and a
-/// payment that overtakes its order waits a retry delay: many publishes in
-/// flight must still reach every queue in the order they were given.
-#[tokio::test]
-async fn publish_all_keeps_the_stream_order_in_every_queue() {
-    let isolated = IsolatedTopology::declare().await;
-    let topology = &isolated.topology;
-    let publisher = isolated.publisher().await;
-    let mut store = shared::simulation::StoreTraffic::new(5);
-    let events: Vec<Event> = (0..6_000).map(|_| store.next_event()).collect();
-
-    for result in publisher.publish_all(&events).await {
-        result.unwrap();
-    }
-
+/// The ids each group's work queue holds, in queue order, once it holds
+/// `events`' share, and that share in stream order.
+async fn queued_and_expected(
+    isolated: &IsolatedTopology,
+    events: &[Event],
+) -> Vec<(ConsumerGroup, Vec<String>, Vec<String>)> {
     let connection = connect(&isolated.settings).await;
+    let mut queues = Vec::new();
     for group in ConsumerGroup::ALL {
         let expected: Vec<String> = events
             .iter()
             .filter(|event| group.handles(event.event_type()))
             .map(|event| event.id.to_string())
             .collect();
-        let work = &topology.group(group).work;
+        let work = &isolated.topology.group(group).work;
         eventually(Duration::from_secs(30), || async {
             (message_count(&connection, work).await as usize >= expected.len()).then_some(())
         })
         .await;
-        let received = drain_message_ids(&connection, work).await;
+        queues.push((group, drain_message_ids(&connection, work).await, expected));
+    }
+    queues
+}
+
+fn assert_in_stream_order(queues: Vec<(ConsumerGroup, Vec<String>, Vec<String>)>) {
+    for (group, received, expected) in queues {
         let first_out_of_order = received
             .iter()
             .zip(&expected)
@@ -497,6 +496,59 @@ async fn publish_all_keeps_the_stream_order_in_every_queue() {
             expected.len()
         );
     }
+}
+
+/// Consumers apply each queue's events in the order they arrive, and a
+/// payment that overtakes its order waits a retry delay: many publishes in
+/// flight must still reach every queue in the order they were given.
+#[tokio::test]
+async fn publish_all_keeps_the_stream_order_in_every_queue() {
+    let isolated = IsolatedTopology::declare().await;
+    let publisher = isolated.publisher().await;
+    let mut store = shared::simulation::StoreTraffic::new(5);
+    let events: Vec<Event> = (0..6_000).map(|_| store.next_event()).collect();
+
+    for result in publisher.publish_all(&events).await {
+        result.unwrap();
+    }
+
+    assert!(events.windows(2).all(|pair| pair[0].id < pair[1].id));
+    assert_in_stream_order(queued_and_expected(&isolated, &events).await);
+    publisher.close().await;
+}
+
+/// The same for single publishes started one after another and in flight
+/// together (`shared::load::run_load`, `producers load --via amqp`): they
+/// go out in the order they were started.
+#[tokio::test]
+async fn concurrent_publishes_go_out_in_the_order_they_were_started() {
+    let isolated = IsolatedTopology::declare().await;
+    let publisher = isolated.publisher().await;
+    let count = 6_000;
+    let mut store = shared::simulation::StoreTraffic::new(5);
+    let events: Vec<Event> = (0..count).map(|_| store.next_event()).collect();
+
+    let report = shared::load::run_load(
+        &publisher,
+        shared::simulation::StoreTraffic::new(5),
+        count,
+        None,
+    )
+    .await;
+
+    assert_eq!((report.published, report.failed), (count, 0));
+    // Its events are made afresh (new ids, the same stream): their ids,
+    // version 7 UUIDs made in stream order, give the order.
+    let queues = queued_and_expected(&isolated, &events)
+        .await
+        .into_iter()
+        .map(|(group, received, _)| {
+            let mut sorted = received.clone();
+            sorted.sort();
+            (group, received, sorted)
+        })
+        .collect();
+    assert_in_stream_order(queues);
     publisher.close().await;
 }
 
@@ -530,4 +582,41 @@ async fn publish_all_stops_at_the_first_message_it_cannot_send() {
             "{errors:?}"
         );
     }
+}
+
+/// A publish dropped while it waits for its turn gives the turn up: the
+/// ones after it are sent.
+#[tokio::test]
+async fn a_publish_dropped_before_its_turn_holds_up_no_later_one() {
+    let isolated = IsolatedTopology::declare().await;
+    let publisher = isolated.publisher().await;
+    let first = sample_event(EventType::InventoryRestocked);
+    let dropped = sample_event(EventType::InventoryRestocked);
+    let last = sample_event(EventType::InventoryRestocked);
+
+    let mut sending_first = Box::pin(publisher.publish(&first));
+    let mut waiting = Box::pin(publisher.publish(&dropped));
+    // Started in this order: the first is being sent, the second waits for
+    // its turn (or, if the first was already handed over, is being sent:
+    // dropped then, it may or may not reach the queue).
+    let _ = sending_first.as_mut().now_or_never();
+    let _ = waiting.as_mut().now_or_never();
+    drop(waiting);
+
+    sending_first.await.expect("the first is confirmed");
+    publisher
+        .publish(&last)
+        .await
+        .expect("a later publish is not held up by the dropped one");
+    let ids = queued_and_expected(&isolated, &[first.clone(), last.clone()]).await;
+    let (_, inventory, _) = ids
+        .into_iter()
+        .find(|(group, _, _)| *group == ConsumerGroup::Inventory)
+        .unwrap();
+    let kept: Vec<String> = inventory
+        .into_iter()
+        .filter(|id| *id != dropped.id.to_string())
+        .collect();
+    assert_eq!(kept, vec![first.id.to_string(), last.id.to_string()]);
+    publisher.close().await;
 }
