@@ -1,7 +1,6 @@
 //! [`Publisher`]: confirmed, mandatory, persistent publishing with many
 //! publishes in flight and a bounded wait for each.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -10,10 +9,11 @@ use lapin::Confirmation;
 use lapin::PublisherConfirm;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Connection};
-use tokio::sync::{Mutex, Notify, Semaphore};
+use tokio::sync::{Mutex, Semaphore};
 
 use super::error::PublishError;
 use super::message::OutgoingMessage;
+use super::turns::Sequencer;
 use crate::broker::connect;
 use crate::events::Event;
 use crate::settings::{PublishSettings, Settings};
@@ -36,8 +36,7 @@ struct Inner {
     name: String,
     window: Semaphore,
     session: Mutex<Option<Session>>,
-    turns: std::sync::Mutex<Turns>,
-    turn_changed: Notify,
+    turns: Sequencer,
 }
 
 struct Session {
@@ -54,8 +53,7 @@ impl Publisher {
                 name: name.into(),
                 window: Semaphore::new(settings.publish.max_in_flight),
                 session: Mutex::new(None),
-                turns: std::sync::Mutex::new(Turns::default()),
-                turn_changed: Notify::new(),
+                turns: Sequencer::new(settings.publish.timeout),
                 settings: settings.clone(),
             }),
         }
@@ -184,7 +182,7 @@ impl Publisher {
     /// order they were started (first polled): each takes a turn then.
     pub async fn publish_message(&self, message: OutgoingMessage) -> Result<(), PublishError> {
         let timeout = self.inner.settings.publish.timeout;
-        let mut turn = Turn::take(&self.inner);
+        let mut turn = self.inner.turns.take();
         let publish =
             async {
                 turn.wait().await;
@@ -311,85 +309,6 @@ fn interpret(confirmation: Confirmation, routing_key: &str) -> Result<(), Publis
             "channel is not in confirm mode".to_owned(),
         )),
     }
-}
-
-/// The order single publishes are sent in: tickets in the order the
-/// publishes started, the one being served, and those given up (ended
-/// before their turn: timed out, or dropped).
-#[derive(Default)]
-struct Turns {
-    issued: u64,
-    serving: u64,
-    given_up: BTreeSet<u64>,
-}
-
-/// One publish's place in [`Turns`]; ends (once) when it has been sent, or
-/// when it is dropped, so a publish that never gets to send (timed out,
-/// cancelled) never holds up those after it.
-struct Turn<'a> {
-    inner: &'a Inner,
-    ticket: u64,
-    ended: bool,
-}
-
-impl<'a> Turn<'a> {
-    fn take(inner: &'a Inner) -> Self {
-        let mut turns = lock(&inner.turns);
-        let ticket = turns.issued;
-        turns.issued += 1;
-        Self {
-            inner,
-            ticket,
-            ended: false,
-        }
-    }
-
-    async fn wait(&self) {
-        loop {
-            let notified = self.inner.turn_changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if lock(&self.inner.turns).serving == self.ticket {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    fn end(&mut self) {
-        if std::mem::replace(&mut self.ended, true) {
-            return;
-        }
-        let mut turns = lock(&self.inner.turns);
-        if turns.serving != self.ticket {
-            turns.given_up.insert(self.ticket);
-            return;
-        }
-        turns.serving += 1;
-        loop {
-            let next = turns.serving;
-            if !turns.given_up.remove(&next) {
-                break;
-            }
-            turns.serving += 1;
-        }
-        drop(turns);
-        self.inner.turn_changed.notify_waiters();
-    }
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        self.end();
-    }
-}
-
-/// The turns' lock; what it guards stays consistent if a holder panicked
-/// (every change is one step).
-fn lock(turns: &std::sync::Mutex<Turns>) -> std::sync::MutexGuard<'_, Turns> {
-    turns
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn timed_out(routing_key: &str, timeout: std::time::Duration) -> PublishError {
