@@ -128,21 +128,9 @@ async fn a_published_event_reaches_every_queue_bound_for_its_type_and_no_other()
     }
 
     let connection = connect(&isolated.settings).await;
-    for group in ConsumerGroup::ALL {
-        let expected: BTreeSet<String> = events
-            .iter()
-            .filter(|event| group.handles(event.event_type()))
-            .map(|event| event.id.to_string())
-            .collect();
-        let work = &topology.group(group).work;
-        eventually(Duration::from_secs(10), || async {
-            (message_count(&connection, work).await as usize >= expected.len()).then_some(())
-        })
-        .await;
-        let received: BTreeSet<String> = drain_message_ids(&connection, work)
-            .await
-            .into_iter()
-            .collect();
+    for (group, received, expected) in queued_and_expected(&isolated, &events).await {
+        let received: BTreeSet<String> = received.into_iter().collect();
+        let expected: BTreeSet<String> = expected.into_iter().collect();
         assert_eq!(received, expected, "group {group}");
         assert_eq!(
             message_count(&connection, &topology.group(group).dead_letter).await,
