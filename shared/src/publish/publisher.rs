@@ -9,7 +9,7 @@ use lapin::Confirmation;
 use lapin::PublisherConfirm;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Connection};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, Semaphore, SemaphorePermit};
 
 use super::error::PublishError;
 use super::message::OutgoingMessage;
@@ -127,13 +127,7 @@ impl Publisher {
             }
             results.push(Err(PublishError::Timeout(timeout)));
             let deadline = tokio::time::Instant::now() + timeout;
-            let sending = tokio::time::timeout_at(deadline, async {
-                let slot =
-                    self.inner.window.acquire().await.map_err(|_| {
-                        PublishError::BrokerUnavailable("publisher closed".to_owned())
-                    })?;
-                Ok::<_, PublishError>((slot, self.send(&message).await?))
-            });
+            let sending = tokio::time::timeout_at(deadline, self.send_in_window(&message));
             tokio::pin!(sending);
             // While waiting for a slot, the confirms that free one are read.
             let sent = loop {
@@ -148,10 +142,13 @@ impl Publisher {
                 Ok(Ok((slot, confirm))) => {
                     let routing_key = message.routing_key.clone();
                     confirming.push(async move {
-                        let result = match tokio::time::timeout_at(deadline, confirm).await {
-                            Ok(confirmation) => confirmation
-                                .map_err(unavailable)
-                                .and_then(|confirmation| interpret(confirmation, &routing_key)),
+                        let result = match tokio::time::timeout_at(
+                            deadline,
+                            confirmed(confirm, &routing_key),
+                        )
+                        .await
+                        {
+                            Ok(result) => result,
                             Err(_elapsed) => Err(timed_out(&routing_key, timeout)),
                         };
                         drop(slot);
@@ -183,27 +180,33 @@ impl Publisher {
     pub async fn publish_message(&self, message: OutgoingMessage) -> Result<(), PublishError> {
         let timeout = self.inner.settings.publish.timeout;
         let mut turn = self.inner.turns.take();
-        let publish =
-            async {
-                turn.wait().await;
-                let slot =
-                    self.inner.window.acquire().await.map_err(|_| {
-                        PublishError::BrokerUnavailable("publisher closed".to_owned())
-                    });
-                let sent = match slot {
-                    Ok(slot) => self.send(&message).await.map(|confirm| (slot, confirm)),
-                    Err(error) => Err(error),
-                };
-                turn.end();
-                let (_slot, confirm) = sent?;
-                let confirmation = confirm.await.map_err(unavailable)?;
-                interpret(confirmation, &message.routing_key)
-            };
+        let publish = async {
+            turn.wait().await;
+            let sent = self.send_in_window(&message).await;
+            turn.end();
+            let (_slot, confirm) = sent?;
+            confirmed(confirm, &message.routing_key).await
+        };
         // A publish can hang while the server shuts down: bound the whole of it.
         match tokio::time::timeout(timeout, publish).await {
             Ok(result) => result,
             Err(_elapsed) => Err(timed_out(&message.routing_key, timeout)),
         }
+    }
+
+    /// Takes a slot of the in-flight window (held until the confirm is
+    /// read) and hands `message` to the connection.
+    async fn send_in_window(
+        &self,
+        message: &OutgoingMessage,
+    ) -> Result<(SemaphorePermit<'_>, PublisherConfirm), PublishError> {
+        let slot = self
+            .inner
+            .window
+            .acquire()
+            .await
+            .map_err(|_| PublishError::BrokerUnavailable("publisher closed".to_owned()))?;
+        Ok((slot, self.send(message).await?))
     }
 
     /// Hands `message` to the connection (mandatory, on the confirm-mode
@@ -309,6 +312,11 @@ fn interpret(confirmation: Confirmation, routing_key: &str) -> Result<(), Publis
             "channel is not in confirm mode".to_owned(),
         )),
     }
+}
+
+/// What the broker answered to a sent message.
+async fn confirmed(confirm: PublisherConfirm, routing_key: &str) -> Result<(), PublishError> {
+    interpret(confirm.await.map_err(unavailable)?, routing_key)
 }
 
 fn timed_out(routing_key: &str, timeout: std::time::Duration) -> PublishError {
