@@ -152,6 +152,40 @@ impl ConsumerProcess {
     }
 }
 
+/// Waits until every group is consumed: each one's lease
+/// (`switchyard_group_lease`) held by one of the Switchyard `processes`
+/// (they take no lease in their first second, so readiness alone would
+/// start the clock before anyone consumes).
+pub async fn wait_consuming(processes: &[ConsumerProcess]) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut held = std::collections::BTreeMap::<String, f64>::new();
+        for process in processes {
+            let Some(text) = process.metrics(&client).await else {
+                continue;
+            };
+            for line in text
+                .lines()
+                .filter(|line| line.starts_with("switchyard_group_lease{"))
+            {
+                let (labels, value) = line.rsplit_once(' ').unwrap_or_default();
+                *held.entry(labels.to_owned()).or_default() += value.parse().unwrap_or(0.0);
+            }
+        }
+        if held.len() == shared::groups::ConsumerGroup::ALL.len()
+            && held.values().all(|holders| *holders == 1.0)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the groups were not all consumed within 60 s: {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The sum of `switchyard_events_total` over the final outcomes.
 pub fn settled_in(metrics: &str) -> f64 {
     metrics

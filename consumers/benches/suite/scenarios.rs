@@ -129,6 +129,7 @@ async fn start_switchyard(
     for process in &started {
         process.ready(&client).await;
     }
+    crate::processes::wait_consuming(&started).await;
     started
 }
 

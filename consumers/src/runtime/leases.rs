@@ -18,7 +18,15 @@
 //!
 //! Every process holds a member lock too, whose id carries the groups it
 //! runs, so each sees from `pg_locks` who is alive, runs what, and holds
-//! what. The locks live on a connection of their own, kept for the
+//! what. Processes started together share the groups out from the start,
+//! without handing any over: a process takes no lease during its first
+//! tick (the join window, in which the others started with it show up),
+//! and then takes a free lease only when it is that lease's designated
+//! taker — of the live members running the group and holding none of its
+//! leases, the one holding fewest, ties to the lowest backend pid, the same
+//! answer for every process reading the same `pg_locks` — or when the lease
+//! has stayed free for [`FREE_PATIENCE`] (its designated taker is not
+//! taking it). The locks live on a connection of their own, kept for the
 //! process's life. When that connection is lost the workers keep going (the
 //! server may still hold the session, or the database is down and nobody
 //! applies anything); once reconnected, a lease someone else took meanwhile
@@ -40,6 +48,9 @@ pub const LEASE_TICK: Duration = Duration::from_secs(1);
 /// After handing a lease over, how long this process leaves it for another
 /// to take before taking it back itself.
 const HAND_OVER_PATIENCE: Duration = Duration::from_secs(5);
+/// How long a lease stays free before any member running its group takes
+/// it, designated or not.
+pub const FREE_PATIENCE: Duration = Duration::from_secs(3);
 
 /// The leases of one process, kept by a task of their own.
 #[derive(Clone)]
@@ -83,6 +94,8 @@ impl Leases {
             slot_of: HashMap::new(),
             releasing: BTreeMap::new(),
             cooling: HashMap::new(),
+            joined: false,
+            free_since: HashMap::new(),
         };
         let task = tokio::spawn(keeper.run(released_rx, stop));
         (Self { held, released }, task)
@@ -140,6 +153,13 @@ impl Keys {
 
 const GROUP_BITS: u32 = 3;
 
+/// The member lock a process running `groups` in `namespace` takes: the
+/// two keys of `pg_advisory_lock(class, id)`, the id fresh each call.
+pub fn member_lock(namespace: &str, groups: &[ConsumerGroup]) -> (i32, i32) {
+    let keys = Keys::new(namespace, groups);
+    (keys.members, keys.member)
+}
+
 fn group_index(group: ConsumerGroup) -> i32 {
     ConsumerGroup::ALL
         .iter()
@@ -180,6 +200,10 @@ struct Keeper {
     releasing: BTreeMap<ConsumerGroup, ()>,
     /// Leases handed over, and until when not to take them back.
     cooling: HashMap<ConsumerGroup, Instant>,
+    /// Whether the member lock was taken once (the join window is over).
+    joined: bool,
+    /// Free leases (by id), and since when this process has seen them free.
+    free_since: HashMap<i32, Instant>,
 }
 
 /// Who holds what, from `pg_locks`.
@@ -206,6 +230,49 @@ impl Snapshot {
         self.leases
             .iter()
             .any(|(id, holder)| *holder == pid && id >> 16 == group_index(group))
+    }
+
+    /// The designated taker of each free lease (`slots` per group): in a
+    /// fixed order of groups and slots, the live member that runs the
+    /// group, holds none of its leases and holds fewest (counting those
+    /// designated to it before), ties to the lowest pid. Every process
+    /// reading the same locks gets the same answer, so processes started
+    /// together split the groups without handing any over.
+    fn designated(&self, slots: i32) -> HashMap<i32, i32> {
+        let mut members: Vec<(i32, i32)> = self
+            .members
+            .iter()
+            .map(|(pid, runs)| (*pid, *runs))
+            .collect();
+        members.sort_unstable();
+        let mut load: HashMap<i32, usize> = members
+            .iter()
+            .map(|(pid, _)| (*pid, self.held_by(*pid)))
+            .collect();
+        let mut given: Vec<(i32, ConsumerGroup)> = Vec::new();
+        let mut designated = HashMap::new();
+        for group in ConsumerGroup::ALL {
+            for slot in 0..slots {
+                let id = lease_id(group, slot);
+                if self.leases.contains_key(&id) {
+                    continue;
+                }
+                let taker = members
+                    .iter()
+                    .filter(|(pid, runs)| {
+                        runs & group_bit(group) != 0
+                            && !self.holds_group(*pid, group)
+                            && !given.contains(&(*pid, group))
+                    })
+                    .min_by_key(|(pid, _)| (load[pid], *pid));
+                if let Some((pid, _)) = taker {
+                    *load.entry(*pid).or_default() += 1;
+                    given.push((*pid, group));
+                    designated.insert(id, *pid);
+                }
+            }
+        }
+        designated
     }
 }
 
@@ -275,8 +342,10 @@ impl Keeper {
         tracing::info!(%group, "group lease handed over");
     }
 
-    /// Connects if needed, then takes free leases and hands one over when
-    /// another member holds two fewer.
+    /// Connects if needed (the first time, joins: takes the member lock
+    /// and no lease until the next tick), then takes the free leases it is
+    /// designated for (or that stayed free too long) and hands one over
+    /// when another member holds two fewer.
     async fn look(&mut self) -> Result<(), sqlx::Error> {
         if self.connection.is_none() {
             let mut connection = self.pool.acquire().await?.detach();
@@ -287,17 +356,40 @@ impl Keeper {
                 .await?;
             self.connection = Some(connection);
             self.confirm_held().await?;
+            if !self.joined {
+                self.joined = true;
+                tracing::info!("group leases: joined; taking leases from the next look on");
+                return Ok(());
+            }
         }
         let snapshot = self.snapshot().await?;
         let now = Instant::now();
+        self.free_since
+            .retain(|id, _| !snapshot.leases.contains_key(id));
+        for group in ConsumerGroup::ALL {
+            for slot in 0..self.slots {
+                let id = lease_id(group, slot);
+                if !snapshot.leases.contains_key(&id) {
+                    self.free_since.entry(id).or_insert(now);
+                }
+            }
+        }
+        let designated = snapshot.designated(self.slots);
         for group in self.groups.clone() {
             if self.slot_of.contains_key(&group)
                 || self.cooling.get(&group).is_some_and(|until| *until > now)
             {
                 continue;
             }
-            let free =
-                (0..self.slots).find(|slot| !snapshot.leases.contains_key(&lease_id(group, *slot)));
+            let free = (0..self.slots).find(|slot| {
+                let id = lease_id(group, *slot);
+                !snapshot.leases.contains_key(&id)
+                    && (designated.get(&id) == Some(&snapshot.me)
+                        || self
+                            .free_since
+                            .get(&id)
+                            .is_some_and(|since| now.duration_since(*since) >= FREE_PATIENCE))
+            });
             let Some(slot) = free else { continue };
             if self.try_lock(group, slot).await? {
                 self.slot_of.insert(group, slot);
@@ -422,5 +514,70 @@ mod tests {
         assert_ne!(a.leases, a.members);
         assert_eq!(a.member & 0b111, 0b111);
         assert_eq!(b.member & 0b111, group_bit(ConsumerGroup::Orders));
+    }
+
+    const ALL_GROUPS: i32 = 0b111;
+
+    fn snapshot(members: &[(i32, i32)], leases: &[(ConsumerGroup, i32, i32)]) -> Snapshot {
+        Snapshot {
+            members: members.iter().copied().collect(),
+            leases: leases
+                .iter()
+                .map(|(group, slot, pid)| (lease_id(*group, *slot), *pid))
+                .collect(),
+            me: 0,
+        }
+    }
+
+    fn taker(designated: &HashMap<i32, i32>, group: ConsumerGroup, slot: i32) -> Option<i32> {
+        designated.get(&lease_id(group, slot)).copied()
+    }
+
+    #[test]
+    fn processes_started_together_split_the_groups_the_same_way() {
+        use ConsumerGroup::{Inventory, Orders, Sales};
+        // Two processes, nothing held: two groups to the lower pid, one to the other.
+        let both = snapshot(&[(200, ALL_GROUPS), (100, ALL_GROUPS)], &[]);
+        let designated = both.designated(1);
+        assert_eq!(taker(&designated, Orders, 0), Some(100));
+        assert_eq!(taker(&designated, Inventory, 0), Some(200));
+        assert_eq!(taker(&designated, Sales, 0), Some(100));
+        // Read after the first took its first lease: the same split.
+        let later = snapshot(&[(200, ALL_GROUPS), (100, ALL_GROUPS)], &[(Orders, 0, 100)]);
+        let designated = later.designated(1);
+        assert_eq!(taker(&designated, Orders, 0), None, "held");
+        assert_eq!(taker(&designated, Inventory, 0), Some(200));
+        assert_eq!(taker(&designated, Sales, 0), Some(100));
+        // Three processes: one group each.
+        let three = snapshot(
+            &[(300, ALL_GROUPS), (100, ALL_GROUPS), (200, ALL_GROUPS)],
+            &[],
+        );
+        let mut takers: Vec<i32> = three.designated(1).into_values().collect();
+        takers.sort_unstable();
+        assert_eq!(takers, vec![100, 200, 300]);
+    }
+
+    #[test]
+    fn a_lease_is_designated_only_to_a_member_running_its_group_and_holding_none_of_it() {
+        use ConsumerGroup::{Inventory, Orders, Sales};
+        // 100 runs only orders; 200 runs everything and already holds orders slot 0.
+        let snapshot = snapshot(
+            &[(100, group_bit(Orders)), (200, ALL_GROUPS)],
+            &[(Orders, 0, 200)],
+        );
+        let designated = snapshot.designated(2);
+        assert_eq!(taker(&designated, Orders, 1), Some(100));
+        assert_eq!(taker(&designated, Inventory, 0), Some(200));
+        assert_eq!(
+            taker(&designated, Inventory, 1),
+            None,
+            "200 holds one already"
+        );
+        assert_eq!(taker(&designated, Sales, 0), Some(200));
+        assert_eq!(taker(&designated, Sales, 1), None);
+        // Nobody alive runs a group: no taker.
+        let alone = super::tests::snapshot(&[(100, group_bit(Orders))], &[]);
+        assert_eq!(taker(&alone.designated(1), Sales, 0), None);
     }
 }

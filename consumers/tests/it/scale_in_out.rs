@@ -201,6 +201,48 @@ async fn a_standby_process_takes_over_from_a_stopped_one_and_nothing_is_applied_
     drop(second);
 }
 
+/// Processes started together split the free leases by a rule each
+/// computes alike (every lease has one designated taker among the live
+/// members); one that is alive but never takes its share — a hung process
+/// holding its member lock — keeps no group unconsumed: its leases are
+/// taken by another once they stayed free a few seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_never_takes_its_share_keeps_no_group_unconsumed() {
+    let _watchdog = Watchdog::new(
+        "a_member_that_never_takes_its_share_keeps_no_group_unconsumed",
+        TEST_LIMIT,
+    );
+    let stack = Stack::with_settings(settings_with(&RETRY_ENVIRONMENT)).await;
+    // Two members running every group: each is designated at least one of
+    // the three leases (the first and third go to the lower pid).
+    let (class, member) =
+        consumers::runtime::leases::member_lock(&stack.settings.namespace, &ConsumerGroup::ALL);
+    let mut hung = stack
+        .database
+        .pool
+        .acquire()
+        .await
+        .expect("a connection")
+        .detach();
+    sqlx::query("SELECT pg_advisory_lock($1, $2)")
+        .bind(class)
+        .bind(member)
+        .execute(&mut hung)
+        .await
+        .expect("member lock taken");
+    let process = Process::spawn_groups(&stack, "orders,inventory,sales", &[]);
+    let all = eventually(Duration::from_secs(60), || async {
+        process.leases().await.filter(|held| held.len() == 3)
+    })
+    .await;
+    assert!(
+        all.is_some(),
+        "the live process took every group: {:?}",
+        process.leases().await
+    );
+    drop(hung);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_share_out_the_groups_and_a_killed_ones_are_taken_over() {
     let _watchdog = Watchdog::new(
