@@ -23,7 +23,9 @@
 //! them alike; figures are medians. Environment: `BENCH_EVENTS` (30000),
 //! `BENCH_REPEAT` (3), `BENCH_PROCESSES` (`1,2,3`), `BENCH_RATES`
 //! (`500,2000,5000`), `BENCH_LATENCY_SECONDS` (10),
-//! `BENCH_ONLY=throughput|latency`. Not part of CI.
+//! `BENCH_ONLY=throughput|latency`, `BENCH_CONSUMERS` (the `consumers`
+//! binary to run instead of the one Cargo built, for A/B runs of two
+//! builds). Not part of CI.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 

@@ -45,7 +45,9 @@ impl ConsumerProcess {
     /// with `batch_size` when given.
     pub fn switchyard(scenario: &Scenario, batch_size: Option<usize>) -> Self {
         let address = format!("127.0.0.1:{}", free_port());
-        let mut command = Command::new(env!("CARGO_BIN_EXE_consumers"));
+        let binary = std::env::var_os("BENCH_CONSUMERS")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_consumers").into());
+        let mut command = Command::new(binary);
         command.args(["run", "--http-address", &address]);
         if let Some(batch_size) = batch_size {
             command.args(["--batch-size", &batch_size.to_string()]);

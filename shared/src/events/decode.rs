@@ -7,7 +7,7 @@ use super::decode_error::DecodeError;
 use super::envelope::{CloudEventEnvelope, SPEC_VERSION};
 use super::event::Event;
 use super::event_type::{EventType, SCHEMA_URI_PREFIX};
-use super::payload::EventPayload;
+use super::payload::{EventPayload, PayloadData};
 
 /// Default largest accepted event body: 256 KiB.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 256 * 1024;
@@ -27,9 +27,33 @@ impl Event {
                 limit: max_bytes,
             });
         }
+        if let Some(event) = Self::decode_direct(bytes) {
+            return Ok(event);
+        }
         let value: serde_json::Value = serde_json::from_slice(bytes)
             .map_err(|error| DecodeError::NotJson(format!("not valid JSON: {error}")))?;
         Self::from_json_value(value)
+    }
+
+    /// The common case without a JSON tree: the envelope read straight from
+    /// the bytes, `data` straight into its version's type. Taken only where
+    /// it cannot differ from the parsed path: an object, no `\u0000` escape
+    /// anywhere (so no NUL in any string or key), a `dataschema` (one
+    /// version, no guessing) and no failure at all — a duplicate key, which
+    /// the parsed path reads as its last value, fails here; `None` sends the
+    /// bytes down the parsed path, which also words every error.
+    fn decode_direct(bytes: &[u8]) -> Option<Event> {
+        let opens_object = bytes
+            .iter()
+            .find(|byte| !byte.is_ascii_whitespace())
+            .is_some_and(|byte| *byte == b'{');
+        if !opens_object || may_hold_nul(bytes) {
+            return None;
+        }
+        let envelope: CloudEventEnvelope<Box<serde_json::value::RawValue>> =
+            serde_json::from_slice(bytes).ok()?;
+        envelope.dataschema.as_ref()?;
+        Self::from_envelope(envelope).ok()
     }
 
     /// Decodes an already parsed JSON document (the outbox's rows, binary
@@ -52,7 +76,9 @@ impl Event {
     }
 
     /// Checks every attribute of `envelope` and decodes its `data`.
-    pub fn from_envelope(envelope: CloudEventEnvelope) -> Result<Event, DecodeError> {
+    pub fn from_envelope<D: PayloadData>(
+        envelope: CloudEventEnvelope<D>,
+    ) -> Result<Event, DecodeError> {
         if envelope.specversion != SPEC_VERSION {
             return Err(DecodeError::invalid("specversion", "must be \"1.0\""));
         }
@@ -186,6 +212,12 @@ fn check_attribute(field: &str, value: &str) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// Whether JSON text may hold a NUL character: JSON writes one only as the
+/// escape `\u0000` (a raw control character is invalid JSON).
+fn may_hold_nul(bytes: &[u8]) -> bool {
+    bytes.windows(6).any(|window| window == br"\u0000")
+}
+
 /// Refuses a NUL character in any string or object key of `value`, naming
 /// where it is (`source`, `data.lines[0].sku`).
 fn check_no_nul(value: &serde_json::Value, path: &str) -> Result<(), DecodeError> {
@@ -238,4 +270,100 @@ fn check_traceparent(value: &str) -> Result<(), DecodeError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::simulation::StoreTraffic;
+
+    /// What `decode` gave before the direct path: the parsed path alone.
+    fn parsed_path(bytes: &[u8]) -> Result<Event, DecodeError> {
+        let value: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|error| DecodeError::NotJson(format!("not valid JSON: {error}")))?;
+        Event::from_json_value(value)
+    }
+
+    fn edited(bytes: &[u8], edit: impl FnOnce(&str) -> String) -> Vec<u8> {
+        edit(std::str::from_utf8(bytes).unwrap()).into_bytes()
+    }
+
+    #[test]
+    fn the_direct_path_decodes_every_store_event_as_the_parsed_path_does() {
+        let mut store = StoreTraffic::new(5);
+        let mut types = std::collections::BTreeSet::new();
+        for _ in 0..3_000 {
+            let event = store.next_event();
+            types.insert(event.event_type());
+            let bytes = event.to_json_bytes();
+            let direct = Event::decode_direct(&bytes).expect("taken for a producer's event");
+            assert_eq!(direct, event);
+            assert_eq!(Ok(direct), parsed_path(&bytes));
+        }
+        assert_eq!(types.len(), EventType::ALL.len(), "every type seen");
+    }
+
+    #[test]
+    fn whatever_the_direct_path_cannot_vouch_for_decodes_as_before() {
+        let event = StoreTraffic::new(7).next_event();
+        let bytes = event.to_json_bytes();
+        let source = format!("\"source\":\"{}\"", event.source);
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            // The parsed path keeps the last of duplicate keys.
+            (
+                "duplicate attribute",
+                edited(&bytes, |text| {
+                    text.replacen(&source, &format!("{source},\"source\":\"/other\""), 1)
+                }),
+            ),
+            (
+                "duplicate data field",
+                edited(&bytes, |text| {
+                    text.replacen("\"data\":{", "\"data\":{\"x\":1,\"x\":2,", 1)
+                }),
+            ),
+            (
+                "NUL in a string",
+                edited(&bytes, |text| {
+                    text.replacen(&source, "\"source\":\"/a\\u0000b\"", 1)
+                }),
+            ),
+            (
+                "no dataschema",
+                edited(&bytes, |text| {
+                    let start = text.find(",\"dataschema\":\"").unwrap();
+                    let end = start + 1 + text[start + 1..].find("\",").unwrap() + 1;
+                    format!("{}{}", &text[..start], &text[end..])
+                }),
+            ),
+            (
+                "an array",
+                format!("[{}]", std::str::from_utf8(&bytes).unwrap()).into_bytes(),
+            ),
+            ("not JSON", b"{\"id\":".to_vec()),
+            (
+                "an unknown attribute",
+                edited(&bytes, |text| text.replacen('{', "{\"extra\":1,", 1)),
+            ),
+        ];
+        for (case, bytes) in cases {
+            assert_ne!(bytes, event.to_json_bytes(), "{case}: the edit applied");
+            if case != "no dataschema" {
+                assert!(Event::decode_direct(&bytes).is_none(), "{case}: not direct");
+            }
+            assert_eq!(
+                Event::decode(&bytes, DEFAULT_MAX_EVENT_BYTES),
+                parsed_path(&bytes),
+                "{case}"
+            );
+        }
+        // Accepted through the parsed path: the last duplicate wins.
+        let duplicate = edited(&bytes, |text| {
+            text.replacen(&source, &format!("{source},\"source\":\"/other\""), 1)
+        });
+        let decoded = Event::decode(&duplicate, DEFAULT_MAX_EVENT_BYTES).unwrap();
+        assert_eq!(decoded.source, "/other");
+    }
 }

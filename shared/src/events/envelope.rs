@@ -21,9 +21,14 @@ pub const DATA_CONTENT_TYPE: &str = "application/json";
 /// A CloudEvent in JSON structured mode. Attribute names are the spec's;
 /// `correlationid`, `causationid`, `traceparent` and `partitionkey` are
 /// extension attributes.
+// `D` is how `data` is held: parsed (`serde_json::Value`, the default), or
+// as its raw JSON text (`Box<serde_json::value::RawValue>`), which the
+// decoder reads straight into the payload's type. (Not in the doc comment:
+// that is the schema's description.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CloudEventEnvelope {
+#[schemars(rename = "CloudEventEnvelope")]
+pub struct CloudEventEnvelope<D = serde_json::Value> {
     /// Always `"1.0"`.
     #[schemars(extend("const" = "1.0"))]
     pub specversion: String,
@@ -54,7 +59,7 @@ pub struct CloudEventEnvelope {
     #[schemars(pattern(DATASCHEMA_PATTERN))]
     pub dataschema: Option<String>,
     /// The payload, shaped by the type's schema version.
-    pub data: serde_json::Value,
+    pub data: D,
     /// Id shared by every event of one business flow: 1–255 printable ASCII
     /// characters (it is also the AMQP `correlation_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

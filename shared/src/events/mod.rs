@@ -28,4 +28,4 @@ pub use decode_error::DecodeError;
 pub use envelope::CloudEventEnvelope;
 pub use event::Event;
 pub use event_type::EventType;
-pub use payload::EventPayload;
+pub use payload::{EventPayload, PayloadData};

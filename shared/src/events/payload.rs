@@ -98,10 +98,10 @@ impl EventPayload {
     /// Decodes `data` written in `version` of `event_type`'s schema, upcasting
     /// older versions to the current struct, then validates it. A field the
     /// version does not define is refused, never dropped.
-    pub fn from_data(
+    pub fn from_data<D: PayloadData>(
         event_type: EventType,
         version: u32,
-        data: &serde_json::Value,
+        data: &D,
     ) -> Result<Self, DecodeError> {
         let payload =
             Self::parse_version(event_type, version, data).map_err(|error| match error {
@@ -121,9 +121,9 @@ impl EventPayload {
     /// several (possible only if a version added nothing but optional
     /// fields) is refused asking for `dataschema`. So a payload is never
     /// read as a version that would drop or invent a field.
-    pub fn from_unversioned_data(
+    pub fn from_unversioned_data<D: PayloadData>(
         event_type: EventType,
-        data: &serde_json::Value,
+        data: &D,
     ) -> Result<Self, DecodeError> {
         let newest = event_type.current_version();
         let mut fits = event_type.supported_versions().rev().filter_map(|version| {
@@ -151,10 +151,10 @@ impl EventPayload {
     }
 
     /// Deserializes `data` as one version (structure only, no rules).
-    fn parse_version(
+    fn parse_version<D: PayloadData>(
         event_type: EventType,
         version: u32,
-        data: &serde_json::Value,
+        data: &D,
     ) -> Result<Self, DecodeError> {
         Ok(match (event_type, version) {
             (EventType::CustomerRegistered, 1) => Self::CustomerRegistered(parse(data)?),
@@ -162,7 +162,7 @@ impl EventPayload {
             (EventType::ProductPriceChanged, 1) => Self::ProductPriceChanged(parse(data)?),
             (EventType::InventoryRestocked, 1) => Self::InventoryRestocked(parse(data)?),
             (EventType::OrderPlaced, 1) => {
-                Self::OrderPlaced(parse::<OrderPlacedV1>(data)?.upcast())
+                Self::OrderPlaced(parse::<OrderPlacedV1, D>(data)?.upcast())
             }
             (EventType::OrderPlaced, 2) => Self::OrderPlaced(parse(data)?),
             (EventType::PaymentCaptured, 1) => Self::PaymentCaptured(parse(data)?),
@@ -231,9 +231,31 @@ fn with_version_hint(error: DecodeError, event_type: EventType) -> DecodeError {
 }
 
 /// Deserializes `data` into `T`, naming the offending field on failure.
-fn parse<T: DeserializeOwned>(data: &serde_json::Value) -> Result<T, DecodeError> {
-    serde_path_to_error::deserialize(data).map_err(|error| {
-        let path = error.path().to_string();
-        DecodeError::from_serde(Some("data"), &path, error.into_inner().to_string())
-    })
+fn parse<T: DeserializeOwned, D: PayloadData>(data: &D) -> Result<T, DecodeError> {
+    data.parse()
+}
+
+/// An envelope's `data`, as the payload's types are read from it.
+pub trait PayloadData {
+    /// Deserializes it as `T` (structure only, no rules).
+    fn parse<T: DeserializeOwned>(&self) -> Result<T, DecodeError>;
+}
+
+impl PayloadData for serde_json::Value {
+    /// With the path of what is wrong (`data.lines[0].sku`).
+    fn parse<T: DeserializeOwned>(&self) -> Result<T, DecodeError> {
+        serde_path_to_error::deserialize(self).map_err(|error| {
+            let path = error.path().to_string();
+            DecodeError::from_serde(Some("data"), &path, error.into_inner().to_string())
+        })
+    }
+}
+
+impl PayloadData for Box<serde_json::value::RawValue> {
+    /// Straight from the text, without a JSON tree: the decoder's fast
+    /// path, which redoes any failure on the parsed path for its wording.
+    fn parse<T: DeserializeOwned>(&self) -> Result<T, DecodeError> {
+        serde_json::from_str(self.get())
+            .map_err(|error| DecodeError::from_serde(Some("data"), ".", error.to_string()))
+    }
 }
