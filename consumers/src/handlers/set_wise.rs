@@ -14,10 +14,10 @@
 //! returns `Ok(None)`: the runtime redoes the batch event by event, where
 //! each failure is isolated and classified.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use chrono::SecondsFormat;
-use serde_json::{Value, json};
+use serde::Serialize;
 use shared::events::{Event, EventPayload};
 use shared::groups::ConsumerGroup;
 use sqlx::PgConnection;
@@ -75,17 +75,14 @@ pub async fn apply_batch(
             _ => false,
         };
         lock_ids.extend(keys.iter().map(|key| advisory_lock_id(group, key)));
-        let mut entry = json!({
-            "i": index,
-            "id": event.id,
-            "type": event.event_type().as_str(),
-            "lvl": levels.place(keys, reserves_stock),
-            "t": event.time.to_rfc3339_opts(SecondsFormat::Micros, true),
+        batch.push(Entry {
+            i: index,
+            id: event.id,
+            event_type: event.event_type().as_str(),
+            lvl: levels.place(keys, reserves_stock),
+            t: event.time.to_rfc3339_opts(SecondsFormat::Micros, true),
+            fields,
         });
-        if let (Value::Object(entry), Value::Object(fields)) = (&mut entry, fields) {
-            entry.extend(fields);
-        }
-        batch.push(entry);
     }
     lock_ids.sort_unstable();
     lock_ids.dedup();
@@ -197,78 +194,202 @@ impl Levels {
     }
 }
 
+/// One event of a batch as the group's function reads it
+/// (`jsonb_to_recordset`): its index, id, type, level, time and the
+/// fields of its type — serialized straight into the call's parameter,
+/// without a JSON tree per event.
+#[derive(Serialize)]
+struct Entry<'a> {
+    i: usize,
+    id: Uuid,
+    #[serde(rename = "type")]
+    event_type: &'static str,
+    lvl: u32,
+    t: String,
+    #[serde(flatten)]
+    fields: Fields<'a>,
+}
+
+/// The fields the group's function reads for one event type.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Fields<'a> {
+    Customer {
+        customer_id: Uuid,
+        email: &'a str,
+        name: &'a str,
+    },
+    Order {
+        order_id: Uuid,
+        customer_id: Uuid,
+        currency: &'a str,
+        total: i64,
+        lines: Vec<Line<'a>>,
+    },
+    Payment {
+        order_id: Uuid,
+        payment_id: Uuid,
+        amount: i64,
+        currency: &'a str,
+    },
+    PaymentFailed {
+        order_id: Uuid,
+        payment_id: Uuid,
+        amount: i64,
+        currency: &'a str,
+        reason: &'a str,
+    },
+    Shipment {
+        order_id: Uuid,
+        shipment_id: Uuid,
+        carrier: &'a str,
+        tracking_number: &'a str,
+    },
+    Cancellation {
+        order_id: Uuid,
+    },
+    Product {
+        sku: &'a str,
+        name: &'a str,
+        category: &'a str,
+        price: i64,
+        currency: &'a str,
+    },
+    PriceChange {
+        sku: &'a str,
+        price: i64,
+        currency: &'a str,
+    },
+    Restock {
+        sku: &'a str,
+        quantity: i64,
+    },
+    Reservation {
+        order_id: Uuid,
+        wanted: Vec<Wanted<'a>>,
+    },
+    Sale {
+        order_id: Uuid,
+        currency: &'a str,
+        categories: super::sales::CategoryTotals,
+    },
+    SaleDay {
+        order_id: Uuid,
+        day: chrono::NaiveDate,
+    },
+    /// A type the group does not handle: only claimed.
+    Nothing {},
+}
+
+/// An order line as `orders` reads it (`n` counts from 1).
+#[derive(Serialize)]
+struct Line<'a> {
+    n: usize,
+    sku: &'a str,
+    category: &'a str,
+    quantity: i64,
+    unit_price: i64,
+}
+
+/// Units of one SKU an order reserves.
+#[derive(Serialize)]
+struct Wanted<'a> {
+    sku: &'a str,
+    quantity: i64,
+}
+
 /// The fields the group's function reads for `event` (none for a type the
 /// group does not handle: it is only claimed, as per event); `Err` for an
 /// event that can never apply (a sum that does not fit 64 bits), as its
 /// handler would refuse it.
-fn fields(group: ConsumerGroup, event: &Event) -> Result<Value, HandlerError> {
+fn fields(group: ConsumerGroup, event: &Event) -> Result<Fields<'_>, HandlerError> {
     let fields = match (group, &event.payload) {
-        (ConsumerGroup::Orders, EventPayload::CustomerRegistered(customer)) => json!({
-            "customer_id": customer.customer_id, "email": customer.email, "name": customer.name,
-        }),
-        (ConsumerGroup::Orders, EventPayload::OrderPlaced(order)) => {
-            let total = order
+        (ConsumerGroup::Orders, EventPayload::CustomerRegistered(customer)) => Fields::Customer {
+            customer_id: customer.customer_id,
+            email: &customer.email,
+            name: &customer.name,
+        },
+        (ConsumerGroup::Orders, EventPayload::OrderPlaced(order)) => Fields::Order {
+            order_id: order.order_id,
+            customer_id: order.customer_id,
+            currency: &order.currency,
+            total: order
                 .total_cents()
-                .ok_or_else(super::orders::total_overflow)?;
-            let lines: Vec<Value> = order
+                .ok_or_else(super::orders::total_overflow)?,
+            lines: order
                 .lines
                 .iter()
                 .enumerate()
-                .map(|(number, line)| {
-                    json!({
-                        "n": number + 1, "sku": line.sku, "category": line.category,
-                        "quantity": line.quantity, "unit_price": line.unit_price_cents,
-                    })
+                .map(|(number, line)| Line {
+                    n: number + 1,
+                    sku: &line.sku,
+                    category: &line.category,
+                    quantity: line.quantity,
+                    unit_price: line.unit_price_cents,
                 })
-                .collect();
-            json!({
-                "order_id": order.order_id, "customer_id": order.customer_id,
-                "currency": order.currency, "total": total, "lines": lines,
-            })
-        }
-        (ConsumerGroup::Orders, EventPayload::PaymentCaptured(payment)) => json!({
-            "order_id": payment.order_id, "payment_id": payment.payment_id,
-            "amount": payment.amount_cents, "currency": payment.currency,
-        }),
-        (ConsumerGroup::Orders, EventPayload::PaymentFailed(payment)) => json!({
-            "order_id": payment.order_id, "payment_id": payment.payment_id,
-            "amount": payment.amount_cents, "currency": payment.currency, "reason": payment.reason,
-        }),
-        (ConsumerGroup::Orders, EventPayload::OrderShipped(shipment)) => json!({
-            "order_id": shipment.order_id, "shipment_id": shipment.shipment_id,
-            "carrier": shipment.carrier, "tracking_number": shipment.tracking_number,
-        }),
+                .collect(),
+        },
+        (ConsumerGroup::Orders, EventPayload::PaymentCaptured(payment)) => Fields::Payment {
+            order_id: payment.order_id,
+            payment_id: payment.payment_id,
+            amount: payment.amount_cents,
+            currency: &payment.currency,
+        },
+        (ConsumerGroup::Orders, EventPayload::PaymentFailed(payment)) => Fields::PaymentFailed {
+            order_id: payment.order_id,
+            payment_id: payment.payment_id,
+            amount: payment.amount_cents,
+            currency: &payment.currency,
+            reason: &payment.reason,
+        },
+        (ConsumerGroup::Orders, EventPayload::OrderShipped(shipment)) => Fields::Shipment {
+            order_id: shipment.order_id,
+            shipment_id: shipment.shipment_id,
+            carrier: &shipment.carrier,
+            tracking_number: &shipment.tracking_number,
+        },
         (
             ConsumerGroup::Orders | ConsumerGroup::Inventory | ConsumerGroup::Sales,
             EventPayload::OrderCancelled(cancellation),
-        ) => json!({ "order_id": cancellation.order_id }),
-        (ConsumerGroup::Inventory, EventPayload::ProductListed(product)) => json!({
-            "sku": product.sku, "name": product.name, "category": product.category,
-            "price": product.price_cents, "currency": product.currency,
-        }),
-        (ConsumerGroup::Inventory, EventPayload::ProductPriceChanged(change)) => json!({
-            "sku": change.sku, "price": change.new_price_cents, "currency": change.currency,
-        }),
-        (ConsumerGroup::Inventory, EventPayload::InventoryRestocked(restock)) => json!({
-            "sku": restock.sku, "quantity": restock.quantity,
-        }),
-        (ConsumerGroup::Inventory, EventPayload::OrderPlaced(order)) => {
-            let per_sku: BTreeMap<&str, i64> = super::inventory::units_per_sku(order)?;
-            let wanted: Vec<Value> = per_sku
+        ) => Fields::Cancellation {
+            order_id: cancellation.order_id,
+        },
+        (ConsumerGroup::Inventory, EventPayload::ProductListed(product)) => Fields::Product {
+            sku: &product.sku,
+            name: &product.name,
+            category: &product.category,
+            price: product.price_cents,
+            currency: &product.currency,
+        },
+        (ConsumerGroup::Inventory, EventPayload::ProductPriceChanged(change)) => {
+            Fields::PriceChange {
+                sku: &change.sku,
+                price: change.new_price_cents,
+                currency: &change.currency,
+            }
+        }
+        (ConsumerGroup::Inventory, EventPayload::InventoryRestocked(restock)) => Fields::Restock {
+            sku: &restock.sku,
+            quantity: restock.quantity,
+        },
+        (ConsumerGroup::Inventory, EventPayload::OrderPlaced(order)) => Fields::Reservation {
+            order_id: order.order_id,
+            wanted: super::inventory::units_per_sku(order)?
                 .into_iter()
-                .map(|(sku, quantity)| json!({ "sku": sku, "quantity": quantity }))
-                .collect();
-            json!({ "order_id": order.order_id, "wanted": wanted })
-        }
-        (ConsumerGroup::Sales, EventPayload::OrderPlaced(order)) => {
-            let totals = super::sales::category_totals(order)
-                .ok_or_else(|| super::sales::too_large(order))?;
-            json!({ "order_id": order.order_id, "currency": order.currency, "categories": totals })
-        }
-        (ConsumerGroup::Sales, EventPayload::PaymentCaptured(payment)) => json!({
-            "order_id": payment.order_id, "day": event.time.date_naive(),
-        }),
-        _ => json!({}),
+                .map(|(sku, quantity)| Wanted { sku, quantity })
+                .collect(),
+        },
+        (ConsumerGroup::Sales, EventPayload::OrderPlaced(order)) => Fields::Sale {
+            order_id: order.order_id,
+            currency: &order.currency,
+            categories: super::sales::category_totals(order)
+                .ok_or_else(|| super::sales::too_large(order))?,
+        },
+        (ConsumerGroup::Sales, EventPayload::PaymentCaptured(payment)) => Fields::SaleDay {
+            order_id: payment.order_id,
+            day: event.time.date_naive(),
+        },
+        _ => Fields::Nothing {},
     };
     Ok(fields)
 }

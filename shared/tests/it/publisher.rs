@@ -299,7 +299,9 @@ async fn publishes_in_flight_when_the_connection_drops_fail_and_none_confirmed_i
         Duration::from_secs(300),
     );
     let (isolated, proxy, publisher) = publisher_through_proxy().await;
-    let events: Vec<Event> = (0..3_000)
+    // Far more than one window (1,024): when the cut comes, most are not
+    // yet sent, whenever the poll below first sees the window busy.
+    let events: Vec<Event> = (0..30_000)
         .map(|_| sample_event(EventType::InventoryRestocked))
         .collect();
 
@@ -314,6 +316,9 @@ async fn publishes_in_flight_when_the_connection_drops_fail_and_none_confirmed_i
     })
     .await;
     assert!(busy.is_some(), "publishes were in flight");
+    // Held at once (the cut reaches the open connection a moment later),
+    // so what is in flight now cannot be confirmed before the cut.
+    proxy.stall();
     proxy.cut();
     let results = tokio::time::timeout(Duration::from_secs(60), batch)
         .await
