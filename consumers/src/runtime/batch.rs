@@ -247,7 +247,7 @@ async fn process_batch_isolating_failures(
                     incoming
                         .history
                         .with(failure(context, poison.code(), poison.to_string()));
-                tracing::warn!(group = %context.group, message_id = ?incoming.message_id, error = %poison, "poison message dead-lettered");
+                tracing::warn!(group = %context.group, message_id = ?incoming.message_id(), error = %poison, "poison message dead-lettered");
                 dead_letter_store::record(
                     &mut transaction,
                     context.group,

@@ -51,7 +51,7 @@ pub async fn move_broker_dead_letters(
             let stored = store(&pool, group, &incoming, &history, &reason).await;
             match stored {
                 Ok(()) => {
-                    tracing::warn!(%group, message_id = ?incoming.message_id, %reason, "broker dead letter moved to the store");
+                    tracing::warn!(%group, message_id = ?incoming.message_id(), %reason, "broker dead letter moved to the store");
                     let _ = delivery.ack(BasicAckOptions::default()).await;
                     break;
                 }

@@ -32,8 +32,8 @@ pub async fn record(
     let first = history.records.first().map_or(now, |record| record.at);
     let last = history.records.last().map_or(now, |record| record.at);
     let (event_id, event_type) = incoming.identity();
-    let replay_of = incoming
-        .headers_json
+    let headers = incoming.headers_json();
+    let replay_of = headers
         .get(REPLAY_OF_HEADER)
         .and_then(|value| value.as_str())
         .and_then(|text| text.parse::<i64>().ok());
@@ -62,7 +62,7 @@ pub async fn record(
     .bind(event_type)
     .bind(&incoming.routing_key)
     .bind(&incoming.body)
-    .bind(&incoming.headers_json)
+    .bind(&headers)
     // Text columns cannot hold NUL, whatever an error message quoted.
     .bind(without_nul(reason))
     .bind(without_nul(error_kind))
@@ -70,8 +70,8 @@ pub async fn record(
     .bind(history.to_json())
     .bind(first)
     .bind(last)
-    .bind(incoming.message_id.as_deref().map(without_nul))
-    .bind(incoming.content_type.as_deref().map(without_nul))
+    .bind(incoming.message_id().map(without_nul))
+    .bind(incoming.content_type().map(without_nul))
     .bind(partition_key)
     .bind(replay_of)
     .execute(connection)

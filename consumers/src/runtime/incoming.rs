@@ -1,6 +1,7 @@
 //! A delivery as the runtime sees it: the event (or why it is not one) and
 //! its attempt history.
 
+use lapin::BasicProperties;
 use lapin::message::Delivery;
 use shared::events::amqp::{claimed_identity, decode_delivery};
 use shared::events::{DecodeError, Event};
@@ -15,63 +16,96 @@ pub struct Incoming {
     pub body: Vec<u8>,
     /// The routing key it was published with.
     pub routing_key: String,
-    /// The AMQP `message_id`, if any.
-    pub message_id: Option<String>,
-    /// The AMQP `content_type`, if any (binary-mode events need it to be
-    /// read again when replayed).
-    pub content_type: Option<String>,
+    /// The AMQP properties it came with: message id, content type (a
+    /// binary-mode event needs it to be read again when replayed), send
+    /// time and headers, republished as they are with a retry.
+    pub properties: BasicProperties,
     /// The decoded event (structured or binary mode), or the reason it is poison.
     pub event: Result<Event, DecodeError>,
-    /// The event id and type the message's headers or properties claim,
-    /// so that a dead letter of a message that did not decode names them.
-    pub claimed: (Option<Uuid>, Option<String>),
     /// Failed attempts before this delivery.
     pub history: AttemptHistory,
-    /// The headers as JSON, for the dead-letter store.
-    pub headers_json: serde_json::Value,
 }
 
 impl Incoming {
-    /// The event's id and type: decoded, or as the message claims them.
+    /// The event's id and type: decoded, or, for a message that did not
+    /// decode, as its headers or properties claim them.
     pub fn identity(&self) -> (Option<Uuid>, Option<String>) {
         match &self.event {
             Ok(event) => (Some(event.id), Some(event.event_type().as_str().to_owned())),
-            Err(_) => self.claimed.clone(),
+            Err(_) => claimed_identity(&self.properties),
         }
     }
 
-    /// Decodes a delivery; never fails (bad bytes become a poison
-    /// `Incoming`). Its attempt history is believed only when signed with
-    /// `key`.
+    /// The AMQP `message_id`, if any.
+    pub fn message_id(&self) -> Option<&str> {
+        self.properties.message_id().as_ref().map(|id| id.as_str())
+    }
+
+    /// The AMQP `content_type`, if any.
+    pub fn content_type(&self) -> Option<&str> {
+        self.properties
+            .content_type()
+            .as_ref()
+            .map(|kind| kind.as_str())
+    }
+
+    /// The headers as JSON, for the dead-letter store ([`headers_to_json`]).
+    pub fn headers_json(&self) -> serde_json::Value {
+        self.properties
+            .headers()
+            .as_ref()
+            .map(headers_to_json)
+            .unwrap_or_else(|| serde_json::json!({}))
+    }
+
+    /// Decodes a delivery, leaving it as it was; never fails (bad bytes
+    /// become a poison `Incoming`). Its attempt history is believed only
+    /// when signed with `key`.
     pub fn from_delivery(delivery: &Delivery, max_event_bytes: usize, key: &AttemptKey) -> Self {
-        let headers = delivery.properties.headers().as_ref();
-        let (history, trust) = AttemptHistory::from_headers(headers, &delivery.data, key);
+        Self::decoded(
+            delivery.data.clone(),
+            delivery.routing_key.as_str(),
+            delivery.properties.clone(),
+            max_event_bytes,
+            key,
+        )
+    }
+
+    /// As [`Incoming::from_delivery`], but moves the body and properties
+    /// out of `delivery` instead of copying them: what is left of it serves
+    /// to acknowledge it.
+    pub fn take_from(delivery: &mut Delivery, max_event_bytes: usize, key: &AttemptKey) -> Self {
+        Self::decoded(
+            std::mem::take(&mut delivery.data),
+            delivery.routing_key.as_str(),
+            std::mem::take(&mut delivery.properties),
+            max_event_bytes,
+            key,
+        )
+    }
+
+    fn decoded(
+        body: Vec<u8>,
+        routing_key: &str,
+        properties: BasicProperties,
+        max_event_bytes: usize,
+        key: &AttemptKey,
+    ) -> Self {
+        let (history, trust) =
+            AttemptHistory::from_headers(properties.headers().as_ref(), &body, key);
         if trust == HistoryTrust::Refused {
             tracing::warn!(
-                message_id = ?delivery.properties.message_id(),
-                routing_key = %delivery.routing_key,
+                message_id = ?properties.message_id(),
+                routing_key,
                 "attempt headers not signed by the workers; ignored: counted as a first attempt"
             );
         }
         Self {
-            body: delivery.data.clone(),
-            routing_key: delivery.routing_key.to_string(),
-            message_id: delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|id| id.to_string()),
-            content_type: delivery
-                .properties
-                .content_type()
-                .as_ref()
-                .map(|value| value.to_string()),
-            event: decode_delivery(&delivery.properties, &delivery.data, max_event_bytes),
-            claimed: claimed_identity(&delivery.properties),
+            event: decode_delivery(&properties, &body, max_event_bytes),
+            body,
+            routing_key: routing_key.to_owned(),
+            properties,
             history,
-            headers_json: headers
-                .map(headers_to_json)
-                .unwrap_or_else(|| serde_json::json!({})),
         }
     }
 }

@@ -10,7 +10,6 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use lapin::message::Delivery;
 use shared::groups::ConsumerGroup;
 use sqlx::PgConnection;
 
@@ -87,11 +86,11 @@ pub struct Position {
 impl Position {
     /// Notes the send times of `deliveries` (a time in the future, from a
     /// sender whose clock is ahead, counts as now).
-    pub fn taken(&mut self, deliveries: &[Delivery]) {
+    pub fn taken(&mut self, batch: &[Incoming]) {
         let now = chrono::Utc::now().timestamp();
-        let newest = deliveries
+        let newest = batch
             .iter()
-            .filter_map(|delivery| *delivery.properties.timestamp())
+            .filter_map(|incoming| *incoming.properties.timestamp())
             .filter_map(|sent| i64::try_from(sent).ok())
             .map(|sent| sent.min(now))
             .max();

@@ -135,7 +135,7 @@ impl Worker {
                 finished_after_stop += taken.deliveries.len();
             }
             let count = taken.deliveries.len() as f64;
-            position.taken(&taken.deliveries);
+            position.taken(&taken.batch);
             crate::metrics::in_flight(self.context.group, count);
             // Pipelined: while this batch is applied, committed and acked,
             // the next one is taken and decoded (and acked only after its
@@ -245,12 +245,7 @@ impl Worker {
                 .filter_map(|(index, (incoming, outcome))| match outcome {
                     Outcome::Retry(history) => Some(async move {
                         let scheduled = self
-                            .hold_until_retry_scheduled(
-                                &deliveries[index],
-                                incoming,
-                                history,
-                                shutdown,
-                            )
+                            .hold_until_retry_scheduled(incoming, history, shutdown)
                             .await;
                         (index, scheduled)
                     }),
@@ -277,14 +272,13 @@ impl Worker {
     /// limit. False when shutdown came first.
     async fn hold_until_retry_scheduled(
         &self,
-        delivery: &Delivery,
         incoming: &Incoming,
         history: &AttemptHistory,
         shutdown: &CancellationToken,
     ) -> bool {
         let mut pause = self.context.policy.pauses(PAUSE_FIRST, PAUSE_LONGEST);
         loop {
-            let Err(error) = self.schedule_retry(delivery, incoming, history).await else {
+            let Err(error) = self.schedule_retry(incoming, history).await else {
                 return true;
             };
             crate::metrics::retry_held(self.context.group);
@@ -305,7 +299,6 @@ impl Worker {
     /// jittered delay as per-message TTL and the history in its headers.
     async fn schedule_retry(
         &self,
-        delivery: &Delivery,
         incoming: &Incoming,
         history: &AttemptHistory,
     ) -> Result<(), shared::publish::PublishError> {
@@ -317,9 +310,9 @@ impl Worker {
             .unwrap_or(self.context.policy.max_delay);
         let wait_queue =
             &self.queues.retry[(failed_attempts as usize - 1).min(self.queues.retry.len() - 1)];
-        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        let mut headers = incoming.properties.headers().clone().unwrap_or_default();
         history.write_to(&mut headers, &incoming.body, &self.context.attempt_key);
-        let properties = delivery
+        let properties = incoming
             .properties
             .clone()
             .with_headers(headers)
@@ -346,9 +339,11 @@ struct Taken {
 }
 
 impl Taken {
-    fn push(&mut self, worker: &Worker, delivery: Delivery) {
-        self.batch.push(Incoming::from_delivery(
-            &delivery,
+    /// Decodes `delivery`, moving its body and properties into the batch;
+    /// what is kept of it serves to acknowledge it.
+    fn push(&mut self, worker: &Worker, mut delivery: Delivery) {
+        self.batch.push(Incoming::take_from(
+            &mut delivery,
             worker.max_event_bytes,
             &worker.context.attempt_key,
         ));

@@ -233,12 +233,12 @@ pub fn incoming(event: &Event) -> consumers::runtime::incoming::Incoming {
     consumers::runtime::incoming::Incoming {
         body: event.to_json_bytes(),
         routing_key: event.event_type().as_str().to_owned(),
-        message_id: Some(event.id.to_string()),
-        content_type: Some("application/cloudevents+json".to_owned()),
+        properties: lapin::BasicProperties::default()
+            .with_message_id(event.id.to_string().into())
+            .with_type(event.event_type().as_str().into())
+            .with_content_type("application/cloudevents+json".into()),
         event: Ok(event.clone()),
-        claimed: (Some(event.id), Some(event.event_type().as_str().to_owned())),
         history: consumers::runtime::attempts::AttemptHistory::default(),
-        headers_json: serde_json::json!({}),
     }
 }
 
