@@ -186,6 +186,7 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
     let health = Health::default();
     health.set_database_ready(false);
     let http = HttpState::new(health.clone(), crate::metrics::install_recorder());
+    crate::metrics::runtime_threads(tokio::runtime::Handle::current().metrics().num_workers());
     let listener = tokio::net::TcpListener::bind(args.http_address)
         .await
         .with_context(|| format!("cannot listen on {} (--http-address)", args.http_address))?;

@@ -36,6 +36,8 @@ pub const DEAD_LETTERS_HELD_TOTAL: &str = "switchyard_dead_letters_held_total";
 pub const BROKER_RECONNECTS_TOTAL: &str = "switchyard_broker_reconnects_total";
 /// 1 while this process holds the group's lease (consumes it), else 0.
 pub const GROUP_LEASE: &str = "switchyard_group_lease";
+/// Threads of the async runtime that runs the workers (`--runtime-threads`).
+pub const RUNTIME_THREADS: &str = "switchyard_runtime_threads";
 /// Commit time minus event time.
 pub const LAG_SECONDS: &str = shared::metrics_recorder::LAG_SECONDS;
 
@@ -45,14 +47,42 @@ pub fn install_recorder() -> PrometheusHandle {
     shared::metrics_recorder::install()
 }
 
+/// How many threads the runtime running the workers has.
+pub fn runtime_threads(threads: usize) {
+    metrics::gauge!(RUNTIME_THREADS).set(threads as f64);
+}
+
 /// Whether this process holds `group`'s lease.
 pub fn group_lease(group: ConsumerGroup, held: bool) {
     metrics::gauge!(GROUP_LEASE, "group" => group.as_str()).set(if held { 1.0 } else { 0.0 });
 }
 
-/// One event's outcome.
-pub fn event_outcome(group: ConsumerGroup, event_type: &'static str, outcome: &'static str) {
-    metrics::counter!(EVENTS_TOTAL, "group" => group.as_str(), "type" => event_type, "outcome" => outcome).increment(1);
+/// A committed batch's events: each one's type and outcome, and for each
+/// one applied its lag (commit time minus event time). One registry lookup
+/// per distinct (type, outcome) and one for the lag histogram, not one per
+/// event.
+pub fn batch_events(
+    group: ConsumerGroup,
+    events: impl IntoIterator<Item = (&'static str, &'static str, Option<Duration>)>,
+) {
+    let lag_seconds = metrics::histogram!(LAG_SECONDS, "group" => group.as_str());
+    let mut counts: Vec<((&'static str, &'static str), u64)> = Vec::new();
+    for (event_type, outcome, lag) in events {
+        if let Some(lag) = lag {
+            lag_seconds.record(lag.as_secs_f64());
+        }
+        match counts
+            .iter_mut()
+            .find(|(labels, _)| *labels == (event_type, outcome))
+        {
+            Some((_, count)) => *count += 1,
+            None => counts.push(((event_type, outcome), 1)),
+        }
+    }
+    for ((event_type, outcome), count) in counts {
+        metrics::counter!(EVENTS_TOTAL, "group" => group.as_str(), "type" => event_type, "outcome" => outcome)
+            .increment(count);
+    }
 }
 
 /// A committed batch: its path, its size, how long applying it took and,
@@ -67,11 +97,6 @@ pub fn batch_committed(group: ConsumerGroup, size: usize, timing: BatchTiming) {
     if let Some(commit) = timing.commit {
         metrics::histogram!(COMMIT_SECONDS, "group" => group.as_str()).record(commit.as_secs_f64());
     }
-}
-
-/// End-to-end lag of one applied event.
-pub fn lag(group: ConsumerGroup, lag: Duration) {
-    metrics::histogram!(LAG_SECONDS, "group" => group.as_str()).record(lag.as_secs_f64());
 }
 
 /// A batch held because the database failed (it will be tried again).

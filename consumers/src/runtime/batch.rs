@@ -411,7 +411,7 @@ fn record_metrics(
 ) {
     crate::metrics::batch_committed(group, batch.len(), timing);
     let now = Utc::now();
-    for (incoming, outcome) in batch.iter().zip(outcomes) {
+    let events = batch.iter().zip(outcomes).map(|(incoming, outcome)| {
         let event_type = incoming
             .event
             .as_ref()
@@ -422,11 +422,13 @@ fn record_metrics(
             Outcome::Retry(_) => "retried",
             Outcome::DeadLettered => "dead_lettered",
         };
-        crate::metrics::event_outcome(group, event_type, name);
-        if let (Outcome::Applied, Ok(event)) = (outcome, &incoming.event) {
-            crate::metrics::lag(group, (now - event.time).to_std().unwrap_or_default());
-        }
-    }
+        let lag = match (outcome, &incoming.event) {
+            (Outcome::Applied, Ok(event)) => Some((now - event.time).to_std().unwrap_or_default()),
+            _ => None,
+        };
+        (event_type, name, lag)
+    });
+    crate::metrics::batch_events(group, events);
 }
 
 fn failure(context: &BatchContext, kind: &str, message: String) -> AttemptRecord {

@@ -61,6 +61,16 @@ impl Running {
     /// The real `consumers run --group orders`, serving on `address`, with
     /// the stack's namespace and retry settings and `environment` on top.
     fn orders(stack: &Stack, address: SocketAddr, environment: &[(&str, &str)]) -> Self {
+        Self::orders_with(stack, address, environment, &[])
+    }
+
+    /// As [`Running::orders`], with more flags.
+    fn orders_with(
+        stack: &Stack,
+        address: SocketAddr,
+        environment: &[(&str, &str)],
+        flags: &[&str],
+    ) -> Self {
         Running(
             Command::new(env!("CARGO_BIN_EXE_consumers"))
                 .args([
@@ -70,6 +80,7 @@ impl Running {
                     "--http-address",
                     &address.to_string(),
                 ])
+                .args(flags)
                 .env("SWITCHYARD_NAMESPACE", &stack.settings.namespace)
                 .envs(crate::support::QUICK_RETRY_ENVIRONMENT)
                 .env("DATABASE_URL", database_url(&stack.settings))
@@ -162,6 +173,54 @@ async fn the_binary_serves_health_readiness_and_metrics_and_waits_for_its_databa
     proxy.restore();
     let back = until_ready(address).await;
     assert!(back.is_some(), "ready again once it is back");
+}
+
+/// `--runtime-threads` (and `SWITCHYARD_RUNTIME_THREADS`) size the runtime
+/// the workers run on — read back from the runtime itself on `/metrics` —
+/// and the default is one thread; the workers apply events on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_run_on_the_runtime_threads_asked_for() {
+    let _watchdog = Watchdog::new(
+        "the_workers_run_on_the_runtime_threads_asked_for",
+        crate::support::TEST_LIMIT,
+    );
+    let stack = Stack::new().await;
+    for (environment, flags, threads) in [
+        (&[][..], &[][..], 1),
+        (&[("SWITCHYARD_RUNTIME_THREADS", "3")][..], &[][..], 3),
+        (
+            &[("SWITCHYARD_RUNTIME_THREADS", "3")][..],
+            &["--runtime-threads", "2"][..],
+            2,
+        ),
+    ] {
+        let address = free_address();
+        let _worker = Running::orders_with(&stack, address, environment, flags);
+        assert!(until_ready(address).await.is_some(), "ready");
+        let wanted = format!("switchyard_runtime_threads {threads}\n");
+        let metrics = eventually(Duration::from_secs(30), || async {
+            get(address, "/metrics")
+                .await
+                .filter(|(status, body)| *status == 200 && body.contains(&wanted))
+        })
+        .await;
+        assert!(
+            metrics.is_some(),
+            "{environment:?} {flags:?}: wanted {wanted:?} in {:?}",
+            get(address, "/metrics").await
+        );
+    }
+    let applied = stack.number("SELECT count(*) FROM orders").await;
+    stack.publish(&[order_placed(Uuid::now_v7())]).await;
+    let address = free_address();
+    let _worker = Running::orders(&stack, address, &[]);
+    assert_eq!(
+        stack
+            .wait_for("SELECT count(*) FROM orders", applied + 1, 30)
+            .await,
+        applied + 1,
+        "the one-thread runtime applies events"
+    );
 }
 
 /// A broker cut longer than lapin's own recovery (a few seconds of
