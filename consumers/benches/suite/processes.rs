@@ -61,11 +61,15 @@ impl ConsumerProcess {
         }
     }
 
-    /// This bench binary in `role` (`ceiling` or `reference`): it prints
-    /// its running count of finished deliveries, one number a line.
+    /// This bench binary in `role` (`ceiling` or `reference`), on one
+    /// runtime thread: it prints its running count of finished
+    /// deliveries, one number a line.
     pub fn hand_written(scenario: &Scenario, role: &str) -> Self {
         let mut command = Command::new(std::env::current_exe().unwrap());
         command.env(crate::roles::ROLE_VARIABLE, role);
+        // One runtime thread, as `consumers run` has by default: the
+        // baselines get the same saving in thread switches.
+        command.env("TOKIO_WORKER_THREADS", "1");
         scenario_environment(&mut command, scenario);
         let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
         // -1 until the consumer reports that it consumes.
