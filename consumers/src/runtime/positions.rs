@@ -84,8 +84,8 @@ pub struct Position {
 }
 
 impl Position {
-    /// Notes the send times of `deliveries` (a time in the future, from a
-    /// sender whose clock is ahead, counts as now).
+    /// Notes the send times (AMQP `timestamp`) of the batch's messages (a
+    /// time in the future, from a sender whose clock is ahead, counts as now).
     pub fn taken(&mut self, batch: &[Incoming]) {
         let now = chrono::Utc::now().timestamp();
         let newest = batch
