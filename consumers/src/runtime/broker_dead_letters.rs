@@ -32,11 +32,11 @@ pub async fn move_broker_dead_letters(
     let (group, policy) = (context.group, &context.policy);
     let tag = format!("{group}-dead-letter-mover");
     let mut consumer = consuming::start(&channel, queue, &tag, 32).await?;
-    while let Some(delivery) =
+    while let Some(mut delivery) =
         consuming::next_delivery(&channel, &mut consumer, queue, &shutdown).await?
     {
-        let incoming = Incoming::from_delivery(&delivery, max_event_bytes, &context.attempt_key);
         let reason = death_reason(&delivery).unwrap_or_else(|| "unknown".to_owned());
+        let incoming = Incoming::take_from(&mut delivery, max_event_bytes, &context.attempt_key);
         let history = incoming.history.with(AttemptRecord {
             at: Utc::now(),
             worker: "broker".to_owned(),

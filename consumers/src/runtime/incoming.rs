@@ -58,52 +58,26 @@ impl Incoming {
             .unwrap_or_else(|| serde_json::json!({}))
     }
 
-    /// Decodes a delivery, leaving it as it was; never fails (bad bytes
-    /// become a poison `Incoming`). Its attempt history is believed only
-    /// when signed with `key`.
-    pub fn from_delivery(delivery: &Delivery, max_event_bytes: usize, key: &AttemptKey) -> Self {
-        Self::decoded(
-            delivery.data.clone(),
-            delivery.routing_key.as_str(),
-            delivery.properties.clone(),
-            max_event_bytes,
-            key,
-        )
-    }
-
-    /// As [`Incoming::from_delivery`], but moves the body and properties
-    /// out of `delivery` instead of copying them: what is left of it serves
-    /// to acknowledge it.
+    /// Decodes a delivery, moving its body and properties out of it (what
+    /// is left serves to acknowledge it); never fails (bad bytes become a
+    /// poison `Incoming`). Its attempt history is believed only when
+    /// signed with `key`.
     pub fn take_from(delivery: &mut Delivery, max_event_bytes: usize, key: &AttemptKey) -> Self {
-        Self::decoded(
-            std::mem::take(&mut delivery.data),
-            delivery.routing_key.as_str(),
-            std::mem::take(&mut delivery.properties),
-            max_event_bytes,
-            key,
-        )
-    }
-
-    fn decoded(
-        body: Vec<u8>,
-        routing_key: &str,
-        properties: BasicProperties,
-        max_event_bytes: usize,
-        key: &AttemptKey,
-    ) -> Self {
+        let body = std::mem::take(&mut delivery.data);
+        let properties = std::mem::take(&mut delivery.properties);
         let (history, trust) =
             AttemptHistory::from_headers(properties.headers().as_ref(), &body, key);
         if trust == HistoryTrust::Refused {
             tracing::warn!(
                 message_id = ?properties.message_id(),
-                routing_key,
+                routing_key = %delivery.routing_key,
                 "attempt headers not signed by the workers; ignored: counted as a first attempt"
             );
         }
         Self {
             event: decode_delivery(&properties, &body, max_event_bytes),
             body,
-            routing_key: routing_key.to_owned(),
+            routing_key: delivery.routing_key.to_string(),
             properties,
             history,
         }
