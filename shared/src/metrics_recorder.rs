@@ -15,7 +15,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder (once) and returns its
 /// handle: every `*_seconds` histogram gets latency buckets, [`LAG_SECONDS`]
-/// half-millisecond steps, [`BATCH_SIZE`] powers of two.
+/// [`lag_buckets`], [`BATCH_SIZE`] powers of two.
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
@@ -24,13 +24,7 @@ pub fn install() -> PrometheusHandle {
                 10.0, 30.0,
             ];
             let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
-            // Half-millisecond steps up to 20 ms: the latency target is 10 ms at p99.
-            let lag_buckets: Vec<f64> = (1..=40)
-                .map(|step| f64::from(step) * 0.000_5)
-                .chain([
-                    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-                ])
-                .collect();
+            let lag_buckets = lag_buckets();
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(LAG_SECONDS.to_owned()), &lag_buckets)
                 .and_then(|builder| {
@@ -50,4 +44,46 @@ pub fn install() -> PrometheusHandle {
             }
         })
         .clone()
+}
+
+/// The bounds of [`LAG_SECONDS`], in seconds: half-millisecond steps up to
+/// 20 ms, then 2.5 ms steps to 50 ms, 10 ms steps to 250 ms and 50 ms
+/// steps to 500 ms, so that a p99 between 20 and 500 ms is read to within
+/// a few per cent instead of being interpolated across a bucket twice its
+/// size; coarse beyond. (Counted in tenths of a millisecond and divided
+/// once, so the bounds render as the decimals they are.)
+pub fn lag_buckets() -> Vec<f64> {
+    let tenths = (5..=200)
+        .step_by(5)
+        .chain((225..=500).step_by(25))
+        .chain((600..=2_500).step_by(100))
+        .chain((3_000..=5_000).step_by(500));
+    tenths
+        .map(|tenth: u32| f64::from(tenth) / 10_000.0)
+        .chain([1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0])
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lag_buckets;
+
+    #[test]
+    fn lag_bounds_ascend_in_fine_steps_and_render_as_short_decimals() {
+        let bounds = lag_buckets();
+        assert!(bounds.windows(2).all(|pair| pair[0] < pair[1]));
+        assert_eq!(bounds.first(), Some(&0.000_5));
+        assert_eq!(bounds.last(), Some(&300.0));
+        // No step between 2 ms and 500 ms wider than a fifth of its bound.
+        for pair in bounds.windows(2).filter(|pair| pair[0] >= 0.002 && pair[1] <= 0.5) {
+            assert!(pair[1] - pair[0] <= pair[1] / 5.0 + 1e-12, "{pair:?}");
+        }
+        for bound in [0.0275, 0.05, 0.06, 0.25, 0.3, 0.5] {
+            assert!(bounds.contains(&bound), "{bound}");
+        }
+        assert!(
+            bounds.iter().all(|bound| bound.to_string().len() <= 6),
+            "{bounds:?}"
+        );
+    }
 }

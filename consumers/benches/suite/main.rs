@@ -12,7 +12,9 @@
 //!   seed 5) and on `order.placed` only, with 1, 2 and 3 worker processes;
 //! - draining a pre-loaded backlog of the store mix with 1, 2 and 3;
 //! - publish→commit latency percentiles at 500, 2,000 and 5,000 events/s
-//!   offered, beside the broker-alone latency at the same rates;
+//!   offered, beside the broker-alone latency at the same rates and the
+//!   hand-written reference's publish→commit latency (the same database
+//!   work without the runtime);
 //! - CPU per 1,000 deliveries for the broker, PostgreSQL, the consumer
 //!   processes and this process, in each scenario.
 //!
@@ -353,11 +355,17 @@ async fn run_latency(config: &Config, samples: &mut Samples<Latency>) {
                 let count = (rate * config.latency_seconds) as usize;
                 let broker =
                     scenarios::broker_latency(workload, workload.events(count), rate).await;
+                let reference =
+                    scenarios::reference_latency(workload, workload.events(count), rate).await;
                 let switchyard =
                     scenarios::switchyard_latency(workload, workload.events(count), rate).await;
-                for (system, measured) in [("broker alone", broker), ("switchyard", switchyard)] {
+                for (system, measured) in [
+                    ("broker alone", broker),
+                    ("hand-written reference", reference),
+                    ("switchyard", switchyard),
+                ] {
                     println!(
-                        "  {:<13} {:<13} {:>5}/s offered: {:>6.0}/s through, p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms",
+                        "  {:<22} {:<13} {:>5}/s offered: {:>6.0}/s through, p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms",
                         system,
                         workload.label(),
                         rate,

@@ -5,8 +5,8 @@
 
 use std::io::BufRead;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::Scenario;
@@ -18,7 +18,13 @@ pub struct ConsumerProcess {
     metrics_url: Option<String>,
     /// Deliveries it reported done (hand-written consumers).
     reported: Option<Arc<AtomicI64>>,
+    /// The thread reading its output, and the lag percentiles it printed
+    /// last (the hand-written reference, when stopped).
+    output: Option<(std::thread::JoinHandle<()>, PrintedLags)>,
 }
+
+/// The p50, p90 and p99 lag (µs) a hand-written reference printed, once it has.
+type PrintedLags = Arc<Mutex<Option<[f64; 3]>>>;
 
 fn scenario_environment(command: &mut Command, scenario: &Scenario) {
     command
@@ -58,6 +64,7 @@ impl ConsumerProcess {
             child,
             metrics_url: Some(format!("http://{address}")),
             reported: None,
+            output: None,
         }
     }
 
@@ -76,11 +83,21 @@ impl ConsumerProcess {
         let reported = Arc::new(AtomicI64::new(-1));
         let stdout = child.stdout.take().unwrap();
         let counter = reported.clone();
-        std::thread::spawn(move || {
+        let lags: PrintedLags = Arc::new(Mutex::new(None));
+        let printed = lags.clone();
+        let reader = std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Ok(count) = line.trim().parse::<i64>() {
                     counter.store(count, Ordering::Relaxed);
+                } else if let Some(values) = line.strip_prefix(crate::roles::LAG_LINE) {
+                    let micros: Vec<f64> = values
+                        .split_whitespace()
+                        .filter_map(|value| value.parse().ok())
+                        .collect();
+                    if let [p50, p90, p99] = micros[..] {
+                        *printed.lock().unwrap() = Some([p50, p90, p99]);
+                    }
                 }
             }
         });
@@ -88,6 +105,7 @@ impl ConsumerProcess {
             child,
             metrics_url: None,
             reported: Some(reported),
+            output: Some((reader, lags)),
         }
     }
 
@@ -139,6 +157,17 @@ impl ConsumerProcess {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("a consumer process did not become ready within 60 s");
+    }
+
+    /// Stops it, then the p50, p90 and p99 publish→commit lag in
+    /// milliseconds it printed on its way out (the hand-written reference).
+    pub async fn stop_with_lags(mut self) -> Option<[f64; 3]> {
+        let output = self.output.take();
+        self.stop().await;
+        let (reader, lags) = output?;
+        let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+        let micros = lags.lock().unwrap().take()?;
+        Some(micros.map(|value| value / 1e3))
     }
 
     /// SIGTERM, then waits for the exit (SIGKILL after 30 s).

@@ -11,9 +11,13 @@
 //!   shutdown handling. It tells the runtime's overhead apart from the cost
 //!   of the database work.
 //!
-//! Both print their running count of finished deliveries, one a line.
+//! Both print their running count of finished deliveries, one a line; the
+//! reference, when stopped, one more line: `lag-us` and the p50, p90 and
+//! p99 of its deliveries' publish→commit lag (commit time minus event
+//! time), in microseconds.
 
 use std::io::Write;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
@@ -24,6 +28,9 @@ use shared::settings::Settings;
 use shared::topology::Topology;
 
 pub const ROLE_VARIABLE: &str = "SWITCHYARD_BENCH_ROLE";
+
+/// What starts the reference's last line, its lag percentiles.
+pub const LAG_LINE: &str = "lag-us";
 
 /// `first` and every delivery already waiting after it, up to `max` in all.
 fn with_ready(
@@ -61,7 +68,8 @@ pub async fn run(role: &str) {
     let connection = shared::broker::connect(&settings, "bench-hand-written")
         .await
         .unwrap();
-    let (done, mut finished) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    // Each finished run: its deliveries, and (with the database) their lags.
+    let (done, mut finished) = tokio::sync::mpsc::unbounded_channel::<(usize, Vec<Duration>)>();
     for group in ConsumerGroup::ALL {
         let channel = connection.create_channel().await.unwrap();
         let prefetch = if with_database { 256 } else { 1024 };
@@ -87,6 +95,7 @@ pub async fn run(role: &str) {
             while let Some(Ok(first)) = consumer.next().await {
                 let max = if database.is_some() { 128 } else { usize::MAX };
                 let deliveries = with_ready(first, &mut consumer, max);
+                let mut lags = Vec::new();
                 if let Some(database) = database.as_mut() {
                     let decoded: Vec<Event> = deliveries
                         .iter()
@@ -96,6 +105,12 @@ pub async fn run(role: &str) {
                     consumers::handlers::apply_batch(group, database, &run)
                         .await
                         .unwrap();
+                    let committed = chrono::Utc::now();
+                    lags.extend(
+                        decoded
+                            .iter()
+                            .map(|event| (committed - event.time).to_std().unwrap_or_default()),
+                    );
                 }
                 if let Some(last) = deliveries.last() {
                     channel
@@ -103,11 +118,12 @@ pub async fn run(role: &str) {
                         .await
                         .unwrap();
                 }
-                let _ = done.send(deliveries.len());
+                let _ = done.send((deliveries.len(), lags));
             }
         });
     }
     let mut total = 0usize;
+    let mut lags = Vec::new();
     let mut stdout = std::io::stdout();
     writeln!(stdout, "0").unwrap();
     stdout.flush().unwrap();
@@ -115,13 +131,25 @@ pub async fn run(role: &str) {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
     loop {
         tokio::select! {
-            Some(count) = finished.recv() => {
+            Some((count, run_lags)) = finished.recv() => {
                 total += count;
+                lags.extend(run_lags);
                 writeln!(stdout, "{total}").unwrap();
                 stdout.flush().unwrap();
             }
             _ = terminate.recv() => break,
         }
+    }
+    if let Some(summary) = shared::latency::LatencySummary::from_samples(lags) {
+        writeln!(
+            stdout,
+            "{LAG_LINE} {} {} {}",
+            summary.p50.as_micros(),
+            summary.p90.as_micros(),
+            summary.p99.as_micros()
+        )
+        .unwrap();
+        stdout.flush().unwrap();
     }
     let _ = connection.close(200, "OK".into()).await;
 }

@@ -254,6 +254,36 @@ pub async fn broker_latency(workload: Workload, events: Vec<Event>, rate: u64) -
     }
 }
 
+/// Publish→commit latency of the hand-written reference (the same database
+/// work as Switchyard without its runtime) at a steady rate, from the lags
+/// it measured at each commit.
+pub async fn reference_latency(workload: Workload, events: Vec<Event>, rate: u64) -> Latency {
+    let scenario = Scenario::new(workload).await;
+    let expected = deliveries(&events);
+    let event_count = events.len();
+    let consumer = vec![ConsumerProcess::hand_written(&scenario, "reference")];
+    consumer[0].ready(&reqwest::Client::new()).await;
+    let publisher = scenario.isolated.publisher().await;
+    let pids = [consumer[0].pid()];
+    let (started, cpu) = (Instant::now(), Cpu::now(&pids));
+    publish_paced(&publisher, events, rate).await;
+    let (_, ended) = wait_settled(&consumer, expected, PATIENCE).await;
+    let cpu = Cpu::now(&pids).per_thousand_since(cpu, expected);
+    let process = consumer.into_iter().next().unwrap();
+    let [p50_ms, p90_ms, p99_ms] = process
+        .stop_with_lags()
+        .await
+        .expect("the reference printed no lags");
+    publisher.close().await;
+    Latency {
+        achieved: event_count as f64 / (ended - started).as_secs_f64(),
+        p50_ms,
+        p90_ms,
+        p99_ms,
+        cpu,
+    }
+}
+
 /// Publish→commit latency through one Switchyard process at a steady
 /// rate, from its end-to-end lag histogram (commit time minus event time).
 pub async fn switchyard_latency(workload: Workload, events: Vec<Event>, rate: u64) -> Latency {
