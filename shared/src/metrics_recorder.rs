@@ -75,7 +75,10 @@ mod tests {
         assert_eq!(bounds.first(), Some(&0.000_5));
         assert_eq!(bounds.last(), Some(&300.0));
         // No step between 2 ms and 500 ms wider than a fifth of its bound.
-        for pair in bounds.windows(2).filter(|pair| pair[0] >= 0.002 && pair[1] <= 0.5) {
+        for pair in bounds
+            .windows(2)
+            .filter(|pair| pair[0] >= 0.002 && pair[1] <= 0.5)
+        {
             assert!(pair[1] - pair[0] <= pair[1] / 5.0 + 1e-12, "{pair:?}");
         }
         for bound in [0.0275, 0.05, 0.06, 0.25, 0.3, 0.5] {

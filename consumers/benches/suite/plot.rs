@@ -1,5 +1,6 @@
 //! The suite's picture: events/s that got through and p99 publish→commit
-//! latency against the offered load, Switchyard beside the broker alone,
+//! latency against the offered load, Switchyard beside the hand-written
+//! reference and the broker alone,
 //! for both workloads (PNG, drawn with plotters; text in DejaVu Sans from
 //! Debian's `fonts-dejavu-core`, or the TTF named by `BENCH_FONT`).
 
@@ -32,11 +33,17 @@ type Line = (String, RGBColor, bool, Vec<(f64, f64, f64)>);
 /// One line per system and workload.
 fn series(report: &Report) -> Vec<Line> {
     let mut lines = Vec::new();
-    for (system, dashed) in [("switchyard", false), ("broker alone", true)] {
+    for (system, dashed) in [
+        ("switchyard", false),
+        ("hand-written reference", true),
+        ("broker alone", true),
+    ] {
         for workload in Workload::ALL {
             let color = match (system, workload) {
                 ("switchyard", Workload::StoreMix) => RGBColor(200, 60, 30),
                 ("switchyard", Workload::OrderPlaced) => RGBColor(30, 90, 200),
+                ("hand-written reference", Workload::StoreMix) => RGBColor(150, 110, 20),
+                ("hand-written reference", Workload::OrderPlaced) => RGBColor(40, 150, 120),
                 (_, Workload::StoreMix) => RGBColor(240, 160, 120),
                 (_, Workload::OrderPlaced) => RGBColor(130, 170, 240),
             };
@@ -72,7 +79,7 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), String> {
     let root = root
         .titled(
             &format!(
-                "Switchyard and the broker alone against offered load ({}, {} cores; {})",
+                "Switchyard, the hand-written reference and the broker alone against offered load ({}, {} cores; {})",
                 report.versions.switchyard, report.machine.cores, report.date
             ),
             ("sans-serif", 20),
