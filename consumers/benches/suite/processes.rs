@@ -5,8 +5,8 @@
 
 use std::io::BufRead;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::Scenario;
@@ -18,13 +18,11 @@ pub struct ConsumerProcess {
     metrics_url: Option<String>,
     /// Deliveries it reported done (hand-written consumers).
     reported: Option<Arc<AtomicI64>>,
-    /// The thread reading its output, and the lag percentiles it printed
-    /// last (the hand-written reference, when stopped).
-    output: Option<(std::thread::JoinHandle<()>, PrintedLags)>,
+    /// The thread reading its output (hand-written consumers); it ends with
+    /// the output and returns the p50, p90 and p99 lag (µs) the reference
+    /// printed on its way out.
+    reader: Option<std::thread::JoinHandle<Option<[f64; 3]>>>,
 }
-
-/// The p50, p90 and p99 lag (µs) a hand-written reference printed, once it has.
-type PrintedLags = Arc<Mutex<Option<[f64; 3]>>>;
 
 fn scenario_environment(command: &mut Command, scenario: &Scenario) {
     command
@@ -64,7 +62,7 @@ impl ConsumerProcess {
             child,
             metrics_url: Some(format!("http://{address}")),
             reported: None,
-            output: None,
+            reader: None,
         }
     }
 
@@ -83,9 +81,8 @@ impl ConsumerProcess {
         let reported = Arc::new(AtomicI64::new(-1));
         let stdout = child.stdout.take().unwrap();
         let counter = reported.clone();
-        let lags: PrintedLags = Arc::new(Mutex::new(None));
-        let printed = lags.clone();
         let reader = std::thread::spawn(move || {
+            let mut lags = None;
             for line in std::io::BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Ok(count) = line.trim().parse::<i64>() {
@@ -96,16 +93,17 @@ impl ConsumerProcess {
                         .filter_map(|value| value.parse().ok())
                         .collect();
                     if let [p50, p90, p99] = micros[..] {
-                        *printed.lock().unwrap() = Some([p50, p90, p99]);
+                        lags = Some([p50, p90, p99]);
                     }
                 }
             }
+            lags
         });
         Self {
             child,
             metrics_url: None,
             reported: Some(reported),
-            output: Some((reader, lags)),
+            reader: Some(reader),
         }
     }
 
@@ -162,11 +160,12 @@ impl ConsumerProcess {
     /// Stops it, then the p50, p90 and p99 publish→commit lag in
     /// milliseconds it printed on its way out (the hand-written reference).
     pub async fn stop_with_lags(mut self) -> Option<[f64; 3]> {
-        let output = self.output.take();
+        let reader = self.reader.take()?;
         self.stop().await;
-        let (reader, lags) = output?;
-        let _ = tokio::task::spawn_blocking(move || reader.join()).await;
-        let micros = lags.lock().unwrap().take()?;
+        let micros = tokio::task::spawn_blocking(move || reader.join())
+            .await
+            .ok()?
+            .ok()??;
         Some(micros.map(|value| value / 1e3))
     }
 
