@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod functions;
 mod readme;
 mod run;
 mod scaling;
