@@ -4,9 +4,12 @@
 #   bash bench/functions.sh [VARIANT.sql ...]
 #
 # Each variant is SQL applied on top of the migrations, typically
-# `CREATE OR REPLACE FUNCTION switchyard_apply_…` bodies to compare; an
-# empty file (or `-`) is the migrations as they are. Without arguments the
-# migrations are compared with themselves: the noise of this host.
+# `CREATE OR REPLACE FUNCTION switchyard_apply_…` bodies to compare: a
+# file, or files joined by `+` applied in that order (earlier migrations
+# that replace the functions give their earlier versions, e.g.
+# `migrations/20261203000005_lean_calls.sql`); `-` is the migrations as
+# they are. Without arguments the migrations are compared with
+# themselves: the noise of this host.
 #
 #  1. A fresh namespace and database; `producers load` publishes
 #     BASE_EVENTS store events (default 20000, seed 5) and `consumers run`
@@ -43,7 +46,11 @@ fi
 variants=("$@")
 [ ${#variants[@]} -gt 0 ] || variants=(- -)
 for variant in "${variants[@]}"; do
-  [ "$variant" = - ] || [ -r "$variant" ] || { echo "cannot read $variant" >&2; exit 2; }
+  [ "$variant" = - ] && continue
+  IFS=+ read -ra files <<< "$variant"
+  for file in "${files[@]}"; do
+    [ -r "$file" ] || { echo "cannot read $file (of variant $variant)" >&2; exit 2; }
+  done
 done
 
 namespace="functions-$$"
@@ -185,7 +192,10 @@ for round in $(seq "$REPEAT"); do
   for index in "${!variants[@]}"; do
     variant=${variants[$index]}
     sql postgres -c "DROP DATABASE IF EXISTS \"$replay\"" -c "CREATE DATABASE \"$replay\" TEMPLATE \"$start_state\""
-    [ "$variant" = - ] || sql "$replay" -f "$variant" >/dev/null
+    if [ "$variant" != - ]; then
+      IFS=+ read -ra files <<< "$variant"
+      for file in "${files[@]}"; do sql "$replay" -f "$file" >/dev/null; done
+    fi
     milliseconds=$(sql "$replay" -c "CALL replay_recorded_calls()")
     state=$(fingerprint "$replay")
     printf 'round %s, variant %s (%s): %.1f ms inside the calls, end state %s\n' \

@@ -39,7 +39,14 @@ fn the_functions_script_replays_recorded_calls_and_catches_a_variant_that_change
 
     let run = Command::new("bash")
         .arg("bench/functions.sh")
-        .args(["-", "-"])
+        // The migrations as they are, and the functions' three latest
+        // migrations applied again on top (the same functions).
+        .args([
+            "-",
+            "migrations/20261203000005_lean_calls.sql\
+             +migrations/20261204000001_one_statement_per_level.sql\
+             +migrations/20261204000002_claims_first.sql",
+        ])
         .arg(&variant)
         .current_dir(&workspace)
         .env("BIN_DIR", &debug)
