@@ -31,6 +31,7 @@
 # and PostgreSQL only. Not part of CI's measurements (a smoke test runs it
 # small).
 set -euo pipefail
+origin=$PWD # variants' relative paths are read from where the script was started
 cd "$(dirname "$0")/.."
 
 BASE_EVENTS=${BASE_EVENTS:-20000}
@@ -45,12 +46,17 @@ else
 fi
 variants=("$@")
 [ ${#variants[@]} -gt 0 ] || variants=(- -)
-for variant in "${variants[@]}"; do
+for index in "${!variants[@]}"; do
+  variant=${variants[$index]}
   [ "$variant" = - ] && continue
   IFS=+ read -ra files <<< "$variant"
+  absolute=()
   for file in "${files[@]}"; do
+    [[ $file = /* ]] || file="$origin/$file"
     [ -r "$file" ] || { echo "cannot read $file (of variant $variant)" >&2; exit 2; }
+    absolute+=("$file")
   done
+  variants[$index]=$(IFS=+; echo "${absolute[*]}")
 done
 
 namespace="functions-$$"
