@@ -107,10 +107,13 @@ pub async fn postpone(
     error: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
+        // One reading of the clock for both, so the delay is exactly the
+        // one documented (two readings differed by a microsecond).
         "UPDATE outbox SET attempts = attempts + 1, last_error = $2,
-             last_attempt_at = clock_timestamp(),
-             next_attempt_at = clock_timestamp()
+             last_attempt_at = attempted.at,
+             next_attempt_at = attempted.at
                  + make_interval(secs => least(300, 2 ^ least(attempts, 9)))
+         FROM (SELECT clock_timestamp() AS at) AS attempted
          WHERE id = $1",
     )
     .bind(id)
