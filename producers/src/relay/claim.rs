@@ -132,8 +132,8 @@ pub async fn park(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE outbox SET attempts = attempts + 1, last_error = $2,
-             last_attempt_at = clock_timestamp(),
-             parked_at = clock_timestamp(), parked_reason = $2
+             last_attempt_at = attempted.at, parked_at = attempted.at, parked_reason = $2
+         FROM (SELECT clock_timestamp() AS at) AS attempted
          WHERE id = $1",
     )
     .bind(id)
