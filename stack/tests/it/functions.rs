@@ -3,27 +3,8 @@
 //! run, replay them under each variant, and fail when a variant ends in a
 //! different state.
 
-use std::path::Path;
-use std::process::Command;
-
 #[test]
 fn the_functions_script_replays_recorded_calls_and_catches_a_variant_that_changes_the_result() {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    // This test's own binary is in <target>/debug/deps; `cargo test
-    // --workspace` builds both binaries there for the other crates' tests.
-    let debug = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .to_path_buf();
-    for binary in ["consumers", "producers"] {
-        assert!(
-            debug.join(binary).exists(),
-            "{} is missing: run the whole workspace's tests (cargo test --workspace)",
-            debug.join(binary).display()
-        );
-    }
     // A sales function that applies nothing: its end state must differ.
     let variant = std::env::temp_dir().join(format!(
         "switchyard-functions-variant-{}.sql",
@@ -37,8 +18,7 @@ fn the_functions_script_replays_recorded_calls_and_catches_a_variant_that_change
     )
     .unwrap();
 
-    let run = Command::new("bash")
-        .arg("bench/functions.sh")
+    let run = crate::bench_script("functions.sh")
         // The migrations as they are, and the functions' three latest
         // migrations applied again on top (the same functions).
         .args([
@@ -48,8 +28,6 @@ fn the_functions_script_replays_recorded_calls_and_catches_a_variant_that_change
              +migrations/20261204000002_claims_first.sql",
         ])
         .arg(&variant)
-        .current_dir(&workspace)
-        .env("BIN_DIR", &debug)
         .env("BASE_EVENTS", "200")
         .env("EVENTS", "200")
         .env("RATE", "400")

@@ -2,33 +2,9 @@
 //! debug binaries: it must load a backlog, drain it with 1 and 2 worker
 //! processes, and report every run and the medians.
 
-use std::path::Path;
-use std::process::Command;
-
 #[test]
 fn the_scaling_script_drains_a_small_backlog_with_one_and_two_processes() {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    // This test's own binary is in <target>/debug/deps.
-    let debug = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .to_path_buf();
-    // `cargo test --workspace` (the README's test command) builds both
-    // binaries there for the other crates' tests.
-    for binary in ["consumers", "producers"] {
-        assert!(
-            debug.join(binary).exists(),
-            "{} is missing: run the whole workspace's tests (cargo test --workspace)",
-            debug.join(binary).display()
-        );
-    }
-
-    let run = Command::new("bash")
-        .arg("bench/scaling.sh")
-        .current_dir(&workspace)
-        .env("BIN_DIR", &debug)
+    let run = crate::bench_script("scaling.sh")
         .env("EVENTS", "300")
         .env("REPEAT", "1")
         .env("PROCESSES", "1 2")
