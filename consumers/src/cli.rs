@@ -72,6 +72,12 @@ pub struct RunArgs {
     /// Most events applied in one transaction.
     #[arg(long, env = "SWITCHYARD_BATCH_SIZE", default_value_t = crate::runtime::DEFAULT_BATCH_SIZE, value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub batch_size: u16,
+    /// Longest wait, in milliseconds, after a batch's first event arrives
+    /// for more to join it while it is not full: fewer, fuller database
+    /// calls at moderate rates, for at most this much latency. 0 applies
+    /// what is ready at once.
+    #[arg(long, env = "SWITCHYARD_BATCH_LINGER_MS", default_value_t = crate::runtime::DEFAULT_BATCH_LINGER.as_millis() as u16, value_parser = clap::value_parser!(u16).range(0..=10_000))]
+    pub batch_linger_ms: u16,
     /// Threads that run the workers (the broker connection's I/O has a
     /// thread of its own). One spends least CPU per delivery while the
     /// process's workers need less than a core (about 30 µs a delivery);

@@ -132,6 +132,7 @@ pub async fn run_stack(
             workers: options.workers,
             prefetch: consumers::runtime::DEFAULT_PREFETCH,
             batch_size: usize::from(consumers::runtime::DEFAULT_BATCH_SIZE),
+            batch_linger: consumers::runtime::DEFAULT_BATCH_LINGER,
             group_concurrency: consumers::runtime::DEFAULT_GROUP_CONCURRENCY,
         },
         services.clone(),

@@ -1,6 +1,7 @@
 //! One worker: a channel with prefetch, a consumer on the group's work
-//! queue, and a loop that takes what is ready (up to the batch size), applies
-//! it in one transaction and acknowledges only after the commit. Pipelined:
+//! queue, and a loop that takes what is ready (up to the batch size, waiting
+//! at most the batch linger after its first event for more), applies it in
+//! one transaction and acknowledges only after the commit. Pipelined:
 //! while one batch is applied, committed and acknowledged, the next is
 //! taken and decoded; it is applied (and acknowledged) only after.
 
@@ -44,6 +45,8 @@ pub struct Worker {
     pub prefetch: u16,
     /// Most deliveries applied in one transaction.
     pub batch_size: usize,
+    /// Longest wait, after a batch's first delivery arrived, for more.
+    pub batch_linger: Duration,
     /// Largest accepted event body.
     pub max_event_bytes: usize,
     /// Readiness flags.
@@ -122,14 +125,18 @@ impl Worker {
                     taken
                 }
             };
-            // No fixed linger: take what is already here, so a batch grows
-            // with load and a lone event is committed as soon as it arrives.
-            // The stream's end (or error) may come here; it is not polled again.
+            // Take what is already here, then what arrives within the
+            // linger of the first (a batch taken during the previous call has
+            // usually waited that long already); not when stopping. The
+            // stream's end (or error) may come here; it is not polled again.
             while taken.ended.is_none() && taken.deliveries.len() < self.batch_size {
                 match consumer.next().now_or_never() {
                     Some(next) => taken.take(&self, next),
                     None => break,
                 }
+            }
+            if !draining {
+                self.linger(&mut consumer, &mut taken, &shutdown).await;
             }
             if draining {
                 finished_after_stop += taken.deliveries.len();
@@ -176,6 +183,33 @@ impl Worker {
         let _ = channel.close(200, "worker stopping".into()).await;
         tracing::info!(worker = %self.context.worker, finished_after_stop, "worker stopped");
         Ok(())
+    }
+
+    /// Takes what arrives until the batch is full or the linger has passed
+    /// since its first delivery arrived; a stop request ends the wait.
+    async fn linger(
+        &self,
+        consumer: &mut lapin::Consumer,
+        taken: &mut Taken,
+        shutdown: &CancellationToken,
+    ) {
+        let Some(first_arrived) = taken.first_arrived else {
+            return;
+        };
+        let deadline = first_arrived + self.batch_linger;
+        if tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        let lingering = tokio::time::sleep_until(deadline);
+        tokio::pin!(lingering);
+        while taken.ended.is_none() && taken.deliveries.len() < self.batch_size {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                next = consumer.next() => taken.take(self, next),
+                () = &mut lingering => break,
+            }
+        }
     }
 
     /// Asks the broker to stop sending (basic.cancel) and waits for its
@@ -336,12 +370,16 @@ struct Taken {
     deliveries: Vec<Delivery>,
     batch: Vec<Incoming>,
     ended: Option<Option<lapin::Error>>,
+    /// When the first delivery was received.
+    first_arrived: Option<tokio::time::Instant>,
 }
 
 impl Taken {
     /// Decodes `delivery`, moving its body and properties into the batch;
     /// what is kept of it serves to acknowledge it.
     fn push(&mut self, worker: &Worker, mut delivery: Delivery) {
+        self.first_arrived
+            .get_or_insert_with(tokio::time::Instant::now);
         self.batch.push(Incoming::take_from(
             &mut delivery,
             worker.max_event_bytes,

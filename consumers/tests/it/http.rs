@@ -11,8 +11,10 @@ use shared::testing::{TcpProxy, Watchdog, database_url, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
+use shared::groups::ConsumerGroup;
+
 use crate::processing::order_placed;
-use crate::support::Stack;
+use crate::support::{Stack, output_of, sigterm_and_wait};
 
 /// Status and body of `GET path`, or `None` when nothing answers.
 pub async fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
@@ -281,4 +283,114 @@ async fn a_broker_cut_longer_than_lapins_recovery_reconnects_the_workers_in_proc
         "the reconnected workers consume"
     );
     assert!(worker.0.try_wait().unwrap().is_none());
+}
+
+/// The value of the sample `name{labels}` on `address`'s `/metrics`.
+async fn sample(address: SocketAddr, name_and_labels: &str) -> Option<f64> {
+    let (_, metrics) = get(address, "/metrics").await?;
+    let prefix = format!("{name_and_labels} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+}
+
+/// Waits until the orders work queue holds nothing ready: what was
+/// published is with the worker.
+async fn until_delivered(stack: &Stack) -> bool {
+    eventually(Duration::from_secs(60), || async {
+        (stack.queued(ConsumerGroup::Orders).await.0 == 0).then_some(())
+    })
+    .await
+    .is_some()
+}
+
+/// `SWITCHYARD_BATCH_LINGER_MS`: the worker holds a batch's first event
+/// for more to join it. An order is delivered and held; four more
+/// published after it join it, and the five are applied in one batch (the
+/// batch size, 5, ends the wait). Without the linger the first would have
+/// been applied alone as soon as it arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_waits_its_linger_for_more_events_to_join_it() {
+    let _watchdog = Watchdog::new(
+        "a_batch_waits_its_linger_for_more_events_to_join_it",
+        crate::support::TEST_LIMIT,
+    );
+    let stack = Stack::new().await;
+    let address = free_address();
+    let _worker = Running::orders_with(
+        &stack,
+        address,
+        &[("SWITCHYARD_BATCH_LINGER_MS", "10000")],
+        &["--batch-size", "5"],
+    );
+    assert!(until_ready(address).await.is_some(), "ready");
+    stack.publish(&[order_placed(Uuid::now_v7())]).await;
+    assert!(
+        until_delivered(&stack).await,
+        "the first order is delivered"
+    );
+    let more: Vec<_> = (0..4).map(|_| order_placed(Uuid::now_v7())).collect();
+    stack.publish(&more).await;
+    assert_eq!(
+        stack.wait_for("SELECT count(*) FROM orders", 5, 60).await,
+        5,
+        "the five orders are applied"
+    );
+    let batches = eventually(Duration::from_secs(30), || async {
+        sample(address, r#"switchyard_batch_size_count{group="orders"}"#)
+            .await
+            .filter(|batches| *batches > 0.0)
+    })
+    .await;
+    assert_eq!(batches, Some(1.0), "one batch");
+    assert_eq!(
+        sample(address, r#"switchyard_batch_size_sum{group="orders"}"#).await,
+        Some(5.0),
+        "of five events"
+    );
+}
+
+/// `--batch-linger-ms`: a stop request ends the linger. The worker lingers
+/// 10 s on one delivered order; SIGTERM makes it apply, commit and ack it
+/// and exit well before the linger would have ended (nothing is left in
+/// the queue once its channel is gone). An out-of-range linger is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_the_linger_and_the_held_batch_is_committed() {
+    let _watchdog = Watchdog::new(
+        "a_stop_ends_the_linger_and_the_held_batch_is_committed",
+        crate::support::TEST_LIMIT,
+    );
+    let stack = Stack::new().await;
+    let refused = output_of({
+        let mut command = Command::new(env!("CARGO_BIN_EXE_consumers"));
+        command.args(["run", "--batch-linger-ms", "10001"]);
+        command
+    })
+    .await;
+    assert!(!refused.status.success(), "a linger over 10 s is refused");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--batch-linger-ms"),
+        "the error names the flag: {stderr}"
+    );
+
+    let address = free_address();
+    let mut worker = Running::orders_with(&stack, address, &[], &["--batch-linger-ms", "10000"]);
+    assert!(until_ready(address).await.is_some(), "ready");
+    stack.publish(&[order_placed(Uuid::now_v7())]).await;
+    assert!(until_delivered(&stack).await, "the order is delivered");
+    let status = sigterm_and_wait(&mut worker.0, Duration::from_secs(8))
+        .await
+        .expect("the stop does not wait out the 10 s linger");
+    assert!(status.success(), "it exits cleanly");
+    assert_eq!(
+        stack.number("SELECT count(*) FROM orders").await,
+        1,
+        "applied"
+    );
+    assert_eq!(
+        stack.queued(ConsumerGroup::Orders).await,
+        (0, 0, 0),
+        "acknowledged: nothing went back to the queue"
+    );
 }

@@ -77,6 +77,7 @@ impl Stack {
             workers,
             prefetch: 64,
             batch_size: 32,
+            batch_linger: consumers::runtime::DEFAULT_BATCH_LINGER,
             group_concurrency: 1,
         }
     }

@@ -75,6 +75,7 @@ impl Running {
                 workers: 1,
                 prefetch: consumers::runtime::DEFAULT_PREFETCH,
                 batch_size: usize::from(consumers::runtime::DEFAULT_BATCH_SIZE),
+                batch_linger: consumers::runtime::DEFAULT_BATCH_LINGER,
                 group_concurrency: consumers::runtime::DEFAULT_GROUP_CONCURRENCY,
             },
             stop.clone(),
