@@ -75,7 +75,7 @@ pub struct RunArgs {
     /// Longest wait, in milliseconds, after a batch's first event arrives
     /// for more to join it while it is not full: fewer, fuller database
     /// calls at moderate rates, for at most this much latency. 0 applies
-    /// what is ready at once.
+    /// what is ready at once (the default).
     #[arg(long, env = "SWITCHYARD_BATCH_LINGER_MS", default_value_t = crate::runtime::DEFAULT_BATCH_LINGER.as_millis() as u16, value_parser = clap::value_parser!(u16).range(0..=10_000))]
     pub batch_linger_ms: u16,
     /// Threads that run the workers (the broker connection's I/O has a

@@ -207,16 +207,18 @@ pub const DEFAULT_PREFETCH: u16 = 256;
 pub const DEFAULT_BATCH_SIZE: u16 = 128;
 
 /// How long a batch waits for more events after its first arrives, by
-/// default: 1 ms. A call of the group's function costs the database
-/// nearly as much for three events as for thirty (executor start-up, the
-/// commit), so at moderate rates, where a batch would hold only the few
-/// events that arrived during the previous call, a millisecond's wait
-/// makes fewer, fuller calls; the CPU saved shortens the queues everything
-/// else waits in. On the 2-core benchmark machine at 2,000 store events/s:
-/// PostgreSQL 113 against 156 µs of CPU per delivery, p99 publish→commit
-/// 12.4 against 21.9 ms (BENCHMARKS.md, "Batch linger"). Under a backlog
-/// batches fill before it runs out; 0 applies what is ready at once.
-pub const DEFAULT_BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(1);
+/// default: not at all, a lone event is applied as soon as it arrives. A
+/// call of the group's function costs the database nearly as much for
+/// three events as for thirty (executor start-up, the commit), so at
+/// moderate rates a wait of a millisecond (`--batch-linger-ms 1`) makes
+/// fewer, fuller calls: on the 2-core benchmark machine at 2,000 events/s,
+/// PostgreSQL 131 against 163 µs of CPU per delivery on the store mix, 84
+/// against 110 on `order.placed`. It costs up to two milliseconds of
+/// latency (the timer's resolution is a millisecond): p50 at 500/s 3.7
+/// against 1.8 ms, and no p99 gained at 2,000/s in nine runs each
+/// (BENCHMARKS.md, "Batch linger"); hence off by default, for hosts
+/// short of CPU.
+pub const DEFAULT_BATCH_LINGER: std::time::Duration = std::time::Duration::ZERO;
 
 /// How many workers, and how they batch.
 #[derive(Debug, Clone)]
