@@ -135,7 +135,7 @@ impl Worker {
                     None => break,
                 }
             }
-            if !draining {
+            if !draining && !self.batch_linger.is_zero() {
                 self.linger(&mut consumer, &mut taken, &shutdown).await;
             }
             if draining {
