@@ -80,10 +80,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-queued() { # ready, unacked and retrying messages of the namespace's groups
-  "$bin/consumers" stats 2>/dev/null | awk '
-    /^[a-z]+ / && $2 ~ /^[0-9]+$/ { total += $5 } END { print total + 0 }'
-}
+GROUP="" # every group's backlog
+source bench/lib.sh # queued, until_drained
 run_consumers() { # until every group's lease is held; sets $consumers
   "$bin/consumers" run --http-address 127.0.0.1:0 > "$work/consumers.log" 2>&1 &
   consumers=$!
@@ -101,17 +99,8 @@ run_consumers() { # until every group's lease is held; sets $consumers
   echo "consumers run held $leases group leases after 60 s" >&2
   exit 1
 }
-drain() { # wait until nothing is queued for longer than the management API's sampling, stop
-  for _ in $(seq 150); do [ "$(queued)" != 0 ] && break; sleep 0.2; done
-  while :; do
-    while [ "$(queued)" != 0 ]; do sleep 0.2; done
-    local stable=yes
-    for _ in $(seq 30); do
-      sleep 0.2
-      [ "$(queued)" = 0 ] || { stable=no; break; }
-    done
-    [ "$stable" = yes ] && break
-  done
+drain() { # wait until the backlog is gone for good, stop
+  until_drained >/dev/null
   kill -TERM "$consumers"; wait "$consumers" 2>/dev/null || true
   consumers=""
 }

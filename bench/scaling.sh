@@ -32,12 +32,7 @@ else
   bin=target/release
 fi
 calc() { awk "BEGIN { print $* }"; }
-
-queued() { # the backlog (ready, unacked when known, retrying) of the namespace's groups
-  "$bin/consumers" stats 2>/dev/null | awk -v group="$GROUP" '
-    /^[a-z]+ / && $2 ~ /^[0-9]+$/ && (group == "" || $1 == group) { total += $5 }
-    END { print total + 0 }'
-}
+source bench/lib.sh # queued, until_drained
 
 results=$(mktemp)
 for processes in $PROCESSES; do
@@ -59,22 +54,7 @@ for processes in $PROCESSES; do
     done
     # Ready, unacked and waiting-to-retry messages gone: the clock stops;
     # then a graceful stop.
-    # The management API's figures lag a few seconds: first see the backlog
-    # (it could otherwise read 0 before the loaded messages are counted).
-    for _ in $(seq 150); do [ "$(queued)" != 0 ] && break; sleep 0.2; done
-    # Empty only counts when it stays so for longer than the management
-    # API's sampling (5 s): a retry scheduled just before a sample is not
-    # in it yet.
-    while :; do
-      while [ "$(queued)" != 0 ]; do sleep 0.2; done
-      finished=$(date +%s.%N)
-      stable=yes
-      for _ in $(seq 30); do
-        sleep 0.2
-        [ "$(queued)" = 0 ] || { stable=no; break; }
-      done
-      [ "$stable" = yes ] && break
-    done
+    finished=$(until_drained)
     kill -TERM "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
     left=$(queued)
     [ "$left" = 0 ] || { echo "messages left after the stop: $left" >&2; "$bin/consumers" stats >&2; exit 1; }
