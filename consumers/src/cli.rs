@@ -78,6 +78,11 @@ pub struct RunArgs {
     /// what is ready at once (the default).
     #[arg(long, env = "SWITCHYARD_BATCH_LINGER_MS", default_value_t = crate::runtime::DEFAULT_BATCH_LINGER.as_millis() as u16, value_parser = clap::value_parser!(u16).range(0..=10_000))]
     pub batch_linger_ms: u16,
+    /// Longest, in milliseconds, a batch's database work may take; past
+    /// it the worker gives up on the connection, holds the batch as in an
+    /// outage and tries it again on a fresh one.
+    #[arg(long, env = "SWITCHYARD_BATCH_TIMEOUT_MS", default_value_t = crate::runtime::DEFAULT_BATCH_TIMEOUT.as_millis() as u32, value_parser = clap::value_parser!(u32).range(100..=3_600_000))]
+    pub batch_timeout_ms: u32,
     /// Threads that run the workers (the broker connection's I/O has a
     /// thread of its own). One spends least CPU per delivery while the
     /// process's workers need less than a core (about 30 µs a delivery);

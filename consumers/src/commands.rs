@@ -175,6 +175,7 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
         prefetch: args.prefetch,
         batch_size: usize::from(args.batch_size),
         batch_linger: std::time::Duration::from_millis(u64::from(args.batch_linger_ms)),
+        batch_timeout: std::time::Duration::from_millis(u64::from(args.batch_timeout_ms)),
         group_concurrency: args.group_concurrency,
     };
     // Each worker holds one connection; the rest serve the dead-letter
@@ -222,6 +223,7 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
             ));
             tracing::info!(groups = ?options.groups, workers = options.workers, prefetch = options.prefetch,
                 batch_size = options.batch_size, batch_linger_ms = options.batch_linger.as_millis() as u64,
+                batch_timeout_ms = options.batch_timeout.as_millis() as u64,
                 "starting workers");
             let result = run_workers_reconnecting(
                 settings,
@@ -276,6 +278,7 @@ async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {
             prefetch: crate::runtime::DEFAULT_PREFETCH,
             batch_size: usize::from(crate::runtime::DEFAULT_BATCH_SIZE),
             batch_linger: crate::runtime::DEFAULT_BATCH_LINGER,
+            batch_timeout: crate::runtime::DEFAULT_BATCH_TIMEOUT,
             group_concurrency: crate::runtime::DEFAULT_GROUP_CONCURRENCY,
         },
         deadline: std::time::Duration::from_secs(args.max_seconds),

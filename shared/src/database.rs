@@ -69,9 +69,30 @@ pub async fn connect(
         // statement, which the workers treat as an outage (probe, resume).
         .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(5))
+        .after_connect(|connection, _| Box::pin(check_client_connection(connection)))
         .connect_with(options)
         .await
         .map_err(DatabaseError::Unreachable)
+}
+
+/// Makes a backend running one of our statements check every second that
+/// we are still connected (`client_connection_check_interval`, PostgreSQL
+/// 14+). A caller that gives up on a statement (a worker's batch deadline,
+/// a request's timeout) drops the connection; without the check its
+/// backend would go on waiting — for a lock, say, holding the advisory
+/// locks of the aggregates it took — until it next writes to the closed
+/// socket, and every try again would leave one more such backend behind.
+/// A server older than 14 does not know the setting (SQLSTATE 42704) and
+/// goes without it.
+async fn check_client_connection(connection: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    match sqlx::query("SET client_connection_check_interval = '1s'")
+        .execute(connection)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42704") => Ok(()),
+        Err(error) => Err(error),
+    }
 }
 
 /// Whether `pool` answers `SELECT 1` within `patience` (readiness probes).

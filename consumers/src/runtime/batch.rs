@@ -39,6 +39,12 @@ pub enum BatchError {
     /// race or failed otherwise: hold the batch, back off, try again.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
+    /// The database did not finish the batch within the worker's batch
+    /// deadline (a lock held elsewhere, a server or network that stopped
+    /// answering): what it committed, if anything, is claimed, so trying
+    /// again changes nothing twice.
+    #[error("the database did not finish the batch within {} ms", .0.as_millis())]
+    TimedOut(std::time::Duration),
 }
 
 impl From<sqlx::Error> for BatchError {

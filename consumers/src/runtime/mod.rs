@@ -220,6 +220,15 @@ pub const DEFAULT_BATCH_SIZE: u16 = 128;
 /// short of CPU.
 pub const DEFAULT_BATCH_LINGER: std::time::Duration = std::time::Duration::ZERO;
 
+/// Longest a batch's database work may take, by default: 30 s, some
+/// thousand times what a full batch takes. Past it the worker gives up on
+/// the connection, holds the batch as in an outage (`/readyz` not ready,
+/// `switchyard_batches_held_total`, a warning naming the group), pauses
+/// and tries again on a fresh connection: a lock held elsewhere or a
+/// server that stopped answering shows, and a stop request waits at most
+/// this long for a batch in the database.
+pub const DEFAULT_BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How many workers, and how they batch.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -234,6 +243,9 @@ pub struct WorkerOptions {
     /// Longest wait, after a batch's first event arrives, for more to
     /// join it (while it is not full).
     pub batch_linger: std::time::Duration,
+    /// Longest a batch's database work may take before the worker gives
+    /// up on its connection and tries it again.
+    pub batch_timeout: std::time::Duration,
     /// Processes that may consume a group at once (its lease slots; see
     /// [`leases`]): 1 by default, the others standing by.
     pub group_concurrency: u16,
@@ -336,6 +348,7 @@ async fn run_workers(
                 prefetch: options.prefetch,
                 batch_size: options.batch_size,
                 batch_linger: options.batch_linger,
+                batch_timeout: options.batch_timeout,
                 max_event_bytes: settings.max_event_bytes,
                 health: health.clone(),
             })

@@ -29,6 +29,8 @@ use shared::topology::GroupQueues;
 /// probes of it).
 const PAUSE_FIRST: Duration = Duration::from_millis(100);
 const PAUSE_LONGEST: Duration = Duration::from_secs(5);
+/// Longest wait for the database's answer to a probe.
+const PROBE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Everything one worker needs.
 #[derive(Clone)]
@@ -47,6 +49,8 @@ pub struct Worker {
     pub batch_size: usize,
     /// Longest wait, after a batch's first delivery arrived, for more.
     pub batch_linger: Duration,
+    /// Longest a batch's database work may take (one try of it).
+    pub batch_timeout: Duration,
     /// Largest accepted event body.
     pub max_event_bytes: usize,
     /// Readiness flags.
@@ -244,7 +248,15 @@ impl Worker {
         let mut pause = self.context.policy.pauses(PAUSE_FIRST, PAUSE_LONGEST);
         let outcomes = loop {
             let result = match held_connection(&self.pool, held).await {
-                Ok(connection) => process_batch(connection, &self.context, batch).await,
+                // Past the deadline the try is dropped mid-statement: its
+                // connection is thrown away below (its backend, checking
+                // for us every second, gives up too).
+                Ok(connection) => tokio::time::timeout(
+                    self.batch_timeout,
+                    process_batch(connection, &self.context, batch),
+                )
+                .await
+                .unwrap_or(Err(BatchError::TimedOut(self.batch_timeout))),
                 Err(error) => Err(BatchError::from(error)),
             };
             let error = match result {
@@ -494,7 +506,7 @@ async fn pause_then_probe(
         {
             return false;
         }
-        if sqlx::query("SELECT 1").execute(pool).await.is_ok() {
+        if shared::database::responds(pool, PROBE_PATIENCE).await {
             return true;
         }
     }

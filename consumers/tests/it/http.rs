@@ -394,3 +394,121 @@ async fn a_stop_ends_the_linger_and_the_held_batch_is_committed() {
         "acknowledged: nothing went back to the queue"
     );
 }
+
+/// Backends of the stack's database waiting for a lock.
+async fn lock_waiters(stack: &Stack) -> i64 {
+    stack
+        .number(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .await
+}
+
+/// `SWITCHYARD_BATCH_TIMEOUT_MS`: a batch stuck in the database (here
+/// behind an operator's lock on `orders`) is given up at its deadline and
+/// held as in an outage: tried again on fresh connections, `/readyz` not
+/// ready, `switchyard_batches_held_total` counting, and the backends of
+/// the tries given up end (they check for their client every second), so
+/// one waits at a time, not one more per try. A stop request is not held
+/// up by the stuck batch: the order goes back to the queue unapplied, and
+/// once the lock is gone a new process applies it once. A deadline under
+/// 100 ms is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_stuck_behind_a_lock_is_given_up_at_its_deadline_and_tried_again() {
+    let _watchdog = Watchdog::new(
+        "a_batch_stuck_behind_a_lock_is_given_up_at_its_deadline_and_tried_again",
+        crate::support::TEST_LIMIT,
+    );
+    let stack = Stack::new().await;
+    let refused = output_of({
+        let mut command = Command::new(env!("CARGO_BIN_EXE_consumers"));
+        command.args(["run", "--batch-timeout-ms", "99"]);
+        command
+    })
+    .await;
+    assert!(
+        !refused.status.success(),
+        "a deadline under 100 ms is refused"
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--batch-timeout-ms"),
+        "the error names the flag: {stderr}"
+    );
+
+    let address = free_address();
+    let mut worker = Running::orders(&stack, address, &[("SWITCHYARD_BATCH_TIMEOUT_MS", "1000")]);
+    assert!(until_ready(address).await.is_some(), "ready");
+    let mut operator = stack.database.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *operator)
+        .await
+        .unwrap();
+    stack.publish(&[order_placed(Uuid::now_v7())]).await;
+
+    let held = eventually(Duration::from_secs(60), || async {
+        sample(address, r#"switchyard_batches_held_total{group="orders"}"#)
+            .await
+            .filter(|held| *held >= 3.0)
+    })
+    .await;
+    assert!(
+        held.is_some(),
+        "the stuck batch is given up and tried again"
+    );
+    let (status, body) = get(address, "/readyz").await.expect("answers");
+    assert_eq!(
+        (status, body.as_str()),
+        (503, r#"{"broker":true,"database":false}"#),
+        "not ready while its batch cannot be applied"
+    );
+    let one_waiter = eventually(Duration::from_secs(30), || async {
+        (lock_waiters(&stack).await == 1).then_some(())
+    })
+    .await;
+    assert!(
+        one_waiter.is_some(),
+        "the given-up tries' backends ended: {} wait for the lock",
+        lock_waiters(&stack).await
+    );
+
+    let status = sigterm_and_wait(&mut worker.0, Duration::from_secs(20))
+        .await
+        .expect("the stop is not held up by the stuck batch");
+    assert!(status.success(), "it exits cleanly");
+    let back = eventually(Duration::from_secs(30), || async {
+        (stack.queued(ConsumerGroup::Orders).await == (1, 0, 0)).then_some(())
+    })
+    .await;
+    assert!(back.is_some(), "the unapplied order is back in the queue");
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            (lock_waiters(&stack).await == 0).then_some(())
+        })
+        .await
+        .is_some(),
+        "no backend of the stopped process is left waiting"
+    );
+
+    operator.rollback().await.unwrap();
+    let _worker = Running::orders(&stack, address, &[]);
+    assert_eq!(
+        stack.wait_for("SELECT count(*) FROM orders", 1, 60).await,
+        1,
+        "applied once the lock is gone"
+    );
+    assert!(until_delivered(&stack).await);
+    assert_eq!(
+        stack
+            .number("SELECT count(*) FROM processed_events WHERE consumer_group = 'orders'")
+            .await,
+        1
+    );
+    assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
+    let acked = eventually(Duration::from_secs(30), || async {
+        (stack.queued(ConsumerGroup::Orders).await == (0, 0, 0)).then_some(())
+    })
+    .await;
+    assert!(acked.is_some(), "acknowledged");
+}

@@ -78,6 +78,7 @@ impl Stack {
             prefetch: 64,
             batch_size: 32,
             batch_linger: consumers::runtime::DEFAULT_BATCH_LINGER,
+            batch_timeout: consumers::runtime::DEFAULT_BATCH_TIMEOUT,
             group_concurrency: 1,
         }
     }

@@ -76,6 +76,7 @@ impl Running {
                 prefetch: consumers::runtime::DEFAULT_PREFETCH,
                 batch_size: usize::from(consumers::runtime::DEFAULT_BATCH_SIZE),
                 batch_linger: consumers::runtime::DEFAULT_BATCH_LINGER,
+                batch_timeout: consumers::runtime::DEFAULT_BATCH_TIMEOUT,
                 group_concurrency: consumers::runtime::DEFAULT_GROUP_CONCURRENCY,
             },
             stop.clone(),
