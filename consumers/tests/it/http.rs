@@ -294,6 +294,19 @@ async fn sample(address: SocketAddr, name_and_labels: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
 }
 
+/// `consumers` with `args` exits with an error naming `flag`.
+async fn refused(args: &[&str], flag: &str, what: &str) {
+    let output = output_of({
+        let mut command = Command::new(env!("CARGO_BIN_EXE_consumers"));
+        command.args(args);
+        command
+    })
+    .await;
+    assert!(!output.status.success(), "{what}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(flag), "the error names {flag}: {stderr}");
+}
+
 /// Waits until the orders work queue holds nothing ready: what was
 /// published is with the worker.
 async fn until_delivered(stack: &Stack) -> bool {
@@ -361,18 +374,12 @@ async fn a_stop_ends_the_linger_and_the_held_batch_is_committed() {
         crate::support::TEST_LIMIT,
     );
     let stack = Stack::new().await;
-    let refused = output_of({
-        let mut command = Command::new(env!("CARGO_BIN_EXE_consumers"));
-        command.args(["run", "--batch-linger-ms", "10001"]);
-        command
-    })
+    refused(
+        &["run", "--batch-linger-ms", "10001"],
+        "--batch-linger-ms",
+        "a linger over 10 s is refused",
+    )
     .await;
-    assert!(!refused.status.success(), "a linger over 10 s is refused");
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        stderr.contains("--batch-linger-ms"),
-        "the error names the flag: {stderr}"
-    );
 
     let address = free_address();
     let mut worker = Running::orders_with(&stack, address, &[], &["--batch-linger-ms", "10000"]);
@@ -421,21 +428,12 @@ async fn a_batch_stuck_behind_a_lock_is_given_up_at_its_deadline_and_tried_again
         crate::support::TEST_LIMIT,
     );
     let stack = Stack::new().await;
-    let refused = output_of({
-        let mut command = Command::new(env!("CARGO_BIN_EXE_consumers"));
-        command.args(["run", "--batch-timeout-ms", "99"]);
-        command
-    })
+    refused(
+        &["run", "--batch-timeout-ms", "99"],
+        "--batch-timeout-ms",
+        "a deadline under 100 ms is refused",
+    )
     .await;
-    assert!(
-        !refused.status.success(),
-        "a deadline under 100 ms is refused"
-    );
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        stderr.contains("--batch-timeout-ms"),
-        "the error names the flag: {stderr}"
-    );
 
     let address = free_address();
     let mut worker = Running::orders(&stack, address, &[("SWITCHYARD_BATCH_TIMEOUT_MS", "1000")]);
