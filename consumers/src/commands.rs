@@ -236,7 +236,9 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
                 |connection| http.set_broker(Arc::clone(connection)),
             )
             .await;
-            pool.close().await;
+            // Bounded: a connection still in a statement the database does
+            // not answer (a network cut) is dropped with the process.
+            let _ = tokio::time::timeout(POOL_CLOSE_PATIENCE, pool.close()).await;
             result
         }
     };
@@ -245,6 +247,10 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
     tracing::info!("workers stopped");
     Ok(result?)
 }
+
+/// Longest wait, when stopping, for the pool's connections to be given
+/// back and closed.
+const POOL_CLOSE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The database (waited for, like the broker), and the topology declared
 /// (the workers then open their own connection).

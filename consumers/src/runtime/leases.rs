@@ -52,6 +52,21 @@ const HAND_OVER_PATIENCE: Duration = Duration::from_secs(5);
 /// it, designated or not.
 pub const FREE_PATIENCE: Duration = Duration::from_secs(3);
 
+/// Longest wait for the database's answer to a look at the leases or an
+/// unlock.
+const LEASE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The error of a look or unlock the database did not answer in time.
+fn not_answered() -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "the database did not answer within {} s",
+            LEASE_PATIENCE.as_secs()
+        ),
+    ))
+}
+
 /// The leases of one process, kept by a task of their own.
 #[derive(Clone)]
 pub struct Leases {
@@ -292,7 +307,14 @@ impl Keeper {
                 Some(group) = released.recv() => self.unlock(group).await,
                 _ = tick.tick() => {}
             }
-            match self.look().await {
+            // Bounded: a database that stops answering (a network cut)
+            // would otherwise hold the keeper, and a stop, for as long as
+            // TCP takes to notice; past it the connection is dropped as on
+            // an error (its session ends, and every lock with it).
+            let looked = tokio::time::timeout(LEASE_PATIENCE, self.look())
+                .await
+                .unwrap_or_else(|_| Err(not_answered()));
+            match looked {
                 Ok(()) if !healthy => {
                     healthy = true;
                     tracing::info!("group leases: the database answers again");
@@ -313,7 +335,7 @@ impl Keeper {
         }
         if let Some(connection) = self.connection.take() {
             // Closing ends the session and frees every lock; so does exiting.
-            let _ = connection.close().await;
+            let _ = tokio::time::timeout(LEASE_PATIENCE, connection.close()).await;
         }
     }
 
@@ -328,11 +350,13 @@ impl Keeper {
             .insert(group, Instant::now() + HAND_OVER_PATIENCE);
         let slot = self.slot_of.remove(&group).unwrap_or_default();
         if let Some(connection) = self.connection.as_mut() {
-            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+            let unlocking = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
                 .bind(self.keys.leases)
                 .bind(lease_id(group, slot))
-                .execute(&mut *connection)
-                .await;
+                .execute(&mut *connection);
+            let unlocked = tokio::time::timeout(LEASE_PATIENCE, unlocking)
+                .await
+                .unwrap_or_else(|_| Err(not_answered()));
             if let Err(error) = unlocked {
                 tracing::warn!(%error, %group, "group lease not unlocked; reconnecting frees it");
                 self.connection = None;

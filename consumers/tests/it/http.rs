@@ -510,3 +510,96 @@ async fn a_batch_stuck_behind_a_lock_is_given_up_at_its_deadline_and_tried_again
     .await;
     assert!(acked.is_some(), "acknowledged");
 }
+
+/// A database that stops answering without closing anything (a network
+/// partition: here a proxy holding every byte) is the same to a worker as
+/// a lock: the batch sent into it is given up at its deadline and held,
+/// the probes that follow give up after 5 s each instead of waiting for
+/// TCP to time out, `/readyz` says the database is not ready, and once the
+/// traffic flows again the order is applied once and acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_stops_answering_holds_the_batch_until_it_answers_again() {
+    let _watchdog = Watchdog::new(
+        "a_database_that_stops_answering_holds_the_batch_until_it_answers_again",
+        crate::support::TEST_LIMIT,
+    );
+    let stack = Stack::new().await;
+    let (proxy, through_proxy) = TcpProxy::in_front_of(&database_url(&stack.settings)).await;
+    let address = free_address();
+    let mut worker = Running::orders(
+        &stack,
+        address,
+        &[
+            ("DATABASE_URL", &through_proxy),
+            ("SWITCHYARD_BATCH_TIMEOUT_MS", "1000"),
+        ],
+    );
+    assert!(until_ready(address).await.is_some(), "ready");
+    let leased = eventually(Duration::from_secs(60), || async {
+        sample(address, r#"switchyard_group_lease{group="orders"}"#)
+            .await
+            .filter(|held| *held == 1.0)
+    })
+    .await;
+    assert!(leased.is_some(), "consuming: the group's lease is held");
+
+    proxy.stall();
+    stack.publish(&[order_placed(Uuid::now_v7())]).await;
+    let held = eventually(Duration::from_secs(60), || async {
+        sample(address, r#"switchyard_batches_held_total{group="orders"}"#)
+            .await
+            .filter(|held| *held >= 1.0)
+    })
+    .await;
+    assert!(
+        held.is_some(),
+        "the batch sent into the silence is given up"
+    );
+    let down = until(
+        address,
+        "/readyz",
+        (503, r#"{"broker":true,"database":false}"#),
+    )
+    .await;
+    assert!(down.is_some(), "not ready while the database is silent");
+
+    proxy.restore();
+    assert_eq!(
+        stack.wait_for("SELECT count(*) FROM orders", 1, 60).await,
+        1,
+        "applied once the database answers again"
+    );
+    assert!(until_ready(address).await.is_some(), "ready again");
+    let acked = eventually(Duration::from_secs(30), || async {
+        (stack.queued(ConsumerGroup::Orders).await == (0, 0, 0)).then_some(())
+    })
+    .await;
+    assert!(acked.is_some(), "acknowledged");
+    assert_eq!(
+        stack
+            .number("SELECT count(*) FROM processed_events WHERE consumer_group = 'orders'")
+            .await,
+        1
+    );
+
+    // Silent again: a stop is not held up by the silence either.
+    proxy.stall();
+    stack.publish(&[order_placed(Uuid::now_v7())]).await;
+    let held_again = eventually(Duration::from_secs(60), || async {
+        sample(address, r#"switchyard_batches_held_total{group="orders"}"#)
+            .await
+            .filter(|held| *held >= 2.0)
+    })
+    .await;
+    assert!(held_again.is_some(), "the second batch is given up too");
+    let status = sigterm_and_wait(&mut worker.0, Duration::from_secs(30))
+        .await
+        .expect("the stop is not held up by a silent database");
+    assert!(status.success(), "it exits cleanly");
+    proxy.restore();
+    let back = eventually(Duration::from_secs(30), || async {
+        (stack.queued(ConsumerGroup::Orders).await == (1, 0, 0)).then_some(())
+    })
+    .await;
+    assert!(back.is_some(), "the unapplied order is back in the queue");
+}
