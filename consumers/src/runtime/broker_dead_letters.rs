@@ -75,6 +75,9 @@ pub async fn move_broker_dead_letters(
     Ok(())
 }
 
+/// Longest one try at storing a broker dead letter may take.
+const STORE_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Records one broker dead letter in its own transaction. After a failure
 /// the connection is not given back to the pool: it may be broken, or its
 /// session stuck in the state the failure came from (read-only after a
@@ -87,7 +90,19 @@ async fn store(
     reason: &str,
 ) -> Result<(), sqlx::Error> {
     let mut connection = pool.acquire().await?;
-    let stored = store_on(&mut connection, group, incoming, history, reason).await;
+    // Bounded: a database that stops answering fails the try (and the
+    // connection is dropped) instead of holding the mover, and a stop.
+    let stored = tokio::time::timeout(
+        STORE_PATIENCE,
+        store_on(&mut connection, group, incoming, history, reason),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the database did not store the dead letter in time",
+        )))
+    });
     if stored.is_err() {
         drop(connection.detach());
     }
