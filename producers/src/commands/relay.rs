@@ -33,7 +33,9 @@ pub async fn run(args: RelayArgs, settings: &Settings) -> anyhow::Result<()> {
         .run(shutdown)
         .await;
     publisher.close().await;
-    pool.close().await;
+    // Bounded: a connection still in a statement the database does not
+    // answer is dropped with the process.
+    let _ = tokio::time::timeout(Duration::from_secs(5), pool.close()).await;
     tracing::info!("outbox relay stopped");
     Ok(())
 }

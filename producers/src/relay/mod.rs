@@ -42,6 +42,11 @@ pub struct RelayConfig {
     pub retention: Duration,
     /// How often sent rows are purged.
     pub purge_interval: Duration,
+    /// Longest one database statement of a pass or a purge may take; past
+    /// it the pass fails (its transaction rolls back: the rows stay unsent,
+    /// and those already published go again, at least once) instead of
+    /// waiting on a database that stopped answering — and holding a stop.
+    pub database_patience: Duration,
 }
 
 impl Default for RelayConfig {
@@ -51,6 +56,7 @@ impl Default for RelayConfig {
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(7 * 24 * 3600),
             purge_interval: Duration::from_secs(60),
+            database_patience: Duration::from_secs(30),
         }
     }
 }
@@ -109,8 +115,10 @@ impl Relay {
     /// One pass: claim, publish each key's rows in order (keys concurrently),
     /// mark the confirmed ones sent, commit.
     pub async fn pass(&self) -> Result<Pass, RelayError> {
-        let mut transaction = self.pool.begin().await?;
-        let by_key = claim_rows(&mut transaction, self.config.batch_size).await?;
+        let mut transaction = self.bounded(self.pool.begin()).await?;
+        let by_key = self
+            .bounded(claim_rows(&mut transaction, self.config.batch_size))
+            .await?;
         let claimed = by_key.values().map(Vec::len).sum();
         let outcomes: Vec<KeyOutcome> = futures_util::stream::iter(by_key.into_values())
             .map(|rows| self.publish_in_order(rows))
@@ -122,16 +130,16 @@ impl Relay {
         for outcome in outcomes {
             sent.extend(outcome.confirmed);
             for (id, reason) in outcome.parked {
-                park(&mut transaction, id, &reason).await?;
+                self.bounded(park(&mut transaction, id, &reason)).await?;
                 parked += 1;
             }
             if let Some((id, error)) = outcome.failed {
-                postpone(&mut transaction, id, &error).await?;
+                self.bounded(postpone(&mut transaction, id, &error)).await?;
                 failed += 1;
             }
         }
-        mark_sent(&mut transaction, &sent).await?;
-        transaction.commit().await?;
+        self.bounded(mark_sent(&mut transaction, &sent)).await?;
+        self.bounded(transaction.commit()).await?;
         metrics::counter!(PUBLISHED_TOTAL).increment(sent.len() as u64);
         metrics::counter!(FAILED_TOTAL).increment(failed as u64);
         metrics::counter!(PARKED_TOTAL).increment(parked as u64);
@@ -226,14 +234,14 @@ impl Relay {
     }
 
     async fn listen(&self) -> Option<PgListener> {
-        let mut listener = match PgListener::connect_with(&self.pool).await {
+        let mut listener = match self.bounded(PgListener::connect_with(&self.pool)).await {
             Ok(listener) => listener,
             Err(error) => {
                 tracing::warn!(%error, "cannot LISTEN for outbox rows; polling");
                 return None;
             }
         };
-        match listener.listen(NOTIFY_CHANNEL).await {
+        match self.bounded(listener.listen(NOTIFY_CHANNEL)).await {
             Ok(()) => Some(listener),
             Err(error) => {
                 tracing::warn!(%error, "cannot LISTEN for outbox rows; polling");
@@ -242,9 +250,28 @@ impl Relay {
         }
     }
 
+    /// `work`, failed with a timeout past [`RelayConfig::database_patience`].
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        let patience = self.config.database_patience;
+        tokio::time::timeout(patience, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the database did not answer within {} ms",
+                        patience.as_millis()
+                    ),
+                )))
+            })
+    }
+
     async fn purge(&self) {
         let purged = shared::database::delete_in_chunks(|limit| {
-            purge_sent(&self.pool, self.config.retention, limit)
+            self.bounded(purge_sent(&self.pool, self.config.retention, limit))
         })
         .await;
         if let Err(error) = purged {

@@ -488,3 +488,55 @@ async fn rows_are_parked_by_hand_with_a_reason_and_bad_requests_are_refused() {
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("[999999]"));
 }
+
+/// A database that stops answering (a proxy holding every byte, as in a
+/// network cut) fails the relay's pass once a statement has waited its
+/// patience, instead of holding the relay (and its stop) until TCP gives
+/// up; nothing is marked sent, and once the traffic flows again the rows
+/// go, each once, in order.
+#[tokio::test]
+async fn a_pass_on_a_database_that_stops_answering_fails_in_time() {
+    let outbox = Outbox::new().await;
+    let events = keyed_events(10, 2);
+    outbox.write(&events, 10).await;
+    let (proxy, through_proxy) = shared::testing::TcpProxy::in_front_of(
+        &shared::testing::database_url(&outbox.database.settings),
+    )
+    .await;
+    let mut settings = outbox.database.settings.clone();
+    settings.database_url = through_proxy.into();
+    let pool = shared::database::connect(&settings, 3, false)
+        .await
+        .unwrap();
+    let publisher = Publisher::new(
+        &outbox.isolated.settings,
+        outbox.isolated.topology.events_exchange(),
+        "relay-test",
+    );
+    let relay = Relay::new(
+        pool,
+        publisher,
+        RelayConfig {
+            database_patience: Duration::from_secs(1),
+            ..RelayConfig::default()
+        },
+    );
+
+    proxy.stall();
+    let pass = tokio::time::timeout(Duration::from_secs(30), relay.pass())
+        .await
+        .expect("the pass does not wait on the silence");
+    assert!(pass.is_err(), "the pass fails: {pass:?}");
+    assert_eq!(outbox.unsent().await, 10, "nothing is marked sent");
+
+    proxy.restore();
+    let sent = eventually(Duration::from_secs(30), || async {
+        let _ = relay.pass().await;
+        (outbox.unsent().await == 0).then_some(())
+    })
+    .await;
+    assert!(sent.is_some(), "sent once the database answers");
+    let delivered = outbox.delivered().await;
+    assert_eq!(delivered.len(), 10, "each once");
+    assert_eq!(first_deliveries_by_key(&delivered), written_by_key(&events));
+}
