@@ -402,6 +402,25 @@ async fn a_stop_ends_the_linger_and_the_held_batch_is_committed() {
     );
 }
 
+/// Waits until the orders group's `switchyard_batches_held_total` on
+/// `address` reaches `count`.
+async fn until_held(address: SocketAddr, count: u32) -> Option<f64> {
+    eventually(Duration::from_secs(60), || async {
+        sample(address, r#"switchyard_batches_held_total{group="orders"}"#)
+            .await
+            .filter(|held| *held >= f64::from(count))
+    })
+    .await
+}
+
+/// Waits until the orders queues hold `expected` (ready, retrying, dead).
+async fn until_queued(stack: &Stack, expected: (u32, u32, u32)) -> Option<()> {
+    eventually(Duration::from_secs(30), || async {
+        (stack.queued(ConsumerGroup::Orders).await == expected).then_some(())
+    })
+    .await
+}
+
 /// Backends of the stack's database waiting for a lock.
 async fn lock_waiters(stack: &Stack) -> i64 {
     stack
@@ -445,12 +464,7 @@ async fn a_batch_stuck_behind_a_lock_is_given_up_at_its_deadline_and_tried_again
         .unwrap();
     stack.publish(&[order_placed(Uuid::now_v7())]).await;
 
-    let held = eventually(Duration::from_secs(60), || async {
-        sample(address, r#"switchyard_batches_held_total{group="orders"}"#)
-            .await
-            .filter(|held| *held >= 3.0)
-    })
-    .await;
+    let held = until_held(address, 3).await;
     assert!(
         held.is_some(),
         "the stuck batch is given up and tried again"
@@ -475,10 +489,7 @@ async fn a_batch_stuck_behind_a_lock_is_given_up_at_its_deadline_and_tried_again
         .await
         .expect("the stop is not held up by the stuck batch");
     assert!(status.success(), "it exits cleanly");
-    let back = eventually(Duration::from_secs(30), || async {
-        (stack.queued(ConsumerGroup::Orders).await == (1, 0, 0)).then_some(())
-    })
-    .await;
+    let back = until_queued(&stack, (1, 0, 0)).await;
     assert!(back.is_some(), "the unapplied order is back in the queue");
     assert!(
         eventually(Duration::from_secs(30), || async {
@@ -504,10 +515,7 @@ async fn a_batch_stuck_behind_a_lock_is_given_up_at_its_deadline_and_tried_again
         1
     );
     assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
-    let acked = eventually(Duration::from_secs(30), || async {
-        (stack.queued(ConsumerGroup::Orders).await == (0, 0, 0)).then_some(())
-    })
-    .await;
+    let acked = until_queued(&stack, (0, 0, 0)).await;
     assert!(acked.is_some(), "acknowledged");
 }
 
@@ -545,12 +553,7 @@ async fn a_database_that_stops_answering_holds_the_batch_until_it_answers_again(
 
     proxy.stall();
     stack.publish(&[order_placed(Uuid::now_v7())]).await;
-    let held = eventually(Duration::from_secs(60), || async {
-        sample(address, r#"switchyard_batches_held_total{group="orders"}"#)
-            .await
-            .filter(|held| *held >= 1.0)
-    })
-    .await;
+    let held = until_held(address, 1).await;
     assert!(
         held.is_some(),
         "the batch sent into the silence is given up"
@@ -570,10 +573,7 @@ async fn a_database_that_stops_answering_holds_the_batch_until_it_answers_again(
         "applied once the database answers again"
     );
     assert!(until_ready(address).await.is_some(), "ready again");
-    let acked = eventually(Duration::from_secs(30), || async {
-        (stack.queued(ConsumerGroup::Orders).await == (0, 0, 0)).then_some(())
-    })
-    .await;
+    let acked = until_queued(&stack, (0, 0, 0)).await;
     assert!(acked.is_some(), "acknowledged");
     assert_eq!(
         stack
@@ -585,21 +585,13 @@ async fn a_database_that_stops_answering_holds_the_batch_until_it_answers_again(
     // Silent again: a stop is not held up by the silence either.
     proxy.stall();
     stack.publish(&[order_placed(Uuid::now_v7())]).await;
-    let held_again = eventually(Duration::from_secs(60), || async {
-        sample(address, r#"switchyard_batches_held_total{group="orders"}"#)
-            .await
-            .filter(|held| *held >= 2.0)
-    })
-    .await;
+    let held_again = until_held(address, 2).await;
     assert!(held_again.is_some(), "the second batch is given up too");
     let status = sigterm_and_wait(&mut worker.0, Duration::from_secs(30))
         .await
         .expect("the stop is not held up by a silent database");
     assert!(status.success(), "it exits cleanly");
     proxy.restore();
-    let back = eventually(Duration::from_secs(30), || async {
-        (stack.queued(ConsumerGroup::Orders).await == (1, 0, 0)).then_some(())
-    })
-    .await;
+    let back = until_queued(&stack, (1, 0, 0)).await;
     assert!(back.is_some(), "the unapplied order is back in the queue");
 }
