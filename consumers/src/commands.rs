@@ -25,6 +25,9 @@ pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
     }
 }
 
+/// Longest `consumers stats` waits for one reading of the figures.
+const STATS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+
 async fn stats(args: StatsArgs, settings: &Settings) -> anyhow::Result<()> {
     let (connection, topology) =
         shared::startup::prepare_broker(settings, "switchyard-stats").await?;
@@ -35,9 +38,18 @@ async fn stats(args: StatsArgs, settings: &Settings) -> anyhow::Result<()> {
         tokio::spawn(shared::shutdown::stop_on_signals(stop.clone(), "stopping"));
     }
     let result = loop {
-        let stats = match crate::stats::collect(&connection, &topology, &pool, &management).await {
-            Ok(stats) => stats,
-            Err(error) => break Err(error),
+        // Bounded: a broker or database that stops answering ends the
+        // command with an error instead of holding it (and a --watch).
+        let reading = crate::stats::collect(&connection, &topology, &pool, &management);
+        let stats = match tokio::time::timeout(STATS_PATIENCE, reading).await {
+            Ok(Ok(stats)) => stats,
+            Ok(Err(error)) => break Err(error),
+            Err(_) => {
+                break Err(anyhow::anyhow!(
+                    "the figures could not be read within {} s: the broker or the database does not answer",
+                    STATS_PATIENCE.as_secs()
+                ));
+            }
         };
         if args.json {
             println!("{}", serde_json::to_string(&stats)?);
@@ -56,8 +68,8 @@ async fn stats(args: StatsArgs, settings: &Settings) -> anyhow::Result<()> {
             break Ok(());
         }
     };
-    pool.close().await;
-    let _ = connection.close(200, "OK".into()).await;
+    let _ = tokio::time::timeout(POOL_CLOSE_PATIENCE, pool.close()).await;
+    let _ = tokio::time::timeout(POOL_CLOSE_PATIENCE, connection.close(200, "OK".into())).await;
     result
 }
 

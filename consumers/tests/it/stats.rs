@@ -495,3 +495,51 @@ async fn throughput_and_lag_percentiles_come_from_what_the_workers_applied() {
         "{table}"
     );
 }
+
+/// `consumers stats --watch` against a database that stops answering (a
+/// proxy holding every byte, as in a network cut): the reading under way
+/// gives up after 15 s and the command exits with an error saying so,
+/// instead of waiting for TCP to give up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_gives_up_on_a_database_that_stops_answering() {
+    let _watchdog = Watchdog::new(
+        "stats_gives_up_on_a_database_that_stops_answering",
+        TEST_LIMIT,
+    );
+    let stack = Stack::new().await;
+    let (proxy, through_proxy) =
+        shared::testing::TcpProxy::in_front_of(&shared::testing::database_url(&stack.settings))
+            .await;
+    let mut watch = consumers_binary(&stack);
+    let mut child = watch
+        .args(["stats", "--watch", "1", "--json"])
+        .envs(crate::support::QUICK_RETRY_ENVIRONMENT)
+        .env("DATABASE_URL", &through_proxy)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::task::spawn_blocking(move || lines.next());
+    let first = tokio::time::timeout(Duration::from_secs(60), first)
+        .await
+        .expect("a first reading")
+        .unwrap();
+    let first = first.and_then(Result::ok).unwrap_or_default();
+    assert!(
+        first.starts_with('{'),
+        "the first reading is printed: {first}"
+    );
+
+    proxy.stall();
+    let exited = crate::support::exit_within(&mut child, Duration::from_secs(60))
+        .await
+        .expect("the command gives up on the silent database");
+    assert!(!exited.success(), "it exits with an error: {exited}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("could not be read within 15 s"),
+        "the error says why: {stderr}"
+    );
+}

@@ -277,6 +277,14 @@ pub async fn sigterm_and_wait(
         .status()
         .is_ok_and(|status| status.success());
     assert!(sent, "SIGTERM sent to {pid}");
+    exit_within(child, within).await
+}
+
+/// Waits at most `within` for `child` to exit; its status, or `None`.
+pub async fn exit_within(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
     let deadline = tokio::time::Instant::now() + within;
     while tokio::time::Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
