@@ -95,6 +95,27 @@ async fn check_client_connection(connection: &mut sqlx::PgConnection) -> Result<
     }
 }
 
+/// `work`, or a `TimedOut` I/O error once `patience` has passed: bounds a
+/// statement that a database which stopped answering (a network cut, a
+/// hung server) would otherwise hold until TCP gives up. The caller drops
+/// the connection the statement was on.
+pub async fn within<T>(
+    patience: Duration,
+    work: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    tokio::time::timeout(patience, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the database did not answer within {} ms",
+                    patience.as_millis()
+                ),
+            )))
+        })
+}
+
 /// Whether `pool` answers `SELECT 1` within `patience` (readiness probes).
 pub async fn responds(pool: &PgPool, patience: Duration) -> bool {
     tokio::time::timeout(patience, sqlx::query("SELECT 1").execute(pool))

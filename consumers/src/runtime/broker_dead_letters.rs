@@ -92,17 +92,11 @@ async fn store(
     let mut connection = pool.acquire().await?;
     // Bounded: a database that stops answering fails the try (and the
     // connection is dropped) instead of holding the mover, and a stop.
-    let stored = tokio::time::timeout(
+    let stored = shared::database::within(
         STORE_PATIENCE,
         store_on(&mut connection, group, incoming, history, reason),
     )
-    .await
-    .unwrap_or_else(|_| {
-        Err(sqlx::Error::Io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "the database did not store the dead letter in time",
-        )))
-    });
+    .await;
     if stored.is_err() {
         drop(connection.detach());
     }

@@ -56,17 +56,6 @@ pub const FREE_PATIENCE: Duration = Duration::from_secs(3);
 /// unlock.
 const LEASE_PATIENCE: Duration = Duration::from_secs(5);
 
-/// The error of a look or unlock the database did not answer in time.
-fn not_answered() -> sqlx::Error {
-    sqlx::Error::Io(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!(
-            "the database did not answer within {} s",
-            LEASE_PATIENCE.as_secs()
-        ),
-    ))
-}
-
 /// The leases of one process, kept by a task of their own.
 #[derive(Clone)]
 pub struct Leases {
@@ -311,10 +300,7 @@ impl Keeper {
             // would otherwise hold the keeper, and a stop, for as long as
             // TCP takes to notice; past it the connection is dropped as on
             // an error (its session ends, and every lock with it).
-            let looked = tokio::time::timeout(LEASE_PATIENCE, self.look())
-                .await
-                .unwrap_or_else(|_| Err(not_answered()));
-            match looked {
+            match shared::database::within(LEASE_PATIENCE, self.look()).await {
                 Ok(()) if !healthy => {
                     healthy = true;
                     tracing::info!("group leases: the database answers again");
@@ -354,9 +340,7 @@ impl Keeper {
                 .bind(self.keys.leases)
                 .bind(lease_id(group, slot))
                 .execute(&mut *connection);
-            let unlocked = tokio::time::timeout(LEASE_PATIENCE, unlocking)
-                .await
-                .unwrap_or_else(|_| Err(not_answered()));
+            let unlocked = shared::database::within(LEASE_PATIENCE, unlocking).await;
             if let Err(error) = unlocked {
                 tracing::warn!(%error, %group, "group lease not unlocked; reconnecting frees it");
                 self.connection = None;

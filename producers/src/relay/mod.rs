@@ -255,18 +255,7 @@ impl Relay {
         &self,
         work: impl std::future::Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, sqlx::Error> {
-        let patience = self.config.database_patience;
-        tokio::time::timeout(patience, work)
-            .await
-            .unwrap_or_else(|_| {
-                Err(sqlx::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "the database did not answer within {} ms",
-                        patience.as_millis()
-                    ),
-                )))
-            })
+        shared::database::within(self.config.database_patience, work).await
     }
 
     async fn purge(&self) {
