@@ -74,6 +74,10 @@ impl Default for Activity {
 /// Least time between two reports of one worker.
 pub const REPORT_EVERY: Duration = Duration::from_secs(5);
 
+/// Longest a report waits for the database: one that stopped answering
+/// must not hold the worker (and a stop) between its batches.
+const REPORT_PATIENCE: Duration = Duration::from_secs(5);
+
 /// One worker's position.
 #[derive(Debug, Default)]
 pub struct Position {
@@ -136,7 +140,7 @@ impl Position {
         }
         self.last_report = Some(Instant::now());
         if let Some(newest) = advanced {
-            let result = sqlx::query(
+            let reporting = sqlx::query(
                 "INSERT INTO queue_positions (consumer_group, newest_taken_sent_at) \
                  VALUES ($1, to_timestamp($2)) \
                  ON CONFLICT (consumer_group) DO UPDATE SET \
@@ -145,15 +149,15 @@ impl Position {
             )
             .bind(group.as_str())
             .bind(newest as f64)
-            .execute(&mut *connection)
-            .await;
+            .execute(&mut *connection);
+            let result = shared::database::within(REPORT_PATIENCE, reporting).await;
             match result {
                 Ok(_) => self.reported = Some(newest),
                 Err(error) => tracing::debug!(%group, %error, "queue position not reported"),
             }
         }
         if let Some(sampled_at) = self.activity.newest {
-            let result = sqlx::query(
+            let reporting = sqlx::query(
                 "WITH expired AS ( \
                    DELETE FROM group_activity \
                    WHERE consumer_group = $1 AND sampled_at < now() - interval '1 hour') \
@@ -164,8 +168,8 @@ impl Position {
             .bind(sampled_at)
             .bind(self.activity.applied)
             .bind(&self.activity.lags)
-            .execute(&mut *connection)
-            .await;
+            .execute(&mut *connection);
+            let result = shared::database::within(REPORT_PATIENCE, reporting).await;
             match result {
                 Ok(_) => self.activity = Activity::default(),
                 Err(error) => tracing::debug!(%group, %error, "activity not reported"),
