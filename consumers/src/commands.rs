@@ -262,7 +262,7 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
 
 /// Longest wait, when stopping, for the pool's connections to be given
 /// back and closed.
-const POOL_CLOSE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const POOL_CLOSE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The database (waited for, like the broker), and the topology declared
 /// (the workers then open their own connection).

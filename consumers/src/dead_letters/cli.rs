@@ -212,7 +212,9 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 pub async fn run(command: DeadLetterCommand, settings: &Settings) -> anyhow::Result<()> {
     let pool = shared::startup::prepare_database(settings, 2).await?;
     let result = run_with(command, settings, &pool).await;
-    pool.close().await;
+    // A connection left on a database that stopped answering is never
+    // given back; the command still ends.
+    let _ = tokio::time::timeout(crate::commands::POOL_CLOSE_PATIENCE, pool.close()).await;
     result
 }
 

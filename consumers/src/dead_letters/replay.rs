@@ -37,6 +37,24 @@ use super::operations::{self, Action, Actor, Counts};
 use crate::runtime::dead_letter_store::{REPLAY_OF_HEADER, REPLAY_OPERATION_HEADER};
 use crate::runtime::incoming::headers_from_json;
 
+/// The longest one statement of a replay (or a dry run) waits for the
+/// database. A database that stops answering (a network cut, a failover
+/// that leaves connections hanging) fails the replay after this instead of
+/// holding it, and the operator's cancel, forever; what it had not marked
+/// stays open for the next run.
+pub const DATABASE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The longest a replay waits to record how it ended: short, because
+/// after a failure the database may be the reason.
+const ENDING_PATIENCE: Duration = Duration::from_secs(10);
+
+/// `work`, failed with a timeout past [`DATABASE_PATIENCE`].
+async fn bounded<T>(
+    work: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    shared::database::within(DATABASE_PATIENCE, work).await
+}
+
 /// When the breaker stops a replay.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -237,21 +255,23 @@ pub async fn dry_run(
     each: &mut (dyn FnMut(Candidate) + Send),
 ) -> Result<ReplayProgress, OperationError> {
     options.validate()?;
-    super::query::fresh_statistics(pool).await?;
+    bounded(super::query::fresh_statistics(pool)).await?;
     let topology = Topology::new(settings);
     let mut progress = ReplayProgress {
-        matched: super::query::count(pool, &options.filter).await?,
+        matched: bounded(super::query::count(pool, &options.filter)).await?,
         outcome: "dry-run".to_owned(),
         ..ReplayProgress::default()
     };
     let mut after = 0;
     loop {
         let query = sqlx::query_as::<_, ReplayRow>(replay_rows!(""));
-        let rows = bind_filter!(query, &options.filter)
-            .bind(after)
-            .bind(i64::from(options.batch))
-            .fetch_all(pool)
-            .await?;
+        let rows = bounded(
+            bind_filter!(query, &options.filter)
+                .bind(after)
+                .bind(i64::from(options.batch))
+                .fetch_all(pool),
+        )
+        .await?;
         let Some(last) = rows.last() else {
             return Ok(progress);
         };
@@ -287,14 +307,19 @@ pub async fn replay(
 ) -> Result<ReplayProgress, OperationError> {
     options.validate()?;
     let filter_json = serde_json::to_value(options).unwrap_or_default();
-    super::query::fresh_statistics(pool).await?;
+    bounded(super::query::fresh_statistics(pool)).await?;
     let mut connection = pool.acquire().await?;
-    let operation_id =
-        operations::start(&mut connection, Action::Replay, actor, &filter_json).await?;
+    let operation_id = bounded(operations::start(
+        &mut connection,
+        Action::Replay,
+        actor,
+        &filter_json,
+    ))
+    .await?;
     drop(connection);
     let mut state = ReplayProgress {
         operation_id,
-        matched: super::query::count(pool, &options.filter).await?,
+        matched: bounded(super::query::count(pool, &options.filter)).await?,
         outcome: "running".to_owned(),
         ..ReplayProgress::default()
     };
@@ -310,23 +335,38 @@ pub async fn replay(
         Ok(ending) => ending.clone(),
         Err(error) => ("failed".to_owned(), Some(error.to_string())),
     };
-    state.failed_again = failed_again(pool, operation_id)
-        .await
-        .unwrap_or(state.failed_again);
     state.outcome = outcome;
     state.detail = detail;
-    let mut connection = pool.acquire().await?;
-    operations::update(
-        &mut connection,
-        operation_id,
-        state.counts(),
-        Some((&state.outcome, state.detail.as_deref())),
-    )
-    .await?;
+    let recorded = shared::database::within(ENDING_PATIENCE, async {
+        if let Ok(failed) = failed_again(pool, operation_id).await {
+            state.failed_again = failed;
+        }
+        let mut connection = pool.acquire().await?;
+        operations::update(
+            &mut connection,
+            operation_id,
+            state.counts(),
+            Some((&state.outcome, state.detail.as_deref())),
+        )
+        .await
+    })
+    .await;
     progress.send_replace(state.clone());
     tracing::info!(operation_id, replayed = state.replayed, skipped = state.skipped,
         failed_again = state.failed_again, outcome = %state.outcome, "replay ended");
-    result.map(|_| state)
+    match (result, recorded) {
+        (Ok(_), Ok(())) => Ok(state),
+        // Why it stopped matters more than that its end went unrecorded
+        // (the history then shows it `running`, and `interrupted` once it
+        // has been silent for two minutes).
+        (Err(error), recorded) => {
+            if let Err(unrecorded) = recorded {
+                tracing::warn!(operation_id, error = %unrecorded, "the replay's end was not recorded");
+            }
+            Err(error)
+        }
+        (Ok(_), Err(unrecorded)) => Err(unrecorded.into()),
+    }
 }
 
 /// Runs batches until none is left, the breaker trips or `cancel`;
@@ -357,74 +397,98 @@ async fn replay_batches(
             ));
         }
         let mut connection = pool.acquire().await?;
-        let mut transaction = connection.begin().await?;
-        let query = sqlx::query_as::<_, ReplayRow>(replay_rows!(" FOR NO KEY UPDATE SKIP LOCKED"));
-        let rows = bind_filter!(query, &options.filter)
-            .bind(after)
-            .bind(i64::from(options.batch))
-            .fetch_all(&mut *transaction)
+        // One batch: its rows locked, republished, marked in one
+        // transaction. A statement given up on leaves the connection in an
+        // unknown state: it is closed, not returned to the pool.
+        let batch = async {
+            let mut transaction = bounded(connection.begin()).await?;
+            let query =
+                sqlx::query_as::<_, ReplayRow>(replay_rows!(" FOR NO KEY UPDATE SKIP LOCKED"));
+            let rows = bounded(
+                bind_filter!(query, &options.filter)
+                    .bind(after)
+                    .bind(i64::from(options.batch))
+                    .fetch_all(&mut *transaction),
+            )
             .await?;
-        let Some(last) = rows.last() else {
+            let Some(last) = rows.last() else {
+                return Ok(None);
+            };
+            after = last.id;
+            let mut sent = Vec::with_capacity(rows.len());
+            let mut stopped = false;
+            for row in &rows {
+                match message_for(row, &topology, state.operation_id, settings.max_event_bytes) {
+                    Err(reason) => {
+                        tracing::warn!(id = row.id, event_id = ?row.event_id, %reason, "dead letter not replayed");
+                        state.skipped += 1;
+                    }
+                    Ok(message) => {
+                        if let Some(pace) = pace.as_mut()
+                            && cancel.run_until_cancelled(pace.tick()).await.is_none()
+                        {
+                            stopped = true;
+                            break;
+                        }
+                        let publisher = publisher.clone();
+                        let id = row.id;
+                        sent.push((
+                            id,
+                            tokio::spawn(async move { publisher.publish_message(message).await }),
+                        ));
+                    }
+                }
+            }
+            let mut confirmed = Vec::with_capacity(sent.len());
+            let mut broker_error = None;
+            for (id, publish) in sent {
+                match publish.await {
+                    Ok(Ok(())) => confirmed.push(id),
+                    Ok(Err(error)) => {
+                        state.skipped += 1;
+                        broker_error.get_or_insert(error.to_string());
+                    }
+                    Err(join) => {
+                        state.skipped += 1;
+                        broker_error.get_or_insert(join.to_string());
+                    }
+                }
+            }
+            let marked: Vec<i64> = bounded(
+                sqlx::query_scalar(
+                    "UPDATE dead_letters SET status = 'replayed', status_changed_at = now(), operation_id = $2 \
+                     WHERE id = ANY($1) AND status = 'open' RETURNING id",
+                )
+                .bind(&confirmed)
+                .bind(state.operation_id)
+                .fetch_all(&mut *transaction),
+            )
+            .await?;
+            // Counted once the marks are committed: a batch that failed
+            // here is open again, and the next run republishes it.
+            let counts = Counts {
+                affected: state.replayed + confirmed.len() as i64,
+                ..state.counts()
+            };
+            bounded(operations::update(&mut transaction, state.operation_id, counts, None)).await?;
+            bounded(transaction.commit()).await?;
+            state.replayed += confirmed.len() as i64;
+            Ok::<_, sqlx::Error>(Some((marked, stopped, broker_error)))
+        }
+        .await;
+        if batch.is_err() {
+            connection.close_on_drop();
+        }
+        drop(connection);
+        let Some((marked, stopped, broker_error)) = batch? else {
             return Ok(("completed".to_owned(), None));
         };
-        after = last.id;
-        let mut sent = Vec::with_capacity(rows.len());
-        let mut stopped = false;
-        for row in &rows {
-            match message_for(row, &topology, state.operation_id, settings.max_event_bytes) {
-                Err(reason) => {
-                    tracing::warn!(id = row.id, event_id = ?row.event_id, %reason, "dead letter not replayed");
-                    state.skipped += 1;
-                }
-                Ok(message) => {
-                    if let Some(pace) = pace.as_mut()
-                        && cancel.run_until_cancelled(pace.tick()).await.is_none()
-                    {
-                        stopped = true;
-                        break;
-                    }
-                    let publisher = publisher.clone();
-                    let id = row.id;
-                    sent.push((
-                        id,
-                        tokio::spawn(async move { publisher.publish_message(message).await }),
-                    ));
-                }
-            }
-        }
-        let mut confirmed = Vec::with_capacity(sent.len());
-        let mut broker_error = None;
-        for (id, publish) in sent {
-            match publish.await {
-                Ok(Ok(())) => confirmed.push(id),
-                Ok(Err(error)) => {
-                    state.skipped += 1;
-                    broker_error.get_or_insert(error.to_string());
-                }
-                Err(join) => {
-                    state.skipped += 1;
-                    broker_error.get_or_insert(join.to_string());
-                }
-            }
-        }
-        let marked: Vec<i64> = sqlx::query_scalar(
-            "UPDATE dead_letters SET status = 'replayed', status_changed_at = now(), operation_id = $2 \
-             WHERE id = ANY($1) AND status = 'open' RETURNING id",
-        )
-        .bind(&confirmed)
-        .bind(state.operation_id)
-        .fetch_all(&mut *transaction)
-        .await?;
-        state.replayed += confirmed.len() as i64;
-        operations::update(&mut transaction, state.operation_id, state.counts(), None).await?;
-        transaction.commit().await?;
-        drop(connection);
         recent.extend(marked);
         let excess = recent.len().saturating_sub(options.breaker.window as usize);
         recent.drain(..excess);
         let window = recent.len() as i64;
-        let failed = failed_among(pool, recent.make_contiguous()).await?;
-        state.failed_again = failed_again(pool, state.operation_id).await?;
+        let failed = bounded(failed_among(pool, recent.make_contiguous())).await?;
+        state.failed_again = bounded(failed_again(pool, state.operation_id)).await?;
         progress.send_replace(state.clone());
         if let Some(error) = broker_error {
             return Err(OperationError::Broker(error));

@@ -532,6 +532,134 @@ async fn a_replay_killed_halfway_and_run_again_applies_and_marks_everything_once
     fixture.workers.stop().await;
 }
 
+/// A replay whose database stops answering halfway (a network cut, a
+/// failover that leaves connections hanging) fails within its patience
+/// instead of hanging, and says why; what it had not marked stays open,
+/// and the next run replays exactly that, each payment applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_whose_database_stops_answering_fails_in_time_and_the_next_run_finishes_it() {
+    let (_watchdog, stack, fixture) = prepared(
+        "a_replay_whose_database_stops_answering_fails_in_time_and_the_next_run_finishes_it",
+    )
+    .await;
+    place_payment_orders(&stack, &fixture).await;
+    let (proxy, through_proxy) =
+        shared::testing::TcpProxy::in_front_of(&shared::testing::database_url(&stack.settings))
+            .await;
+    let mut child = command(
+        &stack,
+        &[
+            "replay",
+            "--group",
+            "orders",
+            "--error-kind",
+            "order_unknown",
+            "--rate",
+            "5/s",
+            "--batch",
+            "2",
+        ],
+    )
+    .env("DATABASE_URL", &through_proxy)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let started = eventually(Duration::from_secs(60), || async {
+        let marked = stack
+            .number("SELECT count(*) FROM dead_letters WHERE status = 'replayed'")
+            .await;
+        (marked >= 2).then_some(marked)
+    })
+    .await;
+    assert!(started.is_some(), "the replay marked a first batch");
+
+    proxy.stall();
+    let exited = crate::support::exit_within(&mut child, Duration::from_secs(120)).await;
+    if exited.is_none() {
+        let _ = child.kill();
+    }
+    let exited = exited.expect("the replay gives up on the silent database");
+    assert!(!exited.success(), "it exits with an error: {exited}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("replay failed after") && stderr.contains("did not answer within 30000 ms"),
+        "the error says why: {stderr}"
+    );
+
+    // What the proxy held is delivered and its connections end: the
+    // given-up transaction (committed or rolled back) holds no rows.
+    proxy.restore();
+    let settled = eventually(Duration::from_secs(60), || async {
+        let held = stack
+            .number(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                   AND state LIKE 'idle in transaction%' AND now() - state_change > interval '1 second'",
+            )
+            .await;
+        (held == 0).then_some(())
+    })
+    .await;
+    assert!(settled.is_some(), "the given-up transaction ended");
+    let marked_before = stack
+        .number("SELECT count(*) FROM dead_letters WHERE status = 'replayed'")
+        .await;
+    assert!(
+        marked_before < UNKNOWN_PAYMENTS as i64,
+        "stopped halfway: {marked_before}"
+    );
+
+    let report = json(
+        &stack,
+        &[
+            "replay",
+            "--group",
+            "orders",
+            "--error-kind",
+            "order_unknown",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(report["outcome"], "completed");
+    assert_eq!(
+        report["replayed"].as_i64().unwrap() + marked_before,
+        UNKNOWN_PAYMENTS as i64,
+        "the second run replays only what the first did not mark: {report}"
+    );
+    let paid = stack
+        .wait_for(
+            "SELECT count(*) FROM orders WHERE status = 'paid'",
+            UNKNOWN_PAYMENTS as i64,
+            60,
+        )
+        .await;
+    assert_eq!(paid, UNKNOWN_PAYMENTS as i64);
+    assert!(crate::support::eventually_drained(&stack, ConsumerGroup::Orders).await);
+    let payment_ids: Vec<Uuid> = fixture.payments.iter().map(|event| event.id).collect();
+    let applied: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM processed_events WHERE consumer_group = 'orders' AND event_id = ANY($1)",
+    )
+    .bind(&payment_ids)
+    .fetch_one(&stack.database.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        applied, UNKNOWN_PAYMENTS as i64,
+        "every payment applied once"
+    );
+    assert_eq!(
+        stack
+            .number("SELECT count(*) FROM dead_letters WHERE status = 'open' AND consumer_group = 'orders' AND error_kind = 'order_unknown'")
+            .await,
+        0,
+        "none left open"
+    );
+    fixture.workers.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_edit_and_replay_from_file_repair_poison_and_a_bad_edit_is_refused() {
     let (_watchdog, stack, fixture) =
