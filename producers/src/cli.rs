@@ -170,15 +170,23 @@ pub struct RelayArgs {
     /// Most outbox rows per pass (one transaction).
     #[arg(long, env = "SWITCHYARD_RELAY_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub batch_size: i64,
-    /// Longest wait between passes when no notification arrives.
+    /// Longest wait between passes when no notification arrives (10 ms to
+    /// 1 h: shorter would poll the database in a loop).
     #[arg(
         long,
         env = "SWITCHYARD_RELAY_POLL_INTERVAL_MS",
-        default_value_t = 1_000
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u64).range(10..=3_600_000)
     )]
     pub poll_interval_ms: u64,
-    /// Sent rows are deleted after this many hours.
-    #[arg(long, env = "SWITCHYARD_RELAY_RETENTION_HOURS", default_value_t = 168)]
+    /// Sent rows are deleted after this many hours (0 to 876,000, a
+    /// century); checked when the relay starts and every minute.
+    #[arg(
+        long,
+        env = "SWITCHYARD_RELAY_RETENTION_HOURS",
+        default_value_t = 168,
+        value_parser = clap::value_parser!(u64).range(0..=876_000)
+    )]
     pub retention_hours: u64,
 }
 

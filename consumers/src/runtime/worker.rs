@@ -270,7 +270,7 @@ impl Worker {
                 drop(connection.detach());
             }
             tracing::warn!(worker = %self.context.worker, %error,
-                "batch not applied: the database failed, not its events; holding it and trying again");
+                "batch not applied: the database failed or did not answer in time (not its events); holding it and trying again");
             crate::metrics::batch_held(self.context.group);
             self.health.set_database_ready(false);
             let wait = backoff::backoff::Backoff::next_backoff(&mut pause).unwrap_or(PAUSE_LONGEST);

@@ -40,7 +40,7 @@ pub struct RelayConfig {
     pub poll_interval: Duration,
     /// Sent rows are deleted once this old.
     pub retention: Duration,
-    /// How often sent rows are purged.
+    /// How often sent rows are purged (the first time after the first pass).
     pub purge_interval: Duration,
     /// Longest one database statement of a pass or a purge may take; past
     /// it the pass fails (its transaction rolls back: the rows stay unsent,
@@ -194,7 +194,9 @@ impl Relay {
     /// after the poll interval.
     pub async fn run(&self, shutdown: CancellationToken) {
         let mut listener = self.listen().await;
-        let mut last_purge = tokio::time::Instant::now();
+        // The first purge comes after the first pass: a relay restarted
+        // more often than the purge interval still purges.
+        let mut last_purge: Option<tokio::time::Instant> = None;
         while !shutdown.is_cancelled() {
             let full = match self.pass().await {
                 Ok(pass) => {
@@ -214,8 +216,8 @@ impl Relay {
                     false
                 }
             };
-            if last_purge.elapsed() >= self.config.purge_interval {
-                last_purge = tokio::time::Instant::now();
+            if last_purge.is_none_or(|last| last.elapsed() >= self.config.purge_interval) {
+                last_purge = Some(tokio::time::Instant::now());
                 self.purge().await;
             }
             if full {

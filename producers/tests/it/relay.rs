@@ -1,5 +1,5 @@
 //! The outbox relay against the real broker and database: several relays at
-//! once, crashes, notifications, retention.
+//! once, crashes, notifications, retention, and the `producers relay` binary.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -538,5 +538,138 @@ async fn a_pass_on_a_database_that_stops_answering_fails_in_time() {
     assert!(sent.is_some(), "sent once the database answers");
     let delivered = outbox.delivered().await;
     assert_eq!(delivered.len(), 10, "each once");
+    assert_eq!(first_deliveries_by_key(&delivered), written_by_key(&events));
+}
+
+/// The real `producers relay` process with `args` and `environment`,
+/// its database reached at `database_url`; logs as JSON on stderr.
+fn relay_process(
+    outbox: &Outbox,
+    database_url: &str,
+    args: &[&str],
+    environment: &[(&str, &str)],
+) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_producers"))
+        .arg("relay")
+        .args(args)
+        .env("SWITCHYARD_NAMESPACE", &outbox.isolated.settings.namespace)
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "info")
+        .env("SWITCHYARD_LOG_FORMAT", "json")
+        .envs(environment.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start producers relay")
+}
+
+/// Sends SIGTERM to `child`; its status if it exits within `within`
+/// (killed otherwise), and what it logged.
+async fn stopped(
+    mut child: std::process::Child,
+    within: Duration,
+) -> (Option<std::process::ExitStatus>, String) {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(sent, "SIGTERM sent");
+    let exited = eventually(within, || {
+        let status = child.try_wait().ok().flatten();
+        async move { status }
+    })
+    .await;
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut logged = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut logged);
+    }
+    (exited, logged)
+}
+
+/// The `producers relay` binary: out-of-range flags and variables are
+/// refused, naming the flag; `--batch-size` bounds each pass and the poll
+/// interval reaches the relay; a stop on SIGTERM is bounded although the
+/// database stopped answering (its listener's connection is never given
+/// back); `--retention-hours 0` purges the sent rows as soon as it starts.
+#[tokio::test]
+async fn the_relay_binary_honours_its_flags_and_stops_on_a_silent_database() {
+    let outbox = Outbox::new().await;
+    let direct = shared::testing::database_url(&outbox.database.settings);
+    for (args, environment, flag) in [
+        (&["--batch-size", "0"][..], &[][..], "--batch-size"),
+        (
+            &["--poll-interval-ms", "5"][..],
+            &[][..],
+            "--poll-interval-ms",
+        ),
+        (
+            &[][..],
+            &[("SWITCHYARD_RELAY_RETENTION_HOURS", "876001")][..],
+            "--retention-hours",
+        ),
+    ] {
+        let output = relay_process(&outbox, &direct, args, environment)
+            .wait_with_output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?} {environment:?} refused: {stderr}"
+        );
+        assert!(stderr.contains(flag), "the refusal names {flag}: {stderr}");
+    }
+
+    let events = keyed_events(10, 2);
+    outbox.write(&events, 10).await;
+    let (proxy, through_proxy) = shared::testing::TcpProxy::in_front_of(&direct).await;
+    let relay = relay_process(
+        &outbox,
+        &through_proxy,
+        &["--batch-size", "2"],
+        &[("SWITCHYARD_RELAY_POLL_INTERVAL_MS", "3600000")],
+    );
+    outbox.wait_until_all_sent().await;
+    let passes: Vec<i64> =
+        sqlx::query_scalar("SELECT count(*) FROM outbox GROUP BY sent_at ORDER BY sent_at")
+            .fetch_all(&outbox.database.pool)
+            .await
+            .unwrap();
+    assert_eq!(passes, vec![2; 5], "five passes of two rows each");
+
+    // Idle on LISTEN when the database goes silent.
+    proxy.stall();
+    let (exited, logged) = stopped(relay, Duration::from_secs(60)).await;
+    let exited = exited.expect("the relay stops although the database does not answer");
+    assert!(exited.success(), "a clean stop: {exited}: {logged}");
+    assert!(
+        logged.contains("\"batch_size\":2") && logged.contains("\"poll_interval\":\"3600s\""),
+        "the relay runs with the flags given: {logged}"
+    );
+    assert!(logged.contains("outbox relay stopped"), "{logged}");
+    proxy.restore();
+
+    let purging = relay_process(&outbox, &direct, &["--retention-hours", "0"], &[]);
+    let purged = eventually(Duration::from_secs(30), || async {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&outbox.database.pool)
+            .await
+            .unwrap();
+        (rows == 0).then_some(())
+    })
+    .await;
+    let (exited, logged) = stopped(purging, Duration::from_secs(60)).await;
+    assert!(
+        purged.is_some(),
+        "the sent rows were purged at start: {logged}"
+    );
+    assert!(exited.is_some_and(|status| status.success()), "{logged}");
+    let delivered = outbox.delivered().await;
+    assert_eq!(delivered.len(), 10, "each row published once");
     assert_eq!(first_deliveries_by_key(&delivered), written_by_key(&events));
 }
