@@ -78,33 +78,48 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:8080"
     )]
     pub listen: std::net::SocketAddr,
-    /// Largest request body in bytes (413 above).
-    #[arg(long, env = "SWITCHYARD_GATEWAY_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    /// Largest request body in bytes (413 above; 1 KiB to 64 MiB).
+    #[arg(
+        long,
+        env = "SWITCHYARD_GATEWAY_MAX_BODY_BYTES",
+        default_value_t = 1024 * 1024,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=64 * 1024 * 1024)
+    )]
     pub max_body_bytes: usize,
-    /// Most events in one batched request (413 above).
+    /// Most events in one batched request (413 above; 1 to 10,000).
     #[arg(
         long,
         env = "SWITCHYARD_GATEWAY_MAX_BATCH_EVENTS",
-        default_value_t = 500
+        default_value_t = 500,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000)
     )]
     pub max_batch_events: usize,
-    /// Longest a request may take, broker confirms included (503 after).
+    /// Longest a request may take, broker confirms included (503 after;
+    /// 100 ms to 10 min).
     #[arg(
         long,
         env = "SWITCHYARD_GATEWAY_REQUEST_TIMEOUT_MS",
-        default_value_t = 10_000
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(100..=600_000)
     )]
     pub request_timeout_ms: u64,
     /// How long an accepted event id is remembered: a re-send within it is
-    /// acknowledged and not published again.
+    /// acknowledged and not published again (1 s to 365 days).
     #[arg(
         long,
         env = "SWITCHYARD_GATEWAY_IDEMPOTENCY_WINDOW_SECS",
-        default_value_t = 86_400
+        default_value_t = 86_400,
+        value_parser = clap::value_parser!(u64).range(1..=365 * 86_400)
     )]
     pub idempotency_window_secs: u64,
-    /// How long a key check is cached (a revoked key works at most this long).
-    #[arg(long, env = "SWITCHYARD_GATEWAY_KEY_CACHE_MS", default_value_t = 5_000)]
+    /// How long a key check is cached (a revoked key works at most this
+    /// long; 0 checks every request, at most 1 h).
+    #[arg(
+        long,
+        env = "SWITCHYARD_GATEWAY_KEY_CACHE_MS",
+        default_value_t = 5_000,
+        value_parser = clap::value_parser!(u64).range(0..=3_600_000)
+    )]
     pub key_cache_ms: u64,
     /// Key-store lookups (keys not cached) one client address may cause per
     /// second, twice as many at once (429 above).

@@ -226,3 +226,68 @@ async fn the_limits_set_by_flags_hold_in_the_running_binary() {
     }
     assert!(closed >= 1, "served while every connection slot was held");
 }
+
+/// Limits out of their range — a cache that would outlive a revoked key
+/// for centuries (it panicked), a window the database cannot subtract, a
+/// batch of none — are refused before the gateway starts, naming the
+/// flag, whether given as a flag or a variable.
+#[tokio::test]
+async fn out_of_range_limits_are_refused_naming_the_flag() {
+    for (flags, environment, named) in [
+        (
+            &["--key-cache-ms", "18446744073709551615"][..],
+            &[][..],
+            "--key-cache-ms",
+        ),
+        (
+            &[][..],
+            &[("SWITCHYARD_GATEWAY_KEY_CACHE_MS", "3600001")][..],
+            "--key-cache-ms",
+        ),
+        (
+            &["--idempotency-window-secs", "0"][..],
+            &[][..],
+            "--idempotency-window-secs",
+        ),
+        (
+            &[][..],
+            &[("SWITCHYARD_GATEWAY_IDEMPOTENCY_WINDOW_SECS", "31536001")][..],
+            "--idempotency-window-secs",
+        ),
+        (
+            &["--max-batch-events", "0"][..],
+            &[][..],
+            "--max-batch-events",
+        ),
+        (
+            &["--max-body-bytes", "100"][..],
+            &[][..],
+            "--max-body-bytes",
+        ),
+        (
+            &["--request-timeout-ms", "99"][..],
+            &[][..],
+            "--request-timeout-ms",
+        ),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_producers"))
+            .arg("serve")
+            .args(flags)
+            .env("SWITCHYARD_GATEWAY_LISTEN", "127.0.0.1:0")
+            .envs(environment.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run producers serve");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{flags:?} {environment:?} refused: {stderr}"
+        );
+        assert!(
+            stderr.contains(named),
+            "the refusal names {named}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
