@@ -299,6 +299,55 @@ async fn place_payment_orders(stack: &Stack, fixture: &Fixture) {
         .await;
 }
 
+/// A second replay of the orders group's unknown-order payments, after a
+/// first that marked `marked_before` and stopped: it completes, replays
+/// exactly the rest, and every payment is applied once.
+async fn the_second_run_replays_the_rest_once(
+    stack: &Stack,
+    fixture: &Fixture,
+    marked_before: i64,
+) {
+    let report = json(
+        stack,
+        &[
+            "replay",
+            "--group",
+            "orders",
+            "--error-kind",
+            "order_unknown",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(report["outcome"], "completed");
+    assert_eq!(
+        report["replayed"].as_i64().unwrap() + marked_before,
+        UNKNOWN_PAYMENTS as i64,
+        "the second run replays only what the first did not mark: {report}"
+    );
+    let paid = stack
+        .wait_for(
+            "SELECT count(*) FROM orders WHERE status = 'paid'",
+            UNKNOWN_PAYMENTS as i64,
+            60,
+        )
+        .await;
+    assert_eq!(paid, UNKNOWN_PAYMENTS as i64);
+    assert!(crate::support::eventually_drained(stack, ConsumerGroup::Orders).await);
+    let payment_ids: Vec<Uuid> = fixture.payments.iter().map(|event| event.id).collect();
+    let applied: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM processed_events WHERE consumer_group = 'orders' AND event_id = ANY($1)",
+    )
+    .bind(&payment_ids)
+    .fetch_one(&stack.database.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        applied, UNKNOWN_PAYMENTS as i64,
+        "every payment applied once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filtered_rate_limited_replay_applies_exactly_those_events_in_exactly_that_group() {
     let (_watchdog, stack, fixture) = prepared(
@@ -464,45 +513,7 @@ async fn a_replay_killed_halfway_and_run_again_applies_and_marks_everything_once
         "killed halfway: {marked_before}"
     );
 
-    let report = json(
-        &stack,
-        &[
-            "replay",
-            "--group",
-            "orders",
-            "--error-kind",
-            "order_unknown",
-            "--json",
-        ],
-    )
-    .await;
-    assert_eq!(report["outcome"], "completed");
-    assert_eq!(
-        report["replayed"].as_i64().unwrap() + marked_before,
-        UNKNOWN_PAYMENTS as i64,
-        "the second run replays only what the first did not mark"
-    );
-    let paid = stack
-        .wait_for(
-            "SELECT count(*) FROM orders WHERE status = 'paid'",
-            UNKNOWN_PAYMENTS as i64,
-            60,
-        )
-        .await;
-    assert_eq!(paid, UNKNOWN_PAYMENTS as i64);
-    assert!(crate::support::eventually_drained(&stack, ConsumerGroup::Orders).await);
-    let payment_ids: Vec<Uuid> = fixture.payments.iter().map(|event| event.id).collect();
-    let applied: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM processed_events WHERE consumer_group = 'orders' AND event_id = ANY($1)",
-    )
-    .bind(&payment_ids)
-    .fetch_one(&stack.database.pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        applied, UNKNOWN_PAYMENTS as i64,
-        "every payment applied once"
-    );
+    the_second_run_replays_the_rest_once(&stack, &fixture, marked_before).await;
     let per_operation: Vec<i64> = sqlx::query_scalar(
         "SELECT count(*) FROM dead_letters WHERE status = 'replayed' GROUP BY operation_id ORDER BY 1",
     )
@@ -611,45 +622,7 @@ async fn a_replay_whose_database_stops_answering_fails_in_time_and_the_next_run_
         "stopped halfway: {marked_before}"
     );
 
-    let report = json(
-        &stack,
-        &[
-            "replay",
-            "--group",
-            "orders",
-            "--error-kind",
-            "order_unknown",
-            "--json",
-        ],
-    )
-    .await;
-    assert_eq!(report["outcome"], "completed");
-    assert_eq!(
-        report["replayed"].as_i64().unwrap() + marked_before,
-        UNKNOWN_PAYMENTS as i64,
-        "the second run replays only what the first did not mark: {report}"
-    );
-    let paid = stack
-        .wait_for(
-            "SELECT count(*) FROM orders WHERE status = 'paid'",
-            UNKNOWN_PAYMENTS as i64,
-            60,
-        )
-        .await;
-    assert_eq!(paid, UNKNOWN_PAYMENTS as i64);
-    assert!(crate::support::eventually_drained(&stack, ConsumerGroup::Orders).await);
-    let payment_ids: Vec<Uuid> = fixture.payments.iter().map(|event| event.id).collect();
-    let applied: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM processed_events WHERE consumer_group = 'orders' AND event_id = ANY($1)",
-    )
-    .bind(&payment_ids)
-    .fetch_one(&stack.database.pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        applied, UNKNOWN_PAYMENTS as i64,
-        "every payment applied once"
-    );
+    the_second_run_replays_the_rest_once(&stack, &fixture, marked_before).await;
     assert_eq!(
         stack
             .number("SELECT count(*) FROM dead_letters WHERE status = 'open' AND consumer_group = 'orders' AND error_kind = 'order_unknown'")

@@ -62,6 +62,19 @@ impl Outbox {
             .unwrap()
     }
 
+    /// `Some` once the outbox holds no row at all (sent rows purged),
+    /// within `within`.
+    async fn emptied(&self, within: Duration) -> Option<()> {
+        eventually(within, || async {
+            let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+                .fetch_one(&self.database.pool)
+                .await
+                .unwrap();
+            (rows == 0).then_some(())
+        })
+        .await
+    }
+
     async fn wait_until_all_sent(&self) {
         let done = eventually(Duration::from_secs(120), || async {
             (self.unsent().await == 0).then_some(())
@@ -271,14 +284,7 @@ async fn sent_rows_are_deleted_after_the_retention_period() {
         let stop = stop.clone();
         async move { relay.run(stop).await }
     });
-    let emptied = eventually(Duration::from_secs(20), || async {
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
-            .fetch_one(&outbox.database.pool)
-            .await
-            .unwrap();
-        (rows == 0).then_some(())
-    })
-    .await;
+    let emptied = outbox.emptied(Duration::from_secs(20)).await;
     stop.cancel();
     running.await.unwrap();
     assert!(emptied.is_some(), "sent rows were purged");
@@ -655,14 +661,7 @@ async fn the_relay_binary_honours_its_flags_and_stops_on_a_silent_database() {
     proxy.restore();
 
     let purging = relay_process(&outbox, &direct, &["--retention-hours", "0"], &[]);
-    let purged = eventually(Duration::from_secs(30), || async {
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
-            .fetch_one(&outbox.database.pool)
-            .await
-            .unwrap();
-        (rows == 0).then_some(())
-    })
-    .await;
+    let purged = outbox.emptied(Duration::from_secs(30)).await;
     let (exited, logged) = stopped(purging, Duration::from_secs(60)).await;
     assert!(
         purged.is_some(),
