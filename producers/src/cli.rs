@@ -277,11 +277,11 @@ pub struct LoadArgs {
     /// Invalid items added per valid event (0–1), spoiled copies sent in
     /// addition: refused by the gateway, or dead-lettered by the workers
     /// over AMQP.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = shared::simulation::parse_share)]
     pub invalid_share: f64,
     /// Fraction of aggregates written through the transactional outbox
     /// (0–1; a relay publishes them).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = shared::simulation::parse_share)]
     pub outbox_share: f64,
     /// Concurrent senders per route.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]

@@ -8,6 +8,18 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
+/// A share of the traffic given on a command line (`--invalid-share`,
+/// `--outbox-share`): a fraction from 0 to 1, such as `0.05`. Anything
+/// else — above 1, negative, `NaN` — is refused rather than clamped.
+pub fn parse_share(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!(
+            "{text:?} is not a fraction from 0 to 1, such as 0.05"
+        )),
+    }
+}
+
 /// The `source` of every generated event.
 pub const SOURCE: &str = "/switchyard/load-generator";
 

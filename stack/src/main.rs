@@ -17,17 +17,19 @@ struct Cli {
     /// Seconds of traffic; 0 sends until Ctrl-C.
     #[arg(long, default_value_t = 60)]
     duration_secs: u64,
-    /// Events per second.
-    #[arg(long, default_value_t = 1_000)]
+    /// Events per second (1 to 1,000,000).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     rate: u64,
     /// Seed of the simulated store.
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// Invalid events added per valid one (refused by the gateway with 400).
-    #[arg(long, default_value_t = 0.01)]
+    /// Invalid events added per valid one, 0 to 1 (refused by the gateway
+    /// with 400).
+    #[arg(long, default_value_t = 0.01, value_parser = shared::simulation::parse_share)]
     invalid_share: f64,
-    /// Fraction of aggregates written through the transactional outbox.
-    #[arg(long, default_value_t = 0.2)]
+    /// Fraction of aggregates written through the transactional outbox, 0
+    /// to 1.
+    #[arg(long, default_value_t = 0.2, value_parser = shared::simulation::parse_share)]
     outbox_share: f64,
     /// Where the gateway listens (it also serves /metrics for the workers).
     #[arg(

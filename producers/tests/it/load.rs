@@ -117,3 +117,28 @@ async fn gateway_and_outbox_load_accounts_for_every_item_sent() {
     relaying.await.unwrap();
     assert_eq!(queued, Some(expected));
 }
+
+/// `producers load` refuses a share outside 0–1 (it was clamped, and `NaN`
+/// panicked in the planner), naming the flag, before it connects anywhere.
+#[test]
+fn a_share_outside_zero_to_one_is_refused_naming_the_flag() {
+    for (args, named) in [
+        (&["--invalid-share", "NaN"][..], "--invalid-share"),
+        (&["--invalid-share", "2"][..], "--invalid-share"),
+        (&["--outbox-share", "1.01"][..], "--outbox-share"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_producers"))
+            .arg("load")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run producers load");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?} refused: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "the refusal names {named}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod binary;
 mod functions;
 mod readme;
 mod run;

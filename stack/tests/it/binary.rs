@@ -1,0 +1,107 @@
+//! The README's main command, `switchyard`, as a binary: its flags are
+//! bounded (refused at start, naming the flag) and a short run ends with
+//! the summary checked against the database and exit status 0.
+
+use std::process::{Command, Stdio};
+
+use shared::testing::{IsolatedTopology, TestDatabase, database_url};
+
+fn switchyard() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    command.stdin(Stdio::null()).env("RUST_LOG", "warn");
+    command
+}
+
+#[test]
+fn out_of_range_flags_are_refused_naming_the_flag() {
+    for (args, named) in [
+        (&["--invalid-share", "1.5"][..], "--invalid-share"),
+        (&["--invalid-share", "NaN"][..], "--invalid-share"),
+        (&["--outbox-share=-0.1"][..], "--outbox-share"),
+        (&["--rate", "0"][..], "--rate"),
+        (&["--workers", "0"][..], "--workers"),
+    ] {
+        let output = switchyard().args(args).output().expect("run switchyard");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?} refused: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "the refusal names {named}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+/// Three seconds of traffic at 200 events/s, a twentieth of it invalid
+/// and a third of the aggregates through the outbox: every flag shows in
+/// the summary, whose totals match the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_of_the_binary_ends_with_totals_that_match_the_database() {
+    let isolated = IsolatedTopology::declare().await;
+    let database = TestDatabase::create_with(isolated.settings.clone()).await;
+    let mut run = switchyard();
+    run.args([
+        "--duration-secs",
+        "3",
+        "--rate",
+        "200",
+        "--seed",
+        "3",
+        "--invalid-share",
+        "0.05",
+        "--outbox-share",
+        "0.3",
+        "--workers",
+        "2",
+        "--drain-secs",
+        "90",
+        "--gateway-listen",
+        "127.0.0.1:0",
+    ])
+    .env("SWITCHYARD_NAMESPACE", &isolated.settings.namespace)
+    .env("DATABASE_URL", database_url(&database.settings));
+    let output = tokio::task::spawn_blocking(move || run.output())
+        .await
+        .unwrap()
+        .expect("run switchyard");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("totals match the database"),
+        "the summary is checked: {stdout}"
+    );
+    let figure = |label: &str| -> u64 {
+        let line = stdout
+            .lines()
+            .find(|line| line.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} line: {stdout}"));
+        line.trim_start()[label.len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|number| number.parse().ok())
+            .unwrap_or_else(|| panic!("no figure on {line:?}"))
+    };
+    let sent = figure("sent");
+    // The rate caps what is sent (the default, 1,000/s, would send ~3,000).
+    assert!(sent > 0 && sent <= 2 * 200 * 3, "sent {sent}: {stdout}");
+    assert!(figure("invalid") > 0, "invalid events were sent: {stdout}");
+    let through_outbox = stdout
+        .lines()
+        .find(|line| line.trim_start().starts_with("accepted"))
+        .and_then(|line| line.split(',').nth(1))
+        .and_then(|part| part.split_whitespace().next())
+        .and_then(|number| number.parse::<u64>().ok());
+    assert!(
+        through_outbox.is_some_and(|count| count > 0),
+        "some went through the outbox: {stdout}"
+    );
+    let processed: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events")
+        .fetch_one(&database.pool)
+        .await
+        .unwrap();
+    assert!(
+        processed > 0,
+        "the events were applied in the run's database"
+    );
+}
