@@ -110,11 +110,12 @@ pub struct DemoArgs {
     /// Seed of the simulated store.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Workers per group.
-    #[arg(long, default_value_t = 1)]
+    /// Workers per group (1 to 256).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: u16,
-    /// Stop after this many seconds even if work remains.
-    #[arg(long, default_value_t = 600)]
+    /// Stop after this many seconds even if work remains (1 to 86,400),
+    /// and exit with an error saying how much was left.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub max_seconds: u64,
 }
 

@@ -67,6 +67,7 @@ pub async fn run_demo(
     );
     let started = Instant::now();
     let mut last = (started, 0i64);
+    let mut unfinished = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -89,6 +90,7 @@ pub async fn run_demo(
         }
         if started.elapsed() > options.deadline {
             println!("deadline reached; stopping with work left");
+            unfinished = Some(done);
             break;
         }
     }
@@ -109,6 +111,12 @@ pub async fn run_demo(
     crate::report::print_batch_paths(&metrics);
     crate::report::print_totals(&pool).await?;
     pool.close().await;
+    if let Some(done) = unfinished {
+        anyhow::bail!(
+            "the deadline ({} s) passed with {done} of {expected} deliveries applied or dead-lettered",
+            options.deadline.as_secs()
+        );
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@ mod browser;
 mod convergence;
 mod dashboard;
 mod dead_letters;
+mod demo;
 mod failures;
 mod fault_run;
 mod http;
