@@ -210,8 +210,9 @@ pub struct RelayArgs {
 pub enum KeysCommand {
     /// Issue a key; prints it once.
     Create {
-        /// Who holds it, e.g. `checkout`.
-        #[arg(long)]
+        /// Who holds it, e.g. `checkout` (1 to 100 characters, no control
+        /// characters).
+        #[arg(long, value_parser = producer_name)]
         producer: String,
         /// Event types it may publish (comma-separated), or `*`.
         #[arg(long, value_delimiter = ',', required = true)]
@@ -233,6 +234,20 @@ pub enum KeysCommand {
         /// The key id (from `keys list`).
         key_id: uuid::Uuid,
     },
+}
+
+/// A key holder's name as `keys create --producer` takes it.
+fn producer_name(text: &str) -> Result<String, String> {
+    if text.trim() != text
+        || text.is_empty()
+        || text.chars().count() > 100
+        || text.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "{text:?} is not a producer name: 1 to 100 characters, no control characters or surrounding spaces"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 /// Arguments of `publish`.

@@ -33,7 +33,17 @@ pub enum GrantError {
     /// An empty list or an empty entry.
     #[error("a key needs at least one {0}, and no empty entries")]
     Empty(&'static str),
+    /// A source a CloudEvent could never carry: a control character (NUL
+    /// cannot even be stored), or longer than any event's source may be.
+    #[error(
+        "source {0:?} cannot match an event: no control characters, at most {MAX_SOURCE_BYTES} bytes"
+    )]
+    BadSource(String),
 }
+
+/// The longest source a grant may name: an event's `source`, bounded the
+/// same way at decode (it travels as the AMQP `app_id`).
+pub const MAX_SOURCE_BYTES: usize = shared::events::decode::MAX_SHORT_ATTRIBUTE_BYTES;
 
 fn known_types() -> String {
     EventType::ALL
@@ -57,6 +67,12 @@ impl Grants {
             if name != ANY_TYPE && name.parse::<EventType>().is_err() {
                 return Err(GrantError::UnknownType(name.clone()));
             }
+        }
+        if let Some(bad) = sources
+            .iter()
+            .find(|source| source.len() > MAX_SOURCE_BYTES || source.chars().any(char::is_control))
+        {
+            return Err(GrantError::BadSource(bad.clone()));
         }
         Ok(Self { types, sources })
     }

@@ -291,3 +291,172 @@ async fn out_of_range_limits_are_refused_naming_the_flag() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+/// `producers keys …` against the gateway's database.
+async fn keys(gateway: &ServeProcess, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_producers"));
+    command
+        .arg("keys")
+        .args(args)
+        .env("DATABASE_URL", database_url(&gateway.database.settings))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    tokio::task::spawn_blocking(move || command.output().expect("run producers keys"))
+        .await
+        .unwrap()
+}
+
+/// The operator's key commands, as binaries, against a running gateway
+/// that checks every request's key (`--key-cache-ms 0`): a created key is
+/// printed once and publishes what it was granted; `list` shows it without
+/// its secret; a revoked key is refused at once; bad requests are refused
+/// naming what is wrong, and nothing is stored for them.
+#[tokio::test]
+async fn keys_created_listed_and_revoked_by_the_binary_take_effect_at_the_gateway() {
+    let gateway = ServeProcess::start(&["--key-cache-ms", "0"], &[]).await;
+    for (args, named) in [
+        (
+            &["create", "--producer", "", "--types", "*", "--sources", "*"][..],
+            "--producer",
+        ),
+        (
+            &[
+                "create",
+                "--producer",
+                "a\u{7}b",
+                "--types",
+                "*",
+                "--sources",
+                "*",
+            ][..],
+            "--producer",
+        ),
+        (
+            &[
+                "create",
+                "--producer",
+                "checkout",
+                "--types",
+                "order.placed",
+                "--sources",
+                "*",
+                "--rate",
+                "0",
+            ][..],
+            "--rate",
+        ),
+        (
+            &[
+                "create",
+                "--producer",
+                "checkout",
+                "--types",
+                "order.teleported",
+                "--sources",
+                "/checkout",
+            ][..],
+            "order.teleported",
+        ),
+        (
+            &[
+                "create",
+                "--producer",
+                "checkout",
+                "--types",
+                "order.placed",
+                "--sources",
+                "/check\u{1b}out",
+            ][..],
+            "source",
+        ),
+        (&["revoke", "not-a-uuid"][..], "not-a-uuid"),
+    ] {
+        let output = keys(&gateway, args).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} refused");
+        assert!(
+            stderr.contains(named),
+            "{args:?}: the refusal names {named}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let listed = keys(&gateway, &["list"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).lines().count(),
+        1,
+        "nothing stored for the refused requests"
+    );
+
+    let created = keys(
+        &gateway,
+        &[
+            "create",
+            "--producer",
+            "checkout",
+            "--types",
+            "order.placed",
+            "--sources",
+            "/checkout",
+            "--rate",
+            "50",
+        ],
+    )
+    .await;
+    assert!(created.status.success(), "{created:?}");
+    let secret = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    let announced = String::from_utf8_lossy(&created.stderr);
+    let key_id = announced
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("no key id in {announced}"))
+        .to_owned();
+    assert!(announced.contains("shown once"), "{announced}");
+
+    let listed = keys(&gateway, &["list"]).await;
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    let line = listing
+        .lines()
+        .find(|line| line.starts_with(&key_id))
+        .unwrap_or_else(|| panic!("{key_id} not listed: {listing}"));
+    for shown in ["checkout", "50", "100", "live", "order.placed / /checkout"] {
+        assert!(line.contains(shown), "{shown:?} in {line}");
+    }
+    assert!(!listing.contains(&secret), "the secret is never listed");
+
+    let client = client_from(IpAddr::from([127, 0, 0, 1]));
+    let post = |event: serde_json::Value| {
+        client
+            .post(gateway.url("/events"))
+            .bearer_auth(&secret)
+            .header("content-type", "application/cloudevents+json")
+            .body(serde_json::to_vec(&event).unwrap())
+            .send()
+    };
+    let granted = super::support::order_placed("/checkout").to_envelope();
+    let accepted = post(serde_json::to_value(&granted).unwrap()).await.unwrap();
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    let elsewhere = super::support::order_placed("/billing").to_envelope();
+    let forbidden = post(serde_json::to_value(&elsewhere).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+
+    let revoked = keys(&gateway, &["revoke", &key_id]).await;
+    assert!(revoked.status.success(), "{revoked:?}");
+    let again = super::support::order_placed("/checkout").to_envelope();
+    let refused = post(serde_json::to_value(&again).unwrap()).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let listed = keys(&gateway, &["list"]).await;
+    assert!(
+        String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .any(|line| line.starts_with(&key_id) && line.contains("revoked")),
+        "listed as revoked"
+    );
+    let twice = keys(&gateway, &["revoke", &key_id]).await;
+    assert!(!twice.status.success());
+    assert!(
+        String::from_utf8_lossy(&twice.stderr).contains("no live key"),
+        "{twice:?}"
+    );
+}
