@@ -84,25 +84,45 @@ fn progress_bar(file: Option<&std::path::Path>) -> ProgressBar {
 
 /// Decodes each non-blank line as a CloudEvent and publishes the valid ones
 /// with confirms, [`CHUNK_LINES`] at a time; `progress` advances by the
-/// bytes read and shows the counts.
+/// bytes read and shows the counts. A line is held in memory only up to
+/// the event size limit: a longer one is rejected unread, as is one that
+/// is not an event (invalid UTF-8 included), each with its number.
 pub async fn publish_ndjson(
-    input: impl BufRead,
+    mut input: impl BufRead,
     publisher: &Publisher,
     max_event_bytes: usize,
     progress: &ProgressBar,
 ) -> std::io::Result<PublishReport> {
     let mut report = PublishReport::default();
     let mut chunk: Vec<(usize, Event)> = Vec::with_capacity(CHUNK_LINES);
-    for (index, line) in input.lines().enumerate() {
-        let line = line?;
-        progress.inc(line.len() as u64 + 1);
-        if line.trim().is_empty() {
+    let mut line = Vec::new();
+    // Room for the line ending too.
+    let limit = max_event_bytes.saturating_add(2);
+    let mut number = 0;
+    loop {
+        line.clear();
+        let (read, fits) = read_line_within(&mut input, &mut line, limit)?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        progress.inc(read as u64);
+        if !fits {
+            report.rejected.push(Rejection {
+                line: number,
+                reason: format!("longer than {max_event_bytes} bytes, the largest event accepted"),
+            });
             continue;
         }
-        match Event::decode(line.as_bytes(), max_event_bytes) {
-            Ok(event) => chunk.push((index + 1, event)),
+        let content = line.strip_suffix(b"\n").unwrap_or(&line);
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        if content.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match Event::decode(content, max_event_bytes) {
+            Ok(event) => chunk.push((number, event)),
             Err(error) => report.rejected.push(Rejection {
-                line: index + 1,
+                line: number,
                 reason: error.to_string(),
             }),
         }
@@ -118,6 +138,43 @@ pub async fn publish_ndjson(
     publish_chunk(&mut chunk, publisher, &mut report).await;
     report.rejected.sort_by_key(|rejection| rejection.line);
     Ok(report)
+}
+
+/// Reads one line of `input`, through its `\n` or the end, keeping it in
+/// `line` only while it is at most `limit` bytes. Returns the bytes read
+/// (0: nothing left) and whether the line fit (if not, `line` is empty and
+/// the rest of the line was read and dropped).
+fn read_line_within(
+    input: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<(usize, bool)> {
+    let (mut read, mut fits) = (0, true);
+    loop {
+        let available = match input.fill_buf() {
+            Ok(available) => available,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        if available.is_empty() {
+            return Ok((read, fits));
+        }
+        let (taken, ended) = match available.iter().position(|&byte| byte == b'\n') {
+            Some(end) => (end + 1, true),
+            None => (available.len(), false),
+        };
+        if fits && line.len() + taken <= limit {
+            line.extend_from_slice(&available[..taken]);
+        } else {
+            fits = false;
+            line.clear();
+        }
+        input.consume(taken);
+        read += taken;
+        if ended {
+            return Ok((read, fits));
+        }
+    }
 }
 
 async fn publish_chunk(
