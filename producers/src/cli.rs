@@ -136,7 +136,7 @@ pub struct ServeArgs {
         long,
         env = "SWITCHYARD_GATEWAY_HEADER_TIMEOUT_MS",
         default_value_t = 10_000,
-        value_parser = clap::value_parser!(u64).range(1..)
+        value_parser = clap::value_parser!(u64).range(1..=3_600_000)
     )]
     pub header_timeout_ms: u64,
     /// Most connections open at once (new ones wait in the listen backlog).
