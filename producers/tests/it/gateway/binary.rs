@@ -269,6 +269,11 @@ async fn out_of_range_limits_are_refused_naming_the_flag() {
             &[][..],
             "--request-timeout-ms",
         ),
+        (
+            &["--header-timeout-ms", "3600001"][..],
+            &[][..],
+            "--header-timeout-ms",
+        ),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_producers"))
             .arg("serve")
