@@ -445,6 +445,27 @@ async fn the_served_document_is_the_checked_in_one_and_every_route_exists() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_bounds_connections_header_time_and_token_checks() {
+    for (args, named) in [
+        (
+            &["--header-timeout-ms", "3600001"][..],
+            "--header-timeout-ms",
+        ),
+        (&["--header-timeout-ms", "0"][..], "--header-timeout-ms"),
+        (&["--max-connections", "0"][..], "--max-connections"),
+    ] {
+        let output = crate::support::output_of({
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_consumers"));
+            command.arg("operations-api").args(args);
+            command
+        })
+        .await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?} refused: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "the refusal names {named}: {stderr}"
+        );
+    }
     let stack = Stack::new().await;
     let api = Api::start_with(
         &stack,
