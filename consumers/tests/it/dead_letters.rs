@@ -77,6 +77,20 @@ pub async fn prepared(name: &'static str) -> (Watchdog, Stack, Fixture) {
     (watchdog, stack, fixture)
 }
 
+/// A replay of the orders group's unknown-order payments slow enough (two
+/// at a time, 5/s) to be stopped halfway.
+const SLOW_ORDER_UNKNOWN_REPLAY: [&str; 9] = [
+    "replay",
+    "--group",
+    "orders",
+    "--error-kind",
+    "order_unknown",
+    "--rate",
+    "5/s",
+    "--batch",
+    "2",
+];
+
 /// Runs `consumers dead-letters <args>` against the stack.
 pub async fn cli(stack: &Stack, args: &[&str]) -> Output {
     output_of(command(stack, args)).await
@@ -477,20 +491,7 @@ async fn a_replay_killed_halfway_and_run_again_applies_and_marks_everything_once
     let (_watchdog, stack, fixture) =
         prepared("a_replay_killed_halfway_and_run_again_applies_and_marks_everything_once").await;
     place_payment_orders(&stack, &fixture).await;
-    let mut slow = command(
-        &stack,
-        &[
-            "replay",
-            "--group",
-            "orders",
-            "--error-kind",
-            "order_unknown",
-            "--rate",
-            "5/s",
-            "--batch",
-            "2",
-        ],
-    );
+    let mut slow = command(&stack, &SLOW_ORDER_UNKNOWN_REPLAY);
     let mut child = slow
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -557,25 +558,12 @@ async fn a_replay_whose_database_stops_answering_fails_in_time_and_the_next_run_
     let (proxy, through_proxy) =
         shared::testing::TcpProxy::in_front_of(&shared::testing::database_url(&stack.settings))
             .await;
-    let mut child = command(
-        &stack,
-        &[
-            "replay",
-            "--group",
-            "orders",
-            "--error-kind",
-            "order_unknown",
-            "--rate",
-            "5/s",
-            "--batch",
-            "2",
-        ],
-    )
-    .env("DATABASE_URL", &through_proxy)
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = command(&stack, &SLOW_ORDER_UNKNOWN_REPLAY)
+        .env("DATABASE_URL", &through_proxy)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let started = eventually(Duration::from_secs(60), || async {
         let marked = stack
             .number("SELECT count(*) FROM dead_letters WHERE status = 'replayed'")

@@ -29,12 +29,7 @@ async fn the_demo_applies_what_it_published_and_fails_when_its_deadline_passes()
         let mut refused = consumers_binary(&stack);
         refused.arg("demo").args(args);
         let output = output_of(refused).await;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{args:?} refused: {stderr}");
-        assert!(
-            stderr.contains(named),
-            "the refusal names {named}: {stderr}"
-        );
+        shared::testing::assert_refused(&output, named, &args);
     }
 
     let mut demo = consumers_binary(&stack);

@@ -459,12 +459,7 @@ async fn the_api_bounds_connections_header_time_and_token_checks() {
             command
         })
         .await;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{args:?} refused: {stderr}");
-        assert!(
-            stderr.contains(named),
-            "the refusal names {named}: {stderr}"
-        );
+        shared::testing::assert_refused(&output, named, &args);
     }
     let stack = Stack::new().await;
     let api = Api::start_with(

@@ -133,12 +133,6 @@ fn a_share_outside_zero_to_one_is_refused_naming_the_flag() {
             .stdin(std::process::Stdio::null())
             .output()
             .expect("run producers load");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{args:?} refused: {stderr}");
-        assert!(
-            stderr.contains(named),
-            "the refusal names {named}: {stderr}"
-        );
-        assert!(!stderr.contains("panicked"), "{stderr}");
+        shared::testing::assert_refused(&output, named, &args);
     }
 }

@@ -622,13 +622,7 @@ async fn the_relay_binary_honours_its_flags_and_stops_on_a_silent_database() {
         let output = relay_process(&outbox, &direct, args, environment)
             .wait_with_output()
             .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(
-            output.status.code(),
-            Some(2),
-            "{args:?} {environment:?} refused: {stderr}"
-        );
-        assert!(stderr.contains(flag), "the refusal names {flag}: {stderr}");
+        shared::testing::assert_refused(&output, flag, &(args, environment));
     }
 
     let events = keyed_events(10, 2);

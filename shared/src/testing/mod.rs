@@ -12,6 +12,7 @@ mod broker;
 mod connections;
 mod database;
 mod openapi;
+mod process;
 mod proxy;
 mod watchdog;
 
@@ -19,5 +20,6 @@ pub use broker::{IsolatedTopology, connect, eventually, isolated_settings};
 pub use connections::{client_from, closed_by_server, connect_from};
 pub use database::{TestDatabase, database_url};
 pub use openapi::{documented_routes, unserved_routes};
+pub use process::assert_refused;
 pub use proxy::TcpProxy;
 pub use watchdog::Watchdog;

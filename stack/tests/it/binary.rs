@@ -22,13 +22,7 @@ fn out_of_range_flags_are_refused_naming_the_flag() {
         (&["--workers", "0"][..], "--workers"),
     ] {
         let output = switchyard().args(args).output().expect("run switchyard");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{args:?} refused: {stderr}");
-        assert!(
-            stderr.contains(named),
-            "the refusal names {named}: {stderr}"
-        );
-        assert!(!stderr.contains("panicked"), "{stderr}");
+        shared::testing::assert_refused(&output, named, &args);
     }
 }
 

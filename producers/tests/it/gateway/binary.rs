@@ -283,17 +283,7 @@ async fn out_of_range_limits_are_refused_naming_the_flag() {
             .stdin(Stdio::null())
             .output()
             .expect("run producers serve");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(
-            output.status.code(),
-            Some(2),
-            "{flags:?} {environment:?} refused: {stderr}"
-        );
-        assert!(
-            stderr.contains(named),
-            "the refusal names {named}: {stderr}"
-        );
-        assert!(!stderr.contains("panicked"), "{stderr}");
+        shared::testing::assert_refused(&output, named, &(flags, environment));
     }
 }
 
