@@ -68,8 +68,12 @@ async fn stats(args: StatsArgs, settings: &Settings) -> anyhow::Result<()> {
             break Ok(());
         }
     };
-    let _ = tokio::time::timeout(POOL_CLOSE_PATIENCE, pool.close()).await;
-    let _ = tokio::time::timeout(POOL_CLOSE_PATIENCE, connection.close(200, "OK".into())).await;
+    shared::database::close(&pool).await;
+    let _ = tokio::time::timeout(
+        shared::database::CLOSE_PATIENCE,
+        connection.close(200, "OK".into()),
+    )
+    .await;
     result
 }
 
@@ -89,7 +93,7 @@ async fn operations_api(args: OperationsApiArgs, settings: &Settings) -> anyhow:
     let state = crate::operations_api::ApiState::new(pool.clone(), settings.clone(), shutdown)
         .with_token_failures_per_address(args.token_failures_per_address);
     let served = crate::operations_api::serve(listener, state, args.limits()).await;
-    pool.close().await;
+    shared::database::close(&pool).await;
     Ok(served?)
 }
 
@@ -138,7 +142,7 @@ async fn operator_tokens(command: OperatorTokenCommand, settings: &Settings) -> 
             println!("token {token_id} revoked");
         }
     }
-    pool.close().await;
+    shared::database::close(&pool).await;
     Ok(())
 }
 
@@ -250,7 +254,7 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
             .await;
             // Bounded: a connection still in a statement the database does
             // not answer (a network cut) is dropped with the process.
-            let _ = tokio::time::timeout(POOL_CLOSE_PATIENCE, pool.close()).await;
+            shared::database::close(&pool).await;
             result
         }
     };
@@ -259,10 +263,6 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
     tracing::info!("workers stopped");
     Ok(result?)
 }
-
-/// Longest wait, when stopping, for the pool's connections to be given
-/// back and closed.
-pub(crate) const POOL_CLOSE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The database (waited for, like the broker), and the topology declared
 /// (the workers then open their own connection).

@@ -110,7 +110,7 @@ pub async fn run_demo(
     );
     crate::report::print_batch_paths(&metrics);
     crate::report::print_totals(&pool).await?;
-    pool.close().await;
+    shared::database::close(&pool).await;
     if let Some(done) = unfinished {
         anyhow::bail!(
             "the deadline ({} s) passed with {done} of {expected} deliveries applied or dead-lettered",

@@ -116,6 +116,25 @@ pub async fn within<T>(
         })
 }
 
+/// Longest a stopping process waits for its pool's connections to be given
+/// back and closed. A connection left in a statement the database no longer
+/// answers is never given back; it goes with the process.
+pub const CLOSE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Closes `pool`, waiting at most [`CLOSE_PATIENCE`]: a stop never hangs on
+/// a database that stopped answering.
+pub async fn close(pool: &PgPool) {
+    if tokio::time::timeout(CLOSE_PATIENCE, pool.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the database did not let every connection close within {} s; leaving them",
+            CLOSE_PATIENCE.as_secs()
+        );
+    }
+}
+
 /// Whether `pool` answers `SELECT 1` within `patience` (readiness probes).
 pub async fn responds(pool: &PgPool, patience: Duration) -> bool {
     tokio::time::timeout(patience, sqlx::query("SELECT 1").execute(pool))

@@ -239,7 +239,7 @@ pub async fn run_stack(
     };
     print_summary(&summary, &metrics);
     consumers::report::print_totals(&pool).await?;
-    pool.close().await;
+    shared::database::close(&pool).await;
     Ok(summary)
 }
 

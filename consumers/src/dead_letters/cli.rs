@@ -214,7 +214,7 @@ pub async fn run(command: DeadLetterCommand, settings: &Settings) -> anyhow::Res
     let result = run_with(command, settings, &pool).await;
     // A connection left on a database that stopped answering is never
     // given back; the command still ends.
-    let _ = tokio::time::timeout(crate::commands::POOL_CLOSE_PATIENCE, pool.close()).await;
+    shared::database::close(&pool).await;
     result
 }
 

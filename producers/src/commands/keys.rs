@@ -64,6 +64,6 @@ pub async fn run(command: KeysCommand, settings: &Settings) -> anyhow::Result<()
             println!("revoked {key_id}; gateways stop accepting it within their key cache time");
         }
     }
-    pool.close().await;
+    shared::database::close(&pool).await;
     Ok(())
 }

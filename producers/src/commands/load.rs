@@ -119,7 +119,7 @@ pub async fn run(args: LoadArgs, settings: &Settings) -> anyhow::Result<()> {
         if let Some(key_id) = issued_key {
             api_keys::revoke(&pool, key_id).await?;
         }
-        pool.close().await;
+        shared::database::close(&pool).await;
     }
     if let Some(reason) = report.first_failure {
         anyhow::bail!("{} items failed; first: {reason}", report.failed);

@@ -88,7 +88,7 @@ pub async fn run(command: OutboxCommand, settings: &Settings) -> anyhow::Result<
             report("unparked", &ids, &unparked)?;
         }
     }
-    pool.close().await;
+    shared::database::close(&pool).await;
     Ok(())
 }
 

@@ -35,7 +35,7 @@ pub async fn run(args: RelayArgs, settings: &Settings) -> anyhow::Result<()> {
     publisher.close().await;
     // Bounded: a connection still in a statement the database does not
     // answer is dropped with the process.
-    let _ = tokio::time::timeout(Duration::from_secs(5), pool.close()).await;
+    shared::database::close(&pool).await;
     tracing::info!("outbox relay stopped");
     Ok(())
 }

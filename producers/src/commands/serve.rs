@@ -28,7 +28,7 @@ pub async fn run(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
     let state = GatewayState::new(settings.clone(), config, pool.clone(), publisher.clone());
     serve(listener, state, shutdown).await?;
     publisher.close().await;
-    pool.close().await;
+    shared::database::close(&pool).await;
     tracing::info!("gateway stopped");
     Ok(())
 }

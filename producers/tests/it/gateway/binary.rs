@@ -26,6 +26,17 @@ impl ServeProcess {
     async fn start(flags: &[&str], environment: &[(&str, &str)]) -> Self {
         let isolated = IsolatedTopology::declare().await;
         let database = TestDatabase::create_with(isolated.settings.clone()).await;
+        Self::launch(isolated, database, flags, environment).await
+    }
+
+    /// `producers serve` on `database` (whose URL `environment` may
+    /// override, to reach it through a proxy).
+    async fn launch(
+        isolated: IsolatedTopology,
+        database: TestDatabase,
+        flags: &[&str],
+        environment: &[(&str, &str)],
+    ) -> Self {
         let address = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap()
@@ -454,4 +465,68 @@ async fn keys_created_listed_and_revoked_by_the_binary_take_effect_at_the_gatewa
         String::from_utf8_lossy(&twice.stderr).contains("no live key"),
         "{twice:?}"
     );
+}
+
+/// A gateway whose database stops answering (a network cut, a failover
+/// that leaves connections hanging) answers the request caught in it 503
+/// at its timeout, and still stops on SIGTERM: the connection left in the
+/// database's silence does not hold the stop.
+#[tokio::test]
+async fn the_gateway_stops_on_sigterm_although_its_database_stopped_answering() {
+    let isolated = IsolatedTopology::declare().await;
+    let database = TestDatabase::create_with(isolated.settings.clone()).await;
+    let (proxy, through_proxy) =
+        shared::testing::TcpProxy::in_front_of(&database_url(&database.settings)).await;
+    let mut gateway = ServeProcess::launch(
+        isolated,
+        database,
+        &["--request-timeout-ms", "1000", "--key-cache-ms", "600000"],
+        &[("DATABASE_URL", &through_proxy)],
+    )
+    .await;
+    let key = {
+        use producers::gateway::api_keys::{self, NewApiKey};
+        use producers::gateway::grants::Grants;
+        let new = NewApiKey {
+            producer: "silence-test".into(),
+            grants: Grants::new(vec!["*".into()], vec!["*".into()]).unwrap(),
+            rate_per_second: 1_000,
+            burst: 1_000,
+        };
+        api_keys::create(&gateway.database.pool, new)
+            .await
+            .unwrap()
+            .1
+    };
+    let client = client_from(IpAddr::from([127, 0, 0, 1]));
+    let post = || {
+        let event = super::support::order_placed("/checkout").to_envelope();
+        client
+            .post(gateway.url("/events"))
+            .bearer_auth(&key)
+            .header("content-type", "application/cloudevents+json")
+            .body(serde_json::to_vec(&event).unwrap())
+            .send()
+    };
+    assert_eq!(post().await.unwrap().status(), StatusCode::ACCEPTED);
+
+    proxy.stall();
+    assert_eq!(
+        post().await.unwrap().status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the request caught in the silence is answered at its timeout"
+    );
+    let sent = Command::new("kill")
+        .args(["-TERM", &gateway.child.id().to_string()])
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(sent, "SIGTERM sent");
+    let exited = eventually(Duration::from_secs(60), || {
+        let status = gateway.child.try_wait().ok().flatten();
+        async move { status }
+    })
+    .await;
+    let exited = exited.expect("the gateway stops although its database does not answer");
+    assert!(exited.success(), "a clean stop: {exited}");
+    proxy.restore();
 }
