@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod compose;
 mod gateway;
 mod load;
 mod publish;

@@ -1,9 +1,11 @@
 //! The whole stack end to end: the main job, and the README's examples
-//! applied by real workers behind the real gateway and broker.
+//! applied by real workers behind the real gateway and broker, and
+//! docker-compose.yml read against both binaries' command lines.
 
 #![allow(clippy::unwrap_used)]
 
 mod binary;
+mod compose;
 mod functions;
 mod readme;
 mod run;
