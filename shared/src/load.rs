@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use crate::latency::LatencySummary;
+use crate::latency::{LatencyRecorder, LatencySummary};
 use crate::publish::{PublishError, Publisher};
 use crate::simulation::StoreTraffic;
 
@@ -74,13 +74,13 @@ pub async fn run_load(
         elapsed: Duration::ZERO,
         latency: None,
     };
-    let mut latencies = Vec::with_capacity(count as usize);
+    let mut latencies = LatencyRecorder::default();
     let mut last_progress = Instant::now();
     while let Some((result, latency)) = outcomes.next().await {
         match result {
             Ok(()) => {
                 report.published += 1;
-                latencies.push(latency);
+                latencies.record(latency);
             }
             Err(error) => {
                 report.failed += 1;
@@ -99,6 +99,6 @@ pub async fn run_load(
         }
     }
     report.elapsed = started.elapsed();
-    report.latency = LatencySummary::from_samples(latencies);
+    report.latency = latencies.summary();
     report
 }

@@ -165,6 +165,8 @@ pub async fn run_stack(
             lanes: 8,
             batch_size: 50,
             record: None,
+            // The summary checks each accepted event in the database.
+            keep_accepted: true,
         },
         progress.clone(),
         load_stop.clone(),

@@ -63,6 +63,7 @@ pub async fn run(args: LoadArgs, settings: &Settings) -> anyhow::Result<()> {
         lanes: usize::from(args.lanes),
         batch_size: usize::from(args.batch_size),
         record: args.record.clone(),
+        keep_accepted: false,
     };
     println!(
         "sending store traffic via {:?} {}{}",

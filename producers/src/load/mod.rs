@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shared::events::EventType;
-use shared::latency::LatencySummary;
+use shared::latency::{LatencyRecorder, LatencySummary};
 use shared::publish::Publisher;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -66,6 +66,10 @@ pub struct LoadOptions {
     pub batch_size: usize,
     /// Write every item sent to this NDJSON file.
     pub record: Option<PathBuf>,
+    /// Keep every accepted event's id and type in the report (to check
+    /// the database after): 24 bytes an event, so off unless needed — a
+    /// run of any length otherwise holds counters and histograms only.
+    pub keep_accepted: bool,
 }
 
 impl Default for LoadOptions {
@@ -79,6 +83,7 @@ impl Default for LoadOptions {
             lanes: 8,
             batch_size: 50,
             record: None,
+            keep_accepted: false,
         }
     }
 }
@@ -117,7 +122,8 @@ pub struct LoadReport {
     pub latency: Option<LatencySummary>,
     /// Send → commit, per event written to the outbox.
     pub outbox_latency: Option<LatencySummary>,
-    /// Every accepted event (id and type), for checking the database after.
+    /// Every accepted event (id and type), for checking the database after;
+    /// empty unless [`LoadOptions::keep_accepted`].
     pub accepted: Vec<(Uuid, EventType)>,
 }
 
@@ -137,8 +143,8 @@ struct LaneTally {
     failed: u64,
     first_failure: Option<String>,
     accepted: Vec<(Uuid, EventType)>,
-    direct_latencies: Vec<Duration>,
-    outbox_latencies: Vec<Duration>,
+    direct_latencies: LatencyRecorder,
+    outbox_latencies: LatencyRecorder,
 }
 
 impl LaneTally {
@@ -151,8 +157,8 @@ impl LaneTally {
             self.first_failure = lane.first_failure;
         }
         self.accepted.extend(lane.accepted);
-        self.direct_latencies.extend(lane.direct_latencies);
-        self.outbox_latencies.extend(lane.outbox_latencies);
+        self.direct_latencies.absorb(&lane.direct_latencies);
+        self.outbox_latencies.absorb(&lane.outbox_latencies);
     }
 
     fn into_report(self, sent: u64, elapsed: Duration) -> LoadReport {
@@ -164,8 +170,8 @@ impl LaneTally {
             failed: self.failed,
             first_failure: self.first_failure,
             elapsed,
-            latency: LatencySummary::from_samples(self.direct_latencies),
-            outbox_latency: LatencySummary::from_samples(self.outbox_latencies),
+            latency: self.direct_latencies.summary(),
+            outbox_latency: self.outbox_latencies.summary(),
             accepted: self.accepted,
         }
     }
@@ -191,6 +197,7 @@ pub async fn run_load(
             receiver,
             kind,
             options.batch_size,
+            options.keep_accepted,
             progress.clone(),
             stop.clone(),
         )));
@@ -269,6 +276,7 @@ async fn lane(
     mut receiver: mpsc::Receiver<Item>,
     kind: LaneKind,
     batch_size: usize,
+    keep_accepted: bool,
     progress: Arc<LoadProgress>,
     stop: CancellationToken,
 ) -> LaneTally {
@@ -296,12 +304,14 @@ async fn lane(
                 } => {
                     if is_outbox {
                         tally.accepted_outbox += 1;
-                        tally.outbox_latencies.push(latency);
+                        tally.outbox_latencies.record(latency);
                     } else {
                         tally.accepted_direct += 1;
-                        tally.direct_latencies.push(latency);
+                        tally.direct_latencies.record(latency);
                     }
-                    tally.accepted.push((id, event_type));
+                    if keep_accepted {
+                        tally.accepted.push((id, event_type));
+                    }
                     progress.accepted.fetch_add(1, Ordering::Relaxed);
                 }
                 Outcome::Refused => {

@@ -80,6 +80,7 @@ async fn gateway_and_outbox_load_accounts_for_every_item_sent() {
         outbox_share: 0.3,
         lanes: 4,
         record: Some(record.clone()),
+        keep_accepted: true,
         ..LoadOptions::default()
     };
     let report = run_load(
