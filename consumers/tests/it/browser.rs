@@ -100,8 +100,20 @@ impl Browser {
             .unwrap_or_else(|error| panic!("{css} did not appear: {error}"))
     }
 
+    /// Clicks `css` once it appears. The dashboard re-renders as it polls:
+    /// an element found just before a re-render is stale by the click, so
+    /// it is found again (within the page's patience).
     pub async fn click(&self, css: &str) {
-        self.find(css).await.click().await.unwrap();
+        let deadline = std::time::Instant::now() + PAGE_PATIENCE;
+        loop {
+            match self.find(css).await.click().await {
+                Ok(()) => return,
+                Err(error)
+                    if error.is_stale_element_reference()
+                        && std::time::Instant::now() < deadline => {}
+                Err(error) => panic!("{css} could not be clicked: {error}"),
+            }
+        }
     }
 
     /// The text of `css` once `accept` holds for it.
