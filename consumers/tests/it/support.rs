@@ -266,34 +266,7 @@ pub async fn output_of(mut command: std::process::Command) -> std::process::Outp
         .unwrap()
 }
 
-/// Sends SIGTERM to `child` and waits (at most `within`) for it to exit.
-pub async fn sigterm_and_wait(
-    child: &mut std::process::Child,
-    within: Duration,
-) -> Option<std::process::ExitStatus> {
-    let pid = child.id().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .is_ok_and(|status| status.success());
-    assert!(sent, "SIGTERM sent to {pid}");
-    exit_within(child, within).await
-}
-
-/// Waits at most `within` for `child` to exit; its status, or `None`.
-pub async fn exit_within(
-    child: &mut std::process::Child,
-    within: Duration,
-) -> Option<std::process::ExitStatus> {
-    let deadline = tokio::time::Instant::now() + within;
-    while tokio::time::Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
-}
+pub use shared::testing::{exit_within, sigterm_and_wait};
 
 /// Every one of `orders` orders and their payments applied exactly once.
 pub async fn assert_orders_and_payments_once(stack: &Stack, orders: usize) {

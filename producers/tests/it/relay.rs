@@ -576,16 +576,7 @@ async fn stopped(
     mut child: std::process::Child,
     within: Duration,
 ) -> (Option<std::process::ExitStatus>, String) {
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .is_ok_and(|status| status.success());
-    assert!(sent, "SIGTERM sent");
-    let exited = eventually(within, || {
-        let status = child.try_wait().ok().flatten();
-        async move { status }
-    })
-    .await;
+    let exited = shared::testing::sigterm_and_wait(&mut child, within).await;
     if exited.is_none() {
         let _ = child.kill();
         let _ = child.wait();

@@ -20,6 +20,6 @@ pub use broker::{IsolatedTopology, connect, eventually, isolated_settings};
 pub use connections::{client_from, closed_by_server, connect_from};
 pub use database::{TestDatabase, database_url};
 pub use openapi::{documented_routes, unserved_routes};
-pub use process::assert_refused;
+pub use process::{assert_refused, exit_within, sigterm_and_wait};
 pub use proxy::TcpProxy;
 pub use watchdog::Watchdog;

@@ -516,16 +516,8 @@ async fn the_gateway_stops_on_sigterm_although_its_database_stopped_answering() 
         StatusCode::SERVICE_UNAVAILABLE,
         "the request caught in the silence is answered at its timeout"
     );
-    let sent = Command::new("kill")
-        .args(["-TERM", &gateway.child.id().to_string()])
-        .status()
-        .is_ok_and(|status| status.success());
-    assert!(sent, "SIGTERM sent");
-    let exited = eventually(Duration::from_secs(60), || {
-        let status = gateway.child.try_wait().ok().flatten();
-        async move { status }
-    })
-    .await;
+    let exited =
+        shared::testing::sigterm_and_wait(&mut gateway.child, Duration::from_secs(60)).await;
     let exited = exited.expect("the gateway stops although its database does not answer");
     assert!(exited.success(), "a clean stop: {exited}");
     proxy.restore();
