@@ -310,15 +310,29 @@ async fn publishes_in_flight_when_the_connection_drops_fail_and_none_confirmed_i
         let events = events.clone();
         tokio::spawn(async move { publisher.publish_all(&events).await })
     };
-    // Cut while a good share of the window awaits its confirms.
+    let connection = connect(&isolated.settings).await;
+    let work = isolated
+        .topology
+        .group(ConsumerGroup::Inventory)
+        .work
+        .clone();
+    // Some reach the queue (so some are confirmed before the cut)...
+    let started = eventually(Duration::from_secs(60), || async {
+        (message_count(&connection, &work).await >= 200).then_some(())
+    })
+    .await;
+    assert!(started.is_some(), "the batch reached the broker");
+    // ...then the proxy holds every byte, so no confirm comes back and the
+    // window fills with publishes awaiting theirs. Polling the window of a
+    // flowing connection instead could miss it: on a busy host confirms can
+    // keep it below any mark (seen in CI).
+    proxy.stall();
     let busy = eventually(Duration::from_secs(30), || async {
         (publisher.in_flight() >= 100).then_some(())
     })
     .await;
     assert!(busy.is_some(), "publishes were in flight");
-    // Held at once (the cut reaches the open connection a moment later),
-    // so what is in flight now cannot be confirmed before the cut.
-    proxy.stall();
+    // Cut while a good share of the window awaits its confirms.
     proxy.cut();
     let results = tokio::time::timeout(Duration::from_secs(60), batch)
         .await
@@ -334,12 +348,6 @@ async fn publishes_in_flight_when_the_connection_drops_fail_and_none_confirmed_i
         .filter(|(_, result)| result.is_ok())
         .map(|(event, _)| event.id.to_string())
         .collect();
-    let connection = connect(&isolated.settings).await;
-    let work = isolated
-        .topology
-        .group(ConsumerGroup::Inventory)
-        .work
-        .clone();
     let queued = eventually(Duration::from_secs(10), || async {
         (message_count(&connection, &work).await as usize >= confirmed.len()).then_some(())
     })
