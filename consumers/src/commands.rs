@@ -235,6 +235,7 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
             tokio::spawn(crate::dead_letters::manage::expire_hourly(
                 pool.clone(),
                 settings.dead_letters.retention,
+                settings.dead_letters.database_timeout,
                 shutdown.clone(),
             ));
             tracing::info!(groups = ?options.groups, workers = options.workers, prefetch = options.prefetch,

@@ -98,22 +98,41 @@ async fn check_client_connection(connection: &mut sqlx::PgConnection) -> Result<
 /// `work`, or a `TimedOut` I/O error once `patience` has passed: bounds a
 /// statement that a database which stopped answering (a network cut, a
 /// hung server) would otherwise hold until TCP gives up. The caller drops
-/// the connection the statement was on.
-pub async fn within<T>(
+/// the connection the statement was on. `work` may fail with any error a
+/// database error converts into.
+pub async fn within<T, E: From<sqlx::Error>>(
     patience: Duration,
-    work: impl std::future::Future<Output = Result<T, sqlx::Error>>,
-) -> Result<T, sqlx::Error> {
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     tokio::time::timeout(patience, work)
         .await
         .unwrap_or_else(|_| {
-            Err(sqlx::Error::Io(std::io::Error::new(
+            Err(E::from(sqlx::Error::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!(
                     "the database did not answer within {} ms",
                     patience.as_millis()
                 ),
-            )))
+            ))))
         })
+}
+
+/// `work` on a connection taken from `pool`, given up past `patience` (see
+/// [`within`]). A connection whose work failed or was given up on is
+/// closed, never given back: it may be mid-statement on a database that
+/// stopped answering, and the pool's check of a returned connection (a
+/// ping) would wait on it for good, holding its slot.
+pub async fn on_connection<T, E: From<sqlx::Error>>(
+    pool: &PgPool,
+    patience: Duration,
+    work: impl AsyncFnOnce(&mut sqlx::PgConnection) -> Result<T, E>,
+) -> Result<T, E> {
+    let mut connection = pool.acquire().await?;
+    let result = within(patience, work(&mut connection)).await;
+    if result.is_err() {
+        connection.close_on_drop();
+    }
+    result
 }
 
 /// Longest a stopping process waits for its pool's connections to be given

@@ -37,9 +37,11 @@ pub const QUEUE_DELIVERY_LIMIT: &str = "SWITCHYARD_QUEUE_DELIVERY_LIMIT";
 pub const MANAGEMENT_URL: &str = "SWITCHYARD_MANAGEMENT_URL";
 /// Days replayed, resolved and purged dead letters are kept.
 pub const DEAD_LETTER_RETENTION_DAYS: &str = "SWITCHYARD_DEAD_LETTER_RETENTION_DAYS";
+/// Longest one database step of dead-letter work waits, in milliseconds.
+pub const DEAD_LETTER_DATABASE_TIMEOUT_MS: &str = "SWITCHYARD_DEAD_LETTER_DATABASE_TIMEOUT_MS";
 
 /// Every environment variable [`Settings::from_env`] reads.
-pub const ENVIRONMENT_VARIABLES: [&str; 13] = [
+pub const ENVIRONMENT_VARIABLES: [&str; 14] = [
     AMQP_URL,
     DATABASE_URL,
     NAMESPACE,
@@ -52,6 +54,7 @@ pub const ENVIRONMENT_VARIABLES: [&str; 13] = [
     RETRY_MAX_DELAY_MS,
     QUEUE_DELIVERY_LIMIT,
     DEAD_LETTER_RETENTION_DAYS,
+    DEAD_LETTER_DATABASE_TIMEOUT_MS,
     MANAGEMENT_URL,
 ];
 
@@ -118,6 +121,13 @@ pub struct DeadLetterSettings {
     /// How long replayed, resolved and purged dead letters are kept (open
     /// ones are kept until an operator acts).
     pub retention: Duration,
+    /// Longest one database step of dead-letter work waits before it fails
+    /// as the database not answering: a statement or transaction of a
+    /// `dead-letters` command, a replay's batch (CLI or API), a page of an
+    /// export, the workers' hourly expiry. A database that stops answering
+    /// (a network cut, a hung server, a lock held elsewhere) fails the work
+    /// after this instead of holding it, and its operator, forever.
+    pub database_timeout: Duration,
 }
 
 /// A variable holds a value that cannot be used.
@@ -203,6 +213,12 @@ impl Settings {
                 retention: Duration::from_secs(
                     number(DEAD_LETTER_RETENTION_DAYS, 30, 0, 36_500)? * 86_400,
                 ),
+                database_timeout: Duration::from_millis(number(
+                    DEAD_LETTER_DATABASE_TIMEOUT_MS,
+                    30_000,
+                    100,
+                    3_600_000,
+                )?),
             },
         })
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use shared::database::within;
 use shared::settings::Settings;
 use tokio_util::sync::CancellationToken;
 
@@ -224,10 +225,17 @@ async fn run_with(
     pool: &sqlx::PgPool,
 ) -> anyhow::Result<()> {
     let actor = Actor::os_user();
+    // Each step's database work (a statement, or a transaction of a few)
+    // fails past this instead of waiting on a silent database for good.
+    let patience = settings.dead_letters.database_timeout;
     match command {
         DeadLetterCommand::List(args) => {
             args.filter.validate()?;
-            let page = query::list(pool, &args.filter, args.after, args.limit).await?;
+            let page = within(
+                patience,
+                query::list(pool, &args.filter, args.after, args.limit),
+            )
+            .await?;
             if args.output.json {
                 print_json(&page)
             } else {
@@ -241,7 +249,7 @@ async fn run_with(
         }
         DeadLetterCommand::Summary(args) => {
             args.filter.validate()?;
-            let lines = query::summary(pool, &args.filter).await?;
+            let lines = within(patience, query::summary(pool, &args.filter)).await?;
             if args.output.json {
                 return print_json(&lines);
             }
@@ -264,7 +272,7 @@ async fn run_with(
             Ok(())
         }
         DeadLetterCommand::Show(args) => {
-            let detail = query::show(pool, args.id)
+            let detail = within(patience, query::show(pool, args.id))
                 .await?
                 .with_context(|| format!("no dead letter {}", args.id))?;
             // The JSON is the readable form too: nested attempts, headers, body.
@@ -276,10 +284,17 @@ async fn run_with(
             let bytes = match &args.file {
                 Some(path) => std::fs::read(path)
                     .with_context(|| format!("cannot read {}", path.display()))?,
-                None => edit_in_editor(pool, args.id).await?,
+                None => edit_in_editor(pool, args.id, patience).await?,
             };
-            let edited =
-                repair::edit(pool, args.id, &bytes, &actor, settings.max_event_bytes).await?;
+            let edited = repair::edit(
+                pool,
+                args.id,
+                &bytes,
+                &actor,
+                settings.max_event_bytes,
+                patience,
+            )
+            .await?;
             println!(
                 "dead letter {} repaired (event {}); operation {}. Replay it with: \
                  consumers dead-letters replay --id {}",
@@ -293,13 +308,13 @@ async fn run_with(
                     let file = std::fs::File::create(path)
                         .with_context(|| format!("cannot create {}", path.display()))?;
                     let mut out = std::io::BufWriter::new(file);
-                    let written = repair::export(pool, &args.filter, &mut out).await?;
+                    let written = repair::export(pool, &args.filter, &mut out, patience).await?;
                     out.flush()?;
                     written
                 }
                 None => {
                     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                    let written = repair::export(pool, &args.filter, &mut out).await?;
+                    let written = repair::export(pool, &args.filter, &mut out, patience).await?;
                     out.flush()?;
                     written
                 }
@@ -308,16 +323,17 @@ async fn run_with(
             Ok(())
         }
         DeadLetterCommand::Resolve(args) => {
-            let closed = manage::resolve(pool, &args.filter, &actor).await?;
+            let closed = manage::resolve(pool, &args.filter, &actor, patience).await?;
             print_closed("resolved", &closed, args.output.json)
         }
         DeadLetterCommand::Purge(args) => {
             anyhow::ensure!(args.yes, "refusing: purge deletes payloads; pass --yes");
-            let closed = manage::purge(pool, &args.filter, &actor).await?;
+            let closed = manage::purge(pool, &args.filter, &actor, patience).await?;
             print_closed("purged", &closed, args.output.json)
         }
         DeadLetterCommand::History(args) => {
-            let operations = operations::history(pool, args.before, args.limit).await?;
+            let operations =
+                within(patience, operations::history(pool, args.before, args.limit)).await?;
             if args.output.json {
                 return print_json(&operations);
             }
@@ -363,7 +379,7 @@ async fn run_with(
                 Some(_) => anyhow::bail!("--retention-days must be 0 to 36500"),
                 None => settings.dead_letters.retention,
             };
-            let closed = manage::expire(pool, retention, &Actor::os_user()).await?;
+            let closed = manage::expire(pool, retention, &actor, patience).await?;
             print_closed("deleted", &closed, args.output.json)
         }
     }
@@ -393,6 +409,7 @@ async fn replay_command(
             std::io::BufReader::new(file),
             actor,
             settings.max_event_bytes,
+            settings.dead_letters.database_timeout,
         )
         .await?;
         let ids = match checked {
@@ -554,8 +571,12 @@ fn row_table(rows: &[DeadLetterRow]) -> String {
 
 /// Opens the payload of dead letter `id` in `$EDITOR` (`$VISUAL`, else
 /// `vi`) and returns what was saved.
-async fn edit_in_editor(pool: &sqlx::PgPool, id: i64) -> anyhow::Result<Vec<u8>> {
-    let detail = query::show(pool, id)
+async fn edit_in_editor(
+    pool: &sqlx::PgPool,
+    id: i64,
+    patience: std::time::Duration,
+) -> anyhow::Result<Vec<u8>> {
+    let detail = within(patience, query::show(pool, id))
         .await?
         .with_context(|| format!("no dead letter {id}"))?;
     let text = match &detail.body {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
+use shared::database::on_connection;
 use sqlx::{Connection, PgPool};
 
 use super::filter::{Filter, FilterError, bind_filter, filter_condition};
@@ -43,27 +44,30 @@ pub struct Closed {
     pub affected: i64,
 }
 
-/// Marks the open dead letters matching `filter` resolved.
+/// Marks the open dead letters matching `filter` resolved, in one
+/// transaction that fails past `patience`.
 pub async fn resolve(
     pool: &PgPool,
     filter: &Filter,
     actor: &Actor,
+    patience: Duration,
 ) -> Result<Closed, OperationError> {
     filter.validate()?;
     let filter = filter.requiring_open()?;
-    close(pool, &filter, actor, Action::Resolve).await
+    close(pool, &filter, actor, Action::Resolve, patience).await
 }
 
 /// Marks the dead letters matching `filter` (open ones unless the filter
 /// says otherwise; never ones already purged) purged, deleting their
-/// payloads.
+/// payloads, in one transaction that fails past `patience`.
 pub async fn purge(
     pool: &PgPool,
     filter: &Filter,
     actor: &Actor,
+    patience: Duration,
 ) -> Result<Closed, OperationError> {
     filter.validate()?;
-    close(pool, filter, actor, Action::Purge).await
+    close(pool, filter, actor, Action::Purge, patience).await
 }
 
 async fn close(
@@ -71,8 +75,20 @@ async fn close(
     filter: &Filter,
     actor: &Actor,
     action: Action,
+    patience: Duration,
 ) -> Result<Closed, OperationError> {
-    let mut connection = pool.acquire().await?;
+    on_connection(pool, patience, async |connection| {
+        close_on(connection, filter, actor, action).await
+    })
+    .await
+}
+
+async fn close_on(
+    connection: &mut sqlx::PgConnection,
+    filter: &Filter,
+    actor: &Actor,
+    action: Action,
+) -> Result<Closed, OperationError> {
     let mut transaction = connection.begin().await?;
     let operation_id = operations::start(
         &mut transaction,
@@ -111,13 +127,24 @@ async fn close(
 
 /// Deletes replayed, resolved and purged dead letters whose status changed
 /// longer than `retention` ago (open ones are never deleted), recording the
-/// count when there was any.
+/// count when there was any; in one transaction that fails past `patience`.
 pub async fn expire(
     pool: &PgPool,
     retention: Duration,
     actor: &Actor,
+    patience: Duration,
 ) -> Result<Closed, OperationError> {
-    let mut connection = pool.acquire().await?;
+    on_connection(pool, patience, async |connection| {
+        expire_on(connection, retention, actor).await
+    })
+    .await
+}
+
+async fn expire_on(
+    connection: &mut sqlx::PgConnection,
+    retention: Duration,
+    actor: &Actor,
+) -> Result<Closed, OperationError> {
     let mut transaction = connection.begin().await?;
     let seconds = retention.as_secs_f64();
     let affected = sqlx::query(
@@ -150,15 +177,17 @@ pub async fn expire(
 }
 
 /// Runs [`expire`] at start and then hourly until `shutdown` (the workers
-/// do this; a failure is logged and tried again at the next hour).
+/// do this; a failure, or a database silent past `patience`, is logged and
+/// tried again at the next hour).
 pub async fn expire_hourly(
     pool: PgPool,
     retention: Duration,
+    patience: Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut hourly = tokio::time::interval(Duration::from_secs(3_600));
     while shutdown.run_until_cancelled(hourly.tick()).await.is_some() {
-        if let Err(error) = expire(&pool, retention, &Actor::system()).await {
+        if let Err(error) = expire(&pool, retention, &Actor::system(), patience).await {
             tracing::warn!(%error, "could not delete dead letters past their retention");
         }
     }

@@ -4,8 +4,10 @@
 //! Export writes dead letters as NDJSON that `replay --from-file` reads back.
 
 use std::io::{BufRead, Write};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use shared::database::{on_connection, within};
 use shared::events::Event;
 use shared::events::envelope::CLOUDEVENTS_JSON;
 use shared::groups::ConsumerGroup;
@@ -60,15 +62,29 @@ pub struct Edited {
 }
 
 /// Replaces open dead letter `id`'s payload with `bytes` (validated; see
-/// [`validate_repair`]), keeping the original, recorded in the audit trail.
+/// [`validate_repair`]), keeping the original, recorded in the audit trail;
+/// in one transaction that fails past `patience`.
 pub async fn edit(
     pool: &PgPool,
     id: i64,
     bytes: &[u8],
     actor: &Actor,
     max_event_bytes: usize,
+    patience: Duration,
 ) -> Result<Edited, OperationError> {
-    let mut connection = pool.acquire().await?;
+    on_connection(pool, patience, async |connection| {
+        edit_on(connection, id, bytes, actor, max_event_bytes).await
+    })
+    .await
+}
+
+async fn edit_on(
+    connection: &mut sqlx::PgConnection,
+    id: i64,
+    bytes: &[u8],
+    actor: &Actor,
+    max_event_bytes: usize,
+) -> Result<Edited, OperationError> {
     let mut transaction = connection.begin().await?;
     let current: Option<(String, Option<uuid::Uuid>, String)> = sqlx::query_as(
         "SELECT consumer_group, event_id, status FROM dead_letters WHERE id = $1 FOR NO KEY UPDATE",
@@ -179,12 +195,13 @@ pub async fn export(
     pool: &PgPool,
     filter: &Filter,
     out: &mut dyn Write,
+    patience: Duration,
 ) -> Result<u64, OperationError> {
     filter.validate()?;
-    super::query::fresh_statistics(pool).await?;
+    within(patience, super::query::fresh_statistics(pool)).await?;
     let mut after = 0_i64;
     let mut written = 0;
-    while let Some((text, count, last)) = export_page(pool, filter, after).await? {
+    while let Some((text, count, last)) = export_page(pool, filter, after, patience).await? {
         out.write_all(text.as_bytes())
             .map_err(|error| OperationError::Refused {
                 field: "output".to_owned(),
@@ -197,11 +214,13 @@ pub async fn export(
 }
 
 /// One page (up to 500) of an export after id `after`: the NDJSON text,
-/// how many lines, and the last id; `None` past the end.
+/// how many lines, and the last id; `None` past the end. Its read fails
+/// past `patience`.
 pub async fn export_page(
     pool: &PgPool,
     filter: &Filter,
     after: i64,
+    patience: Duration,
 ) -> Result<Option<(String, u64, i64)>, OperationError> {
     let query = sqlx::query_as::<_, ExportRow>(concat!(
         "SELECT id, consumer_group, status, event_id, event_type, error_kind, reason, body \
@@ -209,10 +228,11 @@ pub async fn export_page(
         filter_condition!(),
         " AND id > $14 ORDER BY id LIMIT 500"
     ));
-    let rows = bind_filter!(query, filter)
-        .bind(after)
-        .fetch_all(pool)
-        .await?;
+    let rows = within(
+        patience,
+        bind_filter!(query, filter).bind(after).fetch_all(pool),
+    )
+    .await?;
     let Some(last) = rows.last().map(|row| row.id) else {
         return Ok(None);
     };
@@ -274,11 +294,13 @@ impl std::fmt::Display for LineError {
 /// Reads an export file back: checks every line (all errors are
 /// reported, nothing is changed when any line is bad), then applies each
 /// changed event as an edit. Returns the ids to replay, in file order.
+/// Each line's read, and each edit, fails past `patience`.
 pub async fn apply_file(
     pool: &PgPool,
     input: impl BufRead,
     actor: &Actor,
     max_event_bytes: usize,
+    patience: Duration,
 ) -> Result<Result<Vec<i64>, Vec<LineError>>, OperationError> {
     let mut checked: Vec<(i64, Option<Vec<u8>>)> = Vec::new();
     let mut errors = Vec::new();
@@ -294,7 +316,7 @@ pub async fn apply_file(
         if errors.len() >= 100 {
             break;
         }
-        match check_line(pool, number, &line, max_event_bytes).await? {
+        match within(patience, check_line(pool, number, &line, max_event_bytes)).await? {
             Ok(entry) => checked.push(entry),
             Err(error) => errors.push(error),
         }
@@ -305,7 +327,7 @@ pub async fn apply_file(
     let mut ids = Vec::with_capacity(checked.len());
     for (id, change) in checked {
         if let Some(bytes) = change {
-            edit(pool, id, &bytes, actor, max_event_bytes).await?;
+            edit(pool, id, &bytes, actor, max_event_bytes, patience).await?;
         }
         ids.push(id);
     }

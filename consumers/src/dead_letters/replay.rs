@@ -37,22 +37,20 @@ use super::operations::{self, Action, Actor, Counts};
 use crate::runtime::dead_letter_store::{REPLAY_OF_HEADER, REPLAY_OPERATION_HEADER};
 use crate::runtime::incoming::headers_from_json;
 
-/// The longest one statement of a replay (or a dry run) waits for the
-/// database. A database that stops answering (a network cut, a failover
-/// that leaves connections hanging) fails the replay after this instead of
-/// holding it, and the operator's cancel, forever; what it had not marked
-/// stays open for the next run.
-pub const DATABASE_PATIENCE: Duration = Duration::from_secs(30);
-
 /// The longest a replay waits to record how it ended: short, because
 /// after a failure the database may be the reason.
 const ENDING_PATIENCE: Duration = Duration::from_secs(10);
 
-/// `work`, failed with a timeout past [`DATABASE_PATIENCE`].
+/// `work`, failed as the database not answering once `settings`' limit on
+/// one step of dead-letter work has passed: a database that stops answering
+/// (a network cut, a failover that leaves connections hanging) fails the
+/// replay instead of holding it, and the operator's cancel, forever; what
+/// it had not marked stays open for the next run.
 async fn bounded<T>(
+    settings: &Settings,
     work: impl std::future::Future<Output = Result<T, sqlx::Error>>,
 ) -> Result<T, sqlx::Error> {
-    shared::database::within(DATABASE_PATIENCE, work).await
+    shared::database::within(settings.dead_letters.database_timeout, work).await
 }
 
 /// When the breaker stops a replay.
@@ -255,10 +253,10 @@ pub async fn dry_run(
     each: &mut (dyn FnMut(Candidate) + Send),
 ) -> Result<ReplayProgress, OperationError> {
     options.validate()?;
-    bounded(super::query::fresh_statistics(pool)).await?;
+    bounded(settings, super::query::fresh_statistics(pool)).await?;
     let topology = Topology::new(settings);
     let mut progress = ReplayProgress {
-        matched: bounded(super::query::count(pool, &options.filter)).await?,
+        matched: bounded(settings, super::query::count(pool, &options.filter)).await?,
         outcome: "dry-run".to_owned(),
         ..ReplayProgress::default()
     };
@@ -266,6 +264,7 @@ pub async fn dry_run(
     loop {
         let query = sqlx::query_as::<_, ReplayRow>(replay_rows!(""));
         let rows = bounded(
+            settings,
             bind_filter!(query, &options.filter)
                 .bind(after)
                 .bind(i64::from(options.batch))
@@ -307,19 +306,17 @@ pub async fn replay(
 ) -> Result<ReplayProgress, OperationError> {
     options.validate()?;
     let filter_json = serde_json::to_value(options).unwrap_or_default();
-    bounded(super::query::fresh_statistics(pool)).await?;
+    bounded(settings, super::query::fresh_statistics(pool)).await?;
     let mut connection = pool.acquire().await?;
-    let operation_id = bounded(operations::start(
-        &mut connection,
-        Action::Replay,
-        actor,
-        &filter_json,
-    ))
+    let operation_id = bounded(
+        settings,
+        operations::start(&mut connection, Action::Replay, actor, &filter_json),
+    )
     .await?;
     drop(connection);
     let mut state = ReplayProgress {
         operation_id,
-        matched: bounded(super::query::count(pool, &options.filter)).await?,
+        matched: bounded(settings, super::query::count(pool, &options.filter)).await?,
         outcome: "running".to_owned(),
         ..ReplayProgress::default()
     };
@@ -401,10 +398,11 @@ async fn replay_batches(
         // transaction. A statement given up on leaves the connection in an
         // unknown state: it is closed, not returned to the pool.
         let batch = async {
-            let mut transaction = bounded(connection.begin()).await?;
+            let mut transaction = bounded(settings, connection.begin()).await?;
             let query =
                 sqlx::query_as::<_, ReplayRow>(replay_rows!(" FOR NO KEY UPDATE SKIP LOCKED"));
             let rows = bounded(
+                settings,
                 bind_filter!(query, &options.filter)
                     .bind(after)
                     .bind(i64::from(options.batch))
@@ -455,6 +453,7 @@ async fn replay_batches(
                 }
             }
             let marked: Vec<i64> = bounded(
+                settings,
                 sqlx::query_scalar(
                     "UPDATE dead_letters SET status = 'replayed', status_changed_at = now(), operation_id = $2 \
                      WHERE id = ANY($1) AND status = 'open' RETURNING id",
@@ -470,8 +469,12 @@ async fn replay_batches(
                 affected: state.replayed + confirmed.len() as i64,
                 ..state.counts()
             };
-            bounded(operations::update(&mut transaction, state.operation_id, counts, None)).await?;
-            bounded(transaction.commit()).await?;
+            bounded(
+                settings,
+                operations::update(&mut transaction, state.operation_id, counts, None),
+            )
+            .await?;
+            bounded(settings, transaction.commit()).await?;
             state.replayed += confirmed.len() as i64;
             Ok::<_, sqlx::Error>(Some((marked, stopped, broker_error)))
         }
@@ -487,8 +490,8 @@ async fn replay_batches(
         let excess = recent.len().saturating_sub(options.breaker.window as usize);
         recent.drain(..excess);
         let window = recent.len() as i64;
-        let failed = bounded(failed_among(pool, recent.make_contiguous())).await?;
-        state.failed_again = bounded(failed_again(pool, state.operation_id)).await?;
+        let failed = bounded(settings, failed_among(pool, recent.make_contiguous())).await?;
+        state.failed_again = bounded(settings, failed_again(pool, state.operation_id)).await?;
         progress.send_replace(state.clone());
         if let Some(error) = broker_error {
             return Err(OperationError::Broker(error));

@@ -459,12 +459,16 @@ async fn export(
     caller.require(Role::Viewer)?;
     let (filter, _, _) = filter_from_query(pairs)?;
     // The first page is read here, so that a failure is an error answer.
-    let first = repair::export_page(&state.pool, &filter, 0).await?;
+    let patience = state.settings.dead_letters.database_timeout;
+    let first = repair::export_page(&state.pool, &filter, 0, patience).await?;
     let pool = state.pool.clone();
-    let pages =
-        futures_util::stream::unfold((first, pool, filter), |(page, pool, filter)| async move {
+    let pages = futures_util::stream::unfold(
+        (first, pool, filter),
+        move |(page, pool, filter)| async move {
             let (text, _, last) = page?;
-            let next = match repair::export_page(&pool, &filter, last).await {
+            // Each page is bounded: a database that stops answering ends
+            // the stream with its error line instead of holding it open.
+            let next = match repair::export_page(&pool, &filter, last, patience).await {
                 Ok(next) => next,
                 Err(error) => {
                     tracing::warn!(%error, "export over the API ended early");
@@ -474,7 +478,8 @@ async fn export(
                 }
             };
             Some((Ok::<_, std::io::Error>(text), (next, pool, filter)))
-        });
+        },
+    );
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         axum::body::Body::from_stream(pages),
@@ -507,6 +512,7 @@ async fn edit(
         &body,
         &caller.actor(),
         state.settings.max_event_bytes,
+        state.settings.dead_letters.database_timeout,
     )
     .await?;
     Ok(Json(edited))
@@ -536,7 +542,13 @@ async fn resolve(
     caller.require(Role::Operator)?;
     let (filter, _) = close_request(body)?;
     Ok(Json(
-        manage::resolve(&state.pool, &filter, &caller.actor()).await?,
+        manage::resolve(
+            &state.pool,
+            &filter,
+            &caller.actor(),
+            state.settings.dead_letters.database_timeout,
+        )
+        .await?,
     ))
 }
 
@@ -554,7 +566,13 @@ async fn purge(
         ));
     }
     Ok(Json(
-        manage::purge(&state.pool, &filter, &caller.actor()).await?,
+        manage::purge(
+            &state.pool,
+            &filter,
+            &caller.actor(),
+            state.settings.dead_letters.database_timeout,
+        )
+        .await?,
     ))
 }
 

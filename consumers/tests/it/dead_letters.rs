@@ -560,6 +560,7 @@ async fn a_replay_whose_database_stops_answering_fails_in_time_and_the_next_run_
             .await;
     let mut child = command(&stack, &SLOW_ORDER_UNKNOWN_REPLAY)
         .env("DATABASE_URL", &through_proxy)
+        .env("SWITCHYARD_DEAD_LETTER_DATABASE_TIMEOUT_MS", "3000")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -583,7 +584,7 @@ async fn a_replay_whose_database_stops_answering_fails_in_time_and_the_next_run_
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(
-        stderr.contains("replay failed after") && stderr.contains("did not answer within 30000 ms"),
+        stderr.contains("replay failed after") && stderr.contains("did not answer within 3000 ms"),
         "the error says why: {stderr}"
     );
 
@@ -619,6 +620,71 @@ async fn a_replay_whose_database_stops_answering_fails_in_time_and_the_next_run_
         "none left open"
     );
     fixture.workers.stop().await;
+}
+
+/// Every `dead-letters` command gives up on a database that does not answer
+/// within `SWITCHYARD_DEAD_LETTER_DATABASE_TIMEOUT_MS` (here a lock held
+/// elsewhere; a hung server or a network cut look the same to the client),
+/// exits non-zero and names the limit, instead of waiting for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_gives_up_on_a_database_that_does_not_answer_in_time() {
+    let _watchdog = Watchdog::new(
+        "every_command_gives_up_on_a_database_that_does_not_answer_in_time",
+        TEST_LIMIT,
+    );
+    let stack = Stack::new().await;
+    let directory = std::env::temp_dir().join(format!("switchyard-{}", stack.settings.namespace));
+    std::fs::create_dir_all(&directory).unwrap();
+    let edited = directory.join("edited.json");
+    std::fs::write(&edited, "{}").unwrap();
+    let edited = edited.to_str().unwrap();
+    let mut holder = stack.database.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE dead_letters, dead_letter_operations IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    let commands: [&[&str]; 11] = [
+        &["list"],
+        &["summary"],
+        &["show", "1"],
+        &["history"],
+        &["export", "--group", "orders"],
+        &["edit", "1", "--file", edited],
+        &["resolve", "--group", "orders"],
+        &["purge", "--group", "orders", "--yes"],
+        &["expire"],
+        &["replay", "--group", "orders", "--dry-run"],
+        &["replay", "--group", "orders"],
+    ];
+    for args in commands {
+        let mut child = command(&stack, args)
+            .env("SWITCHYARD_DEAD_LETTER_DATABASE_TIMEOUT_MS", "1000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let exited = crate::support::exit_within(&mut child, Duration::from_secs(60)).await;
+        if exited.is_none() {
+            let _ = child.kill();
+        }
+        let exited = exited.unwrap_or_else(|| panic!("{args:?} still waits after 60 s"));
+        assert!(!exited.success(), "{args:?} fails: {exited}");
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(
+            stderr.contains("did not answer within 1000 ms"),
+            "{args:?} says why: {stderr}"
+        );
+    }
+
+    holder.rollback().await.unwrap();
+    let output = cli(&stack, &["list", "--json"]).await;
+    assert!(
+        output.status.success(),
+        "once the lock is gone, the same limit lets it through: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,6 +39,7 @@ fn every_variable_is_read() {
         ("SWITCHYARD_RETRY_MAX_DELAY_MS", "30000"),
         ("SWITCHYARD_QUEUE_DELIVERY_LIMIT", "9"),
         ("SWITCHYARD_DEAD_LETTER_RETENTION_DAYS", "7"),
+        ("SWITCHYARD_DEAD_LETTER_DATABASE_TIMEOUT_MS", "2500"),
     ])
     .unwrap();
     assert_eq!(settings.namespace, "staging");
@@ -54,7 +55,11 @@ fn every_variable_is_read() {
         settings.dead_letters.retention,
         Duration::from_secs(7 * 86_400)
     );
-    assert_eq!(ENVIRONMENT_VARIABLES.len(), 13);
+    assert_eq!(
+        settings.dead_letters.database_timeout,
+        Duration::from_millis(2_500)
+    );
+    assert_eq!(ENVIRONMENT_VARIABLES.len(), 14);
 }
 
 #[test]
@@ -78,6 +83,8 @@ fn bad_values_name_their_variable_without_echoing_secrets() {
         ("SWITCHYARD_LOG_FORMAT", "xml"),
         ("SWITCHYARD_PUBLISH_TIMEOUT_MS", "soon"),
         ("SWITCHYARD_RETRY_MAX_ATTEMPTS", "0"),
+        ("SWITCHYARD_DEAD_LETTER_DATABASE_TIMEOUT_MS", "0"),
+        ("SWITCHYARD_DEAD_LETTER_DATABASE_TIMEOUT_MS", "3600001"),
     ];
     for (variable, value) in cases {
         let error = settings_from(&[(variable, value)]).unwrap_err();
