@@ -121,7 +121,8 @@ pub async fn within<T, E: From<sqlx::Error>>(
 /// [`within`]). A connection whose work failed or was given up on is
 /// closed, never given back: it may be mid-statement on a database that
 /// stopped answering, and the pool's check of a returned connection (a
-/// ping) would wait on it for good, holding its slot.
+/// ping) would wait on it, holding its slot (5 s at most, by the patch in
+/// `third_party/sqlx-core`; for good in stock sqlx 0.9).
 pub async fn on_connection<T, E: From<sqlx::Error>>(
     pool: &PgPool,
     patience: Duration,

@@ -17,6 +17,9 @@ pub struct TcpProxy {
     pub address: SocketAddr,
     cut: watch::Sender<u64>,
     stalled: watch::Sender<bool>,
+    /// Raised by [`TcpProxy::black_hole`]: connections accepted before
+    /// hold their bytes for good.
+    holes: watch::Sender<u64>,
     refusing: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
@@ -28,18 +31,20 @@ impl TcpProxy {
         let address = listener.local_addr().expect("proxy address");
         let (cut, _) = watch::channel(0u64);
         let (stalled, _) = watch::channel(false);
+        let (holes, _) = watch::channel(0u64);
         let refusing = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(accept_loop(
             listener,
             upstream,
             cut.clone(),
-            stalled.clone(),
+            (stalled.clone(), holes.clone()),
             refusing.clone(),
         ));
         Self {
             address,
             cut,
             stalled,
+            holes,
             refusing,
             task,
         }
@@ -81,6 +86,14 @@ impl TcpProxy {
     pub fn stall(&self) {
         self.stalled.send_replace(true);
     }
+
+    /// Every connection open now holds its bytes in both directions for
+    /// good (until [`TcpProxy::cut`]), while new ones flow: a peer gone
+    /// silent without a reset (a failover, an expired NAT flow), with the
+    /// service itself reachable again.
+    pub fn black_hole(&self) {
+        self.holes.send_modify(|generation| *generation += 1);
+    }
 }
 
 impl Drop for TcpProxy {
@@ -94,7 +107,7 @@ async fn accept_loop(
     listener: TcpListener,
     upstream: SocketAddr,
     cut: watch::Sender<u64>,
-    stalled: watch::Sender<bool>,
+    (stalled, holes): (watch::Sender<bool>, watch::Sender<u64>),
     refusing: Arc<AtomicBool>,
 ) {
     while let Ok((client, _)) = listener.accept().await {
@@ -103,7 +116,17 @@ async fn accept_loop(
             continue;
         }
         let mut cut_signal = cut.subscribe();
-        let (upward, downward) = (stalled.subscribe(), stalled.subscribe());
+        let born = *holes.borrow();
+        let upward = Held {
+            stalled: stalled.subscribe(),
+            holes: holes.subscribe(),
+            born,
+        };
+        let downward = Held {
+            stalled: stalled.subscribe(),
+            holes: holes.subscribe(),
+            born,
+        };
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(upstream).await else {
                 return;
@@ -119,11 +142,24 @@ async fn accept_loop(
     }
 }
 
-/// Copies `from` to `to`, holding what it read while the proxy is stalled.
+/// When one direction of a connection holds what it read.
+struct Held {
+    stalled: watch::Receiver<bool>,
+    holes: watch::Receiver<u64>,
+    /// The black-hole generation the connection was accepted in.
+    born: u64,
+}
+
+/// Copies `from` to `to`, holding what it read while the proxy is stalled,
+/// and for good once the connection is black-holed.
 async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut stalled: watch::Receiver<bool>,
+    Held {
+        mut stalled,
+        holes,
+        born,
+    }: Held,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buffer = vec![0u8; 16 * 1024];
@@ -134,6 +170,10 @@ async fn pipe(
         };
         if stalled.wait_for(|stalled| !*stalled).await.is_err() {
             return;
+        }
+        if *holes.borrow() > born {
+            // Until the connection is cut or the proxy dropped.
+            std::future::pending::<()>().await;
         }
         if to.write_all(&buffer[..read]).await.is_err() {
             return;

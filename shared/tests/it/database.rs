@@ -62,3 +62,62 @@ async fn a_dropped_test_database_is_gone() {
     let admin = shared::database::connect(&settings.clone(), 1, false).await;
     assert!(admin.is_err(), "database {name} still exists");
 }
+
+/// A connection dropped mid-statement on a database that went silent
+/// without a reset (its statement given up on, as a request timeout or a
+/// batch deadline does) gives its place in the pool back within seconds:
+/// sqlx pinged it on the way back with no bound, holding the pool's only
+/// permit for good, so every later acquire timed out (transact-rs/sqlx#4349,
+/// patched in third_party/sqlx-core).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_given_up_on_a_silent_database_frees_its_place_in_the_pool() {
+    use std::time::Duration;
+
+    let _watchdog = shared::testing::Watchdog::new(
+        "a_connection_given_up_on_a_silent_database_frees_its_place_in_the_pool",
+        Duration::from_secs(120),
+    );
+    let database = TestDatabase::create().await;
+    let (proxy, through_proxy) =
+        shared::testing::TcpProxy::in_front_of(&shared::testing::database_url(&database.settings))
+            .await;
+    let settings = shared::settings::Settings::from_lookup(|name| match name {
+        "DATABASE_URL" => Some(through_proxy.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let pool = shared::database::connect(&settings, 1, false)
+        .await
+        .unwrap();
+    let mut connection = pool.acquire().await.unwrap();
+    sqlx::query("SELECT 1")
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+
+    proxy.black_hole();
+    let given_up = shared::database::within(
+        Duration::from_secs(1),
+        sqlx::query("SELECT 1").execute(&mut *connection),
+    )
+    .await;
+    assert!(given_up.is_err(), "the statement got no answer");
+    drop(connection);
+
+    // The pool's one place: taken again once the return gives up (5 s),
+    // on a fresh connection the proxy lets through.
+    let mut answered = None;
+    for _ in 0..4 {
+        if let Ok(mut connection) = pool.acquire().await {
+            answered = Some(
+                sqlx::query_scalar::<_, i32>("SELECT 2")
+                    .fetch_one(&mut *connection)
+                    .await
+                    .unwrap(),
+            );
+            break;
+        }
+    }
+    assert_eq!(answered, Some(2), "the pool opened a fresh connection");
+    shared::database::close(&pool).await;
+}

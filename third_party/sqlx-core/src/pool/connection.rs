@@ -15,6 +15,10 @@ use crate::pool::options::PoolConnectionMetadata;
 
 const CLOSE_ON_DROP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Switchyard patch: longest a dropped connection's return to the pool may
+/// take (transact-rs/sqlx#4349).
+const RETURN_TO_POOL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A connection managed by a [`Pool`][crate::pool::Pool].
 ///
 /// Will be returned to the pool on-drop.
@@ -142,8 +146,17 @@ impl<DB: Database> PoolConnection<DB> {
         let pool = self.pool.clone();
 
         async move {
+            // Switchyard patch (transact-rs/sqlx#4349, as in the open PRs
+            // #4350 and #4407): the whole return is bounded. A connection
+            // dropped mid-statement on a peer that went silent answers
+            // neither the release ping nor a close; unbounded, this task
+            // held the pool's permit for good. Past the bound the floating
+            // connection is dropped: its size guard frees the permit and
+            // the socket closes locally.
             let returned_to_pool = if let Some(floating) = floating {
-                floating.return_to_pool().await
+                crate::rt::timeout(RETURN_TO_POOL_TIMEOUT, floating.return_to_pool())
+                    .await
+                    .unwrap_or(false)
             } else {
                 false
             };
