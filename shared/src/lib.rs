@@ -12,6 +12,7 @@
 //! - [`settings`]: one validated configuration value from the environment.
 //! - [`simulation`]: a simulated online store emitting realistic event streams.
 //! - [`latency`]: percentile summaries of latencies.
+//! - [`lines`]: reading lines of untrusted input within a size limit.
 //! - [`load`]: publishing simulated traffic at a rate, with confirm latencies.
 //! - [`startup`]: what every process does first (declare topology, migrate).
 //! - [`retry`]: the exponential-backoff retry policy.
@@ -28,6 +29,7 @@ pub mod events;
 pub mod groups;
 pub mod http_server;
 pub mod latency;
+pub mod lines;
 pub mod load;
 pub mod metrics_recorder;
 pub mod outbox;

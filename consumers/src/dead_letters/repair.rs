@@ -291,6 +291,13 @@ impl std::fmt::Display for LineError {
     }
 }
 
+/// The longest line of an export file read back: the event (up to
+/// `max_event_bytes`), the stored body's raw form (hex: twice its bytes)
+/// and the rest of the record (ids, reason: within 64 KiB).
+pub fn export_line_limit(max_event_bytes: usize) -> usize {
+    max_event_bytes.saturating_mul(3).saturating_add(64 * 1024)
+}
+
 /// Reads an export file back: checks every line (all errors are
 /// reported, nothing is changed when any line is bad), then applies each
 /// changed event as an edit. Returns the ids to replay, in file order.
@@ -304,19 +311,54 @@ pub async fn apply_file(
 ) -> Result<Result<Vec<i64>, Vec<LineError>>, OperationError> {
     let mut checked: Vec<(i64, Option<Vec<u8>>)> = Vec::new();
     let mut errors = Vec::new();
-    for (index, line) in input.lines().enumerate() {
-        let number = index + 1;
-        let line = line.map_err(|error| OperationError::Refused {
-            field: "file".to_owned(),
-            reason: format!("line {number}: {error}"),
-        })?;
-        if line.trim().is_empty() {
-            continue;
+    let mut input = input;
+    let mut bytes = Vec::new();
+    let limit = export_line_limit(max_event_bytes);
+    let mut number = 0;
+    loop {
+        bytes.clear();
+        let (read, fits) =
+            shared::lines::read_line_within(&mut input, &mut bytes, limit).map_err(|error| {
+                OperationError::Refused {
+                    field: "file".to_owned(),
+                    reason: format!("line {}: {error}", number + 1),
+                }
+            })?;
+        if read == 0 {
+            break;
         }
+        number += 1;
         if errors.len() >= 100 {
             break;
         }
-        match within(patience, check_line(pool, number, &line, max_event_bytes)).await? {
+        let line_error = |reason: String| LineError {
+            line: number,
+            id: None,
+            field: "$".to_owned(),
+            reason,
+        };
+        if !fits {
+            errors.push(line_error(format!(
+                "longer than {limit} bytes, the longest export line read back \
+                 (an event of at most {max_event_bytes} bytes, the stored body's \
+                 raw form and the rest of the record); a line read back needs \
+                 only its `id` and `event`"
+            )));
+            continue;
+        }
+        let Ok(line) = std::str::from_utf8(&bytes) else {
+            errors.push(line_error("not UTF-8".to_owned()));
+            continue;
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match within(
+            patience,
+            check_line(pool, number, line.trim_end(), max_event_bytes),
+        )
+        .await?
+        {
             Ok(entry) => checked.push(entry),
             Err(error) => errors.push(error),
         }

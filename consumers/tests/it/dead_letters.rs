@@ -750,7 +750,14 @@ async fn export_edit_and_replay_from_file_repair_poison_and_a_bad_edit_is_refuse
     let mut broken = lines[3].clone();
     broken["event"] = broken_event;
     let broken_file = directory.join("broken.ndjson");
-    std::fs::write(&broken_file, format!("{repaired}{broken}\n")).unwrap();
+    // So are a line longer than any export line (read no further than the
+    // limit) and one that is not UTF-8; every bad line is reported.
+    let mut file = format!("{repaired}{broken}\n").into_bytes();
+    let longest =
+        consumers::dead_letters::repair::export_line_limit(stack.settings.max_event_bytes);
+    file.extend(std::iter::repeat_n(b'x', longest + 1));
+    file.extend_from_slice(b"\n{\"id\": 1, \"event\": \"\xff\xfe\"}\n");
+    std::fs::write(&broken_file, file).unwrap();
     let refused = cli(
         &stack,
         &["replay", "--from-file", broken_file.to_str().unwrap()],
@@ -762,6 +769,11 @@ async fn export_edit_and_replay_from_file_repair_poison_and_a_bad_edit_is_refuse
         stderr.contains("line 4") && stderr.contains("event.data.email"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains(&format!("line 5: $: longer than {longest} bytes")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("line 6: $: not UTF-8"), "{stderr}");
     assert_eq!(
         stack
             .number("SELECT count(*) FROM dead_letters WHERE edited_at IS NOT NULL")

@@ -101,7 +101,7 @@ pub async fn publish_ndjson(
     let mut number = 0;
     loop {
         line.clear();
-        let (read, fits) = read_line_within(&mut input, &mut line, limit)?;
+        let (read, fits) = shared::lines::read_line_within(&mut input, &mut line, limit)?;
         if read == 0 {
             break;
         }
@@ -138,43 +138,6 @@ pub async fn publish_ndjson(
     publish_chunk(&mut chunk, publisher, &mut report).await;
     report.rejected.sort_by_key(|rejection| rejection.line);
     Ok(report)
-}
-
-/// Reads one line of `input`, through its `\n` or the end, keeping it in
-/// `line` only while it is at most `limit` bytes. Returns the bytes read
-/// (0: nothing left) and whether the line fit (if not, `line` is empty and
-/// the rest of the line was read and dropped).
-fn read_line_within(
-    input: &mut impl BufRead,
-    line: &mut Vec<u8>,
-    limit: usize,
-) -> std::io::Result<(usize, bool)> {
-    let (mut read, mut fits) = (0, true);
-    loop {
-        let available = match input.fill_buf() {
-            Ok(available) => available,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(error),
-        };
-        if available.is_empty() {
-            return Ok((read, fits));
-        }
-        let (taken, ended) = match available.iter().position(|&byte| byte == b'\n') {
-            Some(end) => (end + 1, true),
-            None => (available.len(), false),
-        };
-        if fits && line.len() + taken <= limit {
-            line.extend_from_slice(&available[..taken]);
-        } else {
-            fits = false;
-            line.clear();
-        }
-        input.consume(taken);
-        read += taken;
-        if ended {
-            return Ok((read, fits));
-        }
-    }
 }
 
 async fn publish_chunk(
