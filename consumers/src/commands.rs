@@ -25,9 +25,6 @@ pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
     }
 }
 
-/// Longest `consumers stats` waits for one reading of the figures.
-const STATS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
-
 async fn stats(args: StatsArgs, settings: &Settings) -> anyhow::Result<()> {
     let (connection, topology) =
         shared::startup::prepare_broker(settings, "switchyard-stats").await?;
@@ -41,13 +38,13 @@ async fn stats(args: StatsArgs, settings: &Settings) -> anyhow::Result<()> {
         // Bounded: a broker or database that stops answering ends the
         // command with an error instead of holding it (and a --watch).
         let reading = crate::stats::collect(&connection, &topology, &pool, &management);
-        let stats = match tokio::time::timeout(STATS_PATIENCE, reading).await {
+        let stats = match tokio::time::timeout(crate::stats::STATS_PATIENCE, reading).await {
             Ok(Ok(stats)) => stats,
             Ok(Err(error)) => break Err(error),
             Err(_) => {
                 break Err(anyhow::anyhow!(
                     "the figures could not be read within {} s: the broker or the database does not answer",
-                    STATS_PATIENCE.as_secs()
+                    crate::stats::STATS_PATIENCE.as_secs()
                 ));
             }
         };

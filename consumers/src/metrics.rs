@@ -168,6 +168,23 @@ pub const QUEUE_OLDEST_WAITING_SECONDS: &str = "switchyard_queue_oldest_waiting_
 /// Open dead letters of a group in the store (sampled).
 pub const DEAD_LETTERS_OPEN: &str = "switchyard_dead_letters_open";
 
+/// When the queue figures were last sampled, in seconds since the Unix
+/// epoch: the sampled gauges keep their last values while sampling fails,
+/// so alert (and distrust a scaler's input) when this falls behind.
+pub const QUEUE_FIGURES_SAMPLED: &str = "switchyard_queue_figures_sampled_timestamp_seconds";
+/// Samples of the queue figures that failed or were not read in time.
+pub const QUEUE_SAMPLES_FAILED_TOTAL: &str = "switchyard_queue_samples_failed_total";
+
+/// The queue figures were sampled now.
+pub fn queue_figures_sampled(at: chrono::DateTime<chrono::Utc>) {
+    metrics::gauge!(QUEUE_FIGURES_SAMPLED).set(at.timestamp_millis() as f64 / 1_000.0);
+}
+
+/// A sample of the queue figures failed or was not read in time.
+pub fn queue_sample_failed() {
+    metrics::counter!(QUEUE_SAMPLES_FAILED_TOTAL).increment(1);
+}
+
 /// A group's sampled queue figures.
 pub fn queue_figures(figures: &crate::stats::GroupStats) {
     let group = figures.group.as_str();

@@ -276,9 +276,18 @@ pub fn record(stats: &Stats) {
     }
 }
 
+/// Longest one reading of the figures may take (`consumers stats`, and each
+/// sample of `consumers run`): a broker, management API or database that
+/// stops answering fails it instead of holding it.
+pub const STATS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Samples the figures into the gauges every `period` until `shutdown`
 /// (`consumers run` does this, so that an autoscaler can read them from
-/// `/metrics`). A failed sample is skipped; the connection is reopened.
+/// `/metrics`). A sample that fails or takes longer than [`STATS_PATIENCE`]
+/// is skipped and counted, logged as a warning when it is the first of a
+/// run of failures; the broker connection is reopened. The gauges keep
+/// their last values meanwhile, and the sampled-at gauge says how old they
+/// are.
 pub async fn sample_every(
     settings: shared::settings::Settings,
     topology: Topology,
@@ -289,6 +298,8 @@ pub async fn sample_every(
     let management = Management::new(&settings);
     let mut connection: Option<lapin::Connection> = None;
     let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
     while shutdown.run_until_cancelled(ticks.tick()).await.is_some() {
         if connection
             .as_ref()
@@ -301,10 +312,28 @@ pub async fn sample_every(
         let Some(open) = &connection else {
             continue;
         };
-        match collect(open, &topology, &pool, &management).await {
-            Ok(stats) => record(&stats),
+        let reading = collect(open, &topology, &pool, &management);
+        let sampled = match tokio::time::timeout(STATS_PATIENCE, reading).await {
+            Ok(sampled) => sampled,
+            Err(_) => Err(anyhow::anyhow!(
+                "not read within {} s: the broker, its management API or the database does not answer",
+                STATS_PATIENCE.as_secs()
+            )),
+        };
+        match sampled {
+            Ok(stats) => {
+                record(&stats);
+                crate::metrics::queue_figures_sampled(stats.at);
+                failing = false;
+            }
             Err(error) => {
-                tracing::debug!(%error, "queue figures not sampled");
+                crate::metrics::queue_sample_failed();
+                if failing {
+                    tracing::debug!(%error, "queue figures not sampled");
+                } else {
+                    tracing::warn!(%error, "queue figures not sampled; the gauges keep their last values until a sample succeeds");
+                }
+                failing = true;
                 connection = None;
             }
         }

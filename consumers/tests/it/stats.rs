@@ -543,3 +543,74 @@ async fn stats_gives_up_on_a_database_that_stops_answering() {
         "the error says why: {stderr}"
     );
 }
+
+/// The value of the unlabelled metric `name` in a `/metrics` body.
+fn metric_value(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The workers' queue gauges say when they were sampled. A sample the
+/// database does not answer is given up within its patience and counted
+/// (the gauges keep their values, the sampled-at time stops), and sampling
+/// resumes once the database answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sample_the_database_does_not_answer_is_given_up_counted_and_sampling_resumes() {
+    let _watchdog = Watchdog::new(
+        "a_sample_the_database_does_not_answer_is_given_up_counted_and_sampling_resumes",
+        TEST_LIMIT,
+    );
+    let stack = Stack::new().await;
+    let (proxy, through_proxy) =
+        shared::testing::TcpProxy::in_front_of(&shared::testing::database_url(&stack.settings))
+            .await;
+    let address = free_address();
+    let mut worker = consumers_binary(&stack)
+        .args([
+            "run",
+            "--group",
+            "sales",
+            "--http-address",
+            &address.to_string(),
+        ])
+        .envs(crate::support::QUICK_RETRY_ENVIRONMENT)
+        .env("DATABASE_URL", &through_proxy)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let metric = |name: &'static str| async move {
+        let (_, body) = get(address, "/metrics").await?;
+        metric_value(&body, name)
+    };
+    let sampled = consumers::metrics::QUEUE_FIGURES_SAMPLED;
+    let failed = consumers::metrics::QUEUE_SAMPLES_FAILED_TOTAL;
+
+    let first = eventually(Duration::from_secs(60), || metric(sampled)).await;
+    let first = first.expect("the figures were sampled");
+    let now = chrono::Utc::now().timestamp() as f64;
+    assert!(
+        (now - 120.0..=now + 1.0).contains(&first),
+        "sampled at {first}, now {now}"
+    );
+    assert_eq!(metric(failed).await, None, "no sample failed yet");
+
+    proxy.stall();
+    let given_up = eventually(Duration::from_secs(90), || async {
+        metric(failed).await.filter(|count| *count >= 1.0)
+    })
+    .await;
+    assert!(
+        given_up.is_some(),
+        "a sample the database does not answer is given up and counted"
+    );
+    let stalled_at = metric(sampled).await.expect("the gauge stays");
+    proxy.restore();
+    let resumed = eventually(Duration::from_secs(90), || async {
+        metric(sampled).await.filter(|at| *at > stalled_at)
+    })
+    .await;
+    assert!(resumed.is_some(), "sampling resumes");
+    let stopped = sigterm_and_wait(&mut worker, Duration::from_secs(60)).await;
+    assert!(stopped.is_some_and(|status| status.success()));
+}
