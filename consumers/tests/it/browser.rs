@@ -100,20 +100,36 @@ impl Browser {
             .unwrap_or_else(|error| panic!("{css} did not appear: {error}"))
     }
 
-    /// Clicks `css` once it appears. The dashboard re-renders as it polls:
-    /// an element found just before a re-render is stale by the click, so
-    /// it is found again (within the page's patience).
-    pub async fn click(&self, css: &str) {
+    /// `act` on `css` once it appears. The dashboard re-renders as it
+    /// polls: an element found just before a re-render is stale by the
+    /// time it is used, so it is found again (within the page's patience).
+    pub async fn on<T, F, Fut>(&self, css: &str, act: F) -> T
+    where
+        F: Fn(fantoccini::elements::Element) -> Fut,
+        Fut: std::future::Future<Output = Result<T, fantoccini::error::CmdError>>,
+    {
         let deadline = std::time::Instant::now() + PAGE_PATIENCE;
         loop {
-            match self.find(css).await.click().await {
-                Ok(()) => return,
+            match act(self.find(css).await).await {
+                Ok(value) => return value,
                 Err(error)
                     if error.is_stale_element_reference()
                         && std::time::Instant::now() < deadline => {}
-                Err(error) => panic!("{css} could not be clicked: {error}"),
+                Err(error) => panic!("{css}: {error}"),
             }
         }
+    }
+
+    /// Clicks `css` once it appears (see [`Browser::on`]).
+    pub async fn click(&self, css: &str) {
+        self.on(css, |element| async move { element.click().await })
+            .await;
+    }
+
+    /// Types `keys` into `css` once it appears (see [`Browser::on`]).
+    pub async fn send_keys(&self, css: &str, keys: &str) {
+        self.on(css, |element| async move { element.send_keys(keys).await })
+            .await;
     }
 
     /// The text of `css` once `accept` holds for it.
@@ -161,7 +177,7 @@ impl Browser {
 
     pub async fn login(&mut self, base: &str, token: &str) {
         self.client.goto(&format!("{base}/ui")).await.unwrap();
-        self.find("#token").await.send_keys(token).await.unwrap();
+        self.send_keys("#token", token).await;
         self.click("#login-button").await;
         self.find("#groups .card").await;
     }

@@ -485,11 +485,10 @@ async fn an_operator_finds_repairs_and_replays_dead_letters_in_a_browser() {
         .await;
     let shown: Value = serde_json::from_str(
         &browser
-            .find("#event-body")
+            .on("#event-body", |element| async move {
+                element.prop("value").await
+            })
             .await
-            .prop("value")
-            .await
-            .unwrap()
             .unwrap(),
     )
     .unwrap();
@@ -704,11 +703,10 @@ async fn a_viewer_sees_no_control_that_changes_anything_and_is_refused_if_it_tri
     }
     assert_eq!(
         browser
-            .find("#event-body")
+            .on("#event-body", |element| async move {
+                element.prop("readOnly").await
+            })
             .await
-            .prop("readOnly")
-            .await
-            .unwrap()
             .as_deref(),
         Some("true")
     );
@@ -750,11 +748,8 @@ async fn an_operator_cancels_a_replay_and_resolves_and_purges_only_after_confirm
         .await
         .unwrap();
     browser
-        .find("#token")
-        .await
-        .send_keys(&format!("{operator}{ENTER}"))
-        .await
-        .unwrap();
+        .send_keys("#token", &format!("{operator}{ENTER}"))
+        .await;
     browser
         .text_when("#who", |text| text == "otto (operator)")
         .await;
@@ -762,11 +757,11 @@ async fn an_operator_cancels_a_replay_and_resolves_and_purges_only_after_confirm
     // The shipments of cancelled orders, filtered with Enter in a field.
     browser.click("#nav-dead-letters").await;
     browser
-        .find("#filter [name=error_kind]")
-        .await
-        .send_keys(&format!("ship_cancelled_order{ENTER}"))
-        .await
-        .unwrap();
+        .send_keys(
+            "#filter [name=error_kind]",
+            &format!("ship_cancelled_order{ENTER}"),
+        )
+        .await;
     let shipments = fixture.shipments.len();
     browser
         .text_when("#summary tbody", |text| {
@@ -798,11 +793,10 @@ async fn an_operator_cancels_a_replay_and_resolves_and_purges_only_after_confirm
     browser.shot("replay-cancelled").await;
     assert!(
         !browser
-            .find("#replay-cancel")
-            .await
-            .is_displayed()
-            .await
-            .unwrap(),
+            .on("#replay-cancel", |element| async move {
+                element.is_displayed().await
+            })
+            .await,
         "nothing left to cancel"
     );
     let (outcome, affected): (String, i64) = sqlx::query_as(
@@ -872,9 +866,12 @@ async fn an_operator_cancels_a_replay_and_resolves_and_purges_only_after_confirm
     let mut purged = Vec::new();
     for row in 1..=2 {
         let link = browser
-            .find(&format!("#list tbody tr:nth-child({row}) a"))
+            .on(
+                &format!("#list tbody tr:nth-child({row}) a"),
+                |element| async move { element.text().await },
+            )
             .await;
-        purged.push(link.text().await.unwrap().parse::<i64>().unwrap());
+        purged.push(link.parse::<i64>().unwrap());
         browser
             .click(&format!(
                 "#list tbody tr:nth-child({row}) input[type=checkbox]"
