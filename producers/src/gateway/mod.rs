@@ -236,6 +236,12 @@ pub async fn serve(
     served
 }
 
+/// Longest one statement of the minutely purge waits: a database that
+/// stops answering (a lock held elsewhere, a hung server, a network cut)
+/// fails the purge, tried again the next minute, instead of holding the
+/// housekeeping, and its forgetting of idle addresses, for good.
+const HOUSEKEEPING_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Every minute: purge accepted ids older than the window, and forget
 /// client addresses whose key-lookup allowance has recovered.
 async fn housekeeping(state: GatewayState, shutdown: CancellationToken) {
@@ -248,7 +254,10 @@ async fn housekeeping(state: GatewayState, shutdown: CancellationToken) {
         }
         state.authenticator.forget_idle_addresses();
         let purged = shared::database::delete_in_chunks(|limit| {
-            accepted_events::purge_expired(pool, window, limit)
+            shared::database::within(
+                HOUSEKEEPING_PATIENCE,
+                accepted_events::purge_expired(pool, window, limit),
+            )
         })
         .await;
         if let Err(error) = purged {

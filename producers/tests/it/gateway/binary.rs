@@ -522,3 +522,56 @@ async fn the_gateway_stops_on_sigterm_although_its_database_stopped_answering() 
     assert!(exited.success(), "a clean stop: {exited}");
     proxy.restore();
 }
+
+/// The gateway's minutely purge of expired accepted ids gives up on a
+/// database that does not answer (here a lock held elsewhere) and says so,
+/// instead of waiting for good — which also stopped its forgetting of idle
+/// client addresses.
+#[tokio::test]
+async fn the_purge_of_expired_ids_gives_up_on_a_database_that_does_not_answer() {
+    let isolated = IsolatedTopology::declare().await;
+    let database = TestDatabase::create_with(isolated.settings.clone()).await;
+    let mut holder = database.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE gateway_accepted_events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let log = std::env::temp_dir().join(format!(
+        "switchyard-{}-gateway.log",
+        isolated.settings.namespace
+    ));
+    let address = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_producers"))
+        .arg("serve")
+        .env("SWITCHYARD_GATEWAY_LISTEN", address.to_string())
+        .env("SWITCHYARD_NAMESPACE", &isolated.settings.namespace)
+        .env("DATABASE_URL", database_url(&database.settings))
+        .env("SWITCHYARD_LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn producers serve");
+
+    let said = eventually(Duration::from_secs(120), || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .find(|line| {
+                line.contains("could not purge expired accepted event ids")
+                    && line.contains("did not answer within 30000 ms")
+            })
+            .map(str::to_owned)
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    holder.rollback().await.unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        said.is_some(),
+        "the purge gave up on the locked table and said so"
+    );
+}
