@@ -130,20 +130,12 @@ pub fn in_flight(group: ConsumerGroup, change: f64) {
 pub fn batches_by_path(
     handle: &PrometheusHandle,
 ) -> std::collections::HashMap<(String, String), f64> {
-    let label = |line: &str, name: &str| {
-        line.split(&format!("{name}=\""))
-            .nth(1)?
-            .split('"')
-            .next()
-            .map(str::to_owned)
-    };
-    handle
-        .render()
-        .lines()
-        .filter(|line| line.starts_with(&format!("{BATCHES_TOTAL}{{")))
-        .filter_map(|line| {
-            let count = line.rsplit(' ').next()?.parse::<f64>().ok()?;
-            Some(((label(line, "group")?, label(line, "path")?), count))
+    let rendered = handle.render();
+    shared::prometheus_text::samples(&rendered, BATCHES_TOTAL)
+        .filter_map(|sample| {
+            let group = sample.label("group")?.to_owned();
+            let path = sample.label("path")?.to_owned();
+            Some(((group, path), sample.value))
         })
         .collect()
 }
@@ -201,5 +193,39 @@ pub fn queue_figures(figures: &crate::stats::GroupStats) {
     }
     if let Some(age) = figures.oldest_waiting_seconds {
         metrics::gauge!(QUEUE_OLDEST_WAITING_SECONDS, "group" => group).set(age);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use shared::groups::ConsumerGroup;
+
+    use crate::runtime::batch::{BatchPath, BatchTiming};
+
+    #[test]
+    fn batches_by_path_reads_back_what_was_counted() {
+        let handle = super::install_recorder();
+        let timing = |path| BatchTiming {
+            path,
+            handling: Duration::from_millis(1),
+            commit: None,
+        };
+        let key = |group: ConsumerGroup, path: BatchPath| {
+            (group.as_str().to_owned(), path.as_str().to_owned())
+        };
+        let before = super::batches_by_path(&handle);
+        super::batch_committed(ConsumerGroup::Inventory, 3, timing(BatchPath::SetWise));
+        super::batch_committed(ConsumerGroup::Inventory, 2, timing(BatchPath::SetWise));
+        super::batch_committed(ConsumerGroup::Sales, 1, timing(BatchPath::EventByEvent));
+        let after = super::batches_by_path(&handle);
+        let added = |group, path| {
+            let key = key(group, path);
+            after.get(&key).copied().unwrap_or(0.0) - before.get(&key).copied().unwrap_or(0.0)
+        };
+        assert_eq!(added(ConsumerGroup::Inventory, BatchPath::SetWise), 2.0);
+        assert_eq!(added(ConsumerGroup::Sales, BatchPath::EventByEvent), 1.0);
+        assert_eq!(added(ConsumerGroup::Orders, BatchPath::SetWise), 0.0);
     }
 }

@@ -18,6 +18,7 @@
 //! - [`retry`]: the exponential-backoff retry policy.
 //! - [`telemetry`]: log output set-up.
 //! - [`metrics_recorder`]: the process's one Prometheus recorder and its buckets.
+//! - [`prometheus_text`]: reading back what a recorder rendered.
 //! - [`shutdown`]: SIGINT/SIGTERM → graceful shutdown, twice → exit.
 //! - [`tls`]: the process-wide rustls crypto provider.
 //! - `testing` (feature `testing`): support for integration tests.
@@ -33,6 +34,7 @@ pub mod lines;
 pub mod load;
 pub mod metrics_recorder;
 pub mod outbox;
+pub mod prometheus_text;
 pub mod publish;
 pub mod retry;
 pub mod secret_tokens;

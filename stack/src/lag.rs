@@ -19,19 +19,13 @@ impl LagSnapshot {
     /// Reads `…_lag_seconds_bucket{…,le="0.005"} 12` lines (bounds kept
     /// in microseconds so they can be map keys; `+Inf` as `u64::MAX`).
     pub fn parse(rendered: &str) -> Self {
-        let prefix = format!("{LAG_SECONDS}_bucket{{");
+        let name = format!("{LAG_SECONDS}_bucket");
         let mut buckets = BTreeMap::new();
-        for line in rendered.lines().filter(|line| line.starts_with(&prefix)) {
-            let Some(bound) = line
-                .split("le=\"")
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-            else {
+        for sample in shared::prometheus_text::samples(rendered, &name) {
+            let Some(bound) = sample.label("le") else {
                 continue;
             };
-            let Some(count) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
-                continue;
-            };
+            let count = sample.value;
             let key = if bound == "+Inf" {
                 u64::MAX
             } else {

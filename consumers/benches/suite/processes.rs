@@ -199,12 +199,9 @@ pub async fn wait_consuming(processes: &[ConsumerProcess]) {
             let Some(text) = process.metrics(&client).await else {
                 continue;
             };
-            for line in text
-                .lines()
-                .filter(|line| line.starts_with("switchyard_group_lease{"))
-            {
-                let (labels, value) = line.rsplit_once(' ').unwrap_or_default();
-                *held.entry(labels.to_owned()).or_default() += value.parse().unwrap_or(0.0);
+            for sample in shared::prometheus_text::samples(&text, "switchyard_group_lease") {
+                let group = sample.label("group").unwrap_or_default().to_owned();
+                *held.entry(group).or_default() += sample.value;
             }
         }
         if held.len() == shared::groups::ConsumerGroup::ALL.len()
@@ -222,15 +219,15 @@ pub async fn wait_consuming(processes: &[ConsumerProcess]) {
 
 /// The sum of `switchyard_events_total` over the final outcomes.
 pub fn settled_in(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| line.starts_with("switchyard_events_total{"))
-        .filter(|line| {
-            ["applied", "duplicate", "dead_lettered"]
-                .iter()
-                .any(|outcome| line.contains(&format!("outcome=\"{outcome}\"")))
+    ["applied", "duplicate", "dead_lettered"]
+        .iter()
+        .map(|outcome| {
+            shared::prometheus_text::sum(
+                metrics,
+                "switchyard_events_total",
+                &[("outcome", outcome)],
+            )
         })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
 

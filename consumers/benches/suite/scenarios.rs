@@ -325,22 +325,15 @@ pub async fn switchyard_latency(workload: Workload, events: Vec<Event>, rate: u6
 /// groups, keyed by the bound's bits (which order like the positive bounds).
 fn lag_buckets(rendered: &str) -> BTreeMap<u64, f64> {
     let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
-    for line in rendered
-        .lines()
-        .filter(|line| line.starts_with("switchyard_end_to_end_lag_seconds_bucket"))
-    {
-        let le = line
-            .split("le=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap();
+    let name = format!("{}_bucket", shared::metrics_recorder::LAG_SECONDS);
+    for sample in shared::prometheus_text::samples(rendered, &name) {
+        let le = sample.label("le").unwrap();
         let bound: f64 = if le == "+Inf" {
             f64::INFINITY
         } else {
             le.parse().unwrap()
         };
-        let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-        *buckets.entry(bound.to_bits()).or_default() += count;
+        *buckets.entry(bound.to_bits()).or_default() += sample.value;
     }
     buckets
 }

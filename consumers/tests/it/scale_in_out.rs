@@ -70,34 +70,28 @@ impl Process {
 
     /// Events with `outcome` this process counted, from its own `/metrics`.
     async fn events(&self, outcome: &str) -> f64 {
-        let outcome = format!("outcome=\"{outcome}\"");
-        self.metric("switchyard_events_total{", &outcome)
-            .await
-            .unwrap_or(0.0)
+        match get(self.http, "/metrics").await {
+            Some((_, metrics)) => shared::prometheus_text::sum(
+                &metrics,
+                consumers::metrics::EVENTS_TOTAL,
+                &[("outcome", outcome)],
+            ),
+            None => 0.0,
+        }
     }
 
     /// The groups whose lease this process holds, from its `/metrics`
     /// (`None` before it serves them).
     async fn leases(&self) -> Option<Vec<String>> {
         let (_, metrics) = get(self.http, "/metrics").await?;
-        let held: Vec<String> = metrics
-            .lines()
-            .filter(|line| line.starts_with("switchyard_group_lease{") && line.ends_with(" 1"))
-            .filter_map(|line| Some(line.split('"').nth(1)?.to_owned()))
+        let leases: Vec<_> =
+            shared::prometheus_text::samples(&metrics, consumers::metrics::GROUP_LEASE).collect();
+        let held = leases
+            .iter()
+            .filter(|sample| sample.value == 1.0)
+            .filter_map(|sample| Some(sample.label("group")?.to_owned()))
             .collect();
-        metrics.contains("switchyard_group_lease{").then_some(held)
-    }
-
-    /// The sum of the samples of `prefix` whose labels contain `label`.
-    async fn metric(&self, prefix: &str, label: &str) -> Option<f64> {
-        let (_, metrics) = get(self.http, "/metrics").await?;
-        Some(
-            metrics
-                .lines()
-                .filter(|line| line.starts_with(prefix) && line.contains(label))
-                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum(),
-        )
+        (!leases.is_empty()).then_some(held)
     }
 }
 

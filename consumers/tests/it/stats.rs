@@ -546,8 +546,9 @@ async fn stats_gives_up_on_a_database_that_stops_answering() {
 
 /// The value of the unlabelled metric `name` in a `/metrics` body.
 fn metric_value(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    shared::prometheus_text::samples(body, name)
+        .next()
+        .map(|sample| sample.value)
 }
 
 /// The workers' queue gauges say when they were sampled. A sample the
