@@ -268,11 +268,7 @@ async fn a_cut_connection_fails_publishes_and_publishing_resumes_when_it_returns
     );
 
     let connection = connect(&isolated.settings).await;
-    let work = isolated
-        .topology
-        .group(ConsumerGroup::Inventory)
-        .work
-        .clone();
+    let work = inventory_work(&isolated);
     let ids = drain_message_ids(&connection, &work).await;
     assert!(ids.contains(&before.id.to_string()));
     assert!(ids.contains(&after.id.to_string()));
@@ -311,11 +307,7 @@ async fn publishes_in_flight_when_the_connection_drops_fail_and_none_confirmed_i
         tokio::spawn(async move { publisher.publish_all(&events).await })
     };
     let connection = connect(&isolated.settings).await;
-    let work = isolated
-        .topology
-        .group(ConsumerGroup::Inventory)
-        .work
-        .clone();
+    let work = inventory_work(&isolated);
     // Some reach the queue (so some are confirmed before the cut)...
     let started = eventually(Duration::from_secs(60), || async {
         (message_count(&connection, &work).await >= 200).then_some(())
@@ -367,6 +359,15 @@ async fn publishes_in_flight_when_the_connection_drops_fail_and_none_confirmed_i
         missing.len()
     );
     publisher.close().await;
+}
+
+/// The work queue `inventory.restocked` events are routed to.
+fn inventory_work(isolated: &IsolatedTopology) -> String {
+    isolated
+        .topology
+        .group(ConsumerGroup::Inventory)
+        .work
+        .clone()
 }
 
 /// A publisher with a window of one publish, through a proxy.
