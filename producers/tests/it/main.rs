@@ -7,3 +7,4 @@ mod gateway;
 mod load;
 mod publish;
 mod relay;
+mod setup;
