@@ -30,6 +30,7 @@ use axum::routing::{MethodRouter, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use shared::database::within;
 use shared::http_server::{ConnectionLimits, ServerOptions, serve_http};
 use shared::settings::Settings;
 use sqlx::PgPool;
@@ -104,6 +105,13 @@ pub struct ApiState {
 pub const TOKEN_FAILURES_PER_ADDRESS: u32 = 5;
 
 impl ApiState {
+    /// Longest one database step of dead-letter work waits
+    /// (`SWITCHYARD_DEAD_LETTER_DATABASE_TIMEOUT_MS`); a request is also
+    /// bounded by [`REQUEST_TIMEOUT`].
+    fn patience(&self) -> Duration {
+        self.settings.dead_letters.database_timeout
+    }
+
     /// State over `pool`; replays stop when `shutdown` is cancelled.
     pub fn new(pool: PgPool, settings: Settings, shutdown: CancellationToken) -> Self {
         Self {
@@ -434,7 +442,8 @@ async fn list(
 ) -> Result<Json<query::Page>, ApiError> {
     caller.require(Role::Viewer)?;
     let (filter, after, limit) = filter_from_query(pairs)?;
-    Ok(Json(query::list(&state.pool, &filter, after, limit).await?))
+    let page = query::list(&state.pool, &filter, after, limit);
+    Ok(Json(within(state.patience(), page).await?))
 }
 
 async fn summary(
@@ -444,7 +453,8 @@ async fn summary(
 ) -> Result<Json<Vec<query::SummaryLine>>, ApiError> {
     caller.require(Role::Viewer)?;
     let (filter, _, _) = filter_from_query(pairs)?;
-    Ok(Json(query::summary(&state.pool, &filter).await?))
+    let lines = query::summary(&state.pool, &filter);
+    Ok(Json(within(state.patience(), lines).await?))
 }
 
 /// NDJSON of the matching dead letters (the CLI's `export`), streamed a
@@ -459,7 +469,7 @@ async fn export(
     caller.require(Role::Viewer)?;
     let (filter, _, _) = filter_from_query(pairs)?;
     // The first page is read here, so that a failure is an error answer.
-    let patience = state.settings.dead_letters.database_timeout;
+    let patience = state.patience();
     let first = repair::export_page(&state.pool, &filter, 0, patience).await?;
     let pool = state.pool.clone();
     let pages = futures_util::stream::unfold(
@@ -493,7 +503,7 @@ async fn show(
     Id(id): Id,
 ) -> Result<Json<query::DeadLetterDetail>, ApiError> {
     caller.require(Role::Viewer)?;
-    query::show(&state.pool, id)
+    within(state.patience(), query::show(&state.pool, id))
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no dead letter {id}")))
@@ -512,7 +522,7 @@ async fn edit(
         &body,
         &caller.actor(),
         state.settings.max_event_bytes,
-        state.settings.dead_letters.database_timeout,
+        state.patience(),
     )
     .await?;
     Ok(Json(edited))
@@ -542,13 +552,7 @@ async fn resolve(
     caller.require(Role::Operator)?;
     let (filter, _) = close_request(body)?;
     Ok(Json(
-        manage::resolve(
-            &state.pool,
-            &filter,
-            &caller.actor(),
-            state.settings.dead_letters.database_timeout,
-        )
-        .await?,
+        manage::resolve(&state.pool, &filter, &caller.actor(), state.patience()).await?,
     ))
 }
 
@@ -566,13 +570,7 @@ async fn purge(
         ));
     }
     Ok(Json(
-        manage::purge(
-            &state.pool,
-            &filter,
-            &caller.actor(),
-            state.settings.dead_letters.database_timeout,
-        )
-        .await?,
+        manage::purge(&state.pool, &filter, &caller.actor(), state.patience()).await?,
     ))
 }
 
@@ -762,9 +760,8 @@ async fn history(
     if !(1..=1_000).contains(&limit) {
         return Err(ApiError::invalid("limit", "limit must be 1 to 1000"));
     }
-    Ok(Json(
-        operations::history(&state.pool, paging.before, limit).await?,
-    ))
+    let history = operations::history(&state.pool, paging.before, limit);
+    Ok(Json(within(state.patience(), history).await?))
 }
 
 /// `consumers stats --json` over HTTP: every group's figures now.

@@ -564,3 +564,67 @@ async fn the_api_bounds_connections_header_time_and_token_checks() {
     .await;
     assert!(recovered.is_some(), "the allowance recovers");
 }
+
+/// Over the API too, each dead-letter read and write gives up on a database
+/// that does not answer within `SWITCHYARD_DEAD_LETTER_DATABASE_TIMEOUT_MS`
+/// (here a lock held elsewhere): 503 "the database failed", not the
+/// request timeout's 504 half a minute later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_requests_give_up_on_a_database_that_does_not_answer() {
+    let stack = Stack::new().await;
+    let operator = token(&stack, "olga", "operator").await;
+    let api = Api::start_with(
+        &stack,
+        &[],
+        &[("SWITCHYARD_DEAD_LETTER_DATABASE_TIMEOUT_MS", "1000")],
+    )
+    .await;
+    let mut holder = stack.database.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE dead_letters, dead_letter_operations IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    let orders = json!({ "filter": { "group": "orders" } });
+    let purge = json!({ "filter": { "group": "orders" }, "confirm": true });
+    let requests = [
+        (reqwest::Method::GET, "/api/v1/dead-letters", None),
+        (reqwest::Method::GET, "/api/v1/dead-letters/summary", None),
+        (reqwest::Method::GET, "/api/v1/dead-letters/1", None),
+        (reqwest::Method::GET, "/api/v1/dead-letters/export", None),
+        (reqwest::Method::GET, "/api/v1/operations", None),
+        (
+            reqwest::Method::POST,
+            "/api/v1/replays/preview",
+            Some(orders.clone()),
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/dead-letters/resolve",
+            Some(orders),
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/dead-letters/purge",
+            Some(purge),
+        ),
+    ];
+    for (method, path, body) in requests {
+        let (status, answer) = api.call(method, path, Some(&operator), body).await;
+        assert_eq!(
+            (status, answer["error"].clone()),
+            (StatusCode::SERVICE_UNAVAILABLE, json!("unavailable")),
+            "{path}: {answer}"
+        );
+    }
+    holder.rollback().await.unwrap();
+    let (status, _) = api
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/dead-letters",
+            Some(&operator),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "once the lock is gone, it answers");
+}
