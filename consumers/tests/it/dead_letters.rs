@@ -638,11 +638,10 @@ async fn every_command_gives_up_on_a_database_that_does_not_answer_in_time() {
     let edited = directory.join("edited.json");
     std::fs::write(&edited, "{}").unwrap();
     let edited = edited.to_str().unwrap();
-    let mut holder = stack.database.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE dead_letters, dead_letter_operations IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    let holder = stack
+        .database
+        .lock_exclusively(&["dead_letters", "dead_letter_operations"])
+        .await;
 
     let commands: [&[&str]; 11] = [
         &["list"],

@@ -292,11 +292,7 @@ async fn an_amqp_cut_while_a_batch_is_in_hand_loses_nothing_and_applies_nothing_
     settings.amqp_url = through_proxy.into();
 
     // Hold the worker's first batch in the database: its claim waits on this lock.
-    let mut blocker = stack.database.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE processed_events IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
+    let blocker = stack.database.lock_exclusively(&["processed_events"]).await;
     let workers = stack.start_with(settings, stack.options(&[ConsumerGroup::Orders], 1));
     let waiting = eventually(Duration::from_secs(30), || async {
         (stack

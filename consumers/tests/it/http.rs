@@ -457,11 +457,7 @@ async fn a_batch_stuck_behind_a_lock_is_given_up_at_its_deadline_and_tried_again
     let address = free_address();
     let mut worker = Running::orders(&stack, address, &[("SWITCHYARD_BATCH_TIMEOUT_MS", "1000")]);
     assert!(until_ready(address).await.is_some(), "ready");
-    let mut operator = stack.database.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *operator)
-        .await
-        .unwrap();
+    let operator = stack.database.lock_exclusively(&["orders"]).await;
     stack.publish(&[order_placed(Uuid::now_v7())]).await;
 
     let held = until_held(address, 3).await;

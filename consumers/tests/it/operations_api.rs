@@ -579,11 +579,10 @@ async fn dead_letter_requests_give_up_on_a_database_that_does_not_answer() {
         &[("SWITCHYARD_DEAD_LETTER_DATABASE_TIMEOUT_MS", "1000")],
     )
     .await;
-    let mut holder = stack.database.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE dead_letters, dead_letter_operations IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    let holder = stack
+        .database
+        .lock_exclusively(&["dead_letters", "dead_letter_operations"])
+        .await;
 
     let orders = json!({ "filter": { "group": "orders" } });
     let purge = json!({ "filter": { "group": "orders" }, "confirm": true });

@@ -45,6 +45,31 @@ impl TestDatabase {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// Locks `tables` (each a plain table name) in ACCESS EXCLUSIVE mode in
+    /// a transaction of its own, held until it is rolled back or dropped:
+    /// every statement on them waits, as on a database that stopped
+    /// answering.
+    pub async fn lock_exclusively(
+        &self,
+        tables: &[&str],
+    ) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        assert!(
+            tables.iter().all(|table| {
+                !table.is_empty() && table.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            }),
+            "plain table names: {tables:?}"
+        );
+        let mut holder = self.pool.begin().await.expect("begin");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            tables.join(", ")
+        )))
+        .execute(&mut *holder)
+        .await
+        .expect("lock the tables");
+        holder
+    }
 }
 
 /// The database URL of `settings` (tests only: it may carry a password).

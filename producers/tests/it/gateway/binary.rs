@@ -37,19 +37,10 @@ impl ServeProcess {
         flags: &[&str],
         environment: &[(&str, &str)],
     ) -> Self {
-        let address = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap()
-        };
-        let child = Command::new(env!("CARGO_BIN_EXE_producers"))
-            .arg("serve")
+        let (mut command, address) = serve_command(&isolated, &database);
+        let child = command
             .args(flags)
-            .env("SWITCHYARD_GATEWAY_LISTEN", address.to_string())
-            .env("SWITCHYARD_NAMESPACE", &isolated.settings.namespace)
-            .env("DATABASE_URL", database_url(&database.settings))
-            .env("RUST_LOG", "warn")
             .envs(environment.iter().copied())
-            .stdout(Stdio::null())
             .spawn()
             .expect("spawn producers serve");
         let process = Self {
@@ -79,6 +70,24 @@ impl ServeProcess {
     async fn connect_from(&self, local: IpAddr) -> TcpStream {
         connect_from(local, self.address).await
     }
+}
+
+/// `producers serve` on a free loopback port (returned), in `isolated`'s
+/// namespace on `database`, logging warnings, its output discarded.
+fn serve_command(isolated: &IsolatedTopology, database: &TestDatabase) -> (Command, SocketAddr) {
+    let address = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let mut command = Command::new(env!("CARGO_BIN_EXE_producers"));
+    command
+        .arg("serve")
+        .env("SWITCHYARD_GATEWAY_LISTEN", address.to_string())
+        .env("SWITCHYARD_NAMESPACE", &isolated.settings.namespace)
+        .env("DATABASE_URL", database_url(&database.settings))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    (command, address)
 }
 
 impl Drop for ServeProcess {
@@ -531,27 +540,16 @@ async fn the_gateway_stops_on_sigterm_although_its_database_stopped_answering() 
 async fn the_purge_of_expired_ids_gives_up_on_a_database_that_does_not_answer() {
     let isolated = IsolatedTopology::declare().await;
     let database = TestDatabase::create_with(isolated.settings.clone()).await;
-    let mut holder = database.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE gateway_accepted_events IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    let holder = database
+        .lock_exclusively(&["gateway_accepted_events"])
+        .await;
     let log = std::env::temp_dir().join(format!(
         "switchyard-{}-gateway.log",
         isolated.settings.namespace
     ));
-    let address = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap()
-    };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_producers"))
-        .arg("serve")
-        .env("SWITCHYARD_GATEWAY_LISTEN", address.to_string())
-        .env("SWITCHYARD_NAMESPACE", &isolated.settings.namespace)
-        .env("DATABASE_URL", database_url(&database.settings))
+    let (mut command, _) = serve_command(&isolated, &database);
+    let mut child = command
         .env("SWITCHYARD_LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("spawn producers serve");
