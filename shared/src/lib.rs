@@ -9,6 +9,7 @@
 //! - [`database`]: connecting to PostgreSQL, creating the database, migrating.
 //! - [`database_errors`]: whose fault a database error is, by SQLSTATE class.
 //! - [`secret_tokens`]: producers' API keys and operators' tokens: mint, parse, check.
+//! - [`storable`]: text and JSON PostgreSQL can always store (NUL escaped).
 //! - [`settings`]: one validated configuration value from the environment.
 //! - [`simulation`]: a simulated online store emitting realistic event streams.
 //! - [`latency`]: percentile summaries of latencies.
@@ -42,6 +43,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod simulation;
 pub mod startup;
+pub mod storable;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -54,6 +54,22 @@ impl HandlerError {
         }
     }
 
+    /// An event of a type `group` does not handle (published straight to
+    /// its queue, or a type newly routed to it): permanent, so it is
+    /// dead-lettered rather than acked with no effect.
+    pub fn not_handled(
+        group: shared::groups::ConsumerGroup,
+        event: &shared::events::Event,
+    ) -> Self {
+        HandlerError::permanent(
+            "type_not_handled",
+            format!(
+                "the {group} group does not handle {:?} events",
+                event.event_type().as_str()
+            ),
+        )
+    }
+
     /// What to do next.
     pub fn disposition(&self) -> Disposition {
         match self {

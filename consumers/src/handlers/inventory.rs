@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use shared::events::catalog::*;
 use shared::events::{Event, EventPayload};
+use shared::groups::ConsumerGroup;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -17,10 +18,13 @@ pub async fn apply(connection: &mut PgConnection, event: &Event) -> Result<(), H
         EventPayload::InventoryRestocked(restock) => restock_sku(connection, restock).await,
         EventPayload::OrderPlaced(order) => reserve(connection, order).await,
         EventPayload::OrderCancelled(cancellation) => release(connection, cancellation).await,
+        // Not routed to this group: refused, never acked with no effect.
         EventPayload::CustomerRegistered(_)
         | EventPayload::PaymentCaptured(_)
         | EventPayload::PaymentFailed(_)
-        | EventPayload::OrderShipped(_) => Ok(()),
+        | EventPayload::OrderShipped(_) => {
+            Err(HandlerError::not_handled(ConsumerGroup::Inventory, event))
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use shared::events::catalog::*;
 use shared::events::{Event, EventPayload};
+use shared::groups::ConsumerGroup;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -16,10 +17,12 @@ pub async fn apply(connection: &mut PgConnection, event: &Event) -> Result<(), H
         EventPayload::PaymentFailed(payment) => fail_payment(connection, event, payment).await,
         EventPayload::OrderShipped(shipment) => ship(connection, event, shipment).await,
         EventPayload::OrderCancelled(cancellation) => cancel(connection, event, cancellation).await,
-        // Routed to other groups only; nothing to do if one arrives here.
+        // Not routed to this group: refused, never acked with no effect.
         EventPayload::ProductListed(_)
         | EventPayload::ProductPriceChanged(_)
-        | EventPayload::InventoryRestocked(_) => Ok(()),
+        | EventPayload::InventoryRestocked(_) => {
+            Err(HandlerError::not_handled(ConsumerGroup::Orders, event))
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 use shared::events::catalog::*;
 use shared::events::{Event, EventPayload};
+use shared::groups::ConsumerGroup;
 use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -26,12 +27,15 @@ pub async fn apply(connection: &mut PgConnection, event: &Event) -> Result<(), H
         EventPayload::OrderPlaced(order) => record_order(connection, order).await,
         EventPayload::PaymentCaptured(payment) => count(connection, event, payment).await,
         EventPayload::OrderCancelled(cancellation) => reverse(connection, cancellation).await,
+        // Not routed to this group: refused, never acked with no effect.
         EventPayload::CustomerRegistered(_)
         | EventPayload::ProductListed(_)
         | EventPayload::ProductPriceChanged(_)
         | EventPayload::InventoryRestocked(_)
         | EventPayload::PaymentFailed(_)
-        | EventPayload::OrderShipped(_) => Ok(()),
+        | EventPayload::OrderShipped(_) => {
+            Err(HandlerError::not_handled(ConsumerGroup::Sales, event))
+        }
     }
 }
 

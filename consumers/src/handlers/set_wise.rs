@@ -86,15 +86,11 @@ pub async fn apply_batch(
     }
     lock_ids.sort_unstable();
     lock_ids.dedup();
-    let function = match group {
-        ConsumerGroup::Orders => "SELECT * FROM switchyard_apply_orders($1, $2)",
-        ConsumerGroup::Inventory => "SELECT * FROM switchyard_apply_inventory($1, $2)",
-        ConsumerGroup::Sales => "SELECT * FROM switchyard_apply_sales($1, $2)",
-    };
     let reported: Vec<(i32, String, Option<String>, Option<i64>)> = if batch.is_empty() {
         Vec::new()
     } else {
-        match sqlx::query_as(function)
+        match sqlx::query_as("SELECT * FROM switchyard_apply_reported($1, $2, $3)")
+            .bind(group.as_str())
             .bind(&lock_ids)
             .bind(sqlx::types::Json(&batch))
             .fetch_all(&mut *connection)
@@ -107,29 +103,36 @@ pub async fn apply_batch(
             Err(error) => return Err(error.into()),
         }
     };
-    for (index, kind, sku, quantity) in reported {
-        // Only indexes this batch sent come back; anything else means the
-        // database's functions do not match this build: redo the batch per
-        // event (what the call committed is claimed, so it is a duplicate).
-        let Some(event) = usize::try_from(index)
+    for (index, verdict, sku, quantity) in reported {
+        // Only indexes this batch sent come back, each once; anything else
+        // means the database's functions do not match this build: redo the
+        // batch per event (what the call committed is claimed, so it is a
+        // duplicate there).
+        let sent = usize::try_from(index)
             .ok()
-            .and_then(|index| events.get(index))
-        else {
-            tracing::error!(%group, index, "the set-wise function reported an event not in the batch");
+            .filter(|index| batch.iter().any(|entry| entry.i == *index));
+        let Some(index) = sent.filter(|index| verdicts[*index].is_none()) else {
+            tracing::error!(%group, index, "the set-wise function reported an event not sent, or twice");
             return Ok(None);
         };
-        let verdict = match kind.as_str() {
+        let event = events[index];
+        verdicts[index] = Some(match verdict.as_str() {
+            "applied" => Verdict::Applied,
             "duplicate" => Verdict::Duplicate,
             kind => Verdict::Failed(failure(group, kind, event, sku, quantity)),
-        };
-        verdicts[index as usize] = Some(verdict);
+        });
     }
-    Ok(Some(
-        verdicts
-            .into_iter()
-            .map(|verdict| verdict.unwrap_or(Verdict::Applied))
-            .collect(),
-    ))
+    // Every event has its verdict: from the database, or refused before
+    // the call. One without is an error, never taken as applied.
+    let mut complete = Vec::with_capacity(verdicts.len());
+    for (index, verdict) in verdicts.into_iter().enumerate() {
+        let Some(verdict) = verdict else {
+            tracing::error!(%group, index, "the set-wise function did not report on an event; redoing the batch event by event");
+            return Ok(None);
+        };
+        complete.push(verdict);
+    }
+    Ok(Some(complete))
 }
 
 /// The aggregates `event` touches in `group`'s projection: what it locks
@@ -277,8 +280,6 @@ enum Fields<'a> {
         order_id: Uuid,
         day: chrono::NaiveDate,
     },
-    /// A type the group does not handle: only claimed.
-    Nothing {},
 }
 
 /// An order line as `orders` reads it (`n` counts from 1).
@@ -298,98 +299,117 @@ struct Wanted<'a> {
     quantity: i64,
 }
 
-/// The fields the group's function reads for `event` (none for a type the
-/// group does not handle: it is only claimed, as per event); `Err` for an
-/// event that can never apply (a sum that does not fit 64 bits), as its
-/// handler would refuse it.
+/// The fields the group's function reads for `event`; `Err` for an event
+/// that can never apply (a sum that does not fit 64 bits, as its handler
+/// would refuse it, or a type the group does not handle). One exhaustive
+/// match per group: a new event type does not compile until each group
+/// decides what to do with it.
 fn fields(group: ConsumerGroup, event: &Event) -> Result<Fields<'_>, HandlerError> {
-    let fields = match (group, &event.payload) {
-        (ConsumerGroup::Orders, EventPayload::CustomerRegistered(customer)) => Fields::Customer {
-            customer_id: customer.customer_id,
-            email: &customer.email,
-            name: &customer.name,
+    use EventPayload as P;
+    let not_handled = || Err(HandlerError::not_handled(group, event));
+    let cancellation = |cancelled: &shared::events::catalog::OrderCancelled| Fields::Cancellation {
+        order_id: cancelled.order_id,
+    };
+    let fields = match group {
+        ConsumerGroup::Orders => match &event.payload {
+            P::CustomerRegistered(customer) => Fields::Customer {
+                customer_id: customer.customer_id,
+                email: &customer.email,
+                name: &customer.name,
+            },
+            P::OrderPlaced(order) => Fields::Order {
+                order_id: order.order_id,
+                customer_id: order.customer_id,
+                currency: &order.currency,
+                total: order
+                    .total_cents()
+                    .ok_or_else(super::orders::total_overflow)?,
+                lines: order
+                    .lines
+                    .iter()
+                    .enumerate()
+                    .map(|(number, line)| Line {
+                        n: number + 1,
+                        sku: &line.sku,
+                        category: &line.category,
+                        quantity: line.quantity,
+                        unit_price: line.unit_price_cents,
+                    })
+                    .collect(),
+            },
+            P::PaymentCaptured(payment) => Fields::Payment {
+                order_id: payment.order_id,
+                payment_id: payment.payment_id,
+                amount: payment.amount_cents,
+                currency: &payment.currency,
+            },
+            P::PaymentFailed(payment) => Fields::PaymentFailed {
+                order_id: payment.order_id,
+                payment_id: payment.payment_id,
+                amount: payment.amount_cents,
+                currency: &payment.currency,
+                reason: &payment.reason,
+            },
+            P::OrderShipped(shipment) => Fields::Shipment {
+                order_id: shipment.order_id,
+                shipment_id: shipment.shipment_id,
+                carrier: &shipment.carrier,
+                tracking_number: &shipment.tracking_number,
+            },
+            P::OrderCancelled(cancelled) => cancellation(cancelled),
+            P::ProductListed(_) | P::ProductPriceChanged(_) | P::InventoryRestocked(_) => {
+                return not_handled();
+            }
         },
-        (ConsumerGroup::Orders, EventPayload::OrderPlaced(order)) => Fields::Order {
-            order_id: order.order_id,
-            customer_id: order.customer_id,
-            currency: &order.currency,
-            total: order
-                .total_cents()
-                .ok_or_else(super::orders::total_overflow)?,
-            lines: order
-                .lines
-                .iter()
-                .enumerate()
-                .map(|(number, line)| Line {
-                    n: number + 1,
-                    sku: &line.sku,
-                    category: &line.category,
-                    quantity: line.quantity,
-                    unit_price: line.unit_price_cents,
-                })
-                .collect(),
-        },
-        (ConsumerGroup::Orders, EventPayload::PaymentCaptured(payment)) => Fields::Payment {
-            order_id: payment.order_id,
-            payment_id: payment.payment_id,
-            amount: payment.amount_cents,
-            currency: &payment.currency,
-        },
-        (ConsumerGroup::Orders, EventPayload::PaymentFailed(payment)) => Fields::PaymentFailed {
-            order_id: payment.order_id,
-            payment_id: payment.payment_id,
-            amount: payment.amount_cents,
-            currency: &payment.currency,
-            reason: &payment.reason,
-        },
-        (ConsumerGroup::Orders, EventPayload::OrderShipped(shipment)) => Fields::Shipment {
-            order_id: shipment.order_id,
-            shipment_id: shipment.shipment_id,
-            carrier: &shipment.carrier,
-            tracking_number: &shipment.tracking_number,
-        },
-        (
-            ConsumerGroup::Orders | ConsumerGroup::Inventory | ConsumerGroup::Sales,
-            EventPayload::OrderCancelled(cancellation),
-        ) => Fields::Cancellation {
-            order_id: cancellation.order_id,
-        },
-        (ConsumerGroup::Inventory, EventPayload::ProductListed(product)) => Fields::Product {
-            sku: &product.sku,
-            name: &product.name,
-            category: &product.category,
-            price: product.price_cents,
-            currency: &product.currency,
-        },
-        (ConsumerGroup::Inventory, EventPayload::ProductPriceChanged(change)) => {
-            Fields::PriceChange {
+        ConsumerGroup::Inventory => match &event.payload {
+            P::ProductListed(product) => Fields::Product {
+                sku: &product.sku,
+                name: &product.name,
+                category: &product.category,
+                price: product.price_cents,
+                currency: &product.currency,
+            },
+            P::ProductPriceChanged(change) => Fields::PriceChange {
                 sku: &change.sku,
                 price: change.new_price_cents,
                 currency: &change.currency,
-            }
-        }
-        (ConsumerGroup::Inventory, EventPayload::InventoryRestocked(restock)) => Fields::Restock {
-            sku: &restock.sku,
-            quantity: restock.quantity,
+            },
+            P::InventoryRestocked(restock) => Fields::Restock {
+                sku: &restock.sku,
+                quantity: restock.quantity,
+            },
+            P::OrderPlaced(order) => Fields::Reservation {
+                order_id: order.order_id,
+                wanted: super::inventory::units_per_sku(order)?
+                    .into_iter()
+                    .map(|(sku, quantity)| Wanted { sku, quantity })
+                    .collect(),
+            },
+            P::OrderCancelled(cancelled) => cancellation(cancelled),
+            P::CustomerRegistered(_)
+            | P::PaymentCaptured(_)
+            | P::PaymentFailed(_)
+            | P::OrderShipped(_) => return not_handled(),
         },
-        (ConsumerGroup::Inventory, EventPayload::OrderPlaced(order)) => Fields::Reservation {
-            order_id: order.order_id,
-            wanted: super::inventory::units_per_sku(order)?
-                .into_iter()
-                .map(|(sku, quantity)| Wanted { sku, quantity })
-                .collect(),
+        ConsumerGroup::Sales => match &event.payload {
+            P::OrderPlaced(order) => Fields::Sale {
+                order_id: order.order_id,
+                currency: &order.currency,
+                categories: super::sales::category_totals(order)
+                    .ok_or_else(|| super::sales::too_large(order))?,
+            },
+            P::PaymentCaptured(payment) => Fields::SaleDay {
+                order_id: payment.order_id,
+                day: event.time.date_naive(),
+            },
+            P::OrderCancelled(cancelled) => cancellation(cancelled),
+            P::CustomerRegistered(_)
+            | P::ProductListed(_)
+            | P::ProductPriceChanged(_)
+            | P::InventoryRestocked(_)
+            | P::PaymentFailed(_)
+            | P::OrderShipped(_) => return not_handled(),
         },
-        (ConsumerGroup::Sales, EventPayload::OrderPlaced(order)) => Fields::Sale {
-            order_id: order.order_id,
-            currency: &order.currency,
-            categories: super::sales::category_totals(order)
-                .ok_or_else(|| super::sales::too_large(order))?,
-        },
-        (ConsumerGroup::Sales, EventPayload::PaymentCaptured(payment)) => Fields::SaleDay {
-            order_id: payment.order_id,
-            day: event.time.date_naive(),
-        },
-        _ => Fields::Nothing {},
     };
     Ok(fields)
 }

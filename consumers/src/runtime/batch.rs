@@ -248,19 +248,22 @@ async fn process_batch_isolating_failures(
     for incoming in batch {
         let outcome = match &incoming.event {
             Ok(event) => process_event(&mut transaction, context, incoming, event).await?,
-            Err(poison) => {
+            Err(refusal) => {
                 let history =
                     incoming
                         .history
-                        .with(failure(context, poison.code(), poison.to_string()));
-                tracing::warn!(group = %context.group, message_id = ?incoming.message_id(), error = %poison, "poison message dead-lettered");
+                        .with(failure(context, refusal.code(), refusal.to_string()));
+                let (event_id, event_type) = incoming.identity();
+                tracing::warn!(group = %context.group, message_id = ?incoming.message_id(),
+                    ?event_id, ?event_type, routing_key = %incoming.routing_key,
+                    kind = refusal.kind(), error = %refusal, "message refused and dead-lettered");
                 dead_letter_store::record(
                     &mut transaction,
                     context.group,
                     incoming,
                     &history,
-                    &poison.to_string(),
-                    "poison",
+                    &refusal.to_string(),
+                    refusal.kind(),
                 )
                 .await?;
                 Outcome::DeadLettered
@@ -419,8 +422,7 @@ fn record_metrics(
     let now = Utc::now();
     let events = batch.iter().zip(outcomes).map(|(incoming, outcome)| {
         let event_type = incoming
-            .event
-            .as_ref()
+            .event()
             .map_or("poison", |event| event.event_type().as_str());
         let name = match outcome {
             Outcome::Applied => "applied",

@@ -5,7 +5,8 @@ use shared::groups::ConsumerGroup;
 use sqlx::PgConnection;
 
 use super::attempts::AttemptHistory;
-use super::incoming::{Incoming, without_nul};
+use super::incoming::Incoming;
+use shared::storable;
 
 /// Header a replay sets: the id of the dead letter it republished. A new
 /// failure of that message is stored linked to it.
@@ -38,10 +39,8 @@ pub async fn record(
         .and_then(|value| value.as_str())
         .and_then(|text| text.parse::<i64>().ok());
     let partition_key = incoming
-        .event
-        .as_ref()
-        .ok()
-        .map(|event| without_nul(&event.partition_key));
+        .event()
+        .map(|event| storable::string(&event.partition_key));
     // Either unique index may say "already stored": (group, event id) for
     // events, (group, message hash) for poison, which has no event id; each
     // among open rows with the same earlier failure.
@@ -59,19 +58,21 @@ pub async fn record(
     )
     .bind(group.as_str())
     .bind(event_id)
-    .bind(event_type)
-    .bind(&incoming.routing_key)
+    // Everything that came from the message passes through `storable`:
+    // text and jsonb cannot hold NUL, whatever a field path or an error
+    // message quoted.
+    .bind(event_type.as_deref().map(storable::string))
+    .bind(storable::string(&incoming.routing_key))
     .bind(&incoming.body)
-    .bind(&headers)
-    // Text columns cannot hold NUL, whatever an error message quoted.
-    .bind(without_nul(reason))
-    .bind(without_nul(error_kind))
+    .bind(storable::json(headers))
+    .bind(storable::string(reason))
+    .bind(storable::string(error_kind))
     .bind(history.records.len().max(1) as i32)
-    .bind(history.to_json())
+    .bind(storable::json(history.to_json()))
     .bind(first)
     .bind(last)
-    .bind(incoming.message_id().map(without_nul))
-    .bind(incoming.content_type().map(without_nul))
+    .bind(incoming.message_id().map(storable::string))
+    .bind(incoming.content_type().map(storable::string))
     .bind(partition_key)
     .bind(replay_of)
     .execute(connection)

@@ -5,6 +5,8 @@ use lapin::BasicProperties;
 use lapin::message::Delivery;
 use shared::events::amqp::{claimed_identity, decode_delivery};
 use shared::events::{DecodeError, Event};
+use shared::groups::ConsumerGroup;
+use shared::storable;
 use uuid::Uuid;
 
 use super::attempts::{AttemptHistory, AttemptKey, HistoryTrust};
@@ -20,8 +22,9 @@ pub struct Incoming {
     /// binary-mode event needs it to be read again when replayed), send
     /// time and headers, republished as they are with a retry.
     pub properties: BasicProperties,
-    /// The decoded event (structured or binary mode), or the reason it is poison.
-    pub event: Result<Event, DecodeError>,
+    /// The decoded event (structured or binary mode), or why it is not
+    /// one this group applies.
+    pub event: Result<Event, Refusal>,
     /// Failed attempts before this delivery.
     pub history: AttemptHistory,
 }
@@ -30,10 +33,46 @@ impl Incoming {
     /// The event's id and type: decoded, or, for a message that did not
     /// decode, as its headers or properties claim them.
     pub fn identity(&self) -> (Option<Uuid>, Option<String>) {
-        match &self.event {
-            Ok(event) => (Some(event.id), Some(event.event_type().as_str().to_owned())),
-            Err(_) => claimed_identity(&self.properties),
+        match self.event() {
+            Some(event) => (Some(event.id), Some(event.event_type().as_str().to_owned())),
+            None => claimed_identity(&self.properties),
         }
+    }
+
+    /// The event, when the message decoded as one (whether or not this
+    /// group may apply it).
+    pub fn event(&self) -> Option<&Event> {
+        match &self.event {
+            Ok(event) => Some(event),
+            Err(Refusal::TypeMismatch { event, .. } | Refusal::NotHandled { event, .. }) => {
+                Some(event)
+            }
+            Err(Refusal::Undecodable(_)) => None,
+        }
+    }
+
+    /// Refuses an event that `group` must not apply: one whose type is
+    /// not the routing key it was published with (when it came through an
+    /// exchange; retries and replays come through the default exchange,
+    /// addressed to the work queue by name), or of a type the group does
+    /// not handle. Either is dead-lettered, never acked with no effect.
+    pub fn check_route(&mut self, group: ConsumerGroup, via_exchange: bool) {
+        let Ok(event) = &self.event else { return };
+        let event_type = event.event_type();
+        let refusal = if via_exchange && self.routing_key != event_type.as_str() {
+            Refusal::TypeMismatch {
+                routing_key: self.routing_key.clone(),
+                event: Box::new(event.clone()),
+            }
+        } else if !group.handles(event_type) {
+            Refusal::NotHandled {
+                group,
+                event: Box::new(event.clone()),
+            }
+        } else {
+            return;
+        };
+        self.event = Err(refusal);
     }
 
     /// The AMQP `message_id`, if any.
@@ -75,11 +114,60 @@ impl Incoming {
             );
         }
         Self {
-            event: decode_delivery(&properties, &body, max_event_bytes),
+            event: decode_delivery(&properties, &body, max_event_bytes)
+                .map_err(Refusal::Undecodable),
             body,
             routing_key: delivery.routing_key.to_string(),
             properties,
             history,
+        }
+    }
+}
+
+/// Why a delivery is not an event its group applies. Each is
+/// dead-lettered at once with its own error kind.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    /// Not a valid event: bytes, JSON or schema ([`DecodeError`]).
+    #[error(transparent)]
+    Undecodable(DecodeError),
+    /// A valid event published with a routing key other than its type:
+    /// the broker routed it by the key, so the groups of its real type
+    /// never saw it.
+    #[error("type: the event is a {:?} but was published with routing key {routing_key:?}", .event.event_type().as_str())]
+    TypeMismatch {
+        /// The routing key it came with.
+        routing_key: String,
+        /// The event.
+        event: Box<Event>,
+    },
+    /// A valid event of a type the group does not handle (published
+    /// straight to its queue, or a type newly routed to it).
+    #[error("type: the {group} group does not handle {:?} events", .event.event_type().as_str())]
+    NotHandled {
+        /// The group.
+        group: ConsumerGroup,
+        /// The event.
+        event: Box<Event>,
+    },
+}
+
+impl Refusal {
+    /// The dead letter's error kind: `poison` for a message that is not a
+    /// valid event, `type_mismatch` and `type_not_handled` for the others.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::Undecodable(_) => "poison",
+            Refusal::TypeMismatch { .. } => "type_mismatch",
+            Refusal::NotHandled { .. } => "type_not_handled",
+        }
+    }
+
+    /// The attempt log's error code: the decode error's own, or the kind.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Undecodable(error) => error.code(),
+            other => other.kind(),
         }
     }
 }
@@ -95,14 +183,14 @@ pub fn headers_to_json(headers: &lapin::types::FieldTable) -> serde_json::Value 
         .iter()
         .map(|(key, value)| {
             let json = match value {
-                AMQPValue::LongString(text) => storable_text(text.as_bytes()),
-                AMQPValue::ShortString(text) => storable_text(text.as_str().as_bytes()),
+                AMQPValue::LongString(text) => storable::bytes(text.as_bytes()),
+                AMQPValue::ShortString(text) => storable::bytes(text.as_str().as_bytes()),
                 AMQPValue::LongLongInt(number) => serde_json::Value::from(*number),
                 AMQPValue::LongInt(number) => serde_json::Value::from(*number),
                 AMQPValue::Boolean(flag) => serde_json::Value::from(*flag),
-                other => serde_json::Value::from(without_nul(&format!("{other:?}"))),
+                other => serde_json::Value::from(storable::string(&format!("{other:?}"))),
             };
-            (without_nul(key.as_str()), json)
+            (storable::string(key.as_str()), json)
         })
         .collect();
     serde_json::Value::Object(object)
@@ -145,18 +233,6 @@ pub fn headers_from_json(json: &serde_json::Value) -> lapin::types::FieldTable {
         headers.insert(name, value);
     }
     headers
-}
-
-fn storable_text(bytes: &[u8]) -> serde_json::Value {
-    match std::str::from_utf8(bytes) {
-        Ok(text) if !text.contains('\0') => serde_json::Value::from(text),
-        _ => serde_json::json!({ "bytes_hex": hex::encode(bytes) }),
-    }
-}
-
-/// `text` with each NUL written as the six characters `\u0000`.
-pub fn without_nul(text: &str) -> String {
-    text.replace('\0', "\\u0000")
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! - [`broker_dead_letters`]: moving broker dead letters into the store.
 //! - [`health`]: readiness flags.
 //! - [`positions`]: how far the workers have got, for the oldest waiting age.
+//! - [`settlement`]: the one rule for acks and nacks, and the ledger that enforces it.
 
 pub mod attempts;
 pub mod batch;
@@ -20,6 +21,7 @@ pub mod health;
 pub mod incoming;
 pub mod leases;
 pub mod positions;
+pub mod settlement;
 pub mod worker;
 
 use std::sync::Arc;
@@ -346,9 +348,11 @@ async fn run_workers(
                 pool: pool.clone(),
                 retry_publisher: retry_publisher.clone(),
                 prefetch: options.prefetch,
-                batch_size: options.batch_size,
-                batch_linger: options.batch_linger,
-                batch_timeout: options.batch_timeout,
+                batching: worker::Batching {
+                    size: options.batch_size,
+                    linger: options.batch_linger,
+                    timeout: options.batch_timeout,
+                },
                 max_event_bytes: settings.max_event_bytes,
                 health: health.clone(),
             })

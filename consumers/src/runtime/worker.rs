@@ -1,29 +1,34 @@
 //! One worker: a channel with prefetch, a consumer on the group's work
 //! queue, and a loop that takes what is ready (up to the batch size, waiting
 //! at most the batch linger after its first event for more), applies it in
-//! one transaction and acknowledges only after the commit. Pipelined:
-//! while one batch is applied, committed and acknowledged, the next is
-//! taken and decoded; it is applied (and acknowledged) only after.
+//! one transaction and settles it only after the commit. Pipelined:
+//! while one batch is applied, committed and settled, the next is taken
+//! and decoded; it is applied (and settled) only after.
+//!
+//! The loop ([`consume`]) knows the world only through the interfaces of
+//! [`ports`]; [`Worker::run`] gives it lapin and PostgreSQL. Settling
+//! follows the one rule of [`super::settlement`]: a delivery is acked only
+//! once its own outcome is committed, and on a stop whatever is not
+//! settled goes back to the broker.
 
 use std::time::Duration;
 
-use futures_util::{FutureExt, StreamExt};
-use lapin::Channel;
-use lapin::message::Delivery;
-use lapin::options::BasicCancelOptions;
+use futures_util::{FutureExt, Stream, StreamExt};
 use shared::publish::Publisher;
-use sqlx::pool::PoolConnection;
-use sqlx::{PgConnection, PgPool, Postgres};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::RuntimeError;
-use super::batch::{BatchContext, BatchError, Outcome, process_batch};
+use super::batch::{BatchContext, BatchError, Outcome};
 use super::consuming;
 use super::health::Health;
 use super::incoming::Incoming;
 use super::positions::Position;
+use super::settlement::Ledger;
 
+pub mod ports;
 mod settle;
+use ports::{Channel, LapinChannel, PostgresStore, Received, Retries, Store, WaitQueues};
 use shared::topology::GroupQueues;
 
 /// First and longest pause while the database fails a batch (and between
@@ -46,280 +51,380 @@ pub struct Worker {
     pub retry_publisher: Publisher,
     /// Unacknowledged deliveries the broker may send ahead.
     pub prefetch: u16,
-    /// Most deliveries applied in one transaction.
-    pub batch_size: usize,
-    /// Longest wait, after a batch's first delivery arrived, for more.
-    pub batch_linger: Duration,
-    /// Longest a batch's database work may take (one try of it).
-    pub batch_timeout: Duration,
+    /// How it batches.
+    pub batching: Batching,
     /// Largest accepted event body.
     pub max_event_bytes: usize,
     /// Readiness flags.
     pub health: Health,
 }
 
-/// Longest wait for the broker's cancel-ok, and for the next received
-/// delivery while finishing up, when stopping.
-const DRAIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How a worker forms and applies batches.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// Most deliveries applied in one transaction.
+    pub size: usize,
+    /// Longest wait, after a batch's first delivery arrived, for more.
+    pub linger: Duration,
+    /// Longest a batch's database work may take (one try of it).
+    pub timeout: Duration,
+}
+
+/// Longest wait for the next received delivery while finishing up after
+/// the broker's cancel-ok.
+const DRAIN_PATIENCE: Duration = Duration::from_secs(5);
 
 impl Worker {
     /// Consumes until `shutdown` is cancelled, then stops the broker's
-    /// deliveries (basic.cancel) and finishes, commits and acknowledges
-    /// everything it already received — the batch in hand and the rest of
-    /// its prefetch — before returning: a stopped worker hands nothing back
-    /// to be redelivered (unless the database or broker fails meanwhile).
+    /// deliveries (basic.cancel) and finishes, commits and settles what it
+    /// already received — the batch in hand and the rest of its prefetch.
+    /// A batch the database cannot take by then is given back to the
+    /// broker, with everything received after it.
     pub async fn run(
         self,
-        channel: Channel,
+        channel: lapin::Channel,
         shutdown: CancellationToken,
     ) -> Result<(), RuntimeError> {
         let queue = self.queues.work.as_str();
-        let mut consumer =
+        let consumer =
             consuming::start(&channel, queue, &self.context.worker, self.prefetch).await?;
         tracing::info!(group = %self.context.group, worker = %self.context.worker, "worker consuming");
-        let mut connection = None;
-        let mut draining = false;
-        let mut finished_after_stop = 0_usize;
-        let mut position = Position::default();
-        // Taken and decoded while the previous batch was applied.
-        let mut ahead: Option<Taken> = None;
-        loop {
-            // Under steady load a batch is always waiting ahead: look at the
-            // stop request here too, not only while waiting for a delivery.
-            if !draining && shutdown.is_cancelled() && ahead.is_some() {
-                if !self.stop_deliveries(&channel).await {
-                    break;
-                }
-                draining = true;
+        let mut deliveries = ports::lapin_deliveries(
+            consumer,
+            self.context.group,
+            self.max_event_bytes,
+            self.context.attempt_key.clone(),
+        );
+        let control = LapinChannel {
+            channel: channel.clone(),
+            consumer_tag: self.context.worker.clone(),
+        };
+        let store = PostgresStore::new(self.pool.clone(), self.context.clone());
+        let retries = WaitQueues {
+            publisher: self.retry_publisher.clone(),
+            queues: self.queues.clone(),
+            context: self.context.clone(),
+        };
+        let parts = Parts {
+            context: &self.context,
+            batching: self.batching,
+            health: &self.health,
+            queue,
+        };
+        let result = consume(parts, &mut deliveries, &control, store, &retries, &shutdown).await;
+        let _ = channel.close(200, "worker stopping".into()).await;
+        result
+    }
+}
+
+/// What [`consume`] is told about the worker.
+pub struct Parts<'a> {
+    /// Group, worker name, retry policy.
+    pub context: &'a BatchContext,
+    /// How it batches.
+    pub batching: Batching,
+    /// Readiness flags, set while the database fails.
+    pub health: &'a Health,
+    /// The queue consumed (for messages).
+    pub queue: &'a str,
+}
+
+/// The worker loop, on any [`ports`]: consumes `deliveries` until
+/// `shutdown`, then stops them and finishes what was received. Returns
+/// with every received delivery settled (acked after its commit, or given
+/// back), unless the channel failed (then the broker gives back what it
+/// did not see acked).
+pub async fn consume<C, D, S, R>(
+    parts: Parts<'_>,
+    deliveries: &mut D,
+    channel: &C,
+    mut store: S,
+    retries: &R,
+    shutdown: &CancellationToken,
+) -> Result<(), RuntimeError>
+where
+    C: Channel,
+    D: Stream<Item = Result<Received<C::Acker>, RuntimeError>> + Unpin,
+    S: Store,
+    R: Retries,
+{
+    let worker = parts.context.worker.as_str();
+    let mut ledger = Ledger::default();
+    let mut draining = false;
+    let mut finished_after_stop = 0_usize;
+    let mut position = Position::default();
+    // Taken and decoded while the previous batch was applied.
+    let mut ahead: Option<Taken<C::Acker>> = None;
+    let result = loop {
+        // Under steady load a batch is always waiting ahead: look at the
+        // stop request here too, not only while waiting for a delivery.
+        if !draining && shutdown.is_cancelled() && ahead.is_some() {
+            if !stop_deliveries(channel, worker).await {
+                break Ok(());
             }
-            let mut taken = match ahead.take() {
-                Some(taken) if !taken.deliveries.is_empty() => taken,
-                Some(Taken {
-                    ended: Some(ended), ..
-                }) => {
-                    stream_ended(ended, draining, &channel, queue)?;
-                    break;
-                }
-                _ => {
-                    let first = if draining {
-                        // After cancel-ok the stream holds exactly what was sent, then ends.
-                        match tokio::time::timeout(DRAIN_PATIENCE, consumer.next()).await {
-                            Ok(Some(Ok(delivery))) => delivery,
-                            Ok(_) => break,
-                            Err(_) => {
-                                tracing::warn!(worker = %self.context.worker, "stopping: the broker's cancel did not end the deliveries in time");
-                                break;
-                            }
-                        }
-                    } else {
-                        match consuming::next_delivery(&channel, &mut consumer, queue, &shutdown)
-                            .await?
-                        {
-                            Some(delivery) => delivery,
-                            None => {
-                                if !self.stop_deliveries(&channel).await {
-                                    break;
-                                }
-                                draining = true;
-                                continue;
-                            }
-                        }
-                    };
-                    let mut taken = Taken::default();
-                    taken.push(&self, first);
-                    taken
-                }
-            };
-            // Take what is already here, then what arrives within the
-            // linger of the first (a batch taken during the previous call has
-            // usually waited that long already); not when stopping. The
-            // stream's end (or error) may come here; it is not polled again.
-            while taken.ended.is_none() && taken.deliveries.len() < self.batch_size {
-                match consumer.next().now_or_never() {
-                    Some(next) => taken.take(&self, next),
-                    None => break,
-                }
-            }
-            if !draining && !self.batch_linger.is_zero() {
-                self.linger(&mut consumer, &mut taken, &shutdown).await;
-            }
-            if draining {
-                finished_after_stop += taken.deliveries.len();
-            }
-            let count = taken.deliveries.len() as f64;
-            position.taken(&taken.batch);
-            crate::metrics::in_flight(self.context.group, count);
-            // Pipelined: while this batch is applied, committed and acked,
-            // the next one is taken and decoded (and acked only after its
-            // own commit, so acks stay in order).
-            let mut next = Taken::default();
-            let outcomes = {
-                let handling =
-                    self.handle(&taken.deliveries, &taken.batch, &mut connection, &shutdown);
-                tokio::pin!(handling);
-                loop {
-                    tokio::select! {
-                        biased;
-                        outcomes = &mut handling => break outcomes,
-                        delivery = consumer.next(), if taken.ended.is_none()
-                            && next.ended.is_none()
-                            && next.deliveries.len() < self.batch_size =>
-                        {
-                            next.take(&self, delivery);
+            draining = true;
+        }
+        let mut taken = match ahead.take() {
+            Some(taken) if !taken.batch.is_empty() => taken,
+            Some(Taken {
+                ended: Some(ended), ..
+            }) => break stream_ended(ended, draining, channel, parts.queue),
+            _ => {
+                let first = if draining {
+                    // After cancel-ok the stream holds exactly what was sent, then ends.
+                    match tokio::time::timeout(DRAIN_PATIENCE, deliveries.next()).await {
+                        Ok(Some(Ok(received))) => received,
+                        Ok(_) => break Ok(()),
+                        Err(_) => {
+                            tracing::warn!(
+                                worker,
+                                "stopping: the broker's cancel did not end the deliveries in time"
+                            );
+                            break Ok(());
                         }
                     }
+                } else {
+                    let next = tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => None,
+                        next = deliveries.next() => Some(next),
+                    };
+                    match next {
+                        Some(Some(Ok(received))) => received,
+                        Some(Some(Err(error))) => {
+                            tracing::warn!(queue = parts.queue, %error, "consumer error: the connection failed");
+                            break Err(error);
+                        }
+                        Some(None) => break stream_ended(None, false, channel, parts.queue),
+                        None => {
+                            if !stop_deliveries(channel, worker).await {
+                                break Ok(());
+                            }
+                            draining = true;
+                            continue;
+                        }
+                    }
+                };
+                let mut taken = Taken::default();
+                taken.push(first);
+                taken
+            }
+        };
+        // Take what is already here, then what arrives within the
+        // linger of the first (a batch taken during the previous call has
+        // usually waited that long already); not when stopping. The
+        // stream's end (or error) may come here; it is not polled again.
+        let batching = parts.batching;
+        while taken.ended.is_none() && taken.batch.len() < batching.size {
+            match deliveries.next().now_or_never() {
+                Some(next) => taken.take(next),
+                None => break,
+            }
+        }
+        if !draining && !batching.linger.is_zero() {
+            linger(deliveries, &mut taken, batching, shutdown).await;
+        }
+        if draining {
+            finished_after_stop += taken.batch.len();
+        }
+        taken.enter(&mut ledger);
+        let count = taken.batch.len() as f64;
+        position.taken(&taken.batch);
+        crate::metrics::in_flight(parts.context.group, count);
+        // Pipelined: while this batch is applied, committed and settled,
+        // the next one is taken and decoded (and settled only after its
+        // own commit, so acks stay in order).
+        let mut next = Taken::default();
+        let outcomes = {
+            let handling = apply_until_committed(&parts, &mut store, &taken.batch, shutdown);
+            tokio::pin!(handling);
+            loop {
+                tokio::select! {
+                    biased;
+                    outcomes = &mut handling => break outcomes,
+                    received = deliveries.next(), if taken.ended.is_none()
+                        && next.ended.is_none()
+                        && next.batch.len() < batching.size =>
+                    {
+                        next.take(received);
+                    }
                 }
-            };
-            crate::metrics::in_flight(self.context.group, -count);
-            position.applied(&taken.batch, &outcomes);
-            position
-                .report(self.context.group, connection.as_deref_mut(), false)
-                .await;
-            if let Some(ended) = taken.ended {
-                // Stopping: everything the broker sent has been finished.
-                stream_ended(ended, draining, &channel, queue)?;
-                break;
             }
-            ahead = Some(next);
-        }
-        position
-            .report(self.context.group, connection.as_deref_mut(), true)
-            .await;
-        let _ = channel.close(200, "worker stopping".into()).await;
-        tracing::info!(worker = %self.context.worker, finished_after_stop, "worker stopped");
-        Ok(())
-    }
-
-    /// Takes what arrives until the batch is full or the linger has passed
-    /// since its first delivery arrived; a stop request ends the wait.
-    async fn linger(
-        &self,
-        consumer: &mut lapin::Consumer,
-        taken: &mut Taken,
-        shutdown: &CancellationToken,
-    ) {
-        let Some(first_arrived) = taken.first_arrived else {
-            return;
         };
-        let deadline = first_arrived + self.batch_linger;
-        if tokio::time::Instant::now() >= deadline {
-            return;
+        crate::metrics::in_flight(parts.context.group, -count);
+        let Some(outcomes) = outcomes else {
+            // Stopping while the database fails this batch: nothing of it
+            // is settled. It goes back to the broker, with everything
+            // received after it; the rest of the prefetch goes back when
+            // the channel closes.
+            next.enter(&mut ledger);
+            let returned = ledger.return_all().await;
+            tracing::warn!(
+                worker,
+                returned,
+                "stopping while the database fails a batch: its deliveries and those received after it are given back to the broker"
+            );
+            break Ok(());
+        };
+        settle::settle(&parts, retries, &mut ledger, &taken, &outcomes, shutdown).await;
+        position.applied(&taken.batch, &outcomes);
+        store.report(&mut position, false).await;
+        if let Some(ended) = taken.ended {
+            // Stopping: everything the broker sent has been finished.
+            break stream_ended(ended, draining, channel, parts.queue);
         }
-        let lingering = tokio::time::sleep_until(deadline);
-        tokio::pin!(lingering);
-        while taken.ended.is_none() && taken.deliveries.len() < self.batch_size {
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                next = consumer.next() => taken.take(self, next),
-                () = &mut lingering => break,
-            }
-        }
+        ahead = Some(next);
+    };
+    if let Some(mut ahead) = ahead.take() {
+        ahead.enter(&mut ledger);
     }
-
-    /// Asks the broker to stop sending (basic.cancel) and waits for its
-    /// cancel-ok; false when it did not come in time.
-    async fn stop_deliveries(&self, channel: &Channel) -> bool {
-        let cancel = channel.basic_cancel(
-            self.context.worker.as_str().into(),
-            BasicCancelOptions::default(),
+    if ledger.outstanding() > 0 && channel.connected() {
+        let returned = ledger.return_all().await;
+        tracing::info!(
+            worker,
+            returned,
+            "stopping: deliveries not applied are given back to the broker"
         );
-        if !matches!(
-            tokio::time::timeout(DRAIN_PATIENCE, cancel).await,
-            Ok(Ok(()))
-        ) {
-            return false;
-        }
-        tracing::info!(worker = %self.context.worker, "stopping: finishing what was received");
-        true
     }
+    store.report(&mut position, true).await;
+    tracing::info!(worker, finished_after_stop, "worker stopped");
+    result
+}
 
-    async fn handle(
-        &self,
-        deliveries: &[Delivery],
-        batch: &[Incoming],
-        held: &mut Option<PoolConnection<Postgres>>,
-        shutdown: &CancellationToken,
-    ) -> Vec<Outcome> {
-        // A failure here is the database's, never the events': hold the
-        // batch (the prefetch window stops new deliveries), burn no attempt,
-        // and try it again after a pause that grows while it keeps failing
-        // (a read-only database still answers a probe, so the probe alone
-        // would not slow the retries down).
-        let mut pause = self.context.policy.pauses(PAUSE_FIRST, PAUSE_LONGEST);
-        let outcomes = loop {
-            let result = match held_connection(&self.pool, held).await {
-                // Past the deadline the try is dropped mid-statement: its
-                // connection is thrown away below (its backend, checking
-                // for us every second, gives up too).
-                Ok(connection) => tokio::time::timeout(
-                    self.batch_timeout,
-                    process_batch(connection, &self.context, batch),
-                )
-                .await
-                .unwrap_or(Err(BatchError::TimedOut(self.batch_timeout))),
-                Err(error) => Err(BatchError::from(error)),
-            };
-            let error = match result {
-                Ok(applied) => break applied.outcomes,
-                Err(error) => error,
-            };
-            // It may be broken, or its session stuck in a state the
-            // failure came from (read-only after a failover): never give it
-            // back to the pool; the next try opens a fresh one.
-            if let Some(connection) = held.take() {
-                drop(connection.detach());
-            }
-            tracing::warn!(worker = %self.context.worker, %error,
-                "batch not applied: the database failed or did not answer in time (not its events); holding it and trying again");
-            crate::metrics::batch_held(self.context.group);
-            self.health.set_database_ready(false);
-            let wait = backoff::backoff::Backoff::next_backoff(&mut pause).unwrap_or(PAUSE_LONGEST);
-            if !pause_then_probe(&self.pool, &self.context, wait, shutdown).await {
-                return Vec::new(); // shutting down: unacked deliveries go back to the queue
-            }
-        };
-        if !self.health.database_ready() {
-            self.health.set_database_ready(true);
-            tracing::info!(worker = %self.context.worker, "batch applied; database back");
-        }
-        self.settle(deliveries, batch, &outcomes, shutdown).await;
-        outcomes
+/// Asks the broker to stop sending; false when it did not confirm in time.
+async fn stop_deliveries(channel: &impl Channel, worker: &str) -> bool {
+    if !channel.stop_deliveries().await {
+        tracing::warn!(
+            worker,
+            "stopping: the broker did not confirm the cancel in time"
+        );
+        return false;
     }
+    tracing::info!(worker, "stopping: finishing what was received");
+    true
+}
+
+/// Takes what arrives until the batch is full or the linger has passed
+/// since its first delivery arrived; a stop request ends the wait.
+async fn linger<A, D>(
+    deliveries: &mut D,
+    taken: &mut Taken<A>,
+    batching: Batching,
+    shutdown: &CancellationToken,
+) where
+    D: Stream<Item = Result<Received<A>, RuntimeError>> + Unpin,
+{
+    let Some(first_arrived) = taken.first_arrived else {
+        return;
+    };
+    let deadline = first_arrived + batching.linger;
+    if tokio::time::Instant::now() >= deadline {
+        return;
+    }
+    let lingering = tokio::time::sleep_until(deadline);
+    tokio::pin!(lingering);
+    while taken.ended.is_none() && taken.batch.len() < batching.size {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            next = deliveries.next() => taken.take(next),
+            () = &mut lingering => break,
+        }
+    }
+}
+
+/// Applies `batch` until it is committed, holding it while the database
+/// fails: such a failure is the database's, never the events' — burn no
+/// attempt, and try again after a pause that grows while it keeps failing
+/// (a read-only database still answers a probe, so the probe alone would
+/// not slow the retries down). Each try is bounded by the batch timeout:
+/// past it the try is dropped mid-statement and its connection discarded.
+/// `None` when a stop came while the batch was held: nothing of it is
+/// committed, and it must be given back.
+async fn apply_until_committed<S: Store>(
+    parts: &Parts<'_>,
+    store: &mut S,
+    batch: &[Incoming],
+    shutdown: &CancellationToken,
+) -> Option<Vec<Outcome>> {
+    let context = parts.context;
+    let timeout = parts.batching.timeout;
+    let mut pause = context.policy.pauses(PAUSE_FIRST, PAUSE_LONGEST);
+    let outcomes = loop {
+        let error = match tokio::time::timeout(timeout, store.apply(batch)).await {
+            Ok(Ok(outcomes)) => break outcomes,
+            Ok(Err(error)) => error,
+            Err(_) => BatchError::TimedOut(timeout),
+        };
+        store.discard_connection();
+        tracing::warn!(worker = %context.worker, %error,
+            "batch not applied: the database failed or did not answer in time (not its events); holding it and trying again");
+        crate::metrics::batch_held(context.group);
+        parts.health.set_database_ready(false);
+        let wait = backoff::backoff::Backoff::next_backoff(&mut pause).unwrap_or(PAUSE_LONGEST);
+        if !pause_then_probe(store, context, wait, shutdown).await {
+            return None;
+        }
+    };
+    if !parts.health.database_ready() {
+        parts.health.set_database_ready(true);
+        tracing::info!(worker = %context.worker, "batch applied; database back");
+    }
+    Some(outcomes)
 }
 
 /// Deliveries taken for one batch, decoded as they were taken, and how the
 /// stream stood after the last of them (`Some`: it ended, with the error
 /// if it failed; it is not polled again).
-#[derive(Default)]
-struct Taken {
-    deliveries: Vec<Delivery>,
-    batch: Vec<Incoming>,
-    ended: Option<Option<lapin::Error>>,
+pub(super) struct Taken<A> {
+    /// Each delivery's tag, in order.
+    pub(super) tags: Vec<u64>,
+    /// Their ackers, until handed to the ledger.
+    ackers: Vec<A>,
+    /// The messages, in the same order.
+    pub(super) batch: Vec<Incoming>,
+    ended: Option<Option<RuntimeError>>,
     /// When the first delivery was received.
     first_arrived: Option<tokio::time::Instant>,
 }
 
-impl Taken {
-    /// Decodes `delivery`, moving its body and properties into the batch;
-    /// what is kept of it serves to acknowledge it.
-    fn push(&mut self, worker: &Worker, mut delivery: Delivery) {
+impl<A> Default for Taken<A> {
+    fn default() -> Self {
+        Self {
+            tags: Vec::new(),
+            ackers: Vec::new(),
+            batch: Vec::new(),
+            ended: None,
+            first_arrived: None,
+        }
+    }
+}
+
+impl<A> Taken<A> {
+    fn push(&mut self, received: Received<A>) {
         self.first_arrived
             .get_or_insert_with(tokio::time::Instant::now);
-        self.batch.push(Incoming::take_from(
-            &mut delivery,
-            worker.max_event_bytes,
-            &worker.context.attempt_key,
-        ));
-        self.deliveries.push(delivery);
+        self.tags.push(received.tag);
+        self.ackers.push(received.acker);
+        self.batch.push(received.incoming);
     }
 
-    /// What the consumer stream gave next.
-    fn take(&mut self, worker: &Worker, next: Option<Result<Delivery, lapin::Error>>) {
+    /// What the stream gave next.
+    fn take(&mut self, next: Option<Result<Received<A>, RuntimeError>>) {
         match next {
-            Some(Ok(delivery)) => self.push(worker, delivery),
+            Some(Ok(received)) => self.push(received),
             Some(Err(error)) => self.ended = Some(Some(error)),
             None => self.ended = Some(None),
+        }
+    }
+
+    /// Hands the deliveries' ackers to the ledger, which settles them.
+    fn enter(&mut self, ledger: &mut Ledger<A>)
+    where
+        A: super::settlement::Acknowledge,
+    {
+        for (tag, acker) in self.tags.iter().zip(self.ackers.drain(..)) {
+            ledger.received(*tag, acker);
         }
     }
 }
@@ -327,18 +432,18 @@ impl Taken {
 /// After the consumer stream ended: `Ok` when stopping (everything the
 /// broker sent has been finished), else why the worker must stop.
 fn stream_ended(
-    ended: Option<lapin::Error>,
+    ended: Option<RuntimeError>,
     draining: bool,
-    channel: &Channel,
+    channel: &impl Channel,
     queue: &str,
 ) -> Result<(), RuntimeError> {
     match ended {
         _ if draining => Ok(()),
         Some(error) => {
             tracing::warn!(queue, %error, "consumer error: the connection failed");
-            Err(RuntimeError::Broker(error))
+            Err(error)
         }
-        None if channel.status().connected() => Err(RuntimeError::ConsumerEnded {
+        None if channel.connected() => Err(RuntimeError::ConsumerEnded {
             queue: queue.to_owned(),
         }),
         None => Err(RuntimeError::ConnectionLost {
@@ -347,23 +452,10 @@ fn stream_ended(
     }
 }
 
-/// The worker's own connection: taken from the pool on first use and kept
-/// between batches, so a batch costs no acquire and no release round trip.
-async fn held_connection<'a>(
-    pool: &PgPool,
-    held: &'a mut Option<PoolConnection<Postgres>>,
-) -> Result<&'a mut PgConnection, sqlx::Error> {
-    let connection = match held.take() {
-        Some(connection) => connection,
-        None => pool.acquire().await?,
-    };
-    Ok(&mut **held.insert(connection))
-}
-
 /// Waits `pause`, then probes the database with the retry policy's backoff
 /// until it answers (true) or shutdown is requested (false).
 async fn pause_then_probe(
-    pool: &PgPool,
+    store: &impl Store,
     context: &BatchContext,
     pause: Duration,
     shutdown: &CancellationToken,
@@ -386,7 +478,7 @@ async fn pause_then_probe(
         {
             return false;
         }
-        if shared::database::responds(pool, PROBE_PATIENCE).await {
+        if store.responds(PROBE_PATIENCE).await {
             return true;
         }
     }

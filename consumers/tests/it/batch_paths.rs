@@ -428,7 +428,9 @@ async fn a_poison_message_is_dead_lettered_while_its_batch_neighbours_commit() {
     let mut batch: Vec<Incoming> = before.iter().map(incoming).collect();
     let mut poison = incoming(&before[0]);
     poison.body = b"{\"specversion\":\"1.0\", truncated".to_vec();
-    poison.event = Err(Event::decode(&poison.body, 1 << 20).unwrap_err());
+    poison.event = Err(consumers::runtime::incoming::Refusal::Undecodable(
+        Event::decode(&poison.body, 1 << 20).unwrap_err(),
+    ));
     poison.properties = lapin::BasicProperties::default();
     batch.push(poison);
     batch.extend(after.iter().map(incoming));

@@ -117,7 +117,7 @@ pub async fn postpone(
          WHERE id = $1",
     )
     .bind(id)
-    .bind(storable(error))
+    .bind(shared::storable::string(error))
     .execute(&mut *transaction)
     .await?;
     Ok(())
@@ -137,15 +137,10 @@ pub async fn park(
          WHERE id = $1",
     )
     .bind(id)
-    .bind(storable(reason))
+    .bind(shared::storable::string(reason))
     .execute(&mut *transaction)
     .await?;
     Ok(())
-}
-
-/// `text` without NUL, which PostgreSQL's text refuses.
-fn storable(text: &str) -> String {
-    text.replace('\0', "\\u0000")
 }
 
 /// Deletes rows sent more than `retention` ago, at most `limit`; returns how many.

@@ -1,0 +1,283 @@
+//! Messages the gateway never sees, published straight over AMQP while
+//! valid traffic flows through real `consumers run` processes: each
+//! hostile message is dead-lettered once in every group it reaches, with
+//! its own error kind, and every valid event is applied once. No hostile
+//! message holds a batch, or a group, up.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString};
+use shared::events::catalog::{
+    CustomerRegistered, InventoryRestocked, PaymentFailed, ProductListed,
+};
+use shared::events::{Event, EventPayload};
+use shared::groups::ConsumerGroup;
+use shared::publish::OutgoingMessage;
+use uuid::Uuid;
+
+use crate::processing::order_placed;
+use crate::support::{Stack, consumers_binary, sigterm_and_wait};
+
+/// One hostile message: what is published, and the dead letters it must
+/// become: (group, error kind) for each group bound to its routing key.
+struct Hostile {
+    name: &'static str,
+    routing_key: &'static str,
+    body: Vec<u8>,
+    properties: BasicProperties,
+    kind: &'static str,
+}
+
+fn persistent() -> BasicProperties {
+    BasicProperties::default().with_delivery_mode(2)
+}
+
+/// A valid order.placed envelope whose `data` gets `extra` (raw JSON
+/// members) appended.
+fn order_with_data_member(extra: &str) -> Vec<u8> {
+    let text = String::from_utf8(order_placed(Uuid::now_v7()).to_json_bytes()).unwrap();
+    let at = text.find("\"data\":{").unwrap() + "\"data\":{".len();
+    format!("{}{extra},{}", &text[..at], &text[at..]).into_bytes()
+}
+
+fn corpus() -> Vec<Hostile> {
+    let customer = Event::new(
+        "/hostile",
+        EventPayload::CustomerRegistered(CustomerRegistered {
+            customer_id: Uuid::now_v7(),
+            email: "someone@example.com".into(),
+            name: "Someone".into(),
+        }),
+    );
+    let payment_failed = Event::new(
+        "/hostile",
+        EventPayload::PaymentFailed(PaymentFailed {
+            payment_id: Uuid::now_v7(),
+            order_id: Uuid::now_v7(),
+            amount_cents: 100,
+            currency: "EUR".into(),
+            reason: "declined".into(),
+        }),
+    );
+    let mut odd_headers = FieldTable::default();
+    odd_headers.insert(
+        "nul\0key".into(),
+        AMQPValue::LongString(LongString::from("v\0")),
+    );
+    odd_headers.insert(
+        "bytes".into(),
+        AMQPValue::LongString(LongString::from(vec![0xff, 0x00])),
+    );
+    odd_headers.insert(
+        "array".into(),
+        AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::Boolean(true)])),
+    );
+    odd_headers.insert(
+        "raw".into(),
+        AMQPValue::ByteArray(ByteArray::from(vec![0_u8, 1, 2])),
+    );
+    odd_headers.insert(
+        "decimal".into(),
+        AMQPValue::DecimalValue(DecimalValue {
+            scale: 2,
+            value: 12345,
+        }),
+    );
+    // Not NaN: RabbitMQ (Erlang) cannot read a NaN float and closes the connection.
+    odd_headers.insert("float".into(), AMQPValue::Double(1.5));
+    odd_headers.insert("void".into(), AMQPValue::Void);
+    let deep = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000));
+    vec![
+        Hostile {
+            name: "a NUL key as the whole body",
+            routing_key: "order.placed",
+            body: br#"{"\u0000":1}"#.to_vec(),
+            properties: persistent(),
+            kind: "poison",
+        },
+        Hostile {
+            name: "a valid order whose data has a NUL key",
+            routing_key: "order.placed",
+            body: order_with_data_member(r#""k\u0000ey":1"#),
+            properties: persistent().with_headers(odd_headers.clone()),
+            kind: "poison",
+        },
+        Hostile {
+            name: "a lone surrogate",
+            routing_key: "order.placed",
+            body: br#"{"specversion":"\ud800"}"#.to_vec(),
+            properties: persistent(),
+            kind: "poison",
+        },
+        Hostile {
+            name: "invalid UTF-8",
+            routing_key: "order.cancelled",
+            body: vec![b'{', 0xff, 0xfe, b'}'],
+            properties: persistent().with_content_type("application/cloudevents+json".into()),
+            kind: "poison",
+        },
+        Hostile {
+            name: "deep nesting",
+            routing_key: "order.placed",
+            body: deep.into_bytes(),
+            properties: persistent(),
+            kind: "poison",
+        },
+        Hostile {
+            name: "a number past any float",
+            routing_key: "order.cancelled",
+            body: b"{\"specversion\":1e999999}".to_vec(),
+            properties: persistent().with_content_type("text/plain".into()),
+            kind: "poison",
+        },
+        Hostile {
+            name: "a customer.registered body under order.placed",
+            routing_key: "order.placed",
+            body: customer.to_json_bytes(),
+            properties: persistent(),
+            kind: "type_mismatch",
+        },
+        Hostile {
+            name: "a payment.failed body under inventory.restocked",
+            routing_key: "inventory.restocked",
+            body: payment_failed.to_json_bytes(),
+            properties: persistent(),
+            kind: "type_mismatch",
+        },
+    ]
+}
+
+/// The groups bound to `routing_key`.
+fn groups_of(routing_key: &str) -> Vec<ConsumerGroup> {
+    ConsumerGroup::ALL
+        .into_iter()
+        .filter(|group| {
+            group
+                .event_types()
+                .iter()
+                .any(|event_type| event_type.as_str() == routing_key)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_messages_over_amqp_are_dead_lettered_once_and_valid_traffic_is_applied() {
+    let stack = Stack::new().await;
+    let listing = Event::new(
+        "/hostile",
+        EventPayload::ProductListed(ProductListed {
+            sku: "SKU-1".into(),
+            name: "Pan".into(),
+            category: "kitchen".into(),
+            price_cents: 1_500,
+            currency: "EUR".into(),
+        }),
+    );
+    let restock = Event::new(
+        "/hostile",
+        EventPayload::InventoryRestocked(InventoryRestocked {
+            sku: "SKU-1".into(),
+            quantity: 1_000_000,
+        }),
+    );
+    stack.publish(&[listing, restock]).await;
+    let mut worker = consumers_binary(&stack)
+        .args(["run", "--batch-size", "16", "--prefetch", "32"])
+        .args(["--http-address", &crate::http::free_address().to_string()])
+        .envs(crate::support::QUICK_RETRY_ENVIRONMENT)
+        .env("RUST_LOG", "error")
+        .spawn()
+        .unwrap();
+
+    let orders: Vec<Event> = (0..100).map(|_| order_placed(Uuid::now_v7())).collect();
+    let (before, after) = orders.split_at(50);
+    stack.publish(before).await;
+    let corpus = corpus();
+    let publisher = stack.publisher().await;
+    for hostile in &corpus {
+        publisher
+            .publish_message(OutgoingMessage {
+                routing_key: hostile.routing_key.to_owned(),
+                exchange: None,
+                body: hostile.body.clone(),
+                properties: hostile.properties.clone(),
+            })
+            .await
+            .unwrap_or_else(|error| panic!("{}: {error}", hostile.name));
+    }
+    publisher.close().await;
+    stack.publish(after).await;
+
+    let mut expected: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for hostile in &corpus {
+        for group in groups_of(hostile.routing_key) {
+            *expected
+                .entry((group.as_str().to_owned(), hostile.kind.to_owned()))
+                .or_default() += 1;
+        }
+    }
+    let total: i64 = expected.values().sum();
+    let stored = stack
+        .wait_for("SELECT count(*) FROM dead_letters", total, 60)
+        .await;
+    let applied = stack.wait_for("SELECT count(*) FROM orders", 100, 60).await;
+    let reserved = stack
+        .wait_for(
+            "SELECT count(*) FROM processed_events WHERE consumer_group = 'inventory'",
+            102,
+            60,
+        )
+        .await;
+    let sold = stack
+        .wait_for(
+            "SELECT count(*) FROM processed_events WHERE consumer_group = 'sales'",
+            100,
+            60,
+        )
+        .await;
+    let mut drained = true;
+    for group in ConsumerGroup::ALL {
+        drained &= crate::support::eventually_drained(&stack, group).await;
+    }
+    sigterm_and_wait(&mut worker, Duration::from_secs(30)).await;
+
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT consumer_group, error_kind, count(*) FROM dead_letters GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(&stack.database.pool)
+    .await
+    .unwrap();
+    let found: BTreeMap<(String, String), i64> = rows
+        .into_iter()
+        .map(|(group, kind, count)| ((group, kind), count))
+        .collect();
+    assert_eq!(
+        found, expected,
+        "each hostile message dead-lettered once per group it reached"
+    );
+    assert_eq!(stored, total);
+    assert_eq!(applied, 100, "every valid order applied");
+    assert_eq!(reserved, 102);
+    assert_eq!(sold, 100);
+    assert_eq!(
+        stack
+            .number("SELECT count(*) FROM processed_events WHERE consumer_group = 'orders'")
+            .await,
+        100,
+        "nothing hostile claimed as processed"
+    );
+    assert!(drained, "nothing left in the work and retry queues");
+    let mismatch: String = sqlx::query_scalar(
+        "SELECT reason FROM dead_letters WHERE consumer_group = 'inventory' \
+         AND routing_key = 'inventory.restocked'",
+    )
+    .fetch_one(&stack.database.pool)
+    .await
+    .unwrap();
+    assert!(
+        mismatch.contains("payment.failed") && mismatch.contains("inventory.restocked"),
+        "the reason names the type and the routing key: {mismatch}"
+    );
+}

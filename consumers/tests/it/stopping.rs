@@ -1,0 +1,155 @@
+//! Stopping a worker process at the worst moments, with the real binary:
+//! what it received and could not settle goes back to the broker, never
+//! under another delivery's ack.
+
+use std::io::BufRead;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shared::groups::ConsumerGroup;
+use shared::testing::eventually;
+use uuid::Uuid;
+
+use crate::processing::order_placed;
+use crate::support::{Stack, consumers_binary, exit_within, sigterm_and_wait};
+
+/// A child process's stderr, read line by line as it is written.
+struct Logs(Arc<Mutex<Vec<String>>>);
+
+impl Logs {
+    fn of(child: &mut Child) -> Self {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr piped");
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self(lines)
+    }
+
+    /// Waits (at most 60 s) for a line containing `text`.
+    async fn wait_for(&self, text: &str) {
+        let seen = eventually(Duration::from_secs(60), || async {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|line| line.contains(text))
+                .then_some(())
+        })
+        .await;
+        assert!(seen.is_some(), "logged {text:?}: {}", self.text());
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+}
+
+/// `consumers run` for orders, logging at info, with `extra` flags.
+fn worker(stack: &Stack, extra: &[&str]) -> Child {
+    let mut command = consumers_binary(stack);
+    command
+        .args([
+            "run",
+            "--group",
+            "orders",
+            "--batch-size",
+            "16",
+            "--prefetch",
+            "64",
+        ])
+        .args(["--http-address", &crate::http::free_address().to_string()])
+        .args(extra)
+        .envs(crate::support::QUICK_RETRY_ENVIRONMENT)
+        .env("RUST_LOG", "info")
+        .env("SWITCHYARD_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command.spawn().expect("spawn consumers run")
+}
+
+/// The scenario of an operator stopping a worker during an incident: a
+/// lock held elsewhere holds its batch, SIGTERM comes while it waits to
+/// try again, the lock is released right after, and the worker goes on
+/// finishing what it received. The held batch must go back to the queue,
+/// not be acked by the next batch's `multiple` ack.
+async fn a_stop_while_a_batch_is_held_loses_nothing(extra: &[&str]) {
+    let stack = Stack::new().await;
+    let events: Vec<_> = (0..200).map(|_| order_placed(Uuid::now_v7())).collect();
+    let lock = stack.database.lock_exclusively(&["orders"]).await;
+    stack.publish(&events).await;
+
+    let mut first = worker(&stack, &[&["--batch-timeout-ms", "1000"], extra].concat());
+    let logs = Logs::of(&mut first);
+    logs.wait_for("holding it and trying again").await;
+    let signalled_at: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT clock_timestamp()")
+            .fetch_one(&stack.database.pool)
+            .await
+            .unwrap();
+    let pid = first.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    logs.wait_for("shutdown requested").await;
+    // Keep the lock until the statements of the tries made before the
+    // stop have ended (a try given up on ends within a second): released
+    // earlier, the held batch's own statement would commit it after all.
+    let before_stop_ended = eventually(Duration::from_secs(60), || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = $1 AND wait_event_type = 'Lock' AND query_start < $2",
+        )
+        .bind(stack.database.name())
+        .bind(signalled_at)
+        .fetch_one(&stack.database.pool)
+        .await
+        .unwrap();
+        (waiting == 0).then_some(())
+    })
+    .await;
+    assert!(before_stop_ended.is_some(), "{}", logs.text());
+    lock.rollback().await.unwrap();
+    let status = exit_within(&mut first, Duration::from_secs(30)).await;
+    assert!(
+        status.is_some_and(|status| status.success()),
+        "the first worker stops by itself: {status:?}\n{}",
+        logs.text()
+    );
+
+    let mut second = worker(&stack, extra);
+    let applied = stack.wait_for("SELECT count(*) FROM orders", 200, 60).await;
+    let drained = crate::support::eventually_drained(&stack, ConsumerGroup::Orders).await;
+    sigterm_and_wait(&mut second, Duration::from_secs(30)).await;
+
+    assert_eq!(
+        applied,
+        200,
+        "every confirmed event applied; first worker's log:\n{}",
+        logs.text()
+    );
+    assert!(drained);
+    assert_eq!(
+        stack.number("SELECT count(*) FROM processed_events").await,
+        200
+    );
+    assert_eq!(stack.number("SELECT count(*) FROM order_lines").await, 200);
+    assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_a_batch_is_held_gives_it_back_and_loses_nothing() {
+    a_stop_while_a_batch_is_held_loses_nothing(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_a_lingering_batch_is_held_gives_it_back_and_loses_nothing() {
+    a_stop_while_a_batch_is_held_loses_nothing(&["--batch-linger-ms", "1000"]).await;
+}

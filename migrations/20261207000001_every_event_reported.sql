@@ -1,0 +1,64 @@
+-- Every event of a set-wise batch gets a verdict from the database.
+--
+-- The groups' functions (`switchyard_apply_<group>`) report only the events
+-- they did not apply (duplicates, failures); the caller took any event not
+-- reported as applied. An event of a type the function has no statement
+-- for was then claimed, never applied, and acked: silently lost.
+--
+-- `switchyard_apply_reported(group, lock_ids, batch)` is what the workers
+-- call now. It refuses, before anything is written, a batch holding a type
+-- the group's function does not apply (SQLSTATE 22023: the batch is then
+-- redone event by event, where that event is dead-lettered as
+-- `type_not_handled`), calls the group's function, and returns one row per
+-- event of the batch: `applied`, `duplicate`, or the failure's kind. The
+-- caller treats an event with no row as an error, never as applied.
+--
+-- The types each function applies (its `IF '<type>' = ANY (step.types)`
+-- statements) are listed once here, beside `ConsumerGroup::handles`;
+-- the convergence tests hold the two to the same verdicts.
+
+CREATE FUNCTION switchyard_apply_reported(consumer_group TEXT, lock_ids BIGINT[], batch JSONB)
+RETURNS TABLE (event_index INTEGER, verdict TEXT, verdict_sku TEXT, verdict_quantity BIGINT)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    applied_types TEXT[] := CASE consumer_group
+        WHEN 'orders' THEN ARRAY['customer.registered', 'order.placed', 'payment.captured',
+                                 'payment.failed', 'order.shipped', 'order.cancelled']
+        WHEN 'inventory' THEN ARRAY['product.listed', 'product.price_changed',
+                                    'inventory.restocked', 'order.placed', 'order.cancelled']
+        WHEN 'sales' THEN ARRAY['order.placed', 'payment.captured', 'order.cancelled']
+    END;
+    unapplied TEXT;
+    reported  switchyard_failure[];
+BEGIN
+    IF applied_types IS NULL THEN
+        RAISE EXCEPTION 'unknown consumer group %', consumer_group
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT e.type INTO unapplied
+    FROM jsonb_to_recordset(batch) AS e(type TEXT)
+    WHERE e.type IS NULL OR NOT (e.type = ANY (applied_types))
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'the % function applies no % events', consumer_group, coalesce(unapplied, 'untyped')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF consumer_group = 'orders' THEN
+        SELECT coalesce(array_agg(ROW(r.*)::switchyard_failure), '{}') INTO reported
+        FROM switchyard_apply_orders(lock_ids, batch) AS r;
+    ELSIF consumer_group = 'inventory' THEN
+        SELECT coalesce(array_agg(ROW(r.*)::switchyard_failure), '{}') INTO reported
+        FROM switchyard_apply_inventory(lock_ids, batch) AS r;
+    ELSE
+        SELECT coalesce(array_agg(ROW(r.*)::switchyard_failure), '{}') INTO reported
+        FROM switchyard_apply_sales(lock_ids, batch) AS r;
+    END IF;
+    RETURN QUERY
+        SELECT f.i, f.kind, f.sku, f.quantity FROM UNNEST(reported) AS f
+        UNION ALL
+        SELECT e.i, 'applied'::TEXT, NULL::TEXT, NULL::BIGINT
+        FROM jsonb_to_recordset(batch) AS e(i INTEGER)
+        WHERE e.i NOT IN (SELECT f.i FROM UNNEST(reported) AS f);
+END
+$$;
