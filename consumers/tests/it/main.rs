@@ -14,6 +14,7 @@ mod demo;
 mod failures;
 mod fault_run;
 mod hostile;
+mod hostile_properties;
 mod http;
 mod operations_api;
 mod processing;
