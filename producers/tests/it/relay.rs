@@ -454,6 +454,54 @@ async fn a_row_that_fails_for_a_passing_reason_waits_and_holds_its_key_back() {
     assert_eq!(delivered, [first.id, second.id]);
 }
 
+/// A key waiting to retry holds back only its own rows: with more of
+/// them behind its waiting row than a pass claims (500), the rows of other
+/// keys written after them still go in the next pass.
+#[tokio::test]
+async fn a_key_waiting_to_retry_does_not_starve_the_other_keys() {
+    let outbox = Outbox::new().await;
+    let relay = outbox.relay(RelayConfig::default());
+    let waiting: Vec<Event> = (0..600)
+        .map(|_| {
+            on_key(
+                crate::gateway::support::order_placed("/outbox-test"),
+                "waiting",
+            )
+        })
+        .collect();
+    let others: Vec<Event> = (0..50)
+        .map(|index| {
+            on_key(
+                crate::gateway::support::order_placed("/outbox-test"),
+                &format!("other-{index}"),
+            )
+        })
+        .collect();
+    outbox.write(&waiting, 100).await;
+    outbox.write(&others, 50).await;
+    // The waiting key's first row failed and waits an hour, as after a
+    // nack (`claim::postpone`).
+    sqlx::query(
+        "UPDATE outbox SET attempts = 1, next_attempt_at = now() + interval '1 hour' \
+         WHERE event_id = $1",
+    )
+    .bind(waiting[0].id)
+    .execute(&outbox.database.pool)
+    .await
+    .unwrap();
+
+    let pass = relay.pass().await.unwrap();
+
+    assert_eq!((pass.claimed, pass.published), (50, 50));
+    let delivered: HashSet<Uuid> = outbox.delivered().await.iter().map(|e| e.id).collect();
+    assert_eq!(delivered, others.iter().map(|event| event.id).collect());
+    assert_eq!(
+        outbox.unsent().await,
+        600,
+        "the waiting key's rows all wait"
+    );
+}
+
 #[tokio::test]
 async fn rows_are_parked_by_hand_with_a_reason_and_bad_requests_are_refused() {
     let outbox = Outbox::new().await;
