@@ -337,6 +337,8 @@ async function showDeadLetter(id) {
     fact("First failed", when(letter.first_failed_at));
     fact("Last failed", when(letter.last_failed_at));
     if (letter.edited) fact("Edited", `by ${letter.edited_by} at ${when(letter.edited_at)}`);
+    const over = letter.body_over_limit;
+    if (over) fact("Body", `${over.size} bytes, over the event limit: only the first ${over.kept} kept (SHA-256 ${over.sha256})`);
     const editable = "json" in letter.body && letter.status === "open";
     $("event-body").value = "json" in letter.body ? JSON.stringify(letter.body.json, null, 2)
       : (letter.body.text ?? letter.body.hex ?? "");

@@ -180,8 +180,11 @@ pub struct DeadLetterDetail {
     pub message_id: Option<String>,
     /// The AMQP content type.
     pub content_type: Option<String>,
-    /// The body.
+    /// The body (for one over the event limit, its first bytes only).
     pub body: Body,
+    /// For a body over the event limit, which is not stored whole: its
+    /// size and hash; `None` when `body` is the whole body.
+    pub body_over_limit: Option<BodyOverLimit>,
     /// The body before an operator's edit.
     pub original_body: Option<Body>,
     /// Who edited it and when.
@@ -195,6 +198,18 @@ pub struct DeadLetterDetail {
     /// Every dead letter of the same event in the same group (earlier
     /// failures and their replays, later failures), oldest first.
     pub history: Vec<DeadLetterRow>,
+}
+
+/// What is known of a body over the event limit, of which only the first
+/// bytes are stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BodyOverLimit {
+    /// The whole body's size in bytes.
+    pub size: i64,
+    /// Bytes kept (`body`).
+    pub kept: usize,
+    /// The whole body's SHA-256, hex.
+    pub sha256: String,
 }
 
 /// A message body: JSON when it is, else its bytes in hex.
@@ -233,6 +248,8 @@ struct DetailColumns {
     edited_at: Option<DateTime<Utc>>,
     headers: serde_json::Value,
     attempt_log: serde_json::Value,
+    body_size: Option<i64>,
+    body_sha256: Option<Vec<u8>>,
 }
 
 /// Dead letter `id` in full, or `None` when there is none.
@@ -242,7 +259,7 @@ pub async fn show(pool: &PgPool, id: i64) -> Result<Option<DeadLetterDetail>, sq
     };
     let columns: DetailColumns = sqlx::query_as(
         "SELECT routing_key, message_id, content_type, body, original_body, edited_by, edited_at, \
-           headers, attempt_log FROM dead_letters WHERE id = $1",
+           headers, attempt_log, body_size, body_sha256 FROM dead_letters WHERE id = $1",
     )
     .bind(id)
     .fetch_one(pool)
@@ -252,6 +269,11 @@ pub async fn show(pool: &PgPool, id: i64) -> Result<Option<DeadLetterDetail>, sq
         routing_key: columns.routing_key,
         message_id: columns.message_id,
         content_type: columns.content_type,
+        body_over_limit: columns.body_size.map(|size| BodyOverLimit {
+            size,
+            kept: columns.body.len(),
+            sha256: hex::encode(columns.body_sha256.unwrap_or_default()),
+        }),
         body: Body::from_bytes(&columns.body),
         original_body: columns.original_body.as_deref().map(Body::from_bytes),
         edited_by: columns.edited_by,

@@ -47,13 +47,14 @@ pub async fn record(
     sqlx::query(
         "INSERT INTO dead_letters (consumer_group, event_id, event_type, routing_key, body, headers, \
            reason, error_kind, attempts, attempt_log, first_failed_at, last_failed_at, message_sha256, \
-           message_id, content_type, partition_key, previous_id) \
+           message_id, content_type, partition_key, previous_id, body_size, body_sha256) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
            sha256(convert_to($4, 'UTF8') || '\\x00'::bytea \
-                  || convert_to(coalesce($13, ''), 'UTF8') || '\\x00'::bytea || $5), \
+                  || convert_to(coalesce($13, ''), 'UTF8') || '\\x00'::bytea || coalesce($18, $5)), \
            $13, $14, $15, \
            (SELECT id FROM dead_letters WHERE id = $16 AND consumer_group = $1 \
-              AND event_id IS NOT DISTINCT FROM $2)) \
+              AND event_id IS NOT DISTINCT FROM $2), \
+           $17, $18) \
          ON CONFLICT DO NOTHING",
     )
     .bind(group.as_str())
@@ -75,6 +76,10 @@ pub async fn record(
     .bind(incoming.content_type().map(storable::string))
     .bind(partition_key)
     .bind(replay_of)
+    // A body over the event limit: `body` holds only its first bytes, and
+    // the whole body's hash stands for it in the message hash.
+    .bind(incoming.oversize.as_ref().map(|oversize| oversize.size as i64))
+    .bind(incoming.oversize.as_ref().map(|oversize| oversize.sha256.to_vec()))
     .execute(connection)
     .await?;
     Ok(())

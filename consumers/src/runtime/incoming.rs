@@ -27,6 +27,22 @@ pub struct Incoming {
     pub event: Result<Event, Refusal>,
     /// Failed attempts before this delivery.
     pub history: AttemptHistory,
+    /// Set when the body was over the event limit: `body` then holds only
+    /// its first [`KEPT_OF_OVERSIZE`] bytes.
+    pub oversize: Option<Oversize>,
+}
+
+/// How much a worker keeps of a body over the event limit: enough to see
+/// what it was, never the whole of it.
+pub const KEPT_OF_OVERSIZE: usize = 4096;
+
+/// What is kept of a body over the event limit besides its first bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Oversize {
+    /// Its size in bytes.
+    pub size: usize,
+    /// The SHA-256 of the whole of it.
+    pub sha256: [u8; 32],
 }
 
 impl Incoming {
@@ -101,11 +117,26 @@ impl Incoming {
     /// is left serves to acknowledge it); never fails (bad bytes become a
     /// poison `Incoming`). Its attempt history is believed only when
     /// signed with `key`.
+    ///
+    /// A body over `max_event_bytes` is not parsed and not kept: only its
+    /// size, its hash and its first [`KEPT_OF_OVERSIZE`] bytes, so a worker
+    /// holds no more of such bodies than that while they wait to be
+    /// dead-lettered.
     pub fn take_from(delivery: &mut Delivery, max_event_bytes: usize, key: &AttemptKey) -> Self {
-        let body = std::mem::take(&mut delivery.data);
+        let mut body = std::mem::take(&mut delivery.data);
         let properties = std::mem::take(&mut delivery.properties);
         let (history, trust) =
             AttemptHistory::from_headers(properties.headers().as_ref(), &body, key);
+        let oversize = (body.len() > max_event_bytes).then(|| {
+            use sha2::Digest;
+            let oversize = Oversize {
+                size: body.len(),
+                sha256: sha2::Sha256::digest(&body).into(),
+            };
+            body.truncate(KEPT_OF_OVERSIZE);
+            body.shrink_to_fit();
+            oversize
+        });
         if trust == HistoryTrust::Refused {
             tracing::warn!(
                 message_id = ?properties.message_id(),
@@ -113,9 +144,16 @@ impl Incoming {
                 "attempt headers not signed by the workers; ignored: counted as a first attempt"
             );
         }
+        let event = match &oversize {
+            Some(oversize) => Err(DecodeError::TooLarge {
+                size: oversize.size,
+                limit: max_event_bytes,
+            }),
+            None => decode_delivery(&properties, &body, max_event_bytes),
+        };
         Self {
-            event: decode_delivery(&properties, &body, max_event_bytes)
-                .map_err(Refusal::Undecodable),
+            event: event.map_err(Refusal::Undecodable),
+            oversize,
             body,
             routing_key: delivery.routing_key.to_string(),
             properties,

@@ -281,3 +281,72 @@ async fn hostile_messages_over_amqp_are_dead_lettered_once_and_valid_traffic_is_
         "the reason names the type and the routing key: {mismatch}"
     );
 }
+
+/// A dead letter's id, kind, bytes of body kept, body size and hash.
+type StoredBody = (i64, String, i32, Option<i64>, Option<Vec<u8>>);
+
+/// Bodies over the event limit are kept as their size, hash and first
+/// bytes only: two 3 MB bodies that share their first 4 KiB are two dead
+/// letters, the same one again is not, and `show` says what was kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_event_limit_is_dead_lettered_as_its_size_hash_and_first_bytes() {
+    use sha2::Digest;
+    let stack = Stack::new().await;
+    let first: Vec<u8> = (0..3_000_000_u32)
+        .map(|index| (index % 251) as u8)
+        .collect();
+    let mut second = first.clone();
+    *second.last_mut().unwrap() ^= 0xff;
+    for body in [&first, &second, &first] {
+        stack.publish_raw("payment.failed", body).await;
+    }
+    let mut worker = consumers_binary(&stack)
+        .args(["run", "--group", "orders"])
+        .args(["--http-address", &crate::http::free_address().to_string()])
+        .envs(crate::support::QUICK_RETRY_ENVIRONMENT)
+        .env("RUST_LOG", "error")
+        .spawn()
+        .unwrap();
+    let drained = crate::support::eventually_drained(&stack, ConsumerGroup::Orders).await;
+    sigterm_and_wait(&mut worker, Duration::from_secs(30)).await;
+
+    assert!(drained);
+    let rows: Vec<StoredBody> = sqlx::query_as(
+        "SELECT id, error_kind, octet_length(body), body_size, body_sha256 \
+         FROM dead_letters ORDER BY id",
+    )
+    .fetch_all(&stack.database.pool)
+    .await
+    .unwrap();
+    let hashes: Vec<Vec<u8>> = [&first, &second]
+        .iter()
+        .map(|body| sha2::Sha256::digest(body).to_vec())
+        .collect();
+    assert_eq!(
+        rows.len(),
+        2,
+        "the same body again is the same dead letter: {rows:?}"
+    );
+    for ((_, kind, kept, size, sha256), hash) in rows.iter().zip(&hashes) {
+        assert_eq!(kind, "poison");
+        assert_eq!(*kept, 4096);
+        assert_eq!(*size, Some(3_000_000));
+        assert_eq!(sha256.as_ref(), Some(hash));
+    }
+    let shown = crate::support::output_of({
+        let mut command = consumers_binary(&stack);
+        command.args(["dead-letters", "show", &rows[0].0.to_string()]);
+        command
+    })
+    .await;
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(
+        shown["body_over_limit"],
+        serde_json::json!({"size": 3_000_000, "kept": 4096, "sha256": hex::encode(&hashes[0])}),
+        "{shown}"
+    );
+    assert!(
+        shown["reason"].as_str().unwrap().contains("over the limit"),
+        "{shown}"
+    );
+}

@@ -305,6 +305,7 @@ impl World {
                 Kind::Valid | Kind::Transient(_) => Ok(event.clone()),
             },
             history,
+            oversize: None,
         }
     }
 

@@ -241,6 +241,7 @@ pub fn incoming(event: &Event) -> consumers::runtime::incoming::Incoming {
             .with_content_type("application/cloudevents+json".into()),
         event: Ok(event.clone()),
         history: consumers::runtime::attempts::AttemptHistory::default(),
+        oversize: None,
     }
 }
 
