@@ -273,6 +273,7 @@ async fn prepare(
         shared::startup::prepare_database_with_retry(settings, connections, patience).await?;
     let (connection, topology) =
         shared::startup::prepare_broker(settings, "switchyard-workers-setup").await?;
+    shared::broker_limits::check_message_size_limit(&connection, settings.max_event_bytes).await;
     let _ = connection.close(200, "topology declared".into()).await;
     Ok((pool, topology))
 }

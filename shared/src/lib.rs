@@ -6,6 +6,7 @@
 //! - [`publish`]: confirmed publishing.
 //! - [`outbox`]: the transactional outbox, writer side.
 //! - [`broker`]: connecting to RabbitMQ with automatic recovery.
+//! - [`broker_limits`]: the start-up doctor's probe of the broker's message size limit.
 //! - [`database`]: connecting to PostgreSQL, creating the database, migrating.
 //! - [`database_errors`]: whose fault a database error is, by SQLSTATE class.
 //! - [`secret_tokens`]: producers' API keys and operators' tokens: mint, parse, check.
@@ -25,6 +26,7 @@
 //! - `testing` (feature `testing`): support for integration tests.
 
 pub mod broker;
+pub mod broker_limits;
 pub mod database;
 pub mod database_errors;
 pub mod events;

@@ -236,3 +236,17 @@ async fn a_group_handed_over_while_its_batch_is_held_loses_nothing() {
     );
     assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
 }
+
+/// The start-up doctor of `consumers run` warns that the stock broker
+/// takes bodies far above the event limit, naming the setting to lower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_run_warns_when_the_broker_takes_bodies_far_above_the_event_limit() {
+    let stack = Stack::new().await;
+    let mut process = worker(&stack, &[]);
+    let logs = Logs::of(&mut process);
+    logs.wait_for("far above the event limit").await;
+    logs.wait_for("worker consuming").await;
+    let stopped = sigterm_and_wait(&mut process, Duration::from_secs(30)).await;
+    assert!(stopped.is_some_and(|status| status.success()));
+    assert!(logs.text().contains("max_message_size"), "{}", logs.text());
+}

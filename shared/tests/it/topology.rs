@@ -102,3 +102,25 @@ async fn startup_check_rejects_a_delivery_limit_below_the_retry_budget() {
 
     assert!(error.to_string().contains("x-delivery-limit"), "{error}");
 }
+
+/// The start-up doctor's probe, against the stock broker (whose
+/// `max_message_size` is RabbitMQ's default, 128 MiB): it takes a probe
+/// sixteen times the default event limit, and refuses one sixteen times
+/// a 9 MiB limit (144 MiB); the connection survives both.
+#[tokio::test]
+async fn the_doctor_tells_a_broker_that_takes_bodies_far_above_the_event_limit() {
+    use shared::broker_limits::{MessageSizeLimit, message_size_limit, probe_size};
+    let connection = connect(&isolated_settings()).await;
+    let default_limit = shared::events::DEFAULT_MAX_EVENT_BYTES;
+    assert_eq!(
+        message_size_limit(&connection, default_limit).await,
+        MessageSizeLimit::AtLeast {
+            probe: probe_size(default_limit)
+        }
+    );
+    assert_eq!(
+        message_size_limit(&connection, 9 << 20).await,
+        MessageSizeLimit::Below { probe: 144 << 20 }
+    );
+    assert!(connection.status().connected());
+}
