@@ -125,7 +125,11 @@ impl<A: Acknowledge> Ledger<A> {
     ) -> Settled {
         let mut settled = Settled::default();
         for (tag, decision) in decisions {
-            let Some(position) = self.outstanding.iter().position(|entry| entry.tag == tag) else {
+            // Tags are outstanding in ascending order.
+            let Ok(position) = self
+                .outstanding
+                .binary_search_by_key(&tag, |entry| entry.tag)
+            else {
                 tracing::error!(tag, "a settled delivery is not outstanding; ignored");
                 continue;
             };

@@ -689,10 +689,24 @@ async fn a_viewer_sees_no_control_that_changes_anything_and_is_refused_if_it_tri
     }
     browser.shot("dead-letters").await;
     let id: i64 = stack.number("SELECT min(id) FROM dead_letters").await;
+    // As a worker stores a body over the event limit: its first bytes, its
+    // size and its hash (the worker's side: hostile.rs).
+    sqlx::query(
+        "UPDATE dead_letters SET body_size = 3000000, body_sha256 = '\\x00ff'::bytea WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&stack.database.pool)
+    .await
+    .unwrap();
     browser.click(&format!("a[href='#dead-letter/{id}']")).await;
     browser
         .text_when("#dead-letter-title", |text| {
             text == format!("Dead letter {id}")
+        })
+        .await;
+    browser
+        .text_when("#dead-letter-facts", |text| {
+            text.contains("3000000 bytes, over the event limit") && text.contains("SHA-256 00ff")
         })
         .await;
     for control in ["#replay-one", "#resolve-one", "#purge-one", "#save-event"] {

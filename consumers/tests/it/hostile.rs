@@ -36,7 +36,7 @@ fn persistent() -> BasicProperties {
 
 /// A valid order.placed envelope whose `data` gets `extra` (raw JSON
 /// members) appended.
-fn order_with_data_member(extra: &str) -> Vec<u8> {
+pub(crate) fn order_with_data_member(extra: &str) -> Vec<u8> {
     let text = String::from_utf8(order_placed(Uuid::now_v7()).to_json_bytes()).unwrap();
     let at = text.find("\"data\":{").unwrap() + "\"data\":{".len();
     format!("{}{extra},{}", &text[..at], &text[at..]).into_bytes()

@@ -20,6 +20,7 @@ use shared::retry::RetryPolicy;
 use shared::testing::TestDatabase;
 use uuid::Uuid;
 
+use crate::hostile::order_with_data_member;
 use crate::processing::order_placed;
 
 /// Any JSON value, keys and strings of any characters (NUL included).
@@ -40,14 +41,6 @@ fn json() -> impl Strategy<Value = serde_json::Value> {
                 .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
         ]
     })
-}
-
-/// A valid order.placed envelope with `member` (raw JSON) spliced into
-/// its `data`.
-fn order_with_data_member(member: &str) -> Vec<u8> {
-    let text = String::from_utf8(order_placed(Uuid::now_v7()).to_json_bytes()).unwrap();
-    let at = text.find("\"data\":{").unwrap() + "\"data\":{".len();
-    format!("{}{member},{}", &text[..at], &text[at..]).into_bytes()
 }
 
 fn body() -> impl Strategy<Value = Vec<u8>> {
