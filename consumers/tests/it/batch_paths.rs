@@ -581,3 +581,37 @@ async fn orders_on_one_sku_reserve_in_delivery_order_within_a_set_wise_batch() {
         ]
     );
 }
+
+/// The function the workers call refuses, before writing anything, a
+/// batch holding a type its group's function has no statement for (the
+/// batch is then redone event by event, where the event is dead-lettered
+/// as `type_not_handled`), and otherwise answers once for every event.
+#[tokio::test]
+async fn the_batch_function_refuses_a_type_it_does_not_apply_and_reports_every_event() {
+    let database = TestDatabase::create().await;
+    let refused = sqlx::query(
+        "SELECT * FROM switchyard_apply_reported('sales', '{}', \
+           '[{\"i\": 0, \"id\": \"01a24e67-7b2a-7201-a165-51dc0c8f2454\", \"type\": \"customer.registered\", \"lvl\": 0}]')",
+    )
+    .fetch_all(&database.pool)
+    .await
+    .unwrap_err();
+    let code = refused
+        .as_database_error()
+        .and_then(|error| error.code())
+        .map(|code| code.into_owned());
+    assert_eq!(code.as_deref(), Some("22023"), "{refused}");
+    assert_eq!(
+        count(&database, "SELECT count(*) FROM processed_events").await,
+        0
+    );
+
+    let (first, second) = (order_placed(Uuid::now_v7()), order_placed(Uuid::now_v7()));
+    process(&database, ConsumerGroup::Sales, &[&first]).await;
+    let applied = process(&database, ConsumerGroup::Sales, &[&first, &second, &second]).await;
+    assert_eq!(
+        applied.outcomes,
+        [Outcome::Duplicate, Outcome::Applied, Outcome::Duplicate]
+    );
+    assert_eq!(applied.path, BatchPath::SetWise);
+}
