@@ -59,12 +59,13 @@ for index in "${!variants[@]}"; do
   variants[$index]=$(IFS=+; echo "${absolute[*]}")
 done
 
+source bench/lib.sh # queued, until_drained, PGPORT
 namespace="functions-$$"
 database="functions_$$"
 start_state="${database}_start"
 work=$(mktemp -d)
 export SWITCHYARD_NAMESPACE=$namespace
-export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$database"
+export DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/$database"
 export RUST_LOG=info NO_COLOR=1
 sql() { # database, psql arguments...
   local db=$1; shift
@@ -81,7 +82,6 @@ cleanup() {
 trap cleanup EXIT
 
 GROUP="" # every group's backlog
-source bench/lib.sh # queued, until_drained
 run_consumers() { # until every group's lease is held; sets $consumers
   "$bin/consumers" run --http-address 127.0.0.1:0 > "$work/consumers.log" 2>&1 &
   consumers=$!

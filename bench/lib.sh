@@ -2,6 +2,15 @@
 # the directory of the `consumers` binary, and the namespace's settings
 # in the environment; $GROUP, when set, limits the backlog to one group.
 
+# The local PostgreSQL: on its stock port, else the private cluster the
+# main job and the tests start when none runs there (README, "On a fresh
+# machine"). psql reads PGPORT; the binaries find the private broker alone.
+if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  export PGPORT=5432
+else
+  export PGPORT=55432
+fi
+
 # The backlog (ready, unacked when known, retrying) of the namespace's
 # groups, or of $GROUP only.
 queued() {

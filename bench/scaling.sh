@@ -32,7 +32,7 @@ else
   bin=target/release
 fi
 calc() { awk "BEGIN { print $* }"; }
-source bench/lib.sh # queued, until_drained
+source bench/lib.sh # queued, until_drained, PGPORT
 
 results=$(mktemp)
 for processes in $PROCESSES; do
@@ -40,7 +40,7 @@ for processes in $PROCESSES; do
     namespace="scale-$processes-$run-$$"
     database="scale_${processes}_${run}_$$"
     export SWITCHYARD_NAMESPACE=$namespace
-    export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$database"
+    export DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/$database"
     export RUST_LOG=error
     "$bin/producers" migrate >/dev/null
     "$bin/producers" declare >/dev/null

@@ -13,7 +13,7 @@ fn main() -> anyhow::Result<()> {
         runtime.worker_threads(usize::from(args.runtime_threads));
     }
     runtime.build()?.block_on(async {
-        let settings = shared::settings::Settings::from_env()?;
+        let settings = shared::local_services::settings_from_env()?;
         shared::telemetry::init_telemetry(settings.log_format);
         consumers::commands::run(cli.command, &settings).await
     })

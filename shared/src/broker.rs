@@ -12,8 +12,26 @@ use crate::tls::install_crypto_provider;
 
 /// The connection could not be opened.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot connect to the broker: {0}")]
-pub struct ConnectError(#[source] pub lapin::Error);
+#[error(
+    "cannot reach RabbitMQ at {address}: {error}. Start it, or set AMQP_URL to a broker that \
+     runs (the main job and the tests start a private one when nothing answers on the stock \
+     port and the server package is installed: see the README)"
+)]
+pub struct ConnectError {
+    /// The host and port tried (never the user or password).
+    pub address: String,
+    /// What the client said.
+    #[source]
+    pub error: lapin::Error,
+}
+
+/// The host and port of the broker URL `url`, for messages.
+fn address_of(url: &str) -> String {
+    match url.parse::<lapin::uri::AMQPUri>() {
+        Ok(uri) => format!("{}:{}", uri.authority.host, uri.authority.port),
+        Err(_) => "the address in AMQP_URL".to_owned(),
+    }
+}
 
 /// Opens one connection named `name` (shown in the management UI) with
 /// lapin's automatic recovery: after a network failure lapin reconnects with
@@ -56,7 +74,10 @@ async fn open(
     install_crypto_provider();
     Connection::connect(settings.expose_amqp_url(), properties)
         .await
-        .map_err(ConnectError)
+        .map_err(|error| ConnectError {
+            address: address_of(settings.expose_amqp_url()),
+            error,
+        })
 }
 
 /// Like [`connect`], retried with `policy`'s backoff for at most `patience`:

@@ -21,8 +21,18 @@ pub enum DatabaseError {
     #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
     BadUrl(#[source] sqlx::Error),
     /// The server could not be reached or refused us.
-    #[error("cannot reach PostgreSQL: {0}")]
-    Unreachable(#[source] sqlx::Error),
+    #[error(
+        "cannot reach PostgreSQL at {address}: {error}. Start it, or set DATABASE_URL to a \
+         server that runs (the main job and the tests start a private one when nothing answers \
+         on the stock port and the server package is installed: see the README)"
+    )]
+    Unreachable {
+        /// The host and port tried (never the user or password).
+        address: String,
+        /// What the client said.
+        #[source]
+        error: sqlx::Error,
+    },
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
@@ -48,18 +58,17 @@ pub async fn connect(
     install_crypto_provider();
     let url = settings.expose_database_url();
     let options = PgConnectOptions::from_str(url).map_err(DatabaseError::BadUrl)?;
-    if create_if_missing
-        && !Postgres::database_exists(url)
-            .await
-            .map_err(DatabaseError::Unreachable)?
-    {
+    let address = format!("{}:{}", options.get_host(), options.get_port());
+    let unreachable = |error| DatabaseError::Unreachable {
+        address: address.clone(),
+        error,
+    };
+    if create_if_missing && !Postgres::database_exists(url).await.map_err(unreachable)? {
         tracing::info!(
             database = options.get_database().unwrap_or_default(),
             "creating database"
         );
-        Postgres::create_database(url)
-            .await
-            .map_err(DatabaseError::Unreachable)?;
+        Postgres::create_database(url).await.map_err(unreachable)?;
     }
     PgPoolOptions::new()
         .max_connections(max_connections)
@@ -72,7 +81,7 @@ pub async fn connect(
         .after_connect(|connection, _| Box::pin(check_client_connection(connection)))
         .connect_with(options)
         .await
-        .map_err(DatabaseError::Unreachable)
+        .map_err(unreachable)
 }
 
 /// Makes a backend running one of our statements check every second that

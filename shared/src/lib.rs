@@ -15,6 +15,7 @@
 //! - [`simulation`]: a simulated online store emitting realistic event streams.
 //! - [`latency`]: percentile summaries of latencies.
 //! - [`lines`]: reading lines of untrusted input within a size limit.
+//! - [`local_services`]: private PostgreSQL and RabbitMQ under `target/` when none run.
 //! - [`load`]: publishing simulated traffic at a rate, with confirm latencies.
 //! - [`startup`]: what every process does first (declare topology, migrate).
 //! - [`retry`]: the exponential-backoff retry policy.
@@ -35,6 +36,7 @@ pub mod http_server;
 pub mod latency;
 pub mod lines;
 pub mod load;
+pub mod local_services;
 pub mod metrics_recorder;
 pub mod outbox;
 pub mod prometheus_text;

@@ -244,6 +244,12 @@ impl Settings {
             .map(|url| url.expose_secret().trim())
     }
 
+    /// These settings with the management API at `url`.
+    pub fn with_management_url(mut self, url: String) -> Self {
+        self.management_url = Some(SecretString::from(url));
+        self
+    }
+
     /// The broker URL, for the connection code only.
     pub fn expose_amqp_url(&self) -> &str {
         self.amqp_url.expose_secret()

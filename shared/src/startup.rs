@@ -58,7 +58,7 @@ pub async fn prepare_database_with_retry(
             connect_and_migrate(settings, max_connections)
                 .await
                 .map_err(|error| match error {
-                    DatabaseError::Unreachable(_) => backoff::Error::transient(error),
+                    DatabaseError::Unreachable { .. } => backoff::Error::transient(error),
                     other => backoff::Error::permanent(other),
                 })
         },

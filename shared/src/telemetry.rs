@@ -20,3 +20,36 @@ pub fn init_telemetry(format: LogFormat) {
             .try_init(),
     };
 }
+
+/// For a process whose terminal shows a display (the main job): every log
+/// line goes to a new file at `path` (filter from `RUST_LOG`, default
+/// `info`), and only errors also to the terminal, so that the display is
+/// not interleaved with expected retries and stop messages.
+pub fn init_telemetry_to_file(format: LogFormat, path: &std::path::Path) -> std::io::Result<()> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let file = std::sync::Mutex::new(std::fs::File::create(path)?);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let to_file = match format {
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(file)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_writer(file)
+            .boxed(),
+    };
+    let to_terminal = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(LevelFilter::ERROR);
+    let _already_installed = tracing_subscriber::registry()
+        .with(to_file.with_filter(filter))
+        .with(to_terminal)
+        .try_init();
+    Ok(())
+}

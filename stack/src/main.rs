@@ -44,13 +44,31 @@ struct Cli {
     /// After sending stops, how long to wait for every event to be applied.
     #[arg(long, default_value_t = 180)]
     drain_secs: u64,
+    /// Stop the private PostgreSQL and RabbitMQ this command started under
+    /// `target/switchyard-services/` (when no server ran on the stock
+    /// ports), then exit.
+    #[arg(long)]
+    stop_services: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = shared::settings::Settings::from_env()?;
-    shared::telemetry::init_telemetry(settings.log_format);
+    if cli.stop_services {
+        let stopped = shared::local_services::stop()?;
+        if stopped.is_empty() {
+            println!("no private service was running");
+        } else {
+            println!("stopped the private {}", stopped.join(" and "));
+        }
+        return Ok(());
+    }
+    start_local_services()?;
+    let settings = shared::local_services::settings_from_env()?;
+    // The terminal shows the progress display; the log goes to a file.
+    let log = shared::local_services::target_directory().join("switchyard-main.log");
+    shared::telemetry::init_telemetry_to_file(settings.log_format, &log)?;
+    eprintln!("log: {} (errors are shown here too)", log.display());
     let stop = CancellationToken::new();
     tokio::spawn(shared::shutdown::stop_on_signals(
         stop.clone(),
@@ -76,5 +94,32 @@ async fn main() -> anyhow::Result<()> {
         summary.balanced(),
         "the database does not account for every accepted event"
     );
+    Ok(())
+}
+
+/// With no `DATABASE_URL` / `AMQP_URL` and nothing on the stock ports, the
+/// private services under `target/` (started if need be, then left
+/// running); says so, and how to stop them.
+fn start_local_services() -> anyhow::Result<()> {
+    use shared::local_services::{Choice, directory, ensure};
+    let lookup = |name: &str| std::env::var(name).ok();
+    let services = ensure(lookup)?;
+    let private: Vec<&str> = [
+        ("PostgreSQL", services.postgres),
+        ("RabbitMQ", services.rabbitmq),
+    ]
+    .into_iter()
+    .filter(|(_, choice)| *choice == Choice::Private)
+    .map(|(name, _)| name)
+    .collect();
+    if !private.is_empty() {
+        let verb = if services.started { "started" } else { "using" };
+        eprintln!(
+            "Nothing answers on the stock port of {0}: {verb} a private {0} in {1} (left \
+             running; stop with `cargo run --release -p switchyard -- --stop-services`).",
+            private.join(" and "),
+            directory().display()
+        );
+    }
     Ok(())
 }

@@ -418,7 +418,7 @@ async fn an_operator_finds_repairs_and_replays_dead_letters_in_a_browser() {
         let name = group.as_str();
         let queue = stack.isolated.topology.group(group).work.clone();
         let matched = eventually(PAGE_PATIENCE, || async {
-            let broker = broker_counts(queue.clone()).await?;
+            let broker = broker_counts(&stack.settings, queue.clone()).await?;
             let shown = (
                 browser.text_of(&format!("#{name}-ready")).await,
                 browser.text_of(&format!("#{name}-unacked")).await,

@@ -13,6 +13,7 @@ use lapin::types::FieldTable;
 use serde_json::Value;
 use shared::events::Event;
 use shared::groups::ConsumerGroup;
+use shared::settings::Settings;
 use shared::testing::{Watchdog, eventually};
 use uuid::Uuid;
 
@@ -73,9 +74,10 @@ fn orders(stats: &Value) -> Value {
 }
 
 /// (ready, unacknowledged, consumers) of `queue` as `rabbitmqctl` reports them.
-pub async fn broker_counts(queue: String) -> Option<(u64, u64, u64)> {
+pub async fn broker_counts(settings: &Settings, queue: String) -> Option<(u64, u64, u64)> {
+    let mut rabbitmqctl = shared::local_services::rabbitmqctl(settings.expose_amqp_url());
     tokio::task::spawn_blocking(move || {
-        let output = Command::new("rabbitmqctl")
+        let output = rabbitmqctl
             .args([
                 "-q",
                 "list_queues",
@@ -195,7 +197,7 @@ async fn stats_and_the_queue_gauges_match_the_brokers_counts() {
     });
     assert!(stats["management_unavailable"].is_null(), "{stats}");
     assert_eq!(
-        broker_counts(queues.work.clone()).await,
+        broker_counts(&stack.settings, queues.work.clone()).await,
         Some((15, 5, 1)),
         "the broker's own counts for {}",
         queues.work

@@ -42,14 +42,13 @@ pub fn quick_retry_settings() -> Settings {
 /// Settings with `environment` (over the process's) in a fresh namespace.
 pub fn settings_with(environment: &[(&str, &str)]) -> Settings {
     let namespace = isolated_settings().namespace;
-    Settings::from_lookup(|name| {
+    shared::testing::settings_from(|name| {
         environment
             .iter()
             .find(|(key, _)| *key == name)
             .map(|(_, value)| (*value).to_owned())
             .or_else(|| std::env::var(name).ok())
     })
-    .unwrap()
     .with_namespace(namespace)
 }
 

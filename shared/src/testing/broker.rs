@@ -9,9 +9,7 @@ use crate::topology::Topology;
 
 /// Settings for the local services (or `AMQP_URL` / `DATABASE_URL`) under a namespace no other test uses.
 pub fn isolated_settings() -> Settings {
-    Settings::from_env()
-        .expect("valid test environment")
-        .with_namespace(format!("test-{}", uuid::Uuid::now_v7().simple()))
+    super::environment_settings().with_namespace(format!("test-{}", uuid::Uuid::now_v7().simple()))
 }
 
 /// A declared topology in its own namespace, deleted when dropped (even

@@ -20,7 +20,7 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// Creates `switchyard_test_<uuid>` on the server of `DATABASE_URL`.
     pub async fn create() -> Self {
-        let base = Settings::from_env().expect("valid test environment");
+        let base = super::environment_settings();
         Self::create_with(base).await
     }
 

@@ -3,8 +3,9 @@
 //! to simulate network failures, and polling with a deadline.
 //!
 //! Everything talks to the real RabbitMQ and PostgreSQL given by `AMQP_URL`
-//! and `DATABASE_URL` (default: the local services) and cleans up after
-//! itself, even when a test panics.
+//! and `DATABASE_URL` (default: the local services, else private ones it
+//! starts, see [`environment_settings`]) and cleans up after itself, even
+//! when a test panics.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,6 +15,7 @@ mod database;
 mod openapi;
 mod process;
 mod proxy;
+mod services;
 mod watchdog;
 
 pub use broker::{IsolatedTopology, connect, eventually, isolated_settings};
@@ -22,4 +24,5 @@ pub use database::{TestDatabase, database_url};
 pub use openapi::{documented_routes, unserved_routes};
 pub use process::{assert_refused, exit_within, sigterm_and_wait};
 pub use proxy::TcpProxy;
+pub use services::{environment_settings, settings_from};
 pub use watchdog::Watchdog;

@@ -122,7 +122,15 @@ impl Management {
                 )
             }
             None => (
-                format!("http://{}:15672", uri.authority.host),
+                // The private node's management API is not on the stock port.
+                match uri.authority.port {
+                    crate::local_services::AMQP_PORT => format!(
+                        "http://{}:{}",
+                        uri.authority.host,
+                        crate::local_services::MANAGEMENT_PORT
+                    ),
+                    _ => format!("http://{}:15672", uri.authority.host),
+                },
                 uri.authority.userinfo.username.clone(),
                 uri.authority.userinfo.password.clone(),
             ),

@@ -11,7 +11,6 @@ use lapin::types::{AMQPValue, FieldTable};
 use shared::events::EventType;
 use shared::groups::ConsumerGroup;
 use shared::publish::PublishError;
-use shared::settings::Settings;
 use shared::testing::{IsolatedTopology, connect, eventually};
 
 use crate::publisher::sample_event;
@@ -57,12 +56,11 @@ async fn a_rejected_event_lands_in_its_groups_dead_letter_queue() {
 
 #[tokio::test]
 async fn an_event_requeued_past_the_delivery_limit_is_dead_lettered_not_dropped() {
-    let settings = Settings::from_lookup(|name| match name {
+    let settings = shared::testing::settings_from(|name| match name {
         "SWITCHYARD_RETRY_MAX_ATTEMPTS" => Some("2".into()),
         "SWITCHYARD_QUEUE_DELIVERY_LIMIT" => Some("2".into()),
-        _ => None,
+        _ => std::env::var(name).ok(),
     })
-    .unwrap()
     .with_namespace(shared::testing::isolated_settings().namespace);
     let isolated = IsolatedTopology::declare_with(settings).await;
     let event = sample_event(EventType::InventoryRestocked);

@@ -215,12 +215,17 @@ async fn an_event_no_queue_is_bound_for_is_an_unroutable_error() {
 /// broker through a proxy the test can cut.
 async fn publisher_through_proxy() -> (IsolatedTopology, TcpProxy, Publisher) {
     let isolated = IsolatedTopology::declare_with(isolated_settings()).await;
-    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let proxy = proxy_to_broker(&isolated.settings).await;
     let settings = settings_through(&proxy, &isolated.settings.namespace);
     let publisher = Publisher::connect(&settings, isolated.topology.events_exchange(), "test")
         .await
         .unwrap();
     (isolated, proxy, publisher)
+}
+
+/// A proxy in front of the broker of `settings`.
+async fn proxy_to_broker(settings: &Settings) -> TcpProxy {
+    TcpProxy::in_front_of(settings.expose_amqp_url()).await.0
 }
 
 fn settings_through(proxy: &TcpProxy, namespace: &str) -> Settings {
@@ -373,7 +378,7 @@ fn inventory_work(isolated: &IsolatedTopology) -> String {
 /// A publisher with a window of one publish, through a proxy.
 async fn one_at_a_time_publisher() -> (IsolatedTopology, TcpProxy, Publisher) {
     let isolated = IsolatedTopology::declare_with(isolated_settings()).await;
-    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let proxy = proxy_to_broker(&isolated.settings).await;
     let mut settings = settings_through(&proxy, &isolated.settings.namespace);
     settings.publish.max_in_flight = 1;
     settings.publish.timeout = Duration::from_secs(2);

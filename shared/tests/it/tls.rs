@@ -44,10 +44,10 @@ async fn a_database_url_with_sslmode_require_connects_over_tls() {
 
 #[tokio::test]
 async fn amqps_to_a_plain_amqp_port_is_an_error_not_a_panic() {
-    let settings = Settings::from_lookup(|name| {
-        (name == "AMQP_URL").then(|| "amqps://guest:guest@127.0.0.1:5672/%2f".to_owned())
-    })
-    .unwrap();
+    // The test broker's plain AMQP port, asked for TLS.
+    let plain = shared::testing::environment_settings();
+    let url = plain.expose_amqp_url().replacen("amqp://", "amqps://", 1);
+    let settings = Settings::from_lookup(|name| (name == "AMQP_URL").then(|| url.clone())).unwrap();
 
     let outcome = tokio::time::timeout(
         Duration::from_secs(90),

@@ -65,6 +65,17 @@ async fn a_short_run_of_the_binary_ends_with_totals_that_match_the_database() {
         stdout.contains("totals match the database"),
         "the summary is checked: {stdout}"
     );
+    // The terminal keeps the display: the log goes to the file it names.
+    let log = stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("log: "))
+        .and_then(|rest| rest.split(" (").next())
+        .unwrap_or_else(|| panic!("the log's path is printed: {stderr}"));
+    assert!(std::path::Path::new(log).is_file(), "{log}");
+    assert!(
+        !stderr.contains(" INFO ") && !stderr.contains(" WARN "),
+        "no log line on the terminal: {stderr}"
+    );
     let figure = |label: &str| -> u64 {
         let line = stdout
             .lines()
@@ -98,4 +109,21 @@ async fn a_short_run_of_the_binary_ends_with_totals_that_match_the_database() {
         processed > 0,
         "the events were applied in the run's database"
     );
+}
+
+/// `--stop-services` stops the private services of `SWITCHYARD_SERVICES_DIR`
+/// (here a directory where none ever ran) and exits.
+#[test]
+fn stop_services_says_when_no_private_service_runs() {
+    let dir = std::env::temp_dir().join(format!("switchyard-services-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = switchyard()
+        .arg("--stop-services")
+        .env("SWITCHYARD_SERVICES_DIR", &dir)
+        .output()
+        .expect("run switchyard");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(stdout.trim(), "no private service was running");
 }

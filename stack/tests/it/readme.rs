@@ -1,5 +1,5 @@
-//! The README's copy-paste examples, run as written (only the exchange and
-//! the gateway's address are this test's own), against a running gateway
+//! The README's copy-paste examples, run as written (only the exchange, the
+//! broker's and the gateway's address are this test's own), against a running gateway
 //! and workers of every group: each ends in the database with exactly the
 //! values it sent — currency included — and no dead letter.
 
@@ -150,13 +150,27 @@ async fn the_readme_amqp_example_stores_exactly_what_it_sends() {
     let running = Running::start().await;
     let example = example_after("<!-- amqp-example -->");
     assert_eq!(example.matches("--exchange events ").count(), 2);
-    let script = example.replace(
-        "--exchange events ",
-        &format!(
-            "--exchange {} ",
-            running.isolated.topology.events_exchange()
-        ),
-    );
+    let script = example
+        .replace(
+            "--exchange events ",
+            &format!(
+                "--exchange {} ",
+                running.isolated.topology.events_exchange()
+            ),
+        )
+        // The broker the tests use (the private one when none runs on the
+        // stock port).
+        .replace(
+            "--url amqp://guest:guest@127.0.0.1:5672 ",
+            &format!(
+                "--url {} ",
+                running
+                    .isolated
+                    .settings
+                    .expose_amqp_url()
+                    .trim_end_matches("/%2f")
+            ),
+        );
 
     running.run(script, None).await;
 
