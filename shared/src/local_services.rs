@@ -635,6 +635,26 @@ mod tests {
     }
 
     #[test]
+    fn explicit_urls_are_never_second_guessed() {
+        let lookup = |name: &str| match name {
+            "DATABASE_URL" => Some("postgres://app@db.example:6543/app".to_owned()),
+            "AMQP_URL" => Some("amqp://app:secret@mq.example:5673/%2f".to_owned()),
+            _ => None,
+        };
+        let settings = Settings::from_lookup(lookup).unwrap();
+        let resolved = resolve(settings, lookup);
+        assert_eq!(
+            resolved.expose_database_url(),
+            "postgres://app@db.example:6543/app"
+        );
+        assert_eq!(
+            resolved.expose_amqp_url(),
+            "amqp://app:secret@mq.example:5673/%2f"
+        );
+        assert_eq!(resolved.management_url(), None);
+    }
+
+    #[test]
     fn rabbitmqctl_is_aimed_at_the_private_node_only_for_the_private_port() {
         let private = rabbitmqctl(&private_amqp_url());
         let arguments: Vec<_> = private.get_args().collect();

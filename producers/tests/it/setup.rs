@@ -65,15 +65,22 @@ async fn migrate_creates_the_database_and_applies_every_migration_once() {
 
     let unreachable = producers(
         "migrate",
-        &[("DATABASE_URL", "postgres://postgres@127.0.0.1:1/switchyard")],
+        &[(
+            "DATABASE_URL",
+            "postgres://postgres:hunter2@127.0.0.1:1/switchyard",
+        )],
     )
     .await;
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
     assert!(!unreachable.status.success());
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The address tried and what to do, never the password.
     assert!(
-        !String::from_utf8_lossy(&unreachable.stderr).contains("panicked"),
-        "{}",
-        String::from_utf8_lossy(&unreachable.stderr)
+        stderr.contains("cannot reach PostgreSQL at 127.0.0.1:1")
+            && stderr.contains("set DATABASE_URL"),
+        "{stderr}"
     );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
 /// Declaring creates the namespace's exchanges and queues as the topology

@@ -124,3 +124,22 @@ async fn the_doctor_tells_a_broker_that_takes_bodies_far_above_the_event_limit()
     );
     assert!(connection.status().connected());
 }
+
+/// A broker that cannot be reached is named by host and port, with what
+/// to do, never with the password.
+#[tokio::test]
+async fn an_unreachable_broker_is_named_by_its_address_only() {
+    let settings = shared::settings::Settings::from_lookup(|name| {
+        (name == "AMQP_URL").then(|| "amqp://guest:hunter2@127.0.0.1:1/%2f".to_owned())
+    })
+    .unwrap();
+    let error = shared::broker::connect_once(&settings, "unreachable")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("cannot reach RabbitMQ at 127.0.0.1:1") && error.contains("set AMQP_URL"),
+        "{error}"
+    );
+    assert!(!error.contains("hunter2"), "{error}");
+}
