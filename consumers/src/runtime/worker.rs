@@ -191,11 +191,10 @@ where
                     };
                     match next {
                         Some(Some(Ok(received))) => received,
-                        Some(Some(Err(error))) => {
-                            tracing::warn!(queue = parts.queue, %error, "consumer error: the connection failed");
-                            break Err(error);
+                        Some(ended @ (Some(Err(_)) | None)) => {
+                            let error = ended.and_then(Result::err);
+                            break stream_ended(error, false, channel, parts.queue);
                         }
-                        Some(None) => break stream_ended(None, false, channel, parts.queue),
                         None => {
                             if !stop_deliveries(channel, worker).await {
                                 break Ok(());

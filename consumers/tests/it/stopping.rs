@@ -124,12 +124,7 @@ async fn a_stop_while_a_batch_is_held_loses_nothing(extra: &[&str]) {
             .fetch_one(&stack.database.pool)
             .await
             .unwrap();
-    let pid = first.id().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    shared::testing::sigterm(&first);
     logs.wait_for("shutdown requested").await;
     // Keep the lock until the statements of the tries made before the
     // stop have ended (a try given up on ends within a second): released

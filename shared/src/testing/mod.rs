@@ -22,7 +22,7 @@ pub use broker::{IsolatedTopology, connect, eventually, isolated_settings};
 pub use connections::{client_from, closed_by_server, connect_from};
 pub use database::{TestDatabase, database_url};
 pub use openapi::{documented_routes, unserved_routes};
-pub use process::{assert_refused, exit_within, sigterm_and_wait};
+pub use process::{assert_refused, exit_within, sigterm, sigterm_and_wait};
 pub use proxy::TcpProxy;
 pub use services::{environment_settings, settings_from};
 pub use watchdog::Watchdog;

@@ -20,14 +20,19 @@ pub fn assert_refused(output: &std::process::Output, named: &str, what: &dyn std
     assert!(!stderr.contains("panicked"), "{what:?}: {stderr}");
 }
 
-/// Sends SIGTERM to `child` and waits (at most `within`) for it to exit.
-pub async fn sigterm_and_wait(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+/// Sends SIGTERM to `child` (asserting that it was sent).
+pub fn sigterm(child: &Child) {
     let pid = child.id().to_string();
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .is_ok_and(|status| status.success());
     assert!(sent, "SIGTERM sent to {pid}");
+}
+
+/// Sends SIGTERM to `child` and waits (at most `within`) for it to exit.
+pub async fn sigterm_and_wait(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    sigterm(child);
     exit_within(child, within).await
 }
 
