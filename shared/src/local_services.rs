@@ -7,7 +7,8 @@
 //! PostgreSQL cluster (RabbitMQ node, management plugin on) from the
 //! installed packages: its own ports ([`POSTGRES_PORT`], [`AMQP_PORT`],
 //! [`MANAGEMENT_PORT`]) and data directory under the build's `target/`
-//! (`target/switchyard-services/`), waited for, used, and left running for
+//! (`target/switchyard-services/`; as root, PostgreSQL's goes to the system's
+//! temporary directory when its `postgres` user cannot enter that), waited for, used, and left running for
 //! the next command; `switchyard --stop-services` stops them. Several
 //! processes starting at once take a file lock in turn: the first starts a
 //! service, the others find it answering. Explicit URLs are never second
@@ -17,9 +18,12 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 use crate::settings::{AMQP_URL, DATABASE_URL, MANAGEMENT_URL, Settings};
 
@@ -248,14 +252,15 @@ pub fn rabbitmqctl(amqp_url: &str) -> Command {
 pub fn stop() -> Result<Vec<&'static str>, LocalServicesError> {
     let dir = directory();
     let mut stopped = Vec::new();
-    let data = dir.join("postgres");
+    let home = postgres_home(&dir)?;
+    let data = home.join("postgres");
     if data.join("postmaster.pid").is_file() {
         let mut command = as_postgres_user(&postgres_tool("pg_ctl")?);
         command
             .arg("-D")
             .arg(&data)
             .args(["-m", "fast", "-w", "stop"]);
-        run(command, "PostgreSQL", &dir.join("postgres.log"))?;
+        run(command, "PostgreSQL", &home.join("postgres.log"))?;
         stopped.push("PostgreSQL");
     }
     let pid_file = dir.join("rabbitmq").join("pid");
@@ -288,6 +293,7 @@ pub fn stop() -> Result<Vec<&'static str>, LocalServicesError> {
 }
 
 fn start_postgres(dir: &Path) -> Result<(), LocalServicesError> {
+    let dir = &postgres_home(dir)?;
     let data = dir.join("postgres");
     let log = dir.join("postgres.log");
     let initdb = postgres_tool("initdb")?;
@@ -503,6 +509,42 @@ fn as_postgres_user(tool: &Path) -> Command {
     }
 }
 
+/// Where the private PostgreSQL keeps its data directory and log: beside
+/// the other service in `dir`, unless PostgreSQL runs as the `postgres`
+/// user (see [`is_root`]) and that user cannot enter `dir` (a checkout
+/// under a private home or a `mktemp -d` directory): then in a directory
+/// of the system's temporary directory named after `dir`, so that
+/// [`stop`] finds the same one.
+fn postgres_home(dir: &Path) -> Result<PathBuf, LocalServicesError> {
+    if !is_root() || postgres_user_enters(dir) {
+        return Ok(dir.to_path_buf());
+    }
+    let digest = Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    let name: String = digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let home = std::env::temp_dir().join(format!("switchyard-postgres-{name}"));
+    create_dir(&home)?;
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755))
+        .map_err(|error| io(&home, error))?;
+    Ok(home)
+}
+
+/// Whether the `postgres` user can reach `dir` (every directory above it
+/// searchable). Missing directories are made first, as [`ensure`] does.
+fn postgres_user_enters(dir: &Path) -> bool {
+    let _ = std::fs::create_dir_all(dir);
+    Command::new("runuser")
+        .args(["-u", "postgres", "--", "test", "-x"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
 fn give_to_postgres_user(dir: &Path) -> Result<(), LocalServicesError> {
     if !is_root() {
         return Ok(());
@@ -632,6 +674,35 @@ mod tests {
             find_postgres_tool("initdb", &[], Some(on_path.clone().into_os_string())).unwrap();
         assert_eq!(found, on_path.join("initdb"));
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn postgres_keeps_its_data_where_the_postgres_user_can_reach_it() {
+        let private =
+            std::env::temp_dir().join(format!("switchyard-private-parent-{}", std::process::id()));
+        let dir = private.join("checkout/target/switchyard-services");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let home = postgres_home(&dir).unwrap();
+        if is_root() {
+            assert_ne!(
+                home, dir,
+                "postgres cannot enter a 0700 directory's children"
+            );
+            assert!(
+                postgres_user_enters(&home),
+                "{} is out of reach",
+                home.display()
+            );
+            // The same place every time, so that a stop finds it.
+            assert_eq!(postgres_home(&dir).unwrap(), home);
+            std::fs::remove_dir_all(&home).unwrap();
+            std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).unwrap();
+            assert_eq!(postgres_home(&dir).unwrap(), dir);
+        } else {
+            assert_eq!(home, dir);
+        }
+        std::fs::remove_dir_all(&private).unwrap();
     }
 
     #[test]
