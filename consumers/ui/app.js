@@ -201,7 +201,8 @@ function filterObject() {
     if (value) filter[name] = value;
   }
   for (const name of ["since", "until"]) {
-    if (form[name].value) filter[name] = new Date(form[name].value).toISOString();
+    // Typed as UTC, as every time on the page is shown.
+    if (form[name].value) filter[name] = new Date(`${form[name].value}Z`).toISOString();
   }
   return filter;
 }
@@ -395,6 +396,11 @@ let replayTimer = null;
 
 async function openReplay(filter, description) {
   replayFilter = { ...filter, status: "open" };
+  // The API acts on every open dead letter only when told so in words.
+  if (Object.keys(filter).every((name) => name === "status")) {
+    replayFilter.all = true;
+    description = "every open dead letter (the filter is empty)";
+  }
   replayId = null;
   $("replay-what").textContent = `Replay ${description}.`;
   $("replay-preview").textContent = "Counting (dry run)…";
@@ -453,12 +459,7 @@ async function pollReplay() {
   clearTimeout(replayTimer);
   if (replayId === null) return;
   try {
-    const status = await api("GET", `/api/v1/replays/${replayId}`);
-    const progress = status.live ? status.progress : {
-      matched: status.operation.matched, replayed: status.operation.affected,
-      skipped: status.operation.skipped, failed_again: status.operation.failed_again,
-      outcome: status.operation.outcome, detail: status.operation.detail,
-    };
+    const progress = await api("GET", `/api/v1/replays/${replayId}`);
     renderProgress(progress);
     if (progress.outcome === "running") replayTimer = setTimeout(pollReplay, 500);
   } catch (failure) {

@@ -97,6 +97,11 @@ pub struct Filter {
     #[arg(long = "id", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ids: Vec<i64>,
+    /// Act on every dead letter of the status: a replay, resolve or purge
+    /// whose filter narrows nothing else must say so.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
 }
 
 /// A filter that cannot be applied.
@@ -152,6 +157,55 @@ impl Filter {
             });
         }
         Ok(())
+    }
+
+    /// Whether a field other than `status` narrows the set.
+    pub fn narrows(&self) -> bool {
+        let Filter {
+            group,
+            event_type,
+            error_kind,
+            error,
+            fingerprint,
+            partition_key,
+            event_id,
+            since,
+            until,
+            min_attempts,
+            max_attempts,
+            status: _,
+            ids,
+            all: _,
+        } = self;
+        group.is_some()
+            || event_type.is_some()
+            || error_kind.is_some()
+            || error.is_some()
+            || fingerprint.is_some()
+            || partition_key.is_some()
+            || event_id.is_some()
+            || since.is_some()
+            || until.is_some()
+            || min_attempts.is_some()
+            || max_attempts.is_some()
+            || !ids.is_empty()
+    }
+
+    /// Refuses a change (replay, resolve, purge) over a filter that
+    /// narrows nothing unless it says `all`: an empty or mistyped filter
+    /// never acts on every dead letter by accident.
+    pub fn for_change(&self) -> Result<(), FilterError> {
+        if self.narrows() || self.all {
+            return Ok(());
+        }
+        Err(FilterError {
+            field: "all",
+            reason: format!(
+                "the filter matches every {} dead letter: narrow it, or set \"all\": true \
+                 (--all) to act on all of them",
+                self.status.as_str()
+            ),
+        })
     }
 
     /// Exactly dead letter `id`, whatever its status.

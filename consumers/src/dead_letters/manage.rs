@@ -53,6 +53,7 @@ pub async fn resolve(
     patience: Duration,
 ) -> Result<Closed, OperationError> {
     filter.validate()?;
+    filter.for_change()?;
     let filter = filter.requiring_open()?;
     close(pool, &filter, actor, Action::Resolve, patience).await
 }
@@ -67,6 +68,7 @@ pub async fn purge(
     patience: Duration,
 ) -> Result<Closed, OperationError> {
     filter.validate()?;
+    filter.for_change()?;
     close(pool, filter, actor, Action::Purge, patience).await
 }
 

@@ -121,6 +121,29 @@ pub async fn update(
     Ok(())
 }
 
+/// How often a running operation says it is alive; silent for four times
+/// as long, it reads `interrupted`.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Keeps operation `id`'s heartbeat until the future is dropped: a paced
+/// replay waits between batches, and must not read `interrupted` meanwhile.
+pub async fn keep_alive(pool: PgPool, id: i64) -> std::convert::Infallible {
+    let mut every = tokio::time::interval(HEARTBEAT);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let beat = sqlx::query(
+            "UPDATE dead_letter_operations SET heartbeat_at = now() \
+             WHERE id = $1 AND outcome = 'running'",
+        )
+        .bind(id)
+        .execute(&pool);
+        if let Err(error) = shared::database::within(HEARTBEAT, beat).await {
+            tracing::debug!(%error, operation_id = id, "operation heartbeat missed");
+        }
+    }
+}
+
 /// Ends an operation that changed `affected` dead letters at once (an
 /// edit, resolve, purge or expiry: all it matched).
 pub async fn completed(
@@ -160,7 +183,7 @@ pub struct Operation {
     /// Replayed events that failed again.
     pub failed_again: i64,
     /// `running`, `completed`, `tripped`, `cancelled`, `failed`, or
-    /// `interrupted` (running, but silent for over two minutes: its
+    /// `interrupted` (running, but silent for over 20 seconds: its
     /// process died).
     pub outcome: String,
     /// Why it ended as it did.
@@ -177,7 +200,7 @@ pub async fn history(
     sqlx::query_as(
         "SELECT id, action, actor, filter, started_at, finished_at, matched, affected, skipped, \
            failed_again, \
-           CASE WHEN outcome = 'running' AND heartbeat_at < now() - interval '2 minutes' \
+           CASE WHEN outcome = 'running' AND heartbeat_at < now() - interval '20 seconds' \
              THEN 'interrupted' ELSE outcome END AS outcome, detail \
          FROM dead_letter_operations WHERE ($1::bigint IS NULL OR id < $1) \
          ORDER BY id DESC LIMIT $2",

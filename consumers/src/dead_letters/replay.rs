@@ -53,6 +53,12 @@ async fn bounded<T>(
     shared::database::within(settings.dead_letters.database_timeout, work).await
 }
 
+/// Fewest events per second a paced replay may be asked for (one every
+/// 100 s): below it the pause between batches is not a number of seconds.
+pub const MIN_RATE: f64 = 0.01;
+/// Most events per second a paced replay may be asked for.
+pub const MAX_RATE: f64 = 100_000.0;
+
 /// When the breaker stops a replay.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -114,9 +120,9 @@ impl ReplayOptions {
             })
         };
         if let Some(rate) = self.rate
-            && !(rate.is_finite() && rate > 0.0 && rate <= 100_000.0)
+            && !(rate.is_finite() && (MIN_RATE..=MAX_RATE).contains(&rate))
         {
-            return refused("rate", "must be above 0 and at most 100000 per second");
+            return refused("rate", "must be 0.01 to 100000 per second");
         }
         if !(1..=10_000).contains(&self.batch) {
             return refused("batch", "must be 1 to 10000");
@@ -153,7 +159,8 @@ pub struct ReplayProgress {
 }
 
 impl ReplayProgress {
-    fn counts(&self) -> Counts {
+    /// Its counts as the audit trail keeps them.
+    pub fn counts(&self) -> Counts {
         Counts {
             matched: self.matched,
             affected: self.replayed,
@@ -305,6 +312,7 @@ pub async fn replay(
     cancel: &CancellationToken,
 ) -> Result<ReplayProgress, OperationError> {
     options.validate()?;
+    options.filter.for_change()?;
     let filter_json = serde_json::to_value(options).unwrap_or_default();
     bounded(settings, super::query::fresh_statistics(pool)).await?;
     let mut connection = pool.acquire().await?;
@@ -323,10 +331,10 @@ pub async fn replay(
     progress.send_replace(state.clone());
     tracing::info!(actor = %actor.0, operation_id, matched = state.matched, "replay started");
     let publisher = Publisher::new(settings, "", "switchyard-replay");
-    let result = replay_batches(
-        pool, settings, options, &publisher, &mut state, progress, cancel,
-    )
-    .await;
+    let result = tokio::select! {
+        result = replay_batches(pool, settings, options, &publisher, &mut state, progress, cancel) => result,
+        never = operations::keep_alive(pool.clone(), operation_id) => match never {},
+    };
     publisher.close().await;
     let (outcome, detail) = match &result {
         Ok(ending) => ending.clone(),
@@ -355,7 +363,7 @@ pub async fn replay(
         (Ok(_), Ok(())) => Ok(state),
         // Why it stopped matters more than that its end went unrecorded
         // (the history then shows it `running`, and `interrupted` once it
-        // has been silent for two minutes).
+        // has been silent for 20 seconds).
         (Err(error), recorded) => {
             if let Err(unrecorded) = recorded {
                 tracing::warn!(operation_id, error = %unrecorded, "the replay's end was not recorded");
@@ -378,16 +386,26 @@ async fn replay_batches(
     cancel: &CancellationToken,
 ) -> Result<(String, Option<String>), OperationError> {
     let topology = Topology::new(settings);
-    let mut pace = options.rate.map(|rate| {
-        let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval
-    });
+    // Paced, a batch is at most a second's worth, and the wait for the
+    // pace comes between batches, never while a batch's rows are locked.
+    let mut pace = options.rate.map(Pace::new);
+    let batch_size = match options.rate {
+        Some(rate) => options.batch.min((rate.floor() as u32).max(1)),
+        None => options.batch,
+    };
     let mut after = 0;
     // The breaker's window: the ids most recently marked replayed.
     let mut recent = std::collections::VecDeque::new();
     loop {
         if cancel.is_cancelled() {
+            return Ok((
+                "cancelled".to_owned(),
+                Some("cancelled by the operator".to_owned()),
+            ));
+        }
+        if let Some(pace) = &pace
+            && cancel.run_until_cancelled(pace.ready()).await.is_none()
+        {
             return Ok((
                 "cancelled".to_owned(),
                 Some("cancelled by the operator".to_owned()),
@@ -405,7 +423,7 @@ async fn replay_batches(
                 settings,
                 bind_filter!(query, &options.filter)
                     .bind(after)
-                    .bind(i64::from(options.batch))
+                    .bind(i64::from(batch_size))
                     .fetch_all(&mut *transaction),
             )
             .await?;
@@ -414,7 +432,6 @@ async fn replay_batches(
             };
             after = last.id;
             let mut sent = Vec::with_capacity(rows.len());
-            let mut stopped = false;
             for row in &rows {
                 match message_for(row, &topology, state.operation_id, settings.max_event_bytes) {
                     Err(reason) => {
@@ -422,12 +439,6 @@ async fn replay_batches(
                         state.skipped += 1;
                     }
                     Ok(message) => {
-                        if let Some(pace) = pace.as_mut()
-                            && cancel.run_until_cancelled(pace.tick()).await.is_none()
-                        {
-                            stopped = true;
-                            break;
-                        }
                         let publisher = publisher.clone();
                         let id = row.id;
                         sent.push((
@@ -476,16 +487,19 @@ async fn replay_batches(
             .await?;
             bounded(settings, transaction.commit()).await?;
             state.replayed += confirmed.len() as i64;
-            Ok::<_, sqlx::Error>(Some((marked, stopped, broker_error)))
+            Ok::<_, sqlx::Error>(Some((marked, broker_error)))
         }
         .await;
         if batch.is_err() {
             connection.close_on_drop();
         }
         drop(connection);
-        let Some((marked, stopped, broker_error)) = batch? else {
+        let Some((marked, broker_error)) = batch? else {
             return Ok(("completed".to_owned(), None));
         };
+        if let Some(pace) = &mut pace {
+            pace.sent(marked.len());
+        }
         recent.extend(marked);
         let excess = recent.len().saturating_sub(options.breaker.window as usize);
         recent.drain(..excess);
@@ -507,12 +521,39 @@ async fn replay_batches(
             tracing::warn!(operation_id = state.operation_id, %detail, "replay stopped");
             return Ok(("tripped".to_owned(), Some(detail)));
         }
-        if stopped {
-            return Ok((
-                "cancelled".to_owned(),
-                Some("cancelled by the operator".to_owned()),
-            ));
+    }
+}
+
+/// A replay's pace: after `n` events, the next batch waits until `n / rate`
+/// seconds after the previous one could start.
+struct Pace {
+    rate: f64,
+    next: tokio::time::Instant,
+}
+
+impl Pace {
+    fn new(rate: f64) -> Self {
+        Self {
+            rate,
+            next: tokio::time::Instant::now(),
         }
+    }
+
+    async fn ready(&self) {
+        tokio::time::sleep_until(self.next).await;
+    }
+
+    fn sent(&mut self, events: usize) {
+        // The rate is bounded (MIN_RATE) and a batch is at most 10,000: the
+        // pause is at most 10^6 s, and a number.
+        let pause = Duration::try_from_secs_f64(events as f64 / self.rate)
+            .unwrap_or(Duration::from_secs(1));
+        // A batch slower than its pause gives its lateness back to at most
+        // one batch: the pace never bursts past the rate for long.
+        let earliest = tokio::time::Instant::now()
+            .checked_sub(pause)
+            .unwrap_or(self.next);
+        self.next = self.next.max(earliest) + pause;
     }
 }
 
@@ -531,7 +572,7 @@ async fn failed_among(pool: &PgPool, ids: &[i64]) -> Result<i64, sqlx::Error> {
 /// found from the new dead letters (linked ones recorded since the replay
 /// started, few), not from the replayed ones (the whole set, which would
 /// make each batch slower than the last).
-async fn failed_again(pool: &PgPool, operation_id: i64) -> Result<i64, sqlx::Error> {
+pub async fn failed_again(pool: &PgPool, operation_id: i64) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT count(*) FROM dead_letters n \
          WHERE n.previous_id IS NOT NULL \

@@ -69,6 +69,48 @@ impl ApiError {
         }
     }
 
+    /// 413: the request body is over the limit (`limit` bytes, when known).
+    pub fn too_large(limit: Option<usize>) -> Self {
+        let message = match limit {
+            Some(limit) => format!("the request body is over the limit of {limit} bytes"),
+            None => "the request body is over the limit".to_owned(),
+        };
+        Self {
+            field: Some("$".to_owned()),
+            ..Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+        }
+    }
+
+    /// A JSON body that could not be read: 413 when over the size limit,
+    /// else 400 naming the body.
+    pub fn from_json_rejection(rejection: axum::extract::rejection::JsonRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::too_large(None)
+        } else {
+            Self::invalid("$", rejection.body_text())
+        }
+    }
+
+    /// A body that could not be read: 413 when over the size limit, else
+    /// 400 naming the body.
+    pub fn from_bytes_rejection(rejection: axum::extract::rejection::BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::too_large(None)
+        } else {
+            Self::invalid("$", rejection.body_text())
+        }
+    }
+
+    /// Any status with its code and message.
+    pub fn new_public(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        Self::new(status, error, message)
+    }
+
+    /// 400 for a filter that cannot be applied.
+    pub fn from_filter(error: crate::dead_letters::filter::FilterError) -> Self {
+        Self::invalid(error.field, error.reason)
+    }
+
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
@@ -109,6 +151,7 @@ impl ApiError {
             Self::forbidden("operator"),
             Self::csrf(),
             Self::invalid("group", "unknown"),
+            Self::too_large(Some(1024)),
             Self::not_found("no dead letter 1"),
             Self::new(StatusCode::CONFLICT, "conflict", "closed"),
             Self::busy("4 replays running"),

@@ -98,6 +98,7 @@ pub struct ApiState {
     replays: Arc<Mutex<HashMap<i64, RunningReplay>>>,
     shutdown: CancellationToken,
     failed_checks: Arc<FailedChecks>,
+    slots: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Failed token checks one client address may make per second unless told
@@ -120,6 +121,7 @@ impl ApiState {
             replays: Arc::default(),
             shutdown,
             failed_checks: Arc::new(FailedChecks::new(TOKEN_FAILURES_PER_ADDRESS)),
+            slots: Arc::default(),
         }
     }
 
@@ -129,6 +131,15 @@ impl ApiState {
     pub fn with_token_failures_per_address(mut self, per_second: u32) -> Self {
         self.failed_checks = Arc::new(FailedChecks::new(per_second));
         self
+    }
+
+    /// A key for a replay that has not recorded its start yet (negative:
+    /// operation ids are positive).
+    fn next_slot(&self) -> i64 {
+        -(self
+            .slots
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .saturating_add(1))
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<i64, RunningReplay>> {
@@ -299,7 +310,7 @@ fn handler_for(route: &Route) -> MethodRouter<ApiState> {
 /// The routes over `state`; anything else is a JSON 404, every request is
 /// bounded in size and time.
 pub fn router(state: ApiState) -> Router {
-    let body_limit = state.settings.max_event_bytes + 64 * 1024;
+    let body_limit = body_limit(&state.settings);
     ROUTES
         .iter()
         .fold(Router::<ApiState>::new(), |router, route| {
@@ -310,7 +321,92 @@ pub fn router(state: ApiState) -> Router {
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(bounded_in_time))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                declared_within(body_limit, request, next)
+            },
+        ))
         .with_state(state)
+}
+
+/// Most bytes of a request body: an event of the largest size plus room
+/// for the JSON around it.
+pub fn body_limit(settings: &Settings) -> usize {
+    settings.max_event_bytes + 64 * 1024
+}
+
+/// Most bytes of an over-limit body read and thrown away before the 413
+/// is sent: a client still sending when the server closes would get a
+/// reset instead of the answer.
+const DRAINED_AT_MOST: usize = 8 * 1024 * 1024;
+
+/// Reads the request body before the routes see it, refusing one over
+/// `limit` bytes with a JSON 413: at once when its `Content-Length` says
+/// so (a length of 10^12 and no body is not waited for; a client that
+/// sent `Expect: 100-continue` sends nothing), else once `limit` bytes have
+/// come, after reading and dropping the rest (up to [`DRAINED_AT_MOST`]) so
+/// that the client reads the answer. A body that does not arrive within
+/// [`REQUEST_TIMEOUT`] is answered 408.
+async fn declared_within(
+    limit: usize,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use futures_util::StreamExt;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    let closing = |error: ApiError| {
+        let mut response = error.into_response();
+        // The body is not read to its end: the connection cannot carry
+        // another request.
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        response
+    };
+    if declared.is_some_and(|length| length > limit as u64) {
+        return closing(ApiError::too_large(Some(limit)));
+    }
+    let (parts, body) = request.into_parts();
+    let mut chunks = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut seen = 0_usize;
+    let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, chunks.next()).await {
+            Err(_) => {
+                return closing(ApiError::new_public(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    "the request body did not arrive in time",
+                ));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(error))) => {
+                return closing(ApiError::invalid(
+                    "$",
+                    format!("the body could not be read: {error}"),
+                ));
+            }
+            Ok(Some(Ok(chunk))) => {
+                seen = seen.saturating_add(chunk.len());
+                if seen <= limit {
+                    kept.extend_from_slice(&chunk);
+                } else if seen > DRAINED_AT_MOST {
+                    return closing(ApiError::too_large(Some(limit)));
+                }
+            }
+        }
+    }
+    if seen > limit {
+        return ApiError::too_large(Some(limit)).into_response();
+    }
+    let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(kept));
+    next.run(request).await
 }
 
 async fn bounded_in_time(
@@ -414,7 +510,31 @@ fn filter_from_query(pairs: Vec<(String, String)>) -> Result<(Filter, i64, u32),
     Ok((filter, after, limit))
 }
 
+/// `value` as a JSON object, or a 400 naming `field`: serde would read a
+/// struct from an array by position (`[]` as the empty filter).
+fn object(value: Value, field: &str) -> Result<serde_json::Map<String, Value>, ApiError> {
+    match value {
+        Value::Object(object) => Ok(object),
+        other => Err(ApiError::invalid(
+            field,
+            format!("must be a JSON object, not {}", json_kind(&other)),
+        )),
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 fn parse_filter(value: Value) -> Result<Filter, ApiError> {
+    let value = Value::Object(object(value, "filter")?);
     let filter: Filter = serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
         let message = error.inner().to_string();
@@ -513,9 +633,10 @@ async fn edit(
     caller: Caller,
     State(state): State<ApiState>,
     Id(id): Id,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<repair::Edited>, ApiError> {
     caller.require(Role::Operator)?;
+    let body = body.map_err(ApiError::from_bytes_rejection)?;
     let edited = repair::edit(
         &state.pool,
         id,
@@ -537,17 +658,36 @@ struct CloseRequest {
     confirm: bool,
 }
 
-fn close_request(
-    body: Result<Json<CloseRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<(Filter, bool), ApiError> {
-    let Json(request) = body.map_err(|rejection| ApiError::invalid("$", rejection.body_text()))?;
+/// A JSON request body, or a 400 (413 when over the limit).
+type JsonBody = Result<Json<Value>, axum::extract::rejection::JsonRejection>;
+
+fn json_body(body: JsonBody) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let Json(value) = body.map_err(ApiError::from_json_rejection)?;
+    object(value, "$")
+}
+
+fn close_request(body: JsonBody) -> Result<(Filter, bool), ApiError> {
+    let request: CloseRequest = serde_path_to_error::deserialize(Value::Object(json_body(body)?))
+        .map_err(|error| {
+        let field = match error.path().to_string().as_str() {
+            "" | "." => error
+                .inner()
+                .to_string()
+                .split('`')
+                .nth(1)
+                .map(str::to_owned)
+                .unwrap_or_else(|| "$".to_owned()),
+            path => path.to_owned(),
+        };
+        ApiError::invalid(field, error.inner().to_string())
+    })?;
     Ok((parse_filter(request.filter)?, request.confirm))
 }
 
 async fn resolve(
     caller: Caller,
     State(state): State<ApiState>,
-    body: Result<Json<CloseRequest>, axum::extract::rejection::JsonRejection>,
+    body: JsonBody,
 ) -> Result<Json<manage::Closed>, ApiError> {
     caller.require(Role::Operator)?;
     let (filter, _) = close_request(body)?;
@@ -559,7 +699,7 @@ async fn resolve(
 async fn purge(
     caller: Caller,
     State(state): State<ApiState>,
-    body: Result<Json<CloseRequest>, axum::extract::rejection::JsonRejection>,
+    body: JsonBody,
 ) -> Result<Json<manage::Closed>, ApiError> {
     caller.require(Role::Operator)?;
     let (filter, confirm) = close_request(body)?;
@@ -574,21 +714,23 @@ async fn purge(
     ))
 }
 
-fn replay_options(
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Result<ReplayOptions, ApiError> {
-    let Json(mut value) =
-        body.map_err(|rejection| ApiError::invalid("$", rejection.body_text()))?;
+fn replay_options(body: JsonBody) -> Result<ReplayOptions, ApiError> {
+    let mut object = json_body(body)?;
     // The filter is checked on its own so that its errors name its fields.
-    let filter = match value
-        .as_object_mut()
-        .and_then(|object| object.remove("filter"))
-    {
+    let filter = match object.remove("filter") {
         Some(filter) => parse_filter(filter)?,
         None => Filter::default(),
     };
-    let mut options: ReplayOptions =
-        serde_json::from_value(value).map_err(|error| ApiError::invalid("$", error.to_string()))?;
+    let mut options: ReplayOptions = serde_path_to_error::deserialize(Value::Object(object))
+        .map_err(|error| {
+            let path = error.path().to_string();
+            let field = if path.is_empty() || path == "." {
+                "$".to_owned()
+            } else {
+                path
+            };
+            ApiError::invalid(field, error.inner().to_string())
+        })?;
     options.filter = filter;
     options.validate()?;
     Ok(options)
@@ -597,7 +739,7 @@ fn replay_options(
 async fn preview(
     caller: Caller,
     State(state): State<ApiState>,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+    body: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let options = replay_options(body)?;
@@ -614,72 +756,69 @@ async fn preview(
 async fn start_replay(
     caller: Caller,
     State(state): State<ApiState>,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+    body: JsonBody,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Role::Operator)?;
     let options = replay_options(body)?;
-    {
+    options.filter.for_change().map_err(ApiError::from_filter)?;
+    let (sender, mut receiver) = watch::channel(ReplayProgress::default());
+    let cancel = state.shutdown.child_token();
+    // The slot is taken under the same lock that counts the running ones:
+    // two requests at once cannot both take the last.
+    let slot = {
         let mut running = state.running();
-        running.retain(|_, replay| replay.progress.borrow().outcome == "running");
+        // A replay that has not started yet ("") holds its slot too.
+        running.retain(|_, replay| {
+            matches!(replay.progress.borrow().outcome.as_str(), "" | "running")
+        });
         if running.len() >= MAX_RUNNING_REPLAYS {
             return Err(ApiError::busy(format!(
                 "{MAX_RUNNING_REPLAYS} replays are running; wait for one to end"
             )));
         }
-    }
-    let (sender, mut receiver) = watch::channel(ReplayProgress::default());
-    let cancel = state.shutdown.child_token();
-    let actor = caller.actor();
-    let task_state = state.clone();
-    let task_cancel = cancel.clone();
-    tokio::spawn(async move {
-        let result = replay::replay(
-            &task_state.pool,
-            &task_state.settings,
-            &actor,
-            &options,
-            &sender,
-            &task_cancel,
-        )
-        .await;
-        if let Err(error) = result {
-            tracing::warn!(%error, "replay over the API failed");
-            sender.send_modify(|state| {
-                state.outcome = "failed".to_owned();
-                state.detail = Some(error.to_string());
-            });
-        }
-    });
-    // The operation id exists once the replay recorded its start.
-    let progress = {
-        let started = tokio::time::timeout(
-            Duration::from_secs(10),
-            receiver
-                .wait_for(|progress| progress.operation_id != 0 || progress.outcome == "failed"),
-        )
-        .await;
-        match started {
-            Ok(Ok(progress)) => Some(progress.clone()),
-            _ => None,
-        }
+        let slot = state.next_slot();
+        running.insert(
+            slot,
+            RunningReplay {
+                progress: receiver.clone(),
+                cancel: cancel.clone(),
+            },
+        );
+        slot
     };
-    let Some(progress) = progress else {
-        return Err(ApiError::unavailable("the replay did not start; try again"));
-    };
-    if progress.operation_id == 0 {
-        return Err(ApiError::unavailable(
-            progress
-                .detail
-                .unwrap_or_else(|| "the replay did not start".to_owned()),
-        ));
-    }
-    state.running().insert(
-        progress.operation_id,
-        RunningReplay {
-            progress: receiver,
-            cancel,
-        },
+    spawn_replay(
+        state.clone(),
+        caller.actor(),
+        options,
+        sender,
+        cancel.clone(),
     );
+    // The operation id exists once the replay recorded its start.
+    let started = tokio::time::timeout(
+        REPLAY_START_PATIENCE,
+        receiver.wait_for(|progress| {
+            progress.operation_id != 0 || !matches!(progress.outcome.as_str(), "" | "running")
+        }),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .map(|progress| progress.clone());
+    let Some(progress) = started.filter(|progress| progress.operation_id != 0) else {
+        // Not started in time: it is cancelled, and stays tracked (it holds
+        // its slot) until it has ended.
+        cancel.cancel();
+        let detail = receiver.borrow().detail.clone();
+        return Err(ApiError::unavailable(detail.unwrap_or_else(|| {
+            "the replay did not start in time and was cancelled; try again".to_owned()
+        })));
+    };
+    {
+        let mut running = state.running();
+        if let Some(replay) = running.remove(&slot) {
+            running.insert(progress.operation_id, replay);
+        }
+    }
     let location = format!("/api/v1/replays/{}", progress.operation_id);
     Ok((
         StatusCode::ACCEPTED,
@@ -688,24 +827,124 @@ async fn start_replay(
     ))
 }
 
+/// How long a replay may take to record its start before the request
+/// gives up on it (and cancels it).
+const REPLAY_START_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Runs a replay in the background. Whatever ends it (an error, a panic)
+/// ends its progress as `failed` and its audit record with it, so that it
+/// frees its slot and never reads `running` for good.
+fn spawn_replay(
+    state: ApiState,
+    actor: crate::dead_letters::Actor,
+    options: ReplayOptions,
+    sender: watch::Sender<ReplayProgress>,
+    cancel: CancellationToken,
+) {
+    let sender = Arc::new(sender);
+    let task_sender = Arc::clone(&sender);
+    let task_state = state.clone();
+    let task = tokio::spawn(async move {
+        replay::replay(
+            &task_state.pool,
+            &task_state.settings,
+            &actor,
+            &options,
+            &task_sender,
+            &cancel,
+        )
+        .await
+    });
+    tokio::spawn(async move {
+        let detail = match task.await {
+            Ok(Ok(_)) => return,
+            // The replay recorded its own failure where it could.
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "replay over the API failed");
+                sender.send_modify(|progress| {
+                    progress.outcome = "failed".to_owned();
+                    progress.detail = Some(error.to_string());
+                });
+                return;
+            }
+            Err(join) => format!("the replay stopped unexpectedly: {join}"),
+        };
+        tracing::error!(%detail, "replay over the API failed");
+        sender.send_modify(|progress| {
+            progress.outcome = "failed".to_owned();
+            progress.detail = Some(detail.clone());
+        });
+        let progress = sender.borrow().clone();
+        if progress.operation_id != 0 {
+            let ended = within(state.patience(), async {
+                let mut connection = state.pool.acquire().await?;
+                operations::update(
+                    &mut connection,
+                    progress.operation_id,
+                    progress.counts(),
+                    Some(("failed", Some(&detail))),
+                )
+                .await
+            })
+            .await;
+            if let Err(error) = ended {
+                tracing::warn!(%error, operation_id = progress.operation_id, "the replay's failure was not recorded");
+            }
+        }
+    });
+}
+
+/// A replay as `GET /api/v1/replays/{id}` shows it: one shape whether this
+/// process runs it or it is only in the audit trail.
+#[derive(Debug, serde::Serialize)]
+struct ReplayStatus {
+    /// Whether this process runs it now.
+    live: bool,
+    #[serde(flatten)]
+    progress: ReplayProgress,
+}
+
 async fn replay_status(
     caller: Caller,
     State(state): State<ApiState>,
     Id(id): Id,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReplayStatus>, ApiError> {
     caller.require(Role::Viewer)?;
     let live = state
         .running()
         .get(&id)
-        .map(|replay| replay.progress.borrow().clone());
+        .map(|replay| replay.progress.borrow().clone())
+        .filter(|progress| progress.outcome == "running");
     if let Some(progress) = live {
-        return Ok(Json(json!({ "live": true, "progress": progress })));
+        return Ok(Json(ReplayStatus {
+            live: true,
+            progress,
+        }));
     }
-    // Not run by this process (or over): the audit trail's record.
-    match operations::get(&state.pool, id).await? {
-        Some(operation) if operation.action == "replay" => {
-            Ok(Json(json!({ "live": false, "operation": operation })))
-        }
+    // Not running here: the audit trail's record, with the failures of its
+    // events counted now (an event fails again after its retries, which
+    // may be long after the replay ended).
+    let record = within(state.patience(), async {
+        let Some(operation) = operations::get(&state.pool, id).await? else {
+            return Ok(None);
+        };
+        let failed_again = replay::failed_again(&state.pool, id).await?;
+        Ok::<_, sqlx::Error>(Some((operation, failed_again)))
+    })
+    .await?;
+    match record {
+        Some((operation, failed_again)) if operation.action == "replay" => Ok(Json(ReplayStatus {
+            live: false,
+            progress: ReplayProgress {
+                operation_id: operation.id,
+                matched: operation.matched,
+                replayed: operation.affected,
+                skipped: operation.skipped,
+                failed_again,
+                outcome: operation.outcome,
+                detail: operation.detail,
+            },
+        })),
         _ => Err(ApiError::not_found(format!("no replay {id}"))),
     }
 }

@@ -131,8 +131,13 @@ async fn login(
     headers: HeaderMap,
     body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(login) =
-        body.map_err(|rejection| ApiError::invalid("token", rejection.body_text()))?;
+    let Json(login) = body.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::from_json_rejection(rejection)
+        } else {
+            ApiError::invalid("token", rejection.body_text())
+        }
+    })?;
     if client.is_some_and(|client| state.failed_checks.blocked(client)) {
         return Err(ApiError::rate_limited());
     }

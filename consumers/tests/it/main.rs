@@ -17,6 +17,7 @@ mod hostile;
 mod hostile_properties;
 mod http;
 mod operations_api;
+mod operator_edges;
 mod processing;
 mod retries;
 mod scale_in_out;

@@ -1,0 +1,321 @@
+//! The operations API's edges, through the real binary: inputs that would
+//! turn it against its operators (a filter read by position, a rate that
+//! is not a number of seconds, bodies over the limit or never sent), the
+//! running-replays limit under requests at once, and a paced replay that
+//! must not hold the rows it has not reached.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shared::testing::eventually;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::dead_letters::{DEAD, SHIPPED_CANCELLED, prepared};
+use crate::operations_api::{Api, token};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_are_objects_and_a_change_over_everything_must_say_all() {
+    let (_watchdog, stack, _fixture) =
+        prepared("filters_are_objects_and_a_change_over_everything_must_say_all").await;
+    let operator = token(&stack, "edges-operator", "operator").await;
+    let api = Api::start(&stack).await;
+    let post = |path: &'static str, body: Value| {
+        let api = &api;
+        let operator = &operator;
+        async move {
+            api.call(reqwest::Method::POST, path, Some(operator), Some(body))
+                .await
+        }
+    };
+
+    // A filter given as an array, or a body that is one, is refused naming
+    // it: serde would read them by position, as the empty filter.
+    for (path, body, field) in [
+        ("/api/v1/replays/preview", json!({ "filter": [] }), "filter"),
+        ("/api/v1/replays/preview", json!([]), "$"),
+        (
+            "/api/v1/replays/preview",
+            json!({ "filter": [null, null] }),
+            "filter",
+        ),
+        ("/api/v1/replays/preview", json!([{ "ids": [1] }]), "$"),
+        ("/api/v1/replays", json!({ "filter": ["orders"] }), "filter"),
+        (
+            "/api/v1/dead-letters/resolve",
+            json!({ "filter": [] }),
+            "filter",
+        ),
+        (
+            "/api/v1/dead-letters/purge",
+            json!({ "filter": [], "confirm": true }),
+            "filter",
+        ),
+        ("/api/v1/dead-letters/purge", json!([[], true]), "$"),
+        (
+            "/api/v1/dead-letters/resolve",
+            json!({ "filter": { "grup": "orders" } }),
+            "grup",
+        ),
+        (
+            "/api/v1/dead-letters/resolve",
+            json!({ "filter": { "group": "orders" }, "colour": 1 }),
+            "colour",
+        ),
+        (
+            "/api/v1/replays",
+            json!({ "filter": { "group": "orders" }, "speed": 1 }),
+            "speed",
+        ),
+        // Nothing narrows: a change over every open dead letter must say so.
+        (
+            "/api/v1/dead-letters/resolve",
+            json!({ "filter": {} }),
+            "all",
+        ),
+        (
+            "/api/v1/dead-letters/purge",
+            json!({ "filter": { "status": "open" }, "confirm": true }),
+            "all",
+        ),
+        ("/api/v1/replays", json!({ "filter": {} }), "all"),
+        ("/api/v1/replays", json!({}), "all"),
+    ] {
+        let (status, answer) = post(path, body.clone()).await;
+        assert_eq!(
+            (status, answer["field"].clone()),
+            (StatusCode::BAD_REQUEST, json!(field)),
+            "{path} {body}: {answer}"
+        );
+    }
+    assert_eq!(
+        stack
+            .number("SELECT count(*) FROM dead_letters WHERE status = 'open'")
+            .await,
+        DEAD,
+        "nothing was changed"
+    );
+    // A preview over everything is a read: allowed.
+    let (status, preview) = post("/api/v1/replays/preview", json!({ "filter": {} })).await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["report"]["matched"], DEAD);
+
+    // The CLI says the same, and `--all` is the explicit form.
+    let refused = crate::dead_letters::cli(&stack, &["resolve"]).await;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--all"), "{stderr}");
+
+    // Said, it acts on them all.
+    let (status, closed) = post(
+        "/api/v1/dead-letters/resolve",
+        json!({ "filter": { "all": true } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{closed}");
+    assert_eq!(closed["affected"], DEAD);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_are_bounded_the_replay_slots_hold_under_races_and_bodies_are_413() {
+    let (_watchdog, stack, _fixture) =
+        prepared("numbers_are_bounded_the_replay_slots_hold_under_races_and_bodies_are_413").await;
+    let operator = token(&stack, "slots-operator", "operator").await;
+    let api = Api::start(&stack).await;
+
+    // A rate that is not a number of seconds apart is refused at the door.
+    for rate in [json!(5e-324), json!(0.001), json!(-1), json!(1e300)] {
+        let (status, answer) = api
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/replays",
+                Some(&operator),
+                Some(json!({ "filter": { "group": "sales" }, "rate": rate })),
+            )
+            .await;
+        assert_eq!(
+            (status, answer["field"].clone()),
+            (StatusCode::BAD_REQUEST, json!("rate")),
+            "{rate}: {answer}"
+        );
+    }
+
+    // Eight slow replays asked at once: exactly four run, the rest are
+    // told the API is busy.
+    let starts = (0..8).map(|_| {
+        api.call(
+            reqwest::Method::POST,
+            "/api/v1/replays",
+            Some(&operator),
+            Some(json!({ "filter": { "group": "sales" }, "rate": 0.01, "batch": 1 })),
+        )
+    });
+    let answers = futures_util::future::join_all(starts).await;
+    let accepted: Vec<i64> = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::ACCEPTED)
+        .map(|(_, body)| body["operation_id"].as_i64().unwrap())
+        .collect();
+    let busy = answers
+        .iter()
+        .filter(|(status, body)| {
+            *status == StatusCode::TOO_MANY_REQUESTS && body["error"] == "busy"
+        })
+        .count();
+    assert_eq!((accepted.len(), busy), (4, 4), "{answers:?}");
+    for id in &accepted {
+        let (status, ended) = api
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/replays/{id}/cancel"),
+                Some(&operator),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{ended}");
+        assert_eq!(ended["outcome"], "cancelled", "{ended}");
+    }
+    // Their slots are free again.
+    let (status, again) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/replays",
+            Some(&operator),
+            Some(json!({ "filter": { "group": "sales" }, "rate": 0.01, "batch": 1 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    let id = again["operation_id"].as_i64().unwrap();
+    api.call(
+        reqwest::Method::POST,
+        &format!("/api/v1/replays/{id}/cancel"),
+        Some(&operator),
+        None,
+    )
+    .await;
+
+    // Bodies over the limit: 413 with a JSON body, on every route that
+    // takes one.
+    let huge = "x".repeat(2 * 1024 * 1024);
+    for (method, path) in [
+        (reqwest::Method::POST, "/api/v1/dead-letters/resolve"),
+        (reqwest::Method::POST, "/api/v1/replays/preview"),
+        (reqwest::Method::POST, "/api/v1/replays"),
+        (reqwest::Method::POST, "/ui/login"),
+        (reqwest::Method::PUT, "/api/v1/dead-letters/1/event"),
+    ] {
+        // Sent as a stream: no Content-Length, counted as it is read.
+        let chunks = futures_util::stream::iter(
+            huge.as_bytes()
+                .chunks(64 * 1024)
+                .map(|chunk| Ok::<_, std::io::Error>(chunk.to_vec()))
+                .collect::<Vec<_>>(),
+        );
+        // A connection of its own: one cut short by a 413 is not reused.
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let response = client
+            .request(method.clone(), format!("{}{path}", api.base))
+            .bearer_auth(&operator)
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "payload_too_large", "{path}: {body}");
+    }
+    // A length of 10^12 and no body: answered at once, not held.
+    let mut stream = tokio::net::TcpStream::connect(api.address).await.unwrap();
+    let request = format!(
+        "POST /api/v1/dead-letters/resolve HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {operator}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed without waiting for the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+}
+
+/// A paced replay waits between batches, holding no row while it waits:
+/// the dead letters it has not reached can be resolved at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_replay_holds_no_row_it_has_not_reached() {
+    let (_watchdog, stack, _fixture) =
+        prepared("a_paced_replay_holds_no_row_it_has_not_reached").await;
+    let operator = token(&stack, "pace-operator", "operator").await;
+    let api = Api::start(&stack).await;
+    let (status, started) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/replays",
+            Some(&operator),
+            Some(json!({
+                "filter": { "group": "orders", "error_kind": "ship_cancelled_order" },
+                "rate": 1, "batch": 100, "breaker": { "share": 1.0 }
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let id = started["operation_id"].as_i64().unwrap();
+    let last = stack
+        .number(
+            "SELECT max(id) FROM dead_letters WHERE consumer_group = 'orders' \
+             AND error_kind = 'ship_cancelled_order'",
+        )
+        .await;
+    // Asked of the CLI with a one-second database limit: before, the
+    // replay's transaction held every row of its batch of 100 for 100 s.
+    let mut command = crate::support::consumers_binary(&stack);
+    command
+        .args([
+            "dead-letters",
+            "resolve",
+            "--id",
+            &last.to_string(),
+            "--json",
+        ])
+        .env("SWITCHYARD_DEAD_LETTER_DATABASE_TIMEOUT_MS", "1000")
+        .env("USER", "tester");
+    let resolved = crate::support::output_of(command).await;
+    assert!(
+        resolved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resolved.stderr)
+    );
+    let closed: Value = serde_json::from_slice(&resolved.stdout).unwrap();
+    assert_eq!(closed["affected"], 1, "{closed}");
+    // The replay goes on, one a second, and ends without the resolved one.
+    let progressed = eventually(Duration::from_secs(60), || async {
+        let (_, status) = api
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/replays/{id}"),
+                Some(&operator),
+                None,
+            )
+            .await;
+        (status["replayed"].as_i64() >= Some(2)).then_some(status)
+    })
+    .await;
+    assert!(progressed.is_some(), "the replay moves at its pace");
+    let (status, ended) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/replays/{id}/cancel"),
+            Some(&operator),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ended}");
+    let replayed = ended["replayed"].as_i64().unwrap();
+    assert!((2..SHIPPED_CANCELLED as i64).contains(&replayed), "{ended}");
+}
