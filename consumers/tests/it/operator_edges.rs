@@ -318,4 +318,47 @@ async fn a_paced_replay_holds_no_row_it_has_not_reached() {
     assert_eq!(status, StatusCode::OK, "{ended}");
     let replayed = ended["replayed"].as_i64().unwrap();
     assert!((2..SHIPPED_CANCELLED as i64).contains(&replayed), "{ended}");
+
+    // A replay killed outright reads `interrupted` within half a minute
+    // (its heartbeat stops), not `running` for minutes.
+    let mut command = crate::support::consumers_binary(&stack);
+    command
+        .args([
+            "dead-letters",
+            "replay",
+            "--group",
+            "sales",
+            "--rate",
+            "1/s",
+            "--batch",
+            "1",
+        ])
+        .env("USER", "tester")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut killed = command.spawn().unwrap();
+    let started = stack
+        .wait_for(
+            "SELECT count(*) FROM dead_letter_operations WHERE actor = 'cli:tester' \
+             AND action = 'replay' AND affected >= 1",
+            1,
+            60,
+        )
+        .await;
+    assert_eq!(started, 1, "the CLI replay made progress");
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let interrupted = eventually(Duration::from_secs(60), || async {
+        let history = crate::dead_letters::cli(&stack, &["history", "--json"]).await;
+        let history: Value = serde_json::from_slice(&history.stdout).ok()?;
+        history
+            .as_array()?
+            .iter()
+            .any(|operation| {
+                operation["actor"] == "cli:tester" && operation["outcome"] == "interrupted"
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(interrupted.is_some(), "the killed replay reads interrupted");
 }
