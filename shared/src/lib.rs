@@ -28,6 +28,7 @@
 
 pub mod broker;
 pub mod broker_limits;
+pub mod credentials;
 pub mod database;
 pub mod database_errors;
 pub mod events;

@@ -39,9 +39,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use self::error::ApiError;
-use self::tokens::{FailedChecks, OperatorToken, Role};
+use self::sessions::KnownSessions;
+use self::tokens::{KnownTokens, OperatorToken, Role};
 use crate::dead_letters::replay::{ReplayOptions, ReplayProgress};
 use crate::dead_letters::{Actor, Filter, manage, operations, query, repair, replay};
+use shared::credentials::FailedChecks;
 
 /// The checked-in OpenAPI document.
 pub const OPENAPI_DOCUMENT: &str = include_str!("../../operations-openapi.json");
@@ -99,7 +101,13 @@ pub struct ApiState {
     shutdown: CancellationToken,
     failed_checks: Arc<FailedChecks>,
     slots: Arc<std::sync::atomic::AtomicI64>,
+    tokens: Arc<KnownTokens>,
+    sessions: Arc<KnownSessions>,
 }
+
+/// How often the tokens and sessions held in memory are checked against
+/// the database: a revoked token stops working within this.
+pub const CREDENTIALS_POLL: Duration = Duration::from_secs(1);
 
 /// Failed token checks one client address may make per second unless told
 /// otherwise (see [`FailedChecks`]).
@@ -115,7 +123,10 @@ impl ApiState {
 
     /// State over `pool`; replays stop when `shutdown` is cancelled.
     pub fn new(pool: PgPool, settings: Settings, shutdown: CancellationToken) -> Self {
+        let patience = settings.dead_letters.database_timeout;
         Self {
+            tokens: Arc::new(tokens::known(pool.clone(), patience)),
+            sessions: Arc::new(sessions::known(pool.clone(), patience)),
             pool,
             settings,
             replays: Arc::default(),
@@ -187,35 +198,42 @@ impl FromRequestParts<ApiState> for Caller {
             return Err(ApiError::unauthenticated());
         }
         let ClientAddress(client) = ClientAddress::of(parts);
-        if client.is_some_and(|client| state.failed_checks.blocked(client)) {
-            return Err(ApiError::rate_limited());
-        }
+        // Checked first, in memory: a live credential is never refused
+        // because of other callers' failures.
         let found = match (bearer, cookie) {
-            (Some(presented), _) => tokens::authenticate(&state.pool, presented).await?,
-            (None, Some(cookie)) => match sessions::find(&state.pool, cookie).await? {
-                Some(session) => {
-                    let safe = matches!(parts.method, Method::GET | Method::HEAD);
-                    let presented = parts
-                        .headers
-                        .get(sessions::CSRF_HEADER)
-                        .and_then(|value| value.to_str().ok());
-                    if !safe && !sessions::csrf_matches(&session, presented) {
-                        return Err(ApiError::csrf());
+            (Some(presented), _) => tokens::authenticate(&state.tokens, presented).await?,
+            (None, Some(cookie)) => {
+                match sessions::find(&state.sessions, &state.tokens, cookie).await? {
+                    Some(session) => {
+                        let safe = matches!(parts.method, Method::GET | Method::HEAD);
+                        let presented = parts
+                            .headers
+                            .get(sessions::CSRF_HEADER)
+                            .and_then(|value| value.to_str().ok());
+                        if !safe && !sessions::csrf_matches(&session, presented) {
+                            return Err(ApiError::csrf());
+                        }
+                        Some(session.token)
                     }
-                    Some(session.token)
+                    None => None,
                 }
-                None => None,
-            },
+            }
             (None, None) => None,
         };
         match found {
             Some(token) => Ok(Caller(token)),
-            None => {
-                if let Some(client) = client {
-                    state.failed_checks.failed(client);
-                }
-                Err(ApiError::unauthenticated())
-            }
+            None => Err(state.failed_check(client)),
+        }
+    }
+}
+
+impl ApiState {
+    /// Counts a failed credential check from `client`: 401, or 429 once
+    /// the address is past its allowance of failures.
+    fn failed_check(&self, client: Option<std::net::IpAddr>) -> ApiError {
+        match client.and_then(|client| self.failed_checks.failed(client)) {
+            Some(_) => ApiError::rate_limited(),
+            None => ApiError::unauthenticated(),
         }
     }
 }
@@ -438,6 +456,15 @@ pub async fn serve(
             failed_checks.forget_recovered();
         }
     });
+    // The credentials are read before the first request, then kept
+    // current: a revoked token stops working within a second.
+    let asked = tokio::time::Instant::now();
+    if let Err(error) = state.tokens.check_since(asked).await {
+        tracing::warn!(%error, "operator tokens could not be read yet; tried again each second");
+    }
+    let _ = state.sessions.check_since(asked).await;
+    tokio::spawn(Arc::clone(&state.tokens).poll(CREDENTIALS_POLL, shutdown.clone()));
+    tokio::spawn(Arc::clone(&state.sessions).poll(CREDENTIALS_POLL, shutdown.clone()));
     let options = ServerOptions {
         limits,
         panic_message: "the operations API failed on this request; check the operation history for what it did",

@@ -11,7 +11,11 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-use super::tokens::{OperatorToken, Role};
+use std::collections::HashMap;
+
+use shared::credentials::Credentials;
+
+use super::tokens::{KnownTokens, OperatorToken};
 
 /// The cookie's name.
 pub const COOKIE: &str = "switchyard_session";
@@ -54,9 +58,60 @@ fn digest(cookie: &str) -> Vec<u8> {
     Sha256::digest(cookie.as_bytes()).to_vec()
 }
 
+/// A session as held in memory.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    token_id: uuid::Uuid,
+    csrf: String,
+    expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Every session in memory (see [`shared::credentials`]), by the SHA-256
+/// of its cookie.
+pub type KnownSessions = Credentials<Vec<u8>, Stored>;
+
+/// Changes whenever a session is opened or closed.
+const SESSIONS_VERSION: &str = "SELECT count(*)::text || '/' || coalesce(max(expires_at)::text, '') \
+     FROM operator_sessions";
+
+/// The sessions of `pool`, held in memory.
+pub fn known(pool: PgPool, patience: Duration) -> KnownSessions {
+    Credentials::new(
+        pool,
+        SESSIONS_VERSION,
+        |pool| {
+            Box::pin(async move {
+                let rows: Vec<(Vec<u8>, uuid::Uuid, String, chrono::DateTime<chrono::Utc>)> =
+                    sqlx::query_as(
+                        "SELECT session_sha256, token_id, csrf, expires_at FROM operator_sessions \
+                         WHERE expires_at > now()",
+                    )
+                    .fetch_all(&pool)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(digest, token_id, csrf, expires_at)| {
+                        let stored = Stored {
+                            token_id,
+                            csrf,
+                            expires_at,
+                        };
+                        (digest, stored)
+                    })
+                    .collect::<HashMap<_, _>>())
+            })
+        },
+        patience,
+    )
+}
+
 /// Opens a session for `token` (already authenticated); expired sessions
 /// are removed on the way.
-pub async fn open(pool: &PgPool, token: &OperatorToken) -> Result<Opened, sqlx::Error> {
+pub async fn open(
+    pool: &PgPool,
+    known: &KnownSessions,
+    token: &OperatorToken,
+) -> Result<Opened, sqlx::Error> {
     let opened = Opened {
         cookie: random_hex(),
         csrf: random_hex(),
@@ -64,62 +119,66 @@ pub async fn open(pool: &PgPool, token: &OperatorToken) -> Result<Opened, sqlx::
     sqlx::query("DELETE FROM operator_sessions WHERE expires_at < now()")
         .execute(pool)
         .await?;
-    sqlx::query(
+    let expires_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
         "INSERT INTO operator_sessions (session_sha256, token_id, csrf, expires_at) \
-         VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING expires_at",
     )
     .bind(digest(&opened.cookie))
     .bind(token.token_id)
     .bind(&opened.csrf)
     .bind(LIFETIME.as_secs_f64())
-    .execute(pool)
+    .fetch_one(pool)
     .await?;
+    known.insert(
+        digest(&opened.cookie),
+        Stored {
+            token_id: token.token_id,
+            csrf: opened.csrf.clone(),
+            expires_at,
+        },
+    );
     Ok(opened)
 }
 
 /// The live session whose cookie is `cookie`, or `None` (unknown, expired,
-/// signed out, token revoked, not shaped like a session cookie).
-pub async fn find(pool: &PgPool, cookie: &str) -> Result<Option<Session>, sqlx::Error> {
+/// signed out, token revoked, not shaped like a session cookie); from
+/// memory when it is known.
+pub async fn find(
+    sessions: &KnownSessions,
+    tokens: &KnownTokens,
+    cookie: &str,
+) -> Result<Option<Session>, sqlx::Error> {
     if cookie.len() != 64 || !cookie.bytes().all(|byte| byte.is_ascii_hexdigit()) {
         return Ok(None);
     }
-    type Row = (
-        uuid::Uuid,
-        String,
-        String,
-        chrono::DateTime<chrono::Utc>,
-        String,
-    );
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT t.token_id, t.name, t.role, t.created_at, s.csrf \
-         FROM operator_sessions s JOIN operator_tokens t USING (token_id) \
-         WHERE s.session_sha256 = $1 AND s.expires_at > now() AND t.revoked_at IS NULL",
-    )
-    .bind(digest(cookie))
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|(token_id, name, role, created_at, csrf)| Session {
-        token: OperatorToken {
-            token_id,
-            name,
-            role: if role == "operator" {
-                Role::Operator
-            } else {
-                Role::Viewer
-            },
-            created_at,
-            revoked_at: None,
-        },
-        csrf,
+    let Some(stored) = sessions.find(&digest(cookie)).await? else {
+        return Ok(None);
+    };
+    if stored.expires_at <= chrono::Utc::now() {
+        return Ok(None);
+    }
+    let token = match super::tokens::live(tokens, stored.token_id) {
+        Some(token) => Some(token),
+        // Issued elsewhere a moment ago: the tokens are checked once.
+        None => tokens
+            .find(&stored.token_id)
+            .await?
+            .map(|(token, _)| token)
+            .filter(|token| token.revoked_at.is_none()),
+    };
+    Ok(token.map(|token| Session {
+        token,
+        csrf: stored.csrf,
     }))
 }
 
 /// Ends the session whose cookie is `cookie`.
-pub async fn close(pool: &PgPool, cookie: &str) -> Result<(), sqlx::Error> {
+pub async fn close(pool: &PgPool, known: &KnownSessions, cookie: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM operator_sessions WHERE session_sha256 = $1")
         .bind(digest(cookie))
         .execute(pool)
         .await?;
+    known.remove(&digest(cookie));
     Ok(())
 }
 

@@ -2,15 +2,10 @@
 //! API keys (see [`shared::secret_tokens`]), each with a role.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::sync::Mutex;
-use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
+use shared::credentials::Credentials;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -131,81 +126,61 @@ pub async fn revoke(pool: &PgPool, token_id: Uuid) -> Result<bool, sqlx::Error> 
     Ok(revoked == 1)
 }
 
+/// Every token in memory (see [`shared::credentials`]): id → record and
+/// the secret's hash.
+pub type KnownTokens = Credentials<Uuid, (OperatorToken, Vec<u8>)>;
+
+/// Changes whenever a token is issued or revoked.
+const TOKENS_VERSION: &str = "SELECT count(*)::text || '/' || coalesce(max(created_at)::text, '') \
+     || '/' || coalesce(max(revoked_at)::text, '') FROM operator_tokens";
+
+/// The tokens of `pool`, held in memory; each query waits at most
+/// `patience`.
+pub fn known(pool: PgPool, patience: std::time::Duration) -> KnownTokens {
+    Credentials::new(
+        pool,
+        TOKENS_VERSION,
+        |pool| {
+            Box::pin(async move {
+                let rows: Vec<Row> = sqlx::query_as(
+                    "SELECT token_id, name, role, secret_sha256, created_at, revoked_at \
+                     FROM operator_tokens",
+                )
+                .fetch_all(&pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| {
+                        let (token, hash) = from_row(row);
+                        (token.token_id, (token, hash))
+                    })
+                    .collect::<HashMap<_, _>>())
+            })
+        },
+        patience,
+    )
+}
+
 /// The live token presented, or `None` (unknown, wrong secret, revoked,
-/// not shaped like a token).
+/// not shaped like a token). A token already known is checked without a
+/// query.
 pub async fn authenticate(
-    pool: &PgPool,
+    known: &KnownTokens,
     presented: &str,
 ) -> Result<Option<OperatorToken>, sqlx::Error> {
     let Some((token_id, secret)) = shared::secret_tokens::parse(TOKEN_PREFIX, presented) else {
         return Ok(None);
     };
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT token_id, name, role, secret_sha256, created_at, revoked_at FROM operator_tokens \
-         WHERE token_id = $1",
-    )
-    .bind(token_id)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(from_row).and_then(|(token, hash)| {
+    Ok(known.find(&token_id).await?.and_then(|(token, hash)| {
         (shared::secret_tokens::matches(&secret, &hash) && token.revoked_at.is_none())
             .then_some(token)
     }))
 }
 
-/// Failed token checks per client address: each address may fail only so
-/// often (a token guessed, or a flood of well-formed random tokens, each
-/// costing a query); past its allowance every request from it is answered
-/// 429 without a query until the allowance recovers. Callers with a live
-/// token never fail, so they are never slowed.
-pub struct FailedChecks {
-    allowance: DefaultKeyedRateLimiter<IpAddr>,
-    blocked_until: Mutex<HashMap<IpAddr, Instant>>,
-}
-
-impl FailedChecks {
-    /// `per_second` failures per address, twice as many at once.
-    pub fn new(per_second: u32) -> Self {
-        let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
-        let burst = rate.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
-        Self {
-            allowance: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
-            blocked_until: Mutex::default(),
-        }
-    }
-
-    /// Whether `address` has used up its allowance.
-    pub fn blocked(&self, address: IpAddr) -> bool {
-        let mut blocked = self.lock();
-        match blocked.get(&address) {
-            Some(until) if *until > Instant::now() => true,
-            Some(_) => {
-                blocked.remove(&address);
-                false
-            }
-            None => false,
-        }
-    }
-
-    /// Counts a failed check from `address`.
-    pub fn failed(&self, address: IpAddr) {
-        if let Err(not_until) = self.allowance.check_key(&address) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            self.lock().insert(address, Instant::now() + wait);
-        }
-    }
-
-    /// Forgets addresses whose allowance has recovered.
-    pub fn forget_recovered(&self) {
-        self.allowance.retain_recent();
-        self.allowance.shrink_to_fit();
-        let now = Instant::now();
-        self.lock().retain(|_, until| *until > now);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Instant>> {
-        self.blocked_until
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
+/// The live token `token_id`, from memory.
+pub fn live(known: &KnownTokens, token_id: Uuid) -> Option<OperatorToken> {
+    known
+        .get(&token_id)
+        .map(|(token, _)| token)
+        .filter(|token| token.revoked_at.is_none())
 }

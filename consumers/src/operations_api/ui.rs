@@ -105,7 +105,7 @@ async fn dashboard(
     let Some(cookie) = super::session_cookie(&headers) else {
         return Ok(to_login());
     };
-    match sessions::find(&state.pool, cookie).await? {
+    match sessions::find(&state.sessions, &state.tokens, cookie).await? {
         // The CSRF token is 64 hex digits: nothing to escape.
         Some(session) => Ok(html(DASHBOARD.replace("{{csrf}}", &session.csrf))),
         None => Ok(to_login()),
@@ -138,16 +138,10 @@ async fn login(
             ApiError::invalid("token", rejection.body_text())
         }
     })?;
-    if client.is_some_and(|client| state.failed_checks.blocked(client)) {
-        return Err(ApiError::rate_limited());
-    }
-    let Some(token) = tokens::authenticate(&state.pool, login.token.trim()).await? else {
-        if let Some(client) = client {
-            state.failed_checks.failed(client);
-        }
-        return Err(ApiError::unauthenticated());
+    let Some(token) = tokens::authenticate(&state.tokens, login.token.trim()).await? else {
+        return Err(state.failed_check(client));
     };
-    let opened = sessions::open(&state.pool, &token).await?;
+    let opened = sessions::open(&state.pool, &state.sessions, &token).await?;
     tracing::info!(operator = %token.name, role = token.role.as_str(), "dashboard login");
     Ok((
         [(
@@ -162,7 +156,7 @@ async fn login(
 /// Ends the session (a change: it needs the CSRF token).
 async fn logout(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let cookie = super::session_cookie(&headers).ok_or_else(ApiError::unauthenticated)?;
-    let session = sessions::find(&state.pool, cookie)
+    let session = sessions::find(&state.sessions, &state.tokens, cookie)
         .await?
         .ok_or_else(ApiError::unauthenticated)?;
     let presented = headers
@@ -171,7 +165,7 @@ async fn logout(State(state): State<ApiState>, headers: HeaderMap) -> Result<Res
     if !sessions::csrf_matches(&session, presented) {
         return Err(ApiError::csrf());
     }
-    sessions::close(&state.pool, cookie).await?;
+    sessions::close(&state.pool, &state.sessions, cookie).await?;
     Ok((
         [(
             header::SET_COOKIE,

@@ -362,3 +362,61 @@ async fn a_paced_replay_holds_no_row_it_has_not_reached() {
     .await;
     assert!(interrupted.is_some(), "the killed replay reads interrupted");
 }
+
+/// Behind a proxy every client shares one address: guesses from eight
+/// keep-alive connections at once are held to the allowance, and a live
+/// token used beside them from the same address is always answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guesses_in_parallel_are_held_to_the_allowance_and_never_slow_a_live_token() {
+    let stack = crate::support::Stack::new().await;
+    let api = Api::start_with(&stack, &["--token-failures-per-address", "1"], &[]).await;
+    let viewer = token(&stack, "parallel-viewer", "viewer").await;
+    let whoami = |client: &reqwest::Client, token: String| {
+        client
+            .get(format!("{}/api/v1/whoami", api.base))
+            .bearer_auth(token)
+            .send()
+    };
+    // Guesses from eight keep-alive connections at once, with a live token
+    // used beside them from the same address: the guesses checked (401)
+    // stay within the allowance, and the live token is always answered.
+    let started = std::time::Instant::now();
+    let guessers = (0..8).map(|_| {
+        let client = shared::testing::client_from(std::net::IpAddr::from([127, 0, 0, 9]));
+        let whoami = &whoami;
+        async move {
+            let mut checked = 0;
+            for _ in 0..25 {
+                let random = format!("syop_{}_{}", uuid::Uuid::now_v7().simple(), "cd".repeat(32));
+                let status = whoami(&client, random).await.unwrap().status();
+                assert!(
+                    status == StatusCode::UNAUTHORIZED || status == StatusCode::TOO_MANY_REQUESTS,
+                    "{status}"
+                );
+                if status == StatusCode::UNAUTHORIZED {
+                    checked += 1;
+                }
+            }
+            checked
+        }
+    });
+    let valid = async {
+        let client = shared::testing::client_from(std::net::IpAddr::from([127, 0, 0, 9]));
+        let mut statuses = Vec::new();
+        for _ in 0..20 {
+            statuses.push(whoami(&client, viewer.clone()).await.unwrap().status());
+        }
+        statuses
+    };
+    let (checked, statuses) = tokio::join!(futures_util::future::join_all(guessers), valid);
+    let checked: u64 = checked.into_iter().sum();
+    let elapsed = started.elapsed().as_secs();
+    assert!(
+        checked <= 2 + elapsed + 1,
+        "{checked} guesses answered 401 in {elapsed} s with an allowance of 1/s"
+    );
+    assert!(
+        statuses.iter().all(|status| *status == StatusCode::OK),
+        "{statuses:?}"
+    );
+}

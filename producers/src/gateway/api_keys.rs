@@ -104,7 +104,6 @@ type KeyRow = (
 );
 
 const SELECT_ALL: &str = "SELECT key_id, producer, secret_sha256, allowed_types, allowed_sources, rate_per_second, burst, created_at, revoked_at FROM api_keys ORDER BY created_at, key_id";
-const SELECT_BY_ID: &str = "SELECT key_id, producer, secret_sha256, allowed_types, allowed_sources, rate_per_second, burst, created_at, revoked_at FROM api_keys WHERE key_id = $1";
 
 fn from_row(row: KeyRow) -> (ApiKey, Vec<u8>) {
     let (key_id, producer, hash, types, sources, rate, burst, created_at, revoked_at) = row;
@@ -138,33 +137,31 @@ pub async fn revoke(pool: &PgPool, key_id: Uuid) -> Result<bool, KeyStoreError> 
     Ok(revoked == 1)
 }
 
-/// The live key a caller presented, or why it is refused. The secret's hash
-/// is compared in constant time.
-pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<ApiKey, AuthenticateError> {
-    let Some((key_id, secret)) = shared::secret_tokens::parse(KEY_PREFIX, presented) else {
-        return Err(AuthenticationError::Invalid.into());
-    };
-    let row: Option<KeyRow> = sqlx::query_as(SELECT_BY_ID)
-        .bind(key_id)
-        .fetch_optional(pool)
-        .await
-        .map_err(KeyStoreError)?;
-    let Some((key, stored_hash)) = row.map(from_row) else {
-        return Err(AuthenticationError::Invalid.into());
-    };
-    if !shared::secret_tokens::matches(&secret, &stored_hash) || key.revoked_at.is_some() {
-        return Err(AuthenticationError::Invalid.into());
-    }
-    Ok(key)
-}
+/// Changes whenever a key is issued or revoked.
+const KEYS_VERSION: &str = "SELECT count(*)::text || '/' || coalesce(max(created_at)::text, '') \
+     || '/' || coalesce(max(revoked_at)::text, '') FROM api_keys";
 
-/// [`authenticate`] failed: the key, or the store.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthenticateError {
-    /// The key is refused.
-    #[error(transparent)]
-    Refused(#[from] AuthenticationError),
-    /// The store could not be asked.
-    #[error(transparent)]
-    Store(#[from] KeyStoreError),
+/// Every key of `pool`, held in memory (see [`shared::credentials`]): key
+/// id → record and the secret's hash.
+pub fn known(
+    pool: PgPool,
+    patience: std::time::Duration,
+) -> shared::credentials::Credentials<Uuid, (ApiKey, Vec<u8>)> {
+    shared::credentials::Credentials::new(
+        pool,
+        KEYS_VERSION,
+        |pool| {
+            Box::pin(async move {
+                let rows: Vec<KeyRow> = sqlx::query_as(SELECT_ALL).fetch_all(&pool).await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| {
+                        let (key, hash) = from_row(row);
+                        (key.key_id, (key, hash))
+                    })
+                    .collect())
+            })
+        },
+        patience,
+    )
 }

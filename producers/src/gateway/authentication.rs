@@ -1,107 +1,123 @@
 //! Who is calling: the API key from `Authorization: Bearer <key>` (or
 //! `X-Api-Key` when there is no `Authorization` header), checked against
-//! the key store, with a bounded time-to-live cache (moka) so that a busy
-//! producer does not cost a database query per request. A revoked key stops
-//! working within the cache's time to live.
+//! the keys held in memory (see [`shared::credentials`]): a valid key is
+//! answered without a query, whatever else arrives. The copy is checked
+//! against the key store every `key_cache_ttl` (a revoked key stops
+//! working within it; zero: before every answer); a key issued elsewhere
+//! works at its first use.
 //!
-//! A key that is not in the cache costs a database query, so each client
-//! address may cause only so many of them per second (a flood of random,
-//! well-formed keys is answered 429 without touching the database).
+//! Failed checks are counted per client address (the real client's behind
+//! a trusted proxy): past the allowance a failure is answered 429 instead
+//! of 401. A valid key is never refused because of them.
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use sha2::{Digest, Sha256};
+use shared::credentials::{Credentials, FailedChecks};
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
-use super::api_keys::{self, ApiKey, AuthenticateError, AuthenticationError};
+use super::api_keys::{self, ApiKey, AuthenticationError};
 use super::error::GatewayError;
 
 /// Alternative header for clients that cannot set `Authorization`.
 const API_KEY_HEADER: &str = "x-api-key";
 
-/// Most cached answers (good and bad keys together); least recently used
-/// ones are evicted first.
-const MAX_CACHED: u64 = 10_000;
+/// Longest a check of the key store waits.
+const STORE_PATIENCE: Duration = Duration::from_secs(5);
 
-/// Checks presented keys: cache first, then the store.
+/// Checks presented keys against the keys held in memory.
 pub struct Authenticator {
-    pool: PgPool,
-    /// SHA-256 of a presented key → the live key it named (`None`: refused).
-    /// Absent when answers are not to be cached at all.
-    cache: Option<moka::sync::Cache<[u8; 32], Option<ApiKey>>>,
-    lookups: DefaultKeyedRateLimiter<IpAddr>,
+    keys: Arc<Credentials<Uuid, (ApiKey, Vec<u8>)>>,
+    /// How often the copy is checked against the store (zero: at every
+    /// request).
+    refresh: Duration,
+    failures: FailedChecks,
 }
 
 impl Authenticator {
-    /// Checks keys against `pool`, remembering each answer for
-    /// `time_to_live`, and letting each client address cause at most
-    /// `lookups_per_second` store lookups (with a burst of twice that).
-    pub fn new(pool: PgPool, time_to_live: Duration, lookups_per_second: u32) -> Self {
-        let cache = (!time_to_live.is_zero()).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(MAX_CACHED)
-                .time_to_live(time_to_live)
-                .build()
-        });
-        let rate = NonZeroU32::new(lookups_per_second).unwrap_or(NonZeroU32::MIN);
-        let burst = rate.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
+    /// Checks keys against `pool`'s, checking the copy every `refresh`, and
+    /// answering 429 to an address past `failures_per_second` failed checks
+    /// (with a burst of twice that).
+    pub fn new(pool: PgPool, refresh: Duration, failures_per_second: u32) -> Self {
         Self {
-            pool,
-            cache,
-            lookups: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            keys: Arc::new(api_keys::known(pool, STORE_PATIENCE)),
+            refresh,
+            failures: FailedChecks::new(failures_per_second),
         }
     }
 
-    /// The caller's live key; 401 when there is none or it is not valid,
-    /// 429 when `client` asks for too many uncached keys, 503 when the store
-    /// is unreachable.
+    /// Reads the keys now, then keeps the copy current until `shutdown`.
+    pub async fn keep_current(&self, shutdown: CancellationToken) {
+        if let Err(error) = self.keys.check_since(tokio::time::Instant::now()).await {
+            tracing::warn!(%error, "API keys could not be read yet; tried again at each request");
+        }
+        if !self.refresh.is_zero() {
+            tokio::spawn(Arc::clone(&self.keys).poll(self.refresh, shutdown));
+        }
+    }
+
+    /// The caller's live key; 401 when there is none or it is not valid
+    /// (429 once `client` is past its allowance of failures), 503 when the
+    /// store is needed and unreachable.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
         client: IpAddr,
     ) -> Result<ApiKey, GatewayError> {
-        let presented = presented_key(headers)?;
-        let fingerprint: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        if let Some(known) = self
-            .cache
-            .as_ref()
-            .and_then(|cache| cache.get(&fingerprint))
-        {
-            return known.ok_or(AuthenticationError::Invalid.into());
-        }
-        if let Err(not_until) = self.lookups.check_key(&client) {
-            tracing::info!(%client, "too many unrecognised API keys from one address");
-            return Err(GatewayError::RateLimited {
-                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-                message: "too many API keys checked from this address; slow down".to_owned(),
-            });
-        }
-        let answer = match api_keys::authenticate(&self.pool, presented).await {
-            Ok(key) => Some(key),
-            Err(AuthenticateError::Refused(_)) => None,
-            Err(AuthenticateError::Store(error)) => {
-                tracing::warn!(%error, "API key store unavailable");
-                return Err(GatewayError::DatabaseUnavailable);
+        let checked = async {
+            let presented = presented_key(headers)?;
+            let (key_id, secret) = shared::secret_tokens::parse(api_keys::KEY_PREFIX, presented)
+                .ok_or(AuthenticationError::Invalid)?;
+            if self.refresh.is_zero() {
+                self.keys
+                    .check_since(tokio::time::Instant::now())
+                    .await
+                    .map_err(store_unavailable)?;
             }
+            let (key, hash) = self
+                .keys
+                .find(&key_id)
+                .await
+                .map_err(store_unavailable)?
+                .ok_or(AuthenticationError::Invalid)?;
+            if !shared::secret_tokens::matches(&secret, &hash) || key.revoked_at.is_some() {
+                return Err(AuthenticationError::Invalid.into());
+            }
+            Ok(key)
         };
-        if let Some(cache) = &self.cache {
-            cache.insert(fingerprint, answer.clone());
+        match checked.await {
+            Err(GatewayError::Unauthenticated(AuthenticationError::Invalid)) => {
+                match self.failures.failed(client) {
+                    Some(retry_after) => {
+                        tracing::info!(%client, "too many failed API key checks from one address");
+                        Err(GatewayError::RateLimited {
+                            retry_after,
+                            message: "too many invalid API keys from this address; slow down"
+                                .to_owned(),
+                        })
+                    }
+                    None => Err(AuthenticationError::Invalid.into()),
+                }
+            }
+            other => other,
         }
-        answer.ok_or(AuthenticationError::Invalid.into())
     }
 
     /// Forgets per-address counts that have recovered (call now and then:
     /// the limiter keeps one entry per address it has seen).
     pub fn forget_idle_addresses(&self) {
-        self.lookups.retain_recent();
-        self.lookups.shrink_to_fit();
+        self.failures.forget_recovered();
     }
+}
+
+fn store_unavailable(error: sqlx::Error) -> GatewayError {
+    tracing::warn!(%error, "API key store unavailable");
+    GatewayError::DatabaseUnavailable
 }
 
 /// The key from `Authorization: Bearer …`, or from `X-Api-Key` when there is

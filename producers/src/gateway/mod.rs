@@ -225,6 +225,7 @@ pub async fn serve(
     state: GatewayState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    state.authenticator.keep_current(shutdown.clone()).await;
     let housekeeping = tokio::spawn(housekeeping(state.clone(), shutdown.clone()));
     let options = ServerOptions {
         limits: state.config.connections,
