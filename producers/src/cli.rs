@@ -112,8 +112,9 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..=365 * 86_400)
     )]
     pub idempotency_window_secs: u64,
-    /// How long a key check is cached (a revoked key works at most this
-    /// long; 0 checks every request, at most 1 h).
+    /// How often the keys held in memory are checked against the key store
+    /// (a revoked key works at most this long; 0 checks before every
+    /// answer, at most 1 h).
     #[arg(
         long,
         env = "SWITCHYARD_GATEWAY_KEY_CACHE_MS",
@@ -121,8 +122,9 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(0..=3_600_000)
     )]
     pub key_cache_ms: u64,
-    /// Key-store lookups (keys not cached) one client address may cause per
-    /// second, twice as many at once (429 above).
+    /// Failed checks of well-formed keys one client address may make per
+    /// second, twice as many at once (429 instead of 401 above; a valid key
+    /// is never refused because of them).
     #[arg(
         long,
         env = "SWITCHYARD_GATEWAY_KEY_LOOKUPS_PER_ADDRESS",

@@ -6,9 +6,9 @@
 //! working within it; zero: before every answer); a key issued elsewhere
 //! works at its first use.
 //!
-//! Failed checks are counted per client address (the real client's behind
-//! a trusted proxy): past the allowance a failure is answered 429 instead
-//! of 401. A valid key is never refused because of them.
+//! Failed checks of well-formed keys are counted per client address:
+//! past the allowance a failure is answered 429 instead of 401. A valid
+//! key is never refused because of them.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -69,10 +69,12 @@ impl Authenticator {
         headers: &HeaderMap,
         client: IpAddr,
     ) -> Result<ApiKey, GatewayError> {
+        let presented = presented_key(headers)?;
+        // Not shaped like a key: refused without looking anything up, and
+        // not counted.
+        let (key_id, secret) = shared::secret_tokens::parse(api_keys::KEY_PREFIX, presented)
+            .ok_or(AuthenticationError::Invalid)?;
         let checked = async {
-            let presented = presented_key(headers)?;
-            let (key_id, secret) = shared::secret_tokens::parse(api_keys::KEY_PREFIX, presented)
-                .ok_or(AuthenticationError::Invalid)?;
             if self.refresh.is_zero() {
                 self.keys
                     .check_since(tokio::time::Instant::now())

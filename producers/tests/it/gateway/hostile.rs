@@ -194,6 +194,57 @@ async fn random_well_formed_keys_from_one_address_are_429_after_a_few_lookups() 
     assert!(limited > 0);
 }
 
+/// Every client behind one proxy shares its address: a flood of invalid
+/// keys from it is answered 429, and a valid key from the same address is
+/// accepted every time, also long after the copy of the keys was checked
+/// against the store again (once, its cache entry expired and it was 429).
+#[tokio::test]
+async fn a_flood_of_invalid_keys_never_refuses_a_valid_one_from_the_same_address() {
+    let gateway = Gateway::with_config(GatewayConfig {
+        key_lookups_per_address: 1,
+        key_cache_ttl: std::time::Duration::from_millis(200),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let key = gateway
+        .key(&["order.placed"], &["/checkout"], 10_000, 10_000)
+        .await;
+    let flooding = std::sync::atomic::AtomicBool::new(true);
+    let flood = async {
+        let mut limited = 0;
+        for _ in 0..150 {
+            let random = format!("sy_{}_{}", uuid::Uuid::now_v7().simple(), "ab".repeat(32));
+            let response = gateway
+                .post_structured(&random, &order_placed("/checkout"))
+                .await;
+            if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                limited += 1;
+            }
+        }
+        flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+        limited
+    };
+    // Used all through the flood, across many refreshes of the copy.
+    let valid = async {
+        let mut statuses = Vec::new();
+        while flooding.load(std::sync::atomic::Ordering::Relaxed) || statuses.len() < 10 {
+            let response = gateway
+                .post_structured(&key, &order_placed("/checkout"))
+                .await;
+            statuses.push(response.status());
+        }
+        statuses
+    };
+    let (limited, statuses) = tokio::join!(flood, valid);
+    assert!(limited > 0, "the flood was limited");
+    assert!(
+        statuses
+            .iter()
+            .all(|status| *status == StatusCode::ACCEPTED),
+        "{statuses:?}"
+    );
+}
+
 #[tokio::test]
 async fn refused_events_count_toward_the_keys_rate() {
     let gateway = Gateway::start().await;
