@@ -121,7 +121,7 @@ async fn operator_tokens(command: OperatorTokenCommand, settings: &Settings) -> 
                 println!(
                     "{:<36}  {:<20} {:<8} {:<20} {}",
                     token.token_id,
-                    token.name,
+                    shared::printable::for_terminal(&token.name),
                     token.role.as_str(),
                     token.created_at.format("%Y-%m-%d %H:%M:%S"),
                     token

@@ -40,6 +40,7 @@ pub mod load;
 pub mod local_services;
 pub mod metrics_recorder;
 pub mod outbox;
+pub mod printable;
 pub mod prometheus_text;
 pub mod publish;
 pub mod retry;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use shared::database::within;
+use shared::printable::for_terminal;
 use shared::settings::Settings;
 use tokio_util::sync::CancellationToken;
 
@@ -262,10 +263,10 @@ async fn run_with(
                     "{:>7}  {:<10} {:<24} {:<20} {:<20} {} ({})",
                     line.count,
                     line.group,
-                    line.event_type.as_deref().unwrap_or("-"),
+                    for_terminal(line.event_type.as_deref().unwrap_or("-")),
                     line.first_failed_at.format("%Y-%m-%d %H:%M:%S"),
                     line.last_failed_at.format("%Y-%m-%d %H:%M:%S"),
-                    line.fingerprint,
+                    for_terminal(&line.fingerprint),
                     line.example_id
                 );
             }
@@ -354,7 +355,7 @@ async fn run_with(
                     "{:>6}  {:<8} {:<18} {:<20} {:>8} {:>8} {:>8} {:>8}  {:<11} {}{}",
                     operation.id,
                     operation.action,
-                    operation.actor,
+                    for_terminal(&operation.actor),
                     operation.started_at.format("%Y-%m-%d %H:%M:%S"),
                     operation.matched,
                     operation.affected,
@@ -364,7 +365,7 @@ async fn run_with(
                     operation.filter,
                     operation
                         .detail
-                        .map(|detail| format!(" — {detail}"))
+                        .map(|detail| format!(" — {}", for_terminal(&detail)))
                         .unwrap_or_default()
                 );
             }
@@ -556,14 +557,14 @@ fn row_table(rows: &[DeadLetterRow]) -> String {
             row.id,
             row.group,
             row.status,
-            row.event_type.as_deref().unwrap_or("-"),
+            for_terminal(row.event_type.as_deref().unwrap_or("-")),
             row.event_id
                 .map(|id| id.to_string())
                 .unwrap_or_else(|| "-".to_owned()),
-            row.error_kind,
+            for_terminal(&row.error_kind),
             row.attempts,
             row.last_failed_at.format("%Y-%m-%d %H:%M:%S"),
-            reason
+            for_terminal(&reason)
         ));
     }
     table

@@ -420,3 +420,37 @@ async fn guesses_in_parallel_are_held_to_the_allowance_and_never_slow_a_live_tok
         "{statuses:?}"
     );
 }
+
+/// A dead letter whose type and reason hold terminal escapes (ESC, BEL, a
+/// CSI, a bidi override) is printed by every CLI table with them escaped:
+/// nothing reaches the operator's terminal as a control character.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_tables_never_send_control_characters_to_the_terminal() {
+    let stack = crate::support::Stack::new().await;
+    let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m\u{202e}";
+    sqlx::query(
+        "INSERT INTO dead_letters (consumer_group, routing_key, body, reason, error_kind, attempts, \
+           event_type, first_failed_at, last_failed_at) \
+         VALUES ('orders', 'order.placed', '\\x00', $1, $1, 1, $1, now(), now())",
+    )
+    .bind(hostile)
+    .execute(&stack.database.pool)
+    .await
+    .unwrap();
+    for args in [&["list"][..], &["summary"], &["history"]] {
+        let output = crate::dead_letters::cli(&stack, args).await;
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let printed = String::from_utf8(output.stdout).unwrap();
+        let control = printed.chars().find(|character| {
+            *character != '\n' && (character.is_control() || *character == '\u{202e}')
+        });
+        assert_eq!(control, None, "{args:?} printed {printed:?}");
+        if args != ["history"] {
+            assert!(printed.contains("\\u{1b}]0;pwned\\u{7}"), "{printed}");
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! `producers keys create|list|revoke`: the gateway's API keys.
 
+use shared::printable::for_terminal;
 use shared::settings::Settings;
 
 use crate::cli::KeysCommand;
@@ -47,12 +48,12 @@ pub async fn run(command: KeysCommand, settings: &Settings) -> anyhow::Result<()
                 println!(
                     "{:<36}  {:<16}  {:>7}  {:>7}  {:<8}  {} / {}",
                     key.key_id,
-                    key.producer,
+                    for_terminal(&key.producer),
                     key.rate_per_second,
                     key.burst,
                     state,
-                    key.grants.types().join(","),
-                    key.grants.sources().join(",")
+                    for_terminal(&key.grants.types().join(",")),
+                    for_terminal(&key.grants.sources().join(","))
                 );
             }
         }
