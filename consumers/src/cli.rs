@@ -165,6 +165,16 @@ pub struct OperationsApiArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub token_failures_per_address: u32,
+    /// Proxies (addresses or CIDR networks, comma-separated) whose
+    /// `X-Forwarded-For` names the client: the per-address limits then
+    /// count the real client, not the proxy. Read from no one else.
+    #[arg(
+        long,
+        env = "SWITCHYARD_TRUSTED_PROXIES",
+        default_value = "",
+        value_parser = shared::http_server::TrustedProxies::parse
+    )]
+    pub trusted_proxies: shared::http_server::TrustedProxies,
 }
 
 impl OperationsApiArgs {

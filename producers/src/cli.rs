@@ -158,6 +158,16 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_connections_per_address: u32,
+    /// Proxies (addresses or CIDR networks, comma-separated) whose
+    /// `X-Forwarded-For` names the client: the per-address limits then
+    /// count the real client, not the proxy. Read from no one else.
+    #[arg(
+        long,
+        env = "SWITCHYARD_TRUSTED_PROXIES",
+        default_value = "",
+        value_parser = shared::http_server::TrustedProxies::parse
+    )]
+    pub trusted_proxies: shared::http_server::TrustedProxies,
 }
 
 impl ServeArgs {
@@ -172,6 +182,7 @@ impl ServeArgs {
             idempotency_window: Duration::from_secs(self.idempotency_window_secs),
             key_cache_ttl: Duration::from_millis(self.key_cache_ms),
             key_lookups_per_address: self.key_lookups_per_address,
+            trusted_proxies: self.trusted_proxies.clone(),
             connections: shared::http_server::ConnectionLimits {
                 header_timeout: Duration::from_millis(self.header_timeout_ms),
                 max_connections: self.max_connections as usize,

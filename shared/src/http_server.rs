@@ -42,8 +42,11 @@ pub struct ConnectionLimits {
 }
 
 /// What a server says and counts beside its limits.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerOptions {
+    /// Proxies whose `X-Forwarded-For` names the client (see
+    /// [`TrustedProxies`]).
+    pub trusted_proxies: Arc<TrustedProxies>,
     /// Connection limits and the header deadline.
     pub limits: ConnectionLimits,
     /// The `message` of the JSON 500 answered when a handler panics (what
@@ -93,8 +96,12 @@ pub async fn serve_http(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service =
-            hyper::service::service_fn(with_client(app.clone(), peer, options.panic_message));
+        let service = hyper::service::service_fn(with_client(
+            app.clone(),
+            peer,
+            Arc::clone(&options.trusted_proxies),
+            options.panic_message,
+        ));
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             // Errors here are the client's (reset, header timeout): nothing to answer.
@@ -114,13 +121,17 @@ pub async fn serve_http(
 fn with_client(
     app: Router,
     peer: SocketAddr,
+    trusted: Arc<TrustedProxies>,
     panic_message: &'static str,
 ) -> impl Fn(
     Request<Incoming>,
 ) -> futures_util::future::BoxFuture<'static, Result<Response<Body>, Infallible>>
 + Clone {
     move |mut request: Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
+        let client = trusted.client_of(peer.ip(), request.headers());
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(SocketAddr::new(client, peer.port())));
         let app = app.clone();
         async move {
             let answer = AssertUnwindSafe(app.oneshot(request.map(Body::new)))
@@ -203,6 +214,69 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The proxies in front of a server (a TLS terminator, a load balancer)
+/// that may say who the client is. A request whose TCP peer is one of them
+/// is taken to come from the address `X-Forwarded-For` names: the nearest
+/// entry, reading from the right, that is not itself a trusted proxy. The
+/// header is never read from anyone else (a client could name any address),
+/// and without trusted proxies it is ignored: the client is the TCP peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// No proxy is trusted.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Reads a comma-separated list of addresses and networks
+    /// (`10.0.0.7, 10.1.0.0/16, ::1`); empty for none.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                part.parse::<ipnet::IpNet>()
+                    .or_else(|_| part.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{part:?} is not an IP address or network (CIDR)"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
+
+    fn trusts(&self, address: IpAddr) -> bool {
+        let address = address.to_canonical();
+        self.0.iter().any(|network| network.contains(&address))
+    }
+
+    /// The client of a request from `peer` with `headers`.
+    pub fn client_of(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let mut client = peer;
+        // Every X-Forwarded-For header, in order, as one list.
+        let hops: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .collect();
+        for hop in hops.iter().rev() {
+            let Ok(address) = hop.parse::<IpAddr>() else {
+                // Unreadable: the last proxy trusted is as far as we know.
+                return client;
+            };
+            client = address;
+            if !self.trusts(address) {
+                return address;
+            }
+        }
+        client
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,5 +292,40 @@ mod tests {
         assert!(per_address.enter(b).is_some());
         drop(first);
         assert!(per_address.enter(a).is_some());
+    }
+
+    #[test]
+    fn forwarded_for_is_read_only_from_trusted_proxies_and_only_as_far_as_they_go() {
+        let trusted = TrustedProxies::parse("10.0.0.0/8, 192.168.1.7").unwrap();
+        let headers = |values: &[&str]| {
+            let mut headers = axum::http::HeaderMap::new();
+            for value in values {
+                headers.append("x-forwarded-for", value.parse().unwrap());
+            }
+            headers
+        };
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
+        let client: IpAddr = "198.51.100.4".parse().unwrap();
+        // From the proxy: the nearest untrusted hop, whatever the client
+        // put further left.
+        let forged = headers(&["1.2.3.4, 198.51.100.4", "10.0.0.3"]);
+        assert_eq!(trusted.client_of(proxy, &forged), client);
+        // From anyone else the header is ignored.
+        assert_eq!(trusted.client_of(stranger, &forged), stranger);
+        assert_eq!(TrustedProxies::none().client_of(proxy, &forged), proxy);
+        // An unreadable hop stops the walk at the last trusted one.
+        let garbled = headers(&["198.51.100.4, nonsense"]);
+        assert_eq!(trusted.client_of(proxy, &garbled), proxy);
+        assert_eq!(trusted.client_of(proxy, &headers(&[])), proxy);
+        // IPv4 seen as IPv6 (a dual-stack listener) is still trusted.
+        let mapped: IpAddr = "::ffff:192.168.1.7".parse().unwrap();
+        assert_eq!(
+            trusted.client_of(mapped, &headers(&["198.51.100.4"])),
+            client
+        );
+        assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
+        assert!(TrustedProxies::parse("proxy.local").is_err());
+        assert_eq!(TrustedProxies::parse(" ").unwrap(), TrustedProxies::none());
     }
 }

@@ -445,6 +445,7 @@ pub async fn serve(
     listener: TcpListener,
     state: ApiState,
     limits: ConnectionLimits,
+    trusted_proxies: shared::http_server::TrustedProxies,
 ) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
     let replays = Arc::clone(&state.replays);
@@ -466,6 +467,7 @@ pub async fn serve(
     tokio::spawn(Arc::clone(&state.tokens).poll(CREDENTIALS_POLL, shutdown.clone()));
     tokio::spawn(Arc::clone(&state.sessions).poll(CREDENTIALS_POLL, shutdown.clone()));
     let options = ServerOptions {
+        trusted_proxies: Arc::new(trusted_proxies),
         limits,
         panic_message: "the operations API failed on this request; check the operation history for what it did",
         // Logged by the server; this process exports no metrics.

@@ -454,3 +454,67 @@ async fn cli_tables_never_send_control_characters_to_the_terminal() {
         }
     }
 }
+
+/// Behind a trusted proxy, the failed-check allowance is each real
+/// client's (`X-Forwarded-For` from the proxy); a client that is not the
+/// proxy cannot escape its allowance by naming other addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_each_client_has_its_own_allowance() {
+    let refused = crate::support::output_of({
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_consumers"));
+        command
+            .arg("operations-api")
+            .env("SWITCHYARD_TRUSTED_PROXIES", "10.0.0.0/33");
+        command
+    })
+    .await;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--trusted-proxies"), "{stderr}");
+
+    let stack = crate::support::Stack::new().await;
+    let api = Api::start_with(
+        &stack,
+        &["--token-failures-per-address", "1"],
+        &[("SWITCHYARD_TRUSTED_PROXIES", "127.0.0.10")],
+    )
+    .await;
+    let guess = |client: &reqwest::Client, forwarded: &str| {
+        let random = format!("syop_{}_{}", uuid::Uuid::now_v7().simple(), "ef".repeat(32));
+        client
+            .get(format!("{}/api/v1/whoami", api.base))
+            .bearer_auth(random)
+            .header("x-forwarded-for", forwarded.to_owned())
+            .send()
+    };
+    let proxy = shared::testing::client_from(std::net::IpAddr::from([127, 0, 0, 10]));
+    // One client behind the proxy uses up its allowance...
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(guess(&proxy, "198.51.100.1").await.unwrap().status());
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // ...another behind the same proxy still has its own.
+    let other = guess(&proxy, "198.51.100.2").await.unwrap().status();
+    assert_eq!(other, StatusCode::UNAUTHORIZED);
+    // Not the proxy: the header is ignored, whatever it names.
+    let stranger = shared::testing::client_from(std::net::IpAddr::from([127, 0, 0, 11]));
+    let mut statuses = Vec::new();
+    for hop in 0..6 {
+        statuses.push(
+            guess(&stranger, &format!("198.51.100.{}", 10 + hop))
+                .await
+                .unwrap()
+                .status(),
+        );
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+}

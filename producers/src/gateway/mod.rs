@@ -69,6 +69,8 @@ pub struct GatewayConfig {
     pub key_lookups_per_address: u32,
     /// Header deadline and connection limits.
     pub connections: ConnectionLimits,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: shared::http_server::TrustedProxies,
 }
 
 impl Default for GatewayConfig {
@@ -81,6 +83,7 @@ impl Default for GatewayConfig {
             idempotency_window: Duration::from_secs(24 * 3600),
             key_cache_ttl: Duration::from_secs(5),
             key_lookups_per_address: 20,
+            trusted_proxies: shared::http_server::TrustedProxies::none(),
             connections: ConnectionLimits {
                 header_timeout: Duration::from_secs(10),
                 max_connections: 1024,
@@ -228,6 +231,7 @@ pub async fn serve(
     state.authenticator.keep_current(shutdown.clone()).await;
     let housekeeping = tokio::spawn(housekeeping(state.clone(), shutdown.clone()));
     let options = ServerOptions {
+        trusted_proxies: std::sync::Arc::new(state.config.trusted_proxies.clone()),
         limits: state.config.connections,
         panic_message: "the gateway failed on this request; nothing was published unless it answered 202",
         on_refused: metrics::connection_refused,

@@ -294,6 +294,11 @@ async fn out_of_range_limits_are_refused_naming_the_flag() {
             &[][..],
             "--header-timeout-ms",
         ),
+        (
+            &[][..],
+            &[("SWITCHYARD_TRUSTED_PROXIES", "proxy.internal")][..],
+            "--trusted-proxies",
+        ),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_producers"))
             .arg("serve")
