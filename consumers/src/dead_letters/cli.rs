@@ -537,6 +537,9 @@ fn print_closed(verb: &str, closed: &manage::Closed, json: bool) -> anyhow::Resu
         "{} dead letters {verb} (operation {})",
         closed.affected, closed.operation_id
     );
+    if let Some(note) = &closed.note {
+        eprintln!("note: {note}");
+    }
     Ok(())
 }
 

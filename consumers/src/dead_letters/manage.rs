@@ -36,12 +36,16 @@ pub enum OperationError {
 }
 
 /// What a resolve, purge or expiry did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Closed {
     /// The operation's id in the audit trail.
     pub operation_id: i64,
     /// Dead letters changed (or deleted).
     pub affected: i64,
+    /// When nothing was changed but dead letters of another status match:
+    /// which, and how to act on them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Marks the open dead letters matching `filter` resolved, in one
@@ -119,12 +123,59 @@ async fn close_on(
         .await?
         .rows_affected() as i64;
     operations::completed(&mut transaction, operation_id, affected).await?;
+    let note = if affected == 0 {
+        elsewhere(&mut transaction, filter, action).await?
+    } else {
+        None
+    };
     transaction.commit().await?;
     tracing::info!(actor = %actor.0, action = ?action, operation_id, affected, "dead letters closed");
     Ok(Closed {
         operation_id,
         affected,
+        note,
     })
+}
+
+/// When a resolve or purge changed nothing: the dead letters of other
+/// statuses the same filter matches, and the flag that reaches them (a
+/// purge after a resolve matches no open one; say so, not just "0").
+async fn elsewhere(
+    connection: &mut sqlx::PgConnection,
+    filter: &Filter,
+    action: Action,
+) -> Result<Option<String>, sqlx::Error> {
+    let any_status = Filter {
+        status: super::filter::Status::All,
+        ..filter.clone()
+    };
+    let statement = sqlx::query_as::<_, (String, i64)>(concat!(
+        "SELECT status, count(*) FROM dead_letters WHERE ",
+        filter_condition!(),
+        " GROUP BY status ORDER BY status"
+    ));
+    let counts: Vec<(String, i64)> = bind_filter!(statement, &any_status)
+        .fetch_all(&mut *connection)
+        .await?;
+    let others: Vec<String> = counts
+        .into_iter()
+        .filter(|(status, _)| *status != filter.status.as_str() && *status != "purged")
+        .map(|(status, count)| format!("{count} {status}"))
+        .collect();
+    if others.is_empty() {
+        return Ok(None);
+    }
+    let how = match action {
+        Action::Purge => {
+            "purge them with --status (\"status\" in the filter), e.g. --status resolved"
+        }
+        _ => "only open dead letters can be resolved",
+    };
+    Ok(Some(format!(
+        "no {} dead letter matches, but {} do: {how}",
+        filter.status.as_str(),
+        others.join(", ")
+    )))
 }
 
 /// Deletes replayed, resolved and purged dead letters whose status changed
@@ -161,6 +212,7 @@ async fn expire_on(
         return Ok(Closed {
             operation_id: 0,
             affected,
+            note: None,
         });
     }
     let filter = serde_json::json!({ "status": "closed", "older_than_secs": seconds });
@@ -175,6 +227,7 @@ async fn expire_on(
     Ok(Closed {
         operation_id,
         affected,
+        note: None,
     })
 }
 

@@ -29,7 +29,7 @@ pub fn validate_repair(
 ) -> Result<Event, OperationError> {
     let event = Event::decode(bytes, max_event_bytes).map_err(|error| OperationError::Refused {
         field: error.field().to_owned(),
-        reason: error.to_string(),
+        reason: error.reason(),
     })?;
     if let Some(expected) = event_id
         && event.id != expected

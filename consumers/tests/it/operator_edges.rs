@@ -16,7 +16,7 @@ use crate::operations_api::{Api, token};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_are_objects_and_a_change_over_everything_must_say_all() {
-    let (_watchdog, stack, _fixture) =
+    let (_watchdog, stack, fixture) =
         prepared("filters_are_objects_and_a_change_over_everything_must_say_all").await;
     let operator = token(&stack, "edges-operator", "operator").await;
     let api = Api::start(&stack).await;
@@ -95,6 +95,34 @@ async fn filters_are_objects_and_a_change_over_everything_must_say_all() {
         DEAD,
         "nothing was changed"
     );
+    // A bad edit names its field once: `data.amount_cents: must be …`,
+    // not `data.amount_cents: data.amount_cents: …`.
+    let payment = &fixture.payments[0];
+    let dead_letter: i64 = sqlx::query_scalar(
+        "SELECT id FROM dead_letters WHERE event_id = $1 AND consumer_group = 'orders'",
+    )
+    .bind(payment.id)
+    .fetch_one(&stack.database.pool)
+    .await
+    .unwrap();
+    let mut broken: Value = serde_json::from_slice(&payment.to_json_bytes()).unwrap();
+    broken["data"]["amount_cents"] = json!(0);
+    let (status, refused) = api
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/dead-letters/{dead_letter}/event"),
+            Some(&operator),
+            Some(broken),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["field"], "data.amount_cents", "{refused}");
+    let message = refused["message"].as_str().unwrap();
+    assert!(
+        !message.contains("data.amount_cents"),
+        "the message repeats the field: {message}"
+    );
+
     // A preview over everything is a read: allowed.
     let (status, preview) = post("/api/v1/replays/preview", json!({ "filter": {} })).await;
     assert_eq!(status, StatusCode::OK, "{preview}");
@@ -114,6 +142,18 @@ async fn filters_are_objects_and_a_change_over_everything_must_say_all() {
     .await;
     assert_eq!(status, StatusCode::OK, "{closed}");
     assert_eq!(closed["affected"], DEAD);
+
+    // A purge after the resolve matches no open one: it says where they are.
+    let purged =
+        crate::dead_letters::cli(&stack, &["purge", "--yes", "--error-kind", "poison"]).await;
+    assert!(purged.status.success());
+    let stdout = String::from_utf8_lossy(&purged.stdout);
+    let stderr = String::from_utf8_lossy(&purged.stderr);
+    assert!(stdout.starts_with("0 dead letters purged"), "{stdout}");
+    assert!(
+        stderr.contains("resolved") && stderr.contains("--status"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,6 +70,20 @@ impl DecodeError {
         }
     }
 
+    /// What is wrong, without the field in front (for a message that
+    /// names the field on its own: `data.quantity: must be at least 1`,
+    /// never `data.quantity: data.quantity: …`).
+    pub fn reason(&self) -> String {
+        let text = self.to_string();
+        match text
+            .strip_prefix(self.field())
+            .and_then(|rest| rest.strip_prefix(": "))
+        {
+            Some(reason) => reason.to_owned(),
+            None => text,
+        }
+    }
+
     /// A stable machine-readable code for the kind of error.
     pub fn code(&self) -> &'static str {
         match self {
