@@ -523,9 +523,15 @@ fn print_report(report: &ReplayProgress, json: bool) -> anyhow::Result<()> {
         report
             .detail
             .as_deref()
-            .map(|detail| format!(" ({detail})"))
+            .map(|detail| format!(" ({})", for_terminal(detail)))
             .unwrap_or_default()
     );
+    if report.replayed > 0 {
+        println!(
+            "a replayed event that fails again does so once its retries are used up, \
+             which can be after this: `consumers dead-letters history` keeps counting them"
+        );
+    }
     Ok(())
 }
 

@@ -180,7 +180,9 @@ pub struct Operation {
     pub affected: i64,
     /// Dead letters it left alone.
     pub skipped: i64,
-    /// Replayed events that failed again.
+    /// Replayed events that failed again, counted when read (an event
+    /// fails again only once its retries are used up, which can be after
+    /// its replay ended).
     pub failed_again: i64,
     /// `running`, `completed`, `tripped`, `cancelled`, `failed`, or
     /// `interrupted` (running, but silent for over 20 seconds: its
@@ -199,10 +201,15 @@ pub async fn history(
 ) -> Result<Vec<Operation>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, action, actor, filter, started_at, finished_at, matched, affected, skipped, \
-           failed_again, \
+           CASE WHEN action = 'replay' THEN ( \
+             SELECT count(*) FROM dead_letters n \
+             WHERE n.previous_id IS NOT NULL AND n.recorded_at >= o.started_at \
+               AND EXISTS (SELECT 1 FROM dead_letters r \
+                           WHERE r.id = n.previous_id AND r.operation_id = o.id)) \
+           ELSE failed_again END AS failed_again, \
            CASE WHEN outcome = 'running' AND heartbeat_at < now() - interval '20 seconds' \
              THEN 'interrupted' ELSE outcome END AS outcome, detail \
-         FROM dead_letter_operations WHERE ($1::bigint IS NULL OR id < $1) \
+         FROM dead_letter_operations o WHERE ($1::bigint IS NULL OR id < $1) \
          ORDER BY id DESC LIMIT $2",
     )
     .bind(before)

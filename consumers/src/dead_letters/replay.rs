@@ -495,7 +495,8 @@ async fn replay_batches(
         }
         drop(connection);
         let Some((marked, broker_error)) = batch? else {
-            return Ok(("completed".to_owned(), None));
+            let detail = bounded(settings, left_open(pool, options, state)).await?;
+            return Ok(("completed".to_owned(), detail));
         };
         if let Some(pace) = &mut pace {
             pace.sent(marked.len());
@@ -555,6 +556,56 @@ impl Pace {
             .unwrap_or(self.next);
         self.next = self.next.max(earliest) + pause;
     }
+}
+
+/// When a replay found nothing more to take but matching dead letters are
+/// still open beyond those it skipped: another replay holds them (it locks
+/// its batch; this one passes over locked rows), or they arrived since.
+/// Says how many, and which replays run now.
+async fn left_open(
+    pool: &PgPool,
+    options: &ReplayOptions,
+    state: &ReplayProgress,
+) -> Result<Option<String>, sqlx::Error> {
+    // Not counting the dead letters of this replay's own events that
+    // failed again (open, and matching the same filter).
+    let query = sqlx::query_scalar(concat!(
+        "SELECT count(*) FROM dead_letters d WHERE ",
+        filter_condition!(),
+        " AND NOT EXISTS (SELECT 1 FROM dead_letters r \
+                          WHERE r.id = d.previous_id AND r.operation_id = $14)"
+    ));
+    let open: i64 = bind_filter!(query, &options.filter)
+        .bind(state.operation_id)
+        .fetch_one(pool)
+        .await?;
+    let untaken = open - state.skipped;
+    if untaken <= 0 {
+        return Ok(None);
+    }
+    let others: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, actor FROM dead_letter_operations \
+         WHERE action = 'replay' AND outcome = 'running' AND id <> $1 \
+           AND heartbeat_at > now() - interval '20 seconds' ORDER BY id",
+    )
+    .bind(state.operation_id)
+    .fetch_all(pool)
+    .await?;
+    let running = if others.is_empty() {
+        "no other replay runs now: they were recorded after this one started".to_owned()
+    } else {
+        let named: Vec<String> = others
+            .iter()
+            .map(|(id, actor)| format!("operation {id} by {actor}"))
+            .collect();
+        format!(
+            "held by another replay running now ({}), or recorded since this one started",
+            named.join(", ")
+        )
+    };
+    Ok(Some(format!(
+        "{untaken} matching dead letters are still open and were not taken: {running}"
+    )))
 }
 
 /// How many of the dead letters `ids` failed again after their replay

@@ -558,3 +558,119 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_allowance() {
         "{statuses:?}"
     );
 }
+
+/// A replayed event fails again only once its retries are used up, after
+/// a quick replay has ended: the report says so, and the history and the
+/// replay's status keep counting those failures after its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_after_a_replay_ended_are_still_counted() {
+    let (_watchdog, stack, _fixture) =
+        prepared("failures_after_a_replay_ended_are_still_counted").await;
+    let viewer = token(&stack, "late-viewer", "viewer").await;
+    let api = Api::start(&stack).await;
+    // The sales group's payments of unknown orders fail again, every one.
+    let replayed = crate::dead_letters::cli(&stack, &["replay", "--group", "sales"]).await;
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&replayed.stdout);
+    assert!(stdout.contains("keeps counting"), "{stdout}");
+    let id: i64 =
+        sqlx::query_scalar("SELECT max(id) FROM dead_letter_operations WHERE action = 'replay'")
+            .fetch_one(&stack.database.pool)
+            .await
+            .unwrap();
+    let counted = eventually(Duration::from_secs(90), || async {
+        let history = crate::dead_letters::cli(&stack, &["history", "--json"]).await;
+        let history: Value = serde_json::from_slice(&history.stdout).ok()?;
+        let replay = history
+            .as_array()?
+            .iter()
+            .find(|operation| operation["id"] == id)?
+            .clone();
+        (replay["failed_again"] == crate::dead_letters::UNKNOWN_PAYMENTS as i64).then_some(replay)
+    })
+    .await;
+    assert!(counted.is_some(), "the history counts the later failures");
+    let (status, shown) = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/replays/{id}"),
+            Some(&viewer),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    assert_eq!(
+        (shown["live"].clone(), shown["failed_again"].clone()),
+        (json!(false), json!(crate::dead_letters::UNKNOWN_PAYMENTS)),
+        "{shown}"
+    );
+}
+
+/// Two replays of one filter at once: the one that finds the rest held by
+/// the other says so, naming it, instead of "completed" alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_says_what_another_replay_holds() {
+    let (_watchdog, stack, _fixture) = prepared("a_replay_says_what_another_replay_holds").await;
+    let operator = token(&stack, "holder", "operator").await;
+    let api = Api::start(&stack).await;
+    let filter = json!({ "group": "orders", "error_kind": "ship_cancelled_order" });
+    let (status, first) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/replays",
+            Some(&operator),
+            Some(
+                json!({ "filter": filter, "rate": 0.01, "batch": 1, "breaker": { "share": 1.0 } }),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let first_id = first["operation_id"].as_i64().unwrap();
+    // Its batch in flight, as the other sees it: three rows locked.
+    let mut holding = stack.database.pool.begin().await.unwrap();
+    let held: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM dead_letters WHERE consumer_group = 'orders' \
+         AND error_kind = 'ship_cancelled_order' AND status = 'open' \
+         ORDER BY id DESC LIMIT 3 FOR NO KEY UPDATE",
+    )
+    .fetch_all(&mut *holding)
+    .await
+    .unwrap();
+    assert_eq!(held.len(), 3);
+    let second = crate::dead_letters::cli(
+        &stack,
+        &[
+            "replay",
+            "--group",
+            "orders",
+            "--error-kind",
+            "ship_cancelled_order",
+            "--breaker-share",
+            "1",
+        ],
+    )
+    .await;
+    holding.rollback().await.unwrap();
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        stdout.contains("3 matching dead letters are still open and were not taken")
+            && stdout.contains(&format!("operation {first_id} by api:holder")),
+        "{stdout}"
+    );
+    api.call(
+        reqwest::Method::POST,
+        &format!("/api/v1/replays/{first_id}/cancel"),
+        Some(&operator),
+        None,
+    )
+    .await;
+}
