@@ -51,7 +51,14 @@ impl Incoming {
     pub fn identity(&self) -> (Option<Uuid>, Option<String>) {
         match self.event() {
             Some(event) => (Some(event.id), Some(event.event_type().as_str().to_owned())),
-            None => claimed_identity(&self.properties),
+            None => {
+                let (id, event_type) = claimed_identity(&self.properties);
+                if id.is_some() && event_type.is_some() {
+                    return (id, event_type);
+                }
+                let (body_id, body_type) = claimed_by_body(&self.body);
+                (id.or(body_id), event_type.or(body_type))
+            }
         }
     }
 
@@ -273,9 +280,54 @@ pub fn headers_from_json(json: &serde_json::Value) -> lapin::types::FieldTable {
     headers
 }
 
+/// The event id and type a body that did not decode claims: a JSON object
+/// with a string `id` (a UUID) and `type` (at most 255 bytes, no NUL), as
+/// a structured event that broke its schema still has. So such a dead
+/// letter keeps its type for the summary and `--type`.
+fn claimed_by_body(body: &[u8]) -> (Option<Uuid>, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Claimed {
+        id: Option<serde_json::Value>,
+        #[serde(rename = "type")]
+        event_type: Option<serde_json::Value>,
+    }
+    let Ok(claimed) = serde_json::from_slice::<Claimed>(body) else {
+        return (None, None);
+    };
+    let id = claimed
+        .id
+        .as_ref()
+        .and_then(serde_json::Value::as_str)
+        .and_then(|id| Uuid::parse_str(id.trim()).ok());
+    let event_type = claimed
+        .event_type
+        .as_ref()
+        .and_then(serde_json::Value::as_str)
+        .filter(|kind| !kind.is_empty() && kind.len() <= 255 && !kind.contains('\0'))
+        .map(str::to_owned);
+    (id, event_type)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_that_broke_its_schema_still_names_its_type_and_id() {
+        let id = Uuid::now_v7();
+        let body = format!(
+            r#"{{"specversion":"1.0","id":"{id}","type":"order.placed","data":{{"quantity":0}}}}"#
+        );
+        assert_eq!(
+            claimed_by_body(body.as_bytes()),
+            (Some(id), Some("order.placed".to_owned()))
+        );
+        // Only strings count, and only a type that can be stored.
+        assert_eq!(claimed_by_body(br#"{"id":7,"type":["x"]}"#), (None, None));
+        assert_eq!(claimed_by_body(br#"{"type":"a\u0000b"}"#), (None, None));
+        assert_eq!(claimed_by_body(b"[1,2]"), (None, None));
+        assert_eq!(claimed_by_body(&[0xff, 0xfe]), (None, None));
+    }
     use lapin::types::{AMQPValue, FieldTable, LongString};
 
     #[test]
