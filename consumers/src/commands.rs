@@ -157,6 +157,7 @@ async fn teardown(args: TeardownArgs, settings: &Settings) -> anyhow::Result<()>
     );
     let connection = shared::broker::connect(settings, "switchyard-teardown").await?;
     let topology = shared::topology::Topology::new(settings);
+    let existing = topology.existing_queues(&connection).await?;
     let held: u64 = topology
         .depths(&connection)
         .await?
@@ -171,11 +172,16 @@ async fn teardown(args: TeardownArgs, settings: &Settings) -> anyhow::Result<()>
     );
     topology.delete(&connection).await?;
     let _ = connection.close(200, "OK".into()).await;
-    println!(
-        "deleted {} queues and {} exchanges of namespace {shown:?}",
-        topology.queues.len(),
-        topology.exchanges.len()
-    );
+    if existing == 0 {
+        println!(
+            "namespace {shown:?} had no queues: nothing to delete (its exchanges, if any, are gone too)"
+        );
+    } else {
+        println!(
+            "deleted {existing} queues and the {} exchanges of namespace {shown:?}",
+            topology.exchanges.len()
+        );
+    }
     Ok(())
 }
 

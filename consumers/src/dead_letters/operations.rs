@@ -12,12 +12,20 @@ use super::filter::Filter;
 pub struct Actor(pub String);
 
 impl Actor {
-    /// The user running this process (`cli:alice`).
+    /// Who runs this process (`cli:alice`): `SWITCHYARD_ACTOR` when set
+    /// (cron jobs and containers, which have no user name), else the OS
+    /// user (`USER`, `LOGNAME`, `USERNAME`), else `unknown`.
     pub fn os_user() -> Self {
-        let user = ["USER", "LOGNAME", "USERNAME"]
+        let user = ["SWITCHYARD_ACTOR", "USER", "LOGNAME", "USERNAME"]
             .into_iter()
-            .find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
+            .find_map(|name| {
+                std::env::var(name)
+                    .ok()
+                    .map(|value| value.trim().to_owned())
+                    .filter(|value| !value.is_empty())
+            })
             .unwrap_or_else(|| "unknown".to_owned());
+        let user: String = shared::storable::text(&user).chars().take(100).collect();
         Self(format!("cli:{user}"))
     }
 

@@ -674,3 +674,52 @@ async fn a_replay_says_what_another_replay_holds() {
     )
     .await;
 }
+
+/// What the commands say around the work: no migration notice at INFO,
+/// the actor a cron job names, and a teardown of a namespace that is not
+/// there says so without an ERROR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_say_what_happened_and_nothing_alarming() {
+    let stack = crate::support::Stack::new().await;
+    sqlx::query(
+        "INSERT INTO dead_letters (consumer_group, routing_key, body, reason, error_kind, attempts, \
+           first_failed_at, last_failed_at) \
+         VALUES ('orders', 'order.placed', '\\x00', 'r', 'poison', 1, now(), now())",
+    )
+    .execute(&stack.database.pool)
+    .await
+    .unwrap();
+    // A cron job: no USER, an actor named in the environment.
+    let mut command = crate::support::consumers_binary(&stack);
+    command
+        .args(["dead-letters", "resolve", "--all"])
+        .env_remove("RUST_LOG")
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .env_remove("USERNAME")
+        .env("SWITCHYARD_ACTOR", "cron-nightly");
+    let resolved = crate::support::output_of(command).await;
+    let stderr = String::from_utf8_lossy(&resolved.stderr);
+    assert!(resolved.status.success(), "{stderr}");
+    assert!(!stderr.contains("_sqlx_migrations"), "{stderr}");
+    let actor: String =
+        sqlx::query_scalar("SELECT actor FROM dead_letter_operations ORDER BY id DESC LIMIT 1")
+            .fetch_one(&stack.database.pool)
+            .await
+            .unwrap();
+    assert_eq!(actor, "cli:cron-nightly");
+
+    // A namespace that was never declared (or was removed already).
+    let absent = format!("absent-{}", uuid::Uuid::now_v7().simple());
+    let mut command = crate::support::consumers_binary(&stack);
+    command
+        .args(["teardown", "--confirm", &absent])
+        .env("SWITCHYARD_NAMESPACE", &absent)
+        .env_remove("RUST_LOG");
+    let torn = crate::support::output_of(command).await;
+    let stdout = String::from_utf8_lossy(&torn.stdout);
+    let stderr = String::from_utf8_lossy(&torn.stderr);
+    assert!(torn.status.success(), "{stderr}");
+    assert!(stdout.contains("had no queues"), "{stdout}");
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+}

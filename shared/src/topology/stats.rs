@@ -62,7 +62,25 @@ impl Topology {
     }
 }
 
+impl Topology {
+    /// How many of the namespace's queues exist on the broker now.
+    pub async fn existing_queues(&self, connection: &Connection) -> Result<usize, TopologyError> {
+        let mut existing = 0;
+        for queue in &self.queues {
+            if probe(connection, &queue.name).await?.is_some() {
+                existing += 1;
+            }
+        }
+        Ok(existing)
+    }
+}
+
 async fn depth(connection: &Connection, queue: &str) -> Result<(u32, u32), TopologyError> {
+    Ok(probe(connection, queue).await?.unwrap_or((0, 0)))
+}
+
+/// A queue's messages and consumers, or `None` when it does not exist.
+async fn probe(connection: &Connection, queue: &str) -> Result<Option<(u32, u32)>, TopologyError> {
     let broker_error = |source| TopologyError::Broker {
         object: queue.to_owned(),
         source,
@@ -79,9 +97,9 @@ async fn depth(connection: &Connection, queue: &str) -> Result<(u32, u32), Topol
     {
         Ok(declared) => {
             let _ = channel.close(200, "OK".into()).await;
-            Ok((declared.message_count(), declared.consumer_count()))
+            Ok(Some((declared.message_count(), declared.consumer_count())))
         }
-        Err(error) if is_not_found(&error) => Ok((0, 0)),
+        Err(error) if is_not_found(&error) => Ok(None),
         Err(error) => Err(broker_error(error)),
     }
 }
