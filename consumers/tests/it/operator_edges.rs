@@ -709,6 +709,31 @@ async fn commands_say_what_happened_and_nothing_alarming() {
             .unwrap();
     assert_eq!(actor, "cli:cron-nightly");
 
+    // Failures over different identifiers read as one fingerprint.
+    for account in ["ACC-f62af5d1-CONC", "ACC-0b7c19e2-CONC"] {
+        sqlx::query(
+            "INSERT INTO dead_letters (consumer_group, routing_key, body, reason, error_kind, \
+               attempts, first_failed_at, last_failed_at) \
+             VALUES ('sales', 'payment.captured', '\\x00', $1, 'declined', 1, now(), now())",
+        )
+        .bind(format!(
+            "declined: account {account} is closed after 3 tries"
+        ))
+        .execute(&stack.database.pool)
+        .await
+        .unwrap();
+    }
+    let fingerprints: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT fingerprint FROM dead_letters WHERE error_kind = 'declined'",
+    )
+    .fetch_all(&stack.database.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        fingerprints,
+        ["declined: account <id> is closed after # tries"]
+    );
+
     // A namespace that was never declared (or was removed already).
     let absent = format!("absent-{}", uuid::Uuid::now_v7().simple());
     let mut command = crate::support::consumers_binary(&stack);
