@@ -153,6 +153,7 @@ pub async fn collect(
                     .sum::<f64>()
                     / f64::from(SLOT_SECONDS)
             })
+            .map(non_negative)
             .collect::<Vec<f64>>()
     };
     let mut unavailable = management.as_ref().err().map(ToString::to_string);
@@ -184,10 +185,10 @@ pub async fn collect(
             consumers: u64::from(depth.consumers),
             ack_rate: info
                 .as_ref()
-                .map(|info| info.message_stats.ack_details.rate),
+                .map(|info| non_negative(info.message_stats.ack_details.rate)),
             publish_rate: info
                 .as_ref()
-                .map(|info| info.message_stats.publish_details.rate),
+                .map(|info| non_negative(info.message_stats.publish_details.rate)),
             backlog: ready + retrying + unacked.unwrap_or(0),
             oldest_waiting_seconds: if ready == 0 {
                 Some(0.0)
@@ -207,6 +208,13 @@ pub async fn collect(
         groups,
         management_unavailable: unavailable,
     })
+}
+
+/// A rate or age as shown: never below zero, and never `-0.0` (the
+/// broker's rates and a float sum can be a negative zero, which JSON then
+/// prints as such).
+fn non_negative(value: f64) -> f64 {
+    if value > 0.0 { value } else { 0.0 }
 }
 
 /// The figures as an aligned table, one line per group, and a line saying
@@ -340,5 +348,18 @@ pub async fn sample_every(
     }
     if let Some(connection) = connection {
         let _ = connection.close(200, "OK".into()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_negative_zero_or_negative_rate_reads_as_zero() {
+        assert_eq!(serde_json::to_string(&non_negative(-0.0)).unwrap(), "0.0");
+        assert_eq!(non_negative(-0.4), 0.0);
+        assert_eq!(non_negative(f64::NAN), 0.0);
+        assert_eq!(non_negative(2.5), 2.5);
     }
 }

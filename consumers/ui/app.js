@@ -52,6 +52,15 @@ function row(cells) {
   return tr;
 }
 
+/** Each cell of `table`'s body carries its column's name (the phone layout
+ * hides the header row and shows the name before the value). */
+function labelCells(table) {
+  const names = [...table.tHead.rows[0].cells].map((cell) => cell.textContent.trim());
+  for (const tableRow of table.tBodies[0].rows) {
+    [...tableRow.cells].forEach((cell, index) => cell.setAttribute("data-label", names[index] ?? ""));
+  }
+}
+
 function when(iso) {
   return iso ? new Date(iso).toISOString().replace("T", " ").slice(0, 19) + "Z" : "–";
 }
@@ -114,7 +123,7 @@ function sparkline(series, slotSeconds) {
   const peak = Math.max(0, ...series);
   const now = series.length ? series[series.length - 1] : 0;
   svg.setAttribute("aria-label",
-    `events applied per second over the last ${minutes} minutes: now ${now.toFixed(1)}, peak ${peak.toFixed(1)}`);
+    `events applied per second over the last ${minutes} minutes, up to 15 to 30 s ago: latest ${now.toFixed(1)}, peak ${peak.toFixed(1)}`);
   const title = document.createElementNS(ns, "title");
   title.textContent = svg.getAttribute("aria-label");
   svg.append(title);
@@ -167,7 +176,7 @@ async function refreshOverview() {
       figure(dl, "Retrying", group.retrying, id("retrying"));
       figure(dl, "Open dead letters", group.open_dead_letters, id("open"));
       figure(dl, "Consumers", group.consumers, id("consumers"));
-      figure(dl, "Applied/s", fixed(group.throughput[group.throughput.length - 1], 1), id("applied"));
+      figure(dl, "Applied/s (15–30 s ago)", fixed(group.throughput[group.throughput.length - 1], 1), id("applied"));
       figure(dl, "Acks/s", fixed(group.ack_rate, 1), id("acks"));
       figure(dl, "In/s", fixed(group.publish_rate, 1), id("in"));
       figure(dl, "Oldest waiting", age(group.oldest_waiting_seconds), id("oldest"));
@@ -231,6 +240,7 @@ function updateSelection() {
 async function loadDeadLetters() {
   const filter = filterObject();
   $("filter-error").textContent = "";
+  if ($("list-done")) $("list-done").textContent = "";
   selected.clear();
   updateSelection();
   try {
@@ -251,7 +261,8 @@ function renderSummary(lines, filter) {
   body.replaceChildren();
   for (const line of lines) {
     const actions = el("span", null, { class: "row-actions" });
-    const show = el("button", "Show", { type: "button" });
+    const named = `${line.group} ${line.event_type ?? "(no type)"} ${line.fingerprint}`;
+    const show = el("button", "Show", { type: "button", "aria-label": `Show the dead letters of ${named}` });
     show.addEventListener("click", () => {
       $("filter").elements.fingerprint.value = line.fingerprint;
       $("filter").elements.group.value = line.group;
@@ -259,7 +270,7 @@ function renderSummary(lines, filter) {
     });
     actions.append(show);
     if (isOperator() && (filter.status || "open") === "open") {
-      const replay = el("button", "Replay…", { type: "button" });
+      const replay = el("button", "Replay…", { type: "button", "aria-label": `Replay the dead letters of ${named}` });
       replay.addEventListener("click", () => openReplay(
         { ...filter, group: line.group, fingerprint: line.fingerprint },
         `every open dead letter of ${line.group} with fingerprint ${line.fingerprint}`));
@@ -268,6 +279,7 @@ function renderSummary(lines, filter) {
     body.append(row([line.group, line.event_type, el("code", line.fingerprint), line.count,
       when(line.first_failed_at), when(line.last_failed_at), actions]));
   }
+  labelCells($("summary"));
   $("summary-empty").hidden = lines.length > 0;
   $("summary-empty").textContent = emptyText(filter);
 }
@@ -297,6 +309,7 @@ function appendPage(page, filter) {
       item.status + (item.edited ? " (edited)" : ""));
     body.append(row(cells));
   }
+  labelCells($("list"));
   nextAfter = page.next_after;
   $("more").hidden = nextAfter === null || nextAfter === undefined;
   $("list-empty").hidden = body.rows.length > 0;
@@ -359,6 +372,8 @@ async function showDeadLetter(id) {
       earlier.append(row([el("a", other.id, { href: `#dead-letter/${other.id}` }), other.status,
         errorText(other.error_kind, other.reason), when(other.last_failed_at)]));
     }
+    labelCells($("attempts"));
+    labelCells($("event-history"));
   } catch (failure) {
     banner(failure.status === 404 ? `No dead letter ${id}.` : failure.message);
   }
@@ -501,8 +516,11 @@ async function close(action, filter, description) {
   try {
     const closed = await api("POST", `/api/v1/dead-letters/${action}`, { filter, confirm: action === "purge" });
     banner("");
+    const fromList = !$("dead-letters").hidden;
     route();
-    $("edit-done").textContent = `${closed.affected} ${action === "purge" ? "purged" : "resolved"} (operation ${closed.operation_id}).`;
+    const done = `${closed.affected} ${action === "purge" ? "purged" : "resolved"} (operation ${closed.operation_id}).` +
+      (closed.note ? ` ${closed.note}` : "");
+    $(fromList ? "list-done" : "edit-done").textContent = done;
   } catch (failure) {
     banner(failure.message);
   }
@@ -520,6 +538,7 @@ async function loadHistory() {
         el("code", JSON.stringify(operation.filter)), operation.matched, operation.affected,
         operation.skipped, operation.failed_again, operation.outcome + (operation.detail ? `: ${operation.detail}` : "")]));
     }
+    labelCells($("operations"));
     $("operations-empty").hidden = operations.length > 0;
   } catch (failure) {
     banner(failure.message);

@@ -219,31 +219,88 @@ impl Refusal {
 
 /// AMQP headers as a JSON object that PostgreSQL's jsonb can always store:
 /// text that is not UTF-8 or holds a NUL (which jsonb refuses) becomes
-/// `{"bytes_hex": "…"}`, exact and reversible; values with no JSON
-/// equivalent are kept in their debug form.
+/// `{"bytes_hex": "…"}`, exact and reversible; arrays and tables are JSON
+/// arrays and objects (see [`value_to_json`] for the rest), so the page and
+/// `show` read them as JSON, never as a debug dump.
 pub fn headers_to_json(headers: &lapin::types::FieldTable) -> serde_json::Value {
-    use lapin::types::AMQPValue;
-    let object = headers
-        .inner()
-        .iter()
-        .map(|(key, value)| {
-            let json = match value {
-                AMQPValue::LongString(text) => storable::bytes(text.as_bytes()),
-                AMQPValue::ShortString(text) => storable::bytes(text.as_str().as_bytes()),
-                AMQPValue::LongLongInt(number) => serde_json::Value::from(*number),
-                AMQPValue::LongInt(number) => serde_json::Value::from(*number),
-                AMQPValue::Boolean(flag) => serde_json::Value::from(*flag),
-                other => serde_json::Value::from(storable::string(&format!("{other:?}"))),
-            };
-            (storable::string(key.as_str()), json)
-        })
-        .collect();
-    serde_json::Value::Object(object)
+    table_to_json(headers, 0)
 }
 
-/// The AMQP headers stored by [`headers_to_json`], read back: text, hex
-/// bytes, integers and booleans exactly; values kept only in their debug
-/// form (and names over 255 bytes) are left out.
+/// Deepest nesting of arrays and tables kept as JSON (PostgreSQL's parser
+/// has a stack limit too, and a header nested thousands deep must never
+/// stop its dead letter from being stored).
+const MAX_HEADER_DEPTH: usize = 32;
+
+fn table_to_json(table: &lapin::types::FieldTable, depth: usize) -> serde_json::Value {
+    serde_json::Value::Object(
+        table
+            .inner()
+            .iter()
+            .map(|(key, value)| (storable::string(key.as_str()), value_to_json(value, depth)))
+            .collect(),
+    )
+}
+
+/// One AMQP value as JSON: text as text (hex bytes when not storable),
+/// numbers as numbers, arrays and tables as arrays and objects; a timestamp
+/// as `{"timestamp": seconds}`, a decimal as `{"decimal": "12.34"}`, bytes
+/// as `{"bytes_hex": …}`, void as null, a float that is not finite as
+/// text.
+fn value_to_json(value: &lapin::types::AMQPValue, depth: usize) -> serde_json::Value {
+    use lapin::types::AMQPValue;
+    use serde_json::{Value, json};
+    if depth >= MAX_HEADER_DEPTH
+        && matches!(value, AMQPValue::FieldArray(_) | AMQPValue::FieldTable(_))
+    {
+        return Value::from(format!("(nested deeper than {MAX_HEADER_DEPTH} levels)"));
+    }
+    let float = |number: f64| {
+        serde_json::Number::from_f64(number)
+            .map_or_else(|| Value::from(number.to_string()), Value::Number)
+    };
+    match value {
+        AMQPValue::LongString(text) => storable::bytes(text.as_bytes()),
+        AMQPValue::ShortString(text) => storable::bytes(text.as_str().as_bytes()),
+        AMQPValue::Boolean(flag) => Value::from(*flag),
+        AMQPValue::ShortShortInt(number) => Value::from(*number),
+        AMQPValue::ShortShortUInt(number) => Value::from(*number),
+        AMQPValue::ShortInt(number) => Value::from(*number),
+        AMQPValue::ShortUInt(number) => Value::from(*number),
+        AMQPValue::LongInt(number) => Value::from(*number),
+        AMQPValue::LongUInt(number) => Value::from(*number),
+        AMQPValue::LongLongInt(number) => Value::from(*number),
+        AMQPValue::Float(number) => float(f64::from(*number)),
+        AMQPValue::Double(number) => float(*number),
+        AMQPValue::DecimalValue(decimal) => {
+            let digits = decimal.value.to_string();
+            let scale = usize::from(decimal.scale);
+            let text = if scale == 0 {
+                digits
+            } else {
+                let padded = format!("{digits:0>width$}", width = scale + 1);
+                let (whole, fraction) = padded.split_at(padded.len() - scale);
+                format!("{whole}.{fraction}")
+            };
+            json!({ "decimal": text })
+        }
+        AMQPValue::FieldArray(array) => Value::Array(
+            array
+                .as_slice()
+                .iter()
+                .map(|item| value_to_json(item, depth + 1))
+                .collect(),
+        ),
+        AMQPValue::Timestamp(seconds) => json!({ "timestamp": seconds }),
+        AMQPValue::FieldTable(table) => table_to_json(table, depth + 1),
+        AMQPValue::ByteArray(bytes) => json!({ "bytes_hex": hex::encode(bytes.as_slice()) }),
+        AMQPValue::Void => Value::Null,
+    }
+}
+
+/// The AMQP headers stored by [`headers_to_json`], read back for what a
+/// replay needs to decode the body (binary-mode attributes are text): text,
+/// hex bytes, integers and booleans exactly; arrays, tables and the other
+/// kinds (and names over 255 bytes) are left out.
 pub fn headers_from_json(json: &serde_json::Value) -> lapin::types::FieldTable {
     use lapin::types::{AMQPValue, LongString, ShortString};
     let mut headers = lapin::types::FieldTable::default();
@@ -311,6 +368,44 @@ fn claimed_by_body(body: &[u8]) -> (Option<Uuid>, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nested_headers_read_as_json_and_a_deep_one_is_cut_short() {
+        use lapin::types::{AMQPValue, DecimalValue, FieldArray, FieldTable, LongString};
+        let mut death = FieldTable::default();
+        death.insert("count".into(), AMQPValue::LongLongInt(2));
+        death.insert(
+            "reason".into(),
+            AMQPValue::LongString(LongString::from("rejected")),
+        );
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(death)])),
+        );
+        headers.insert(
+            "price".into(),
+            AMQPValue::DecimalValue(DecimalValue { scale: 2, value: 5 }),
+        );
+        headers.insert("nan".into(), AMQPValue::Double(f64::NAN));
+        headers.insert("void".into(), AMQPValue::Void);
+        let mut deep = AMQPValue::Void;
+        for _ in 0..500 {
+            deep = AMQPValue::FieldArray(FieldArray::from(vec![deep]));
+        }
+        headers.insert("deep".into(), deep);
+        let json = headers_to_json(&headers);
+        assert_eq!(
+            json["x-death"],
+            serde_json::json!([{ "count": 2, "reason": "rejected" }])
+        );
+        assert_eq!(json["price"], serde_json::json!({ "decimal": "0.05" }));
+        assert_eq!(json["nan"], "NaN");
+        assert!(json["void"].is_null());
+        let text = json["deep"].to_string();
+        assert!(text.contains("nested deeper than 32 levels"), "{text}");
+        assert!(!text.contains("FieldArray"));
+    }
 
     #[test]
     fn a_body_that_broke_its_schema_still_names_its_type_and_id() {

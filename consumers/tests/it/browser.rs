@@ -38,6 +38,8 @@ impl Browser {
             std::env::var("SWITCHYARD_TEST_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
         let driver = std::process::Command::new(&chromedriver)
             .arg(format!("--port={port}"))
+            // Not UTC: a time read as the browser's local time shows.
+            .env("TZ", "America/New_York")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -788,6 +788,67 @@ async fn an_operator_cancels_a_replay_and_resolves_and_purges_only_after_confirm
         })
         .await;
 
+    // The page reads well: a typed time is UTC as every time shown, cells
+    // wrap between words, each cell knows its column (the phone layout
+    // shows it), each row's buttons say which row, the editor has a name,
+    // and the page has an icon.
+    let page = browser
+        .client
+        .execute(
+            r##"
+            const form = document.getElementById("filter").elements;
+            form.since.value = "2026-01-02T03:04";
+            const since = filterObject().since;
+            form.since.value = "";
+            const cell = document.querySelector("#summary tbody td");
+            return {
+              since,
+              wrap: getComputedStyle(cell).overflowWrap,
+              label: cell.getAttribute("data-label"),
+              show: document.querySelector("#summary tbody button").getAttribute("aria-label"),
+              icon: document.querySelector('link[rel="icon"]') !== null,
+              editor: document.getElementById("event-body").labels[0].textContent,
+            };"##,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(page["since"], "2026-01-02T03:04:00.000Z", "{page}");
+    assert_eq!(page["wrap"], "break-word", "{page}");
+    assert_eq!(page["label"], "Group", "{page}");
+    assert!(
+        page["show"]
+            .as_str()
+            .unwrap()
+            .starts_with("Show the dead letters of orders order.shipped ship_cancelled_order"),
+        "{page}"
+    );
+    assert_eq!(
+        (page["icon"].clone(), page["editor"].clone()),
+        (json!(true), json!("Event (JSON)"))
+    );
+    browser.client.set_window_size(400, 800).await.unwrap();
+    let phone = browser
+        .client
+        .execute(
+            r##"
+            const cell = document.querySelector("#summary tbody td");
+            return {
+              head: getComputedStyle(document.querySelector("#summary thead")).display,
+              before: getComputedStyle(cell, "::before").content,
+            };"##,
+            vec![],
+        )
+        .await
+        .unwrap();
+    browser.shot("phone-layout").await;
+    browser.client.set_window_size(1280, 800).await.unwrap();
+    assert_eq!(
+        (phone["head"].clone(), phone["before"].clone()),
+        (json!("none"), json!("\"Group: \"")),
+        "{phone}"
+    );
+
     // A replay at 1 event/s, cancelled while it runs.
     browser.click("#replay-filter").await;
     browser
@@ -908,6 +969,11 @@ async fn an_operator_cancels_a_replay_and_resolves_and_purges_only_after_confirm
         .await;
     browser.shot("purge-confirmation").await;
     browser.click("#confirm-yes").await;
+    browser
+        .text_when("#list-done", |text| {
+            text.starts_with("2 purged (operation ")
+        })
+        .await;
     let purged_now = eventually(PAGE_PATIENCE, || async {
         let statuses = [status(purged[0]).await, status(purged[1]).await];
         (statuses == ["purged", "purged"]).then_some(())
