@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod alerts;
 mod binary;
 mod compose;
 mod functions;
