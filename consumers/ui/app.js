@@ -360,6 +360,7 @@ async function showDeadLetter(id) {
     for (const id of ["replay-one", "resolve-one", "purge-one", "save-event"]) {
       if ($(id)) $(id).disabled = letter.status !== "open" || (id === "save-event" && !editable);
     }
+    if ($("reopen-one")) $("reopen-one").hidden = letter.status !== "resolved";
     $("dead-letter-headers").textContent = JSON.stringify(letter.headers, null, 2);
     const attempts = $("attempts").tBodies[0];
     attempts.replaceChildren();
@@ -510,15 +511,17 @@ function confirmAction(text) {
   });
 }
 
+const VERBS = { resolve: ["Resolve", "resolved"], purge: ["Purge", "purged"], reopen: ["Reopen", "reopened"] };
+
 async function close(action, filter, description) {
   const warning = action === "purge" ? " Purging deletes the payloads for good." : "";
-  if (!(await confirmAction(`${action === "purge" ? "Purge" : "Resolve"} ${description}?${warning}`))) return;
+  if (!(await confirmAction(`${VERBS[action][0]} ${description}?${warning}`))) return;
   try {
     const closed = await api("POST", `/api/v1/dead-letters/${action}`, { filter, confirm: action === "purge" });
     banner("");
     const fromList = !$("dead-letters").hidden;
     route();
-    const done = `${closed.affected} ${action === "purge" ? "purged" : "resolved"} (operation ${closed.operation_id}).` +
+    const done = `${closed.affected} ${VERBS[action][1]} (operation ${closed.operation_id}).` +
       (closed.note ? ` ${closed.note}` : "");
     $(fromList ? "list-done" : "edit-done").textContent = done;
   } catch (failure) {
@@ -587,6 +590,7 @@ async function start() {
     $("replay-one").addEventListener("click", () => openReplay({ ids: [shown.id] }, `dead letter ${shown.id}`));
     $("resolve-one").addEventListener("click", () => close("resolve", { ids: [shown.id], status: "open" }, `dead letter ${shown.id}`));
     $("purge-one").addEventListener("click", () => close("purge", { ids: [shown.id], status: "open" }, `dead letter ${shown.id}`));
+    $("reopen-one").addEventListener("click", () => close("reopen", { ids: [shown.id], status: "resolved" }, `dead letter ${shown.id}`));
     $("edit-form").addEventListener("submit", saveEvent);
     $("replay-start").addEventListener("click", startReplay);
     $("replay-cancel").addEventListener("click", cancelReplay);

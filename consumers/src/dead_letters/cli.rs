@@ -42,6 +42,8 @@ pub enum DeadLetterCommand {
     Resolve(ResolveArgs),
     /// Mark matching dead letters purged and delete their payloads.
     Purge(PurgeArgs),
+    /// Open matching resolved dead letters again (undoes a resolve).
+    Reopen(ResolveArgs),
     /// Every replay, edit, resolve, purge and expiry: who, when, filter,
     /// counts, outcome; newest first.
     History(HistoryArgs),
@@ -326,6 +328,10 @@ async fn run_with(
         DeadLetterCommand::Resolve(args) => {
             let closed = manage::resolve(pool, &args.filter, &actor, patience).await?;
             print_closed("resolved", &closed, args.output.json)
+        }
+        DeadLetterCommand::Reopen(args) => {
+            let closed = manage::reopen(pool, &args.filter, &actor, patience).await?;
+            print_closed("reopened", &closed, args.output.json)
         }
         DeadLetterCommand::Purge(args) => {
             anyhow::ensure!(args.yes, "refusing: purge deletes payloads; pass --yes");

@@ -76,6 +76,37 @@ pub async fn purge(
     close(pool, filter, actor, Action::Purge, patience).await
 }
 
+/// Opens the resolved dead letters matching `filter` again (its status
+/// must be `resolved`, or left at its default), in one transaction that
+/// fails past `patience`. One whose event already has an open dead letter
+/// in its group stays resolved (two open for one event would be replayed
+/// twice); the note says how many.
+pub async fn reopen(
+    pool: &PgPool,
+    filter: &Filter,
+    actor: &Actor,
+    patience: Duration,
+) -> Result<Closed, OperationError> {
+    filter.validate()?;
+    let filter = match filter.status {
+        super::filter::Status::Open | super::filter::Status::Resolved => Filter {
+            status: super::filter::Status::Resolved,
+            ..filter.clone()
+        },
+        other => {
+            return Err(OperationError::Refused {
+                field: "status".to_owned(),
+                reason: format!(
+                    "only resolved dead letters can be reopened, not {}",
+                    other.as_str()
+                ),
+            });
+        }
+    };
+    filter.for_change()?;
+    close(pool, &filter, actor, Action::Reopen, patience).await
+}
+
 async fn close(
     pool: &PgPool,
     filter: &Filter,
@@ -109,6 +140,16 @@ async fn close_on(
                operation_id = $14 WHERE status = 'open' AND ",
             filter_condition!()
         )),
+        Action::Reopen => sqlx::query(concat!(
+            "UPDATE dead_letters d SET status = 'open', status_changed_at = now(), \
+               operation_id = $14 WHERE status = 'resolved' AND ",
+            filter_condition!(),
+            " AND NOT EXISTS (SELECT 1 FROM dead_letters o WHERE o.status = 'open' \
+                 AND o.consumer_group = d.consumer_group \
+                 AND (o.event_id = d.event_id \
+                      OR (d.event_id IS NULL AND o.message_sha256 = d.message_sha256)) \
+                 AND coalesce(o.previous_id, 0) = coalesce(d.previous_id, 0))"
+        )),
         _ => sqlx::query(concat!(
             "UPDATE dead_letters SET status = 'purged', status_changed_at = now(), \
                operation_id = $14, body = ''::bytea, original_body = NULL, \
@@ -123,7 +164,9 @@ async fn close_on(
         .await?
         .rows_affected() as i64;
     operations::completed(&mut transaction, operation_id, affected).await?;
-    let note = if affected == 0 {
+    let note = if action == Action::Reopen {
+        still_resolved(&mut transaction, filter).await?
+    } else if affected == 0 {
         elsewhere(&mut transaction, filter, action).await?
     } else {
         None
@@ -135,6 +178,27 @@ async fn close_on(
         affected,
         note,
     })
+}
+
+/// After a reopen: the matching dead letters left resolved because their
+/// event already has an open dead letter in its group.
+async fn still_resolved(
+    connection: &mut sqlx::PgConnection,
+    filter: &Filter,
+) -> Result<Option<String>, sqlx::Error> {
+    let statement = sqlx::query_scalar::<_, i64>(concat!(
+        "SELECT count(*) FROM dead_letters WHERE ",
+        filter_condition!()
+    ));
+    let left: i64 = bind_filter!(statement, filter)
+        .fetch_one(&mut *connection)
+        .await?;
+    Ok((left > 0).then(|| {
+        format!(
+            "{left} stay resolved: their event already has an open dead letter in its group \
+             (act on that one)"
+        )
+    }))
 }
 
 /// When a resolve or purge changed nothing: the dead letters of other
@@ -169,6 +233,7 @@ async fn elsewhere(
         Action::Purge => {
             "purge them with --status (\"status\" in the filter), e.g. --status resolved"
         }
+        Action::Reopen => "only resolved dead letters can be reopened",
         _ => "only open dead letters can be resolved",
     };
     Ok(Some(format!(

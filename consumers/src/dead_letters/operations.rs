@@ -51,6 +51,8 @@ pub enum Action {
     Resolve,
     /// Give up and delete the payload.
     Purge,
+    /// Open resolved ones again.
+    Reopen,
     /// Delete records past their retention.
     Expire,
 }
@@ -62,6 +64,7 @@ impl Action {
             Action::Edit => "edit",
             Action::Resolve => "resolve",
             Action::Purge => "purge",
+            Action::Reopen => "reopen",
             Action::Expire => "expire",
         }
     }

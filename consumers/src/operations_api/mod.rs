@@ -67,7 +67,7 @@ const fn route(method: Method, path: &'static str) -> Route {
 }
 
 /// Every route served.
-pub const ROUTES: [Route; 16] = [
+pub const ROUTES: [Route; 17] = [
     route(Method::GET, "/healthz"),
     route(Method::GET, "/openapi.json"),
     route(Method::GET, "/api/v1/whoami"),
@@ -78,6 +78,7 @@ pub const ROUTES: [Route; 16] = [
     route(Method::PUT, "/api/v1/dead-letters/{id}/event"),
     route(Method::POST, "/api/v1/dead-letters/resolve"),
     route(Method::POST, "/api/v1/dead-letters/purge"),
+    route(Method::POST, "/api/v1/dead-letters/reopen"),
     route(Method::POST, "/api/v1/replays"),
     route(Method::POST, "/api/v1/replays/preview"),
     route(Method::GET, "/api/v1/replays/{id}"),
@@ -315,6 +316,7 @@ fn handler_for(route: &Route) -> MethodRouter<ApiState> {
         ("PUT", "/api/v1/dead-letters/{id}/event") => put(edit),
         ("POST", "/api/v1/dead-letters/resolve") => post(resolve),
         ("POST", "/api/v1/dead-letters/purge") => post(purge),
+        ("POST", "/api/v1/dead-letters/reopen") => post(reopen),
         ("POST", "/api/v1/replays") => post(start_replay),
         ("POST", "/api/v1/replays/preview") => post(preview),
         ("GET", "/api/v1/replays/{id}") => get(replay_status),
@@ -740,6 +742,19 @@ async fn purge(
     }
     Ok(Json(
         manage::purge(&state.pool, &filter, &caller.actor(), state.patience()).await?,
+    ))
+}
+
+/// Opens resolved dead letters again (audited as `reopen`).
+async fn reopen(
+    caller: Caller,
+    State(state): State<ApiState>,
+    body: JsonBody,
+) -> Result<Json<manage::Closed>, ApiError> {
+    caller.require(Role::Operator)?;
+    let (filter, _) = close_request(body)?;
+    Ok(Json(
+        manage::reopen(&state.pool, &filter, &caller.actor(), state.patience()).await?,
     ))
 }
 

@@ -934,6 +934,31 @@ async fn an_operator_cancels_a_replay_and_resolves_and_purges_only_after_confirm
         .await;
     assert_eq!(status(id).await, "resolved");
 
+    // A resolved one can be reopened (asked first, audited), and resolved
+    // again.
+    browser.click("#reopen-one").await;
+    browser
+        .text_when("#confirm-text", |text| {
+            text.starts_with(&format!("Reopen dead letter {id}"))
+        })
+        .await;
+    browser.click("#confirm-yes").await;
+    let reopened = eventually(PAGE_PATIENCE, || async {
+        (status(id).await == "open").then_some(())
+    })
+    .await;
+    assert!(reopened.is_some(), "dead letter {id} is open again");
+    browser
+        .text_when("#edit-done", |text| text.starts_with("1 reopened"))
+        .await;
+    browser.click("#resolve-one").await;
+    browser.click("#confirm-yes").await;
+    let resolved = eventually(PAGE_PATIENCE, || async {
+        (status(id).await == "resolved").then_some(())
+    })
+    .await;
+    assert!(resolved.is_some(), "dead letter {id} is resolved again");
+
     // Purging the two selected ones, after confirming.
     browser.click("#nav-dead-letters").await;
     browser
@@ -983,7 +1008,7 @@ async fn an_operator_cancels_a_replay_and_resolves_and_purges_only_after_confirm
 
     browser.click("#nav-history").await;
     let history = browser
-        .text_when("#operations tbody", |text| text.lines().count() >= 3)
+        .text_when("#operations tbody", |text| text.lines().count() >= 5)
         .await;
     let actions: Vec<&str> = history.lines().collect();
     assert!(
@@ -992,7 +1017,12 @@ async fn an_operator_cancels_a_replay_and_resolves_and_purges_only_after_confirm
     );
     assert!(actions[1].contains("resolve"), "{history}");
     assert!(
-        actions[2].contains("replay") && actions[2].contains("cancelled"),
+        actions[2].contains("reopen") && actions[2].contains("api:otto"),
+        "{history}"
+    );
+    assert!(actions[3].contains("resolve"), "{history}");
+    assert!(
+        actions[4].contains("replay") && actions[4].contains("cancelled"),
         "{history}"
     );
     browser.shot("history").await;

@@ -748,3 +748,90 @@ async fn commands_say_what_happened_and_nothing_alarming() {
     assert!(stdout.contains("had no queues"), "{stdout}");
     assert!(!stderr.contains("ERROR"), "{stderr}");
 }
+
+/// A resolved dead letter can be opened again, over the API and the CLI,
+/// audited; one whose event already has an open dead letter stays
+/// resolved, and the answer says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolved_dead_letters_can_be_reopened_once() {
+    let (_watchdog, stack, _fixture) = prepared("resolved_dead_letters_can_be_reopened_once").await;
+    let operator = token(&stack, "reopener", "operator").await;
+    let api = Api::start(&stack).await;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM dead_letters WHERE consumer_group = 'orders' \
+         AND error_kind = 'ship_cancelled_order' ORDER BY id LIMIT 2",
+    )
+    .fetch_all(&stack.database.pool)
+    .await
+    .unwrap();
+    let resolved = crate::dead_letters::cli(
+        &stack,
+        &["resolve", "--id", &format!("{},{}", ids[0], ids[1])],
+    )
+    .await;
+    assert!(resolved.status.success());
+    // The second one's event gets an open dead letter again meanwhile.
+    sqlx::query(
+        "INSERT INTO dead_letters (consumer_group, event_id, event_type, routing_key, body, reason, \
+           error_kind, attempts, first_failed_at, last_failed_at) \
+         SELECT consumer_group, event_id, event_type, routing_key, body, reason, error_kind, 1, now(), now() \
+         FROM dead_letters WHERE id = $1",
+    )
+    .bind(ids[1])
+    .execute(&stack.database.pool)
+    .await
+    .unwrap();
+    let (status, reopened) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/dead-letters/reopen",
+            Some(&operator),
+            Some(json!({ "filter": { "ids": ids } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reopened}");
+    assert_eq!(reopened["affected"], 1, "{reopened}");
+    assert!(
+        reopened["note"]
+            .as_str()
+            .is_some_and(|note| note.starts_with("1 stay resolved")),
+        "{reopened}"
+    );
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM dead_letters WHERE id = ANY($1) ORDER BY id")
+            .bind(&ids)
+            .fetch_all(&stack.database.pool)
+            .await
+            .unwrap();
+    assert_eq!(statuses, ["open", "resolved"]);
+    // Only resolved ones: a purged or replayed filter is refused.
+    let (status, refused) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/dead-letters/reopen",
+            Some(&operator),
+            Some(json!({ "filter": { "ids": ids, "status": "purged" } })),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("status")),
+        "{refused}"
+    );
+    // The CLI too, audited with its actor.
+    let again = crate::dead_letters::cli(&stack, &["resolve", "--id", &ids[0].to_string()]).await;
+    assert!(again.status.success());
+    let cli = crate::dead_letters::cli(&stack, &["reopen", "--id", &ids[0].to_string()]).await;
+    assert!(
+        String::from_utf8_lossy(&cli.stdout).starts_with("1 dead letters reopened"),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let actors: Vec<String> = sqlx::query_scalar(
+        "SELECT actor FROM dead_letter_operations WHERE action = 'reopen' ORDER BY id",
+    )
+    .fetch_all(&stack.database.pool)
+    .await
+    .unwrap();
+    assert_eq!(actors, ["api:reopener", "cli:tester"]);
+}
