@@ -116,8 +116,9 @@ pub struct FilterError {
 
 impl Filter {
     /// Refuses a filter whose values cannot be stored or compared: text
-    /// with NUL or over 1,024 characters, more than 10,000 ids, an empty
-    /// time range.
+    /// with NUL or over 1,024 characters, more than 10,000 ids, a negative
+    /// number of attempts. (A time range or attempt range that is empty
+    /// matches nothing: it is not an error.)
     pub fn validate(&self) -> Result<(), FilterError> {
         let texts = [
             ("type", &self.event_type),
@@ -148,13 +149,16 @@ impl Filter {
                 reason: format!("more than {MAX_FILTER_IDS} ids"),
             });
         }
-        if let (Some(since), Some(until)) = (self.since, self.until)
-            && since >= until
-        {
-            return Err(FilterError {
-                field: "until",
-                reason: "must be after since".to_owned(),
-            });
+        for (field, attempts) in [
+            ("min_attempts", self.min_attempts),
+            ("max_attempts", self.max_attempts),
+        ] {
+            if attempts.is_some_and(|attempts| attempts < 0) {
+                return Err(FilterError {
+                    field,
+                    reason: "must not be negative".to_owned(),
+                });
+            }
         }
         Ok(())
     }
@@ -304,7 +308,7 @@ mod tests {
     }
 
     #[test]
-    fn a_filter_with_nul_too_many_ids_or_an_empty_range_is_refused_naming_the_field() {
+    fn a_filter_with_nul_too_many_ids_or_negative_attempts_is_refused_naming_the_field() {
         let nul = Filter {
             error: Some("a\0b".to_owned()),
             ..Filter::default()
@@ -321,7 +325,15 @@ mod tests {
             until: Some(now),
             ..Filter::default()
         };
-        assert_eq!(range.validate().map_err(|error| error.field), Err("until"));
+        assert!(range.validate().is_ok(), "an empty range matches nothing");
+        let negative = Filter {
+            min_attempts: Some(-1),
+            ..Filter::default()
+        };
+        assert_eq!(
+            negative.validate().map_err(|error| error.field),
+            Err("min_attempts")
+        );
         assert!(Filter::default().validate().is_ok());
         let replayed = Filter {
             status: Status::Replayed,

@@ -693,8 +693,30 @@ struct CloseRequest {
 type JsonBody = Result<Json<Value>, axum::extract::rejection::JsonRejection>;
 
 fn json_body(body: JsonBody) -> Result<serde_json::Map<String, Value>, ApiError> {
-    let Json(value) = body.map_err(ApiError::from_json_rejection)?;
+    let Json(mut value) = body.map_err(ApiError::from_json_rejection)?;
+    integral(&mut value);
     object(value, "$")
+}
+
+/// Numbers with no fraction written as floats (`2210.0`) made integers:
+/// JSON (and the OpenAPI document's `integer`) does not tell them apart,
+/// serde does.
+fn integral(value: &mut Value) {
+    match value {
+        Value::Number(number) => {
+            if let Some(float) = number
+                .as_f64()
+                .filter(|_| !number.is_i64() && !number.is_u64())
+                && float.fract() == 0.0
+                && float.abs() < 9.0e15
+            {
+                *value = Value::from(float as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral),
+        Value::Object(fields) => fields.values_mut().for_each(integral),
+        _ => {}
+    }
 }
 
 fn close_request(body: JsonBody) -> Result<(Filter, bool), ApiError> {

@@ -47,6 +47,17 @@ const ASSETS: [(&str, &str, &str); 3] = [
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; \
      object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// The dashboard's routes (method, path), as the OpenAPI document lists
+/// them beside [`super::ROUTES`].
+pub const UI_ROUTES: [(&str, &str); 6] = [
+    ("GET", "/ui"),
+    ("GET", "/ui/"),
+    ("GET", "/ui/login"),
+    ("POST", "/ui/login"),
+    ("POST", "/ui/logout"),
+    ("GET", "/ui/assets/{name}"),
+];
+
 /// The dashboard's routes, merged into the API's router.
 pub fn routes() -> Router<ApiState> {
     Router::new()

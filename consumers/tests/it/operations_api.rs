@@ -398,6 +398,11 @@ fn the_document_lists_exactly_the_routes_served_and_every_error_answer() {
     let served: BTreeSet<(String, String)> = ROUTES
         .iter()
         .map(|route| (route.method.to_string(), route.path.to_owned()))
+        .chain(
+            consumers::operations_api::ui::UI_ROUTES
+                .iter()
+                .map(|(method, path)| ((*method).to_owned(), (*path).to_owned())),
+        )
         .collect();
     assert_eq!(shared::testing::documented_routes(&document), served);
     let documented: BTreeSet<u16> = document["paths"]
@@ -438,6 +443,19 @@ async fn the_served_document_is_the_checked_in_one_and_every_route_exists() {
     let routes: Vec<_> = ROUTES
         .iter()
         .map(|route| (route.method.clone(), route.path))
+        .chain(
+            consumers::operations_api::ui::UI_ROUTES
+                .iter()
+                // An asset's route answers 404 for a name it does not have.
+                .map(|(method, path)| {
+                    let path = if *path == "/ui/assets/{name}" {
+                        "/ui/assets/app.js"
+                    } else {
+                        path
+                    };
+                    (method.parse().unwrap(), path)
+                }),
+        )
         .collect();
     let unserved = shared::testing::unserved_routes(&api.base, routes).await;
     assert!(unserved.is_empty(), "{unserved:?}");
@@ -643,4 +661,57 @@ async fn dead_letter_requests_give_up_on_a_database_that_does_not_answer() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "once the lock is gone, it answers");
+}
+
+/// Schemathesis (a client that is not ours) fuzzes every operation of the
+/// served document against the real binary, over a store with dead letters
+/// of every kind: no answer outside the document, no request the document
+/// allows refused, none it forbids accepted, no server error. Seeded, so a
+/// failure replays; `SWITCHYARD_SCHEMATHESIS_EXAMPLES` raises the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_matches_what_the_server_enforces_under_schemathesis() {
+    let (_watchdog, stack, fixture) =
+        prepared("the_document_matches_what_the_server_enforces_under_schemathesis").await;
+    let operator = token(&stack, "schemathesis", "operator").await;
+    let api = Api::start(&stack).await;
+    let program =
+        std::env::var("SWITCHYARD_TEST_SCHEMATHESIS").unwrap_or_else(|_| "schemathesis".to_owned());
+    let examples =
+        std::env::var("SWITCHYARD_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "40".to_owned());
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.toml");
+    let mut command = std::process::Command::new(&program);
+    command
+        .args(["--config-file", config])
+        .args(["run", &format!("{}/openapi.json", api.base)])
+        .args(["--header", &format!("Authorization: Bearer {operator}")])
+        .args([
+            "--max-examples",
+            &examples,
+            "--seed",
+            "20261207",
+            "--no-color",
+        ])
+        .args(["--request-timeout", "40"])
+        .current_dir(env!("CARGO_TARGET_TMPDIR"));
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|error| {
+            panic!(
+                "{program} did not run ({error}): install it with \
+                 `pip install schemathesis==4.32.5` (.ci/run does)"
+            )
+        });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let shown: String = stdout
+        .lines()
+        .map(|line| line.chars().take(400).collect::<String>() + "\n")
+        .collect();
+    assert!(
+        output.status.success(),
+        "schemathesis found the document and the server disagree:\n{shown}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("Tested:"), "{shown}");
+    fixture.workers.stop().await;
 }
