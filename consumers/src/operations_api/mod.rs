@@ -116,10 +116,16 @@ pub const TOKEN_FAILURES_PER_ADDRESS: u32 = 5;
 
 impl ApiState {
     /// Longest one database step of dead-letter work waits
-    /// (`SWITCHYARD_DEAD_LETTER_DATABASE_TIMEOUT_MS`); a request is also
-    /// bounded by [`REQUEST_TIMEOUT`].
+    /// (`SWITCHYARD_DEAD_LETTER_DATABASE_TIMEOUT_MS`, at most 25 s here: a
+    /// request is bounded by [`REQUEST_TIMEOUT`]).
     fn patience(&self) -> Duration {
-        self.settings.dead_letters.database_timeout
+        // Under the request's own limit, so that a database that does not
+        // answer (a lock held by a replay's batch, a silent server) gets
+        // the promised 503, not the request timeout's 504.
+        self.settings
+            .dead_letters
+            .database_timeout
+            .min(REQUEST_TIMEOUT - Duration::from_secs(5))
     }
 
     /// State over `pool`; replays stop when `shutdown` is cancelled.

@@ -835,3 +835,43 @@ async fn resolved_dead_letters_can_be_reopened_once() {
     .unwrap();
     assert_eq!(actors, ["api:reopener", "cli:tester"]);
 }
+
+/// With the default database limit (30 s, the request's own limit too), a
+/// change held up by a lock elsewhere (a replay's batch, an operator's
+/// transaction) still answers the promised 503 before the request
+/// timeout's 504.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_held_by_a_lock_answers_503_before_the_request_timeout() {
+    let (_watchdog, stack, fixture) =
+        prepared("a_change_held_by_a_lock_answers_503_before_the_request_timeout").await;
+    let operator = token(&stack, "locked-out", "operator").await;
+    let api = Api::start(&stack).await;
+    let payment = &fixture.payments[0];
+    let id: i64 = sqlx::query_scalar(
+        "SELECT id FROM dead_letters WHERE event_id = $1 AND consumer_group = 'orders'",
+    )
+    .bind(payment.id)
+    .fetch_one(&stack.database.pool)
+    .await
+    .unwrap();
+    let mut holding = stack.database.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM dead_letters WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut *holding)
+        .await
+        .unwrap();
+    let (status, answer) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/dead-letters/resolve",
+            Some(&operator),
+            Some(json!({ "filter": { "ids": [id] } })),
+        )
+        .await;
+    holding.rollback().await.unwrap();
+    assert_eq!(
+        (status, answer["error"].clone()),
+        (StatusCode::SERVICE_UNAVAILABLE, json!("unavailable")),
+        "{answer}"
+    );
+}
