@@ -101,12 +101,19 @@ impl Api {
         )
     }
 
-    async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
         self.call(reqwest::Method::GET, path, Some(token), None)
             .await
     }
 
-    async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+    /// Cancels replay `id`.
+    pub async fn cancel(&self, id: i64, token: &str) -> (StatusCode, Value) {
+        let path = format!("/api/v1/replays/{id}/cancel");
+        self.call(reqwest::Method::POST, &path, Some(token), None)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
         self.call(reqwest::Method::POST, path, Some(token), Some(body))
             .await
     }

@@ -166,11 +166,10 @@ async fn numbers_are_bounded_the_replay_slots_hold_under_races_and_bodies_are_41
     // A rate that is not a number of seconds apart is refused at the door.
     for rate in [json!(5e-324), json!(0.001), json!(-1), json!(1e300)] {
         let (status, answer) = api
-            .call(
-                reqwest::Method::POST,
+            .post(
                 "/api/v1/replays",
-                Some(&operator),
-                Some(json!({ "filter": { "group": "sales" }, "rate": rate })),
+                &operator,
+                json!({ "filter": { "group": "sales" }, "rate": rate }),
             )
             .await;
         assert_eq!(
@@ -183,11 +182,10 @@ async fn numbers_are_bounded_the_replay_slots_hold_under_races_and_bodies_are_41
     // Eight slow replays asked at once: exactly four run, the rest are
     // told the API is busy.
     let starts = (0..8).map(|_| {
-        api.call(
-            reqwest::Method::POST,
+        api.post(
             "/api/v1/replays",
-            Some(&operator),
-            Some(json!({ "filter": { "group": "sales" }, "rate": 0.01, "batch": 1 })),
+            &operator,
+            json!({ "filter": { "group": "sales" }, "rate": 0.01, "batch": 1 }),
         )
     });
     let answers = futures_util::future::join_all(starts).await;
@@ -204,35 +202,21 @@ async fn numbers_are_bounded_the_replay_slots_hold_under_races_and_bodies_are_41
         .count();
     assert_eq!((accepted.len(), busy), (4, 4), "{answers:?}");
     for id in &accepted {
-        let (status, ended) = api
-            .call(
-                reqwest::Method::POST,
-                &format!("/api/v1/replays/{id}/cancel"),
-                Some(&operator),
-                None,
-            )
-            .await;
+        let (status, ended) = api.cancel(*id, &operator).await;
         assert_eq!(status, StatusCode::OK, "{ended}");
         assert_eq!(ended["outcome"], "cancelled", "{ended}");
     }
     // Their slots are free again.
     let (status, again) = api
-        .call(
-            reqwest::Method::POST,
+        .post(
             "/api/v1/replays",
-            Some(&operator),
-            Some(json!({ "filter": { "group": "sales" }, "rate": 0.01, "batch": 1 })),
+            &operator,
+            json!({ "filter": { "group": "sales" }, "rate": 0.01, "batch": 1 }),
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{again}");
     let id = again["operation_id"].as_i64().unwrap();
-    api.call(
-        reqwest::Method::POST,
-        &format!("/api/v1/replays/{id}/cancel"),
-        Some(&operator),
-        None,
-    )
-    .await;
+    api.cancel(id, &operator).await;
 
     // Bodies over the limit: 413 with a JSON body, on every route that
     // takes one.
@@ -335,26 +319,12 @@ async fn a_paced_replay_holds_no_row_it_has_not_reached() {
     assert_eq!(closed["affected"], 1, "{closed}");
     // The replay goes on, one a second, and ends without the resolved one.
     let progressed = eventually(Duration::from_secs(60), || async {
-        let (_, status) = api
-            .call(
-                reqwest::Method::GET,
-                &format!("/api/v1/replays/{id}"),
-                Some(&operator),
-                None,
-            )
-            .await;
+        let (_, status) = api.get(&format!("/api/v1/replays/{id}"), &operator).await;
         (status["replayed"].as_i64() >= Some(2)).then_some(status)
     })
     .await;
     assert!(progressed.is_some(), "the replay moves at its pace");
-    let (status, ended) = api
-        .call(
-            reqwest::Method::POST,
-            &format!("/api/v1/replays/{id}/cancel"),
-            Some(&operator),
-            None,
-        )
-        .await;
+    let (status, ended) = api.cancel(id, &operator).await;
     assert_eq!(status, StatusCode::OK, "{ended}");
     let replayed = ended["replayed"].as_i64().unwrap();
     assert!((2..SHIPPED_CANCELLED as i64).contains(&replayed), "{ended}");
@@ -594,14 +564,7 @@ async fn failures_after_a_replay_ended_are_still_counted() {
     })
     .await;
     assert!(counted.is_some(), "the history counts the later failures");
-    let (status, shown) = api
-        .call(
-            reqwest::Method::GET,
-            &format!("/api/v1/replays/{id}"),
-            Some(&viewer),
-            None,
-        )
-        .await;
+    let (status, shown) = api.get(&format!("/api/v1/replays/{id}"), &viewer).await;
     assert_eq!(status, StatusCode::OK, "{shown}");
     assert_eq!(
         (shown["live"].clone(), shown["failed_again"].clone()),
@@ -666,13 +629,7 @@ async fn a_replay_says_what_another_replay_holds() {
             && stdout.contains(&format!("operation {first_id} by api:holder")),
         "{stdout}"
     );
-    api.call(
-        reqwest::Method::POST,
-        &format!("/api/v1/replays/{first_id}/cancel"),
-        Some(&operator),
-        None,
-    )
-    .await;
+    api.cancel(first_id, &operator).await;
 }
 
 /// What the commands say around the work: no migration notice at INFO,
@@ -782,11 +739,10 @@ async fn resolved_dead_letters_can_be_reopened_once() {
     .await
     .unwrap();
     let (status, reopened) = api
-        .call(
-            reqwest::Method::POST,
+        .post(
             "/api/v1/dead-letters/reopen",
-            Some(&operator),
-            Some(json!({ "filter": { "ids": ids } })),
+            &operator,
+            json!({ "filter": { "ids": ids } }),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{reopened}");
@@ -806,11 +762,10 @@ async fn resolved_dead_letters_can_be_reopened_once() {
     assert_eq!(statuses, ["open", "resolved"]);
     // Only resolved ones: a purged or replayed filter is refused.
     let (status, refused) = api
-        .call(
-            reqwest::Method::POST,
+        .post(
             "/api/v1/dead-letters/reopen",
-            Some(&operator),
-            Some(json!({ "filter": { "ids": ids, "status": "purged" } })),
+            &operator,
+            json!({ "filter": { "ids": ids, "status": "purged" } }),
         )
         .await;
     assert_eq!(
@@ -861,11 +816,10 @@ async fn a_change_held_by_a_lock_answers_503_before_the_request_timeout() {
         .await
         .unwrap();
     let (status, answer) = api
-        .call(
-            reqwest::Method::POST,
+        .post(
             "/api/v1/dead-letters/resolve",
-            Some(&operator),
-            Some(json!({ "filter": { "ids": [id] } })),
+            &operator,
+            json!({ "filter": { "ids": [id] } }),
         )
         .await;
     holding.rollback().await.unwrap();
