@@ -242,16 +242,43 @@ pub fn rabbitmqctl(amqp_url: &str) -> Command {
     } else {
         PathBuf::from("rabbitmqctl")
     });
+    command.args(["-n", NODE_NAME]).env(
+        "HOME",
+        recorded_or("rabbitmq", directory().join("rabbitmq")),
+    );
     command
-        .args(["-n", NODE_NAME])
-        .env("HOME", directory().join("rabbitmq"));
-    command
+}
+
+/// Where the running private services were started from: the private
+/// ports are the same for every checkout, so a node started by one (a
+/// second clone, a CI run beside a developer's tree) is the one every
+/// other finds answering, and `rabbitmqctl` needs that node's home (its
+/// Erlang cookie). Each start records it here. (`stop` stops only its own
+/// directory's services: another checkout's tests may be using theirs.)
+fn record(service: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("switchyard-private-{service}"))
+}
+
+fn write_record(service: &str, path: &Path) {
+    let _ = std::fs::write(record(service), path.as_os_str().as_encoded_bytes());
+}
+
+/// The directory recorded for `service` when it still exists, else
+/// `fallback`.
+fn recorded_or(service: &str, fallback: PathBuf) -> PathBuf {
+    std::fs::read(record(service))
+        .ok()
+        .map(|bytes| PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()))
+        .filter(|path| path.is_dir())
+        .unwrap_or(fallback)
 }
 
 /// Stops the private services that run; what was stopped.
 pub fn stop() -> Result<Vec<&'static str>, LocalServicesError> {
     let dir = directory();
     let mut stopped = Vec::new();
+    // Only this directory's: services another checkout started are its own
+    // to stop (its tests may be using them).
     let home = postgres_home(&dir)?;
     let data = home.join("postgres");
     if data.join("postmaster.pid").is_file() {
@@ -263,7 +290,8 @@ pub fn stop() -> Result<Vec<&'static str>, LocalServicesError> {
         run(command, "PostgreSQL", &home.join("postgres.log"))?;
         stopped.push("PostgreSQL");
     }
-    let pid_file = dir.join("rabbitmq").join("pid");
+    let rabbitmq_home = dir.join("rabbitmq");
+    let pid_file = rabbitmq_home.join("pid");
     if let Ok(pid) = std::fs::read_to_string(&pid_file) {
         let pid = pid.trim().to_owned();
         let signalled = Command::new("kill")
@@ -287,6 +315,9 @@ pub fn stop() -> Result<Vec<&'static str>, LocalServicesError> {
                 std::thread::sleep(Duration::from_millis(200));
             }
             stopped.push("RabbitMQ");
+            if recorded_or("rabbitmq", PathBuf::new()) == rabbitmq_home {
+                let _ = std::fs::remove_file(record("rabbitmq"));
+            }
         }
     }
     Ok(stopped)
@@ -399,6 +430,7 @@ fn start_rabbitmq(dir: &Path) -> Result<(), LocalServicesError> {
     if !pid.is_file() {
         let _ = std::fs::File::create(&pid).and_then(|mut file| writeln!(file, "{}", child.id()));
     }
+    write_record("rabbitmq", &home);
     Ok(())
 }
 
@@ -703,6 +735,24 @@ mod tests {
             assert_eq!(home, dir);
         }
         std::fs::remove_dir_all(&private).unwrap();
+    }
+
+    #[test]
+    fn the_recorded_home_of_a_running_node_is_found_and_a_stale_one_ignored() {
+        let service = format!("test-record-{}", std::process::id());
+        let fallback = PathBuf::from("/nowhere/fallback");
+        assert_eq!(recorded_or(&service, fallback.clone()), fallback);
+        let home = std::env::temp_dir().join(format!("{service}-home"));
+        std::fs::create_dir_all(&home).unwrap();
+        write_record(&service, &home);
+        assert_eq!(recorded_or(&service, fallback.clone()), home);
+        std::fs::remove_dir_all(&home).unwrap();
+        assert_eq!(
+            recorded_or(&service, fallback.clone()),
+            fallback,
+            "gone: stale"
+        );
+        std::fs::remove_file(record(&service)).unwrap();
     }
 
     #[test]
