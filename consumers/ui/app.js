@@ -226,6 +226,10 @@ function queryString(filter, extra) {
 
 let nextAfter = null;
 const selected = new Set();
+// Each load of the list counts up; an answer to an earlier load (the page's
+// first load, overtaken by a filter typed before it came back) is dropped,
+// so what is shown is always what the filter now says.
+let listLoad = 0;
 
 function updateSelection() {
   for (const id of ["replay-selected", "resolve-selected", "purge-selected"]) {
@@ -238,6 +242,7 @@ function updateSelection() {
 }
 
 async function loadDeadLetters() {
+  const load = ++listLoad;
   const filter = filterObject();
   $("filter-error").textContent = "";
   if ($("list-done")) $("list-done").textContent = "";
@@ -248,10 +253,12 @@ async function loadDeadLetters() {
       api("GET", `/api/v1/dead-letters/summary?${queryString(filter)}`),
       api("GET", `/api/v1/dead-letters?${queryString(filter, { limit: 50 })}`),
     ]);
+    if (load !== listLoad) return;
     renderSummary(summary, filter);
     $("list").tBodies[0].replaceChildren();
     appendPage(page, filter);
   } catch (failure) {
+    if (load !== listLoad) return;
     $("filter-error").textContent = failure.field ? `${failure.field}: ${failure.message}` : failure.message;
   }
 }
@@ -317,10 +324,14 @@ function appendPage(page, filter) {
 }
 
 async function loadMore() {
+  const load = listLoad;
   const filter = filterObject();
   try {
-    appendPage(await api("GET", `/api/v1/dead-letters?${queryString(filter, { limit: 50, after: nextAfter })}`), filter);
+    const page = await api("GET", `/api/v1/dead-letters?${queryString(filter, { limit: 50, after: nextAfter })}`);
+    if (load !== listLoad) return;
+    appendPage(page, filter);
   } catch (failure) {
+    if (load !== listLoad) return;
     $("filter-error").textContent = failure.message;
   }
 }

@@ -220,7 +220,7 @@ impl Refusal {
 /// AMQP headers as a JSON object that PostgreSQL's jsonb can always store:
 /// text that is not UTF-8 or holds a NUL (which jsonb refuses) becomes
 /// `{"bytes_hex": "…"}`, exact and reversible; arrays and tables are JSON
-/// arrays and objects (see [`value_to_json`] for the rest), so the page and
+/// arrays and objects (see `value_to_json` for the rest), so the page and
 /// `show` read them as JSON, never as a debug dump.
 pub fn headers_to_json(headers: &lapin::types::FieldTable) -> serde_json::Value {
     table_to_json(headers, 0)

@@ -788,6 +788,44 @@ async fn an_operator_cancels_a_replay_and_resolves_and_purges_only_after_confirm
         })
         .await;
 
+    // An answer that comes back late (the page's first, unfiltered load on a
+    // busy server) never replaces the answer to the filter typed after it:
+    // the unfiltered load is held back 1.5 s here, the filtered one is not.
+    browser
+        .client
+        .execute(
+            r##"
+            const original = window.fetch;
+            window.lateAnswered = false;
+            window.fetch = (url, options) => String(url).includes("error_kind=")
+              ? original(url, options)
+              : new Promise((resolve) => setTimeout(resolve, 1500))
+                  .then(() => original(url, options))
+                  .finally(() => { window.lateAnswered = true; });
+            const form = document.getElementById("filter").elements;
+            const kind = form.error_kind.value;
+            form.error_kind.value = "";
+            loadDeadLetters();
+            form.error_kind.value = kind;
+            loadDeadLetters();
+            setTimeout(() => { window.fetch = original; }, 100);"##,
+            vec![],
+        )
+        .await
+        .unwrap();
+    eventually(PAGE_PATIENCE, || async {
+        let answered = browser.client.execute("return window.lateAnswered", vec![]);
+        (answered.await.ok()? == json!(true)).then_some(())
+    })
+    .await
+    .expect("the held-back load was answered");
+    let summary = browser
+        .text_when("#summary tbody", |text| {
+            text.contains("ship_cancelled_order")
+        })
+        .await;
+    assert!(!summary.contains("payment"), "{summary}");
+
     // The page reads well: a typed time is UTC as every time shown, cells
     // wrap between words, each cell knows its column (the phone layout
     // shows it), each row's buttons say which row, the editor has a name,
