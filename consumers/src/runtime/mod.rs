@@ -204,7 +204,7 @@ pub const DEFAULT_PREFETCH: u16 = 256;
 /// function per batch: larger batches spread its fixed cost (the round
 /// trip, the commit's WAL flush) over more events; draining the store mix
 /// on the 2-core benchmark machine, 128 applied 8,672 events/s against
-/// 6,078 with 32 (BENCHMARKS.md, "Batch size"). A batch only grows with load: a
+/// 6,078 with 32 (bench/experiments.md, "Batch size"). A batch only grows with load: a
 /// lone event is applied as soon as it arrives.
 pub const DEFAULT_BATCH_SIZE: u16 = 128;
 
@@ -218,7 +218,7 @@ pub const DEFAULT_BATCH_SIZE: u16 = 128;
 /// against 110 on `order.placed`. It costs up to two milliseconds of
 /// latency (the timer's resolution is a millisecond): p50 at 500/s 3.7
 /// against 1.8 ms, and no p99 gained at 2,000/s in nine runs each
-/// (BENCHMARKS.md, "Batch linger"); hence off by default, for hosts
+/// (bench/experiments.md, "Batch linger"); hence off by default, for hosts
 /// short of CPU.
 pub const DEFAULT_BATCH_LINGER: std::time::Duration = std::time::Duration::ZERO;
 
