@@ -40,7 +40,10 @@ async fn stats(args: StatsArgs, settings: &Settings) -> anyhow::Result<()> {
         let reading = crate::stats::collect(&connection, &topology, &pool, &management);
         let stats = match tokio::time::timeout(crate::stats::STATS_PATIENCE, reading).await {
             Ok(Ok(stats)) => stats,
-            Ok(Err(error)) => break Err(error),
+            Ok(Err(error)) => {
+                break Err(error
+                    .context("the figures could not be read: the broker or the database failed"));
+            }
             Err(_) => {
                 break Err(anyhow::anyhow!(
                     "the figures could not be read within {} s: the broker or the database does not answer",

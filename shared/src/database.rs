@@ -14,6 +14,18 @@ use crate::tls::install_crypto_provider;
 /// The migrations in `migrations/`, embedded in every binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
+/// The groups' functions, each file's current source (`db/functions/`),
+/// applied after the migrations by [`apply_function_sources`].
+pub const FUNCTION_SOURCES: [(&str, &str); 4] = [
+    ("orders", include_str!("../../db/functions/orders.sql")),
+    (
+        "inventory",
+        include_str!("../../db/functions/inventory.sql"),
+    ),
+    ("sales", include_str!("../../db/functions/sales.sql")),
+    ("reported", include_str!("../../db/functions/reported.sql")),
+];
+
 /// Why the database could not be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
@@ -36,6 +48,15 @@ pub enum DatabaseError {
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// A function's source (`db/functions/NAME.sql`) could not be applied.
+    #[error("applying db/functions/{name}.sql failed: {error}")]
+    FunctionSource {
+        /// The file's name, without `.sql`.
+        name: &'static str,
+        /// What PostgreSQL said.
+        #[source]
+        error: sqlx::Error,
+    },
 }
 
 /// Connects a pool of at most `max_connections`, creating the database first
@@ -46,7 +67,65 @@ pub async fn connect_and_migrate(
 ) -> Result<PgPool, DatabaseError> {
     let pool = connect(settings, max_connections, true).await?;
     MIGRATOR.run(&pool).await?;
+    apply_function_sources(&pool).await?;
     Ok(pool)
+}
+
+/// Applies each of [`FUNCTION_SOURCES`] whose text differs from the source
+/// the database recorded, unless a build with newer migrations recorded
+/// it; in one transaction, under an advisory lock, so processes starting
+/// together apply each change once. Returns the names applied.
+pub async fn apply_function_sources(pool: &PgPool) -> Result<Vec<&'static str>, DatabaseError> {
+    /// The advisory lock serialising this across processes ("fnsource").
+    const LOCK: i64 = 0x666e_736f_7572_6365;
+    let newest = MIGRATOR
+        .iter()
+        .map(|migration| migration.version)
+        .max()
+        .unwrap_or(0);
+    let failed = |name| move |error| DatabaseError::FunctionSource { name, error };
+    let mut transaction = pool.begin().await.map_err(failed("(all)"))?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(LOCK)
+        .execute(&mut *transaction)
+        .await
+        .map_err(failed("(all)"))?;
+    let recorded: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT name, source, applied_by FROM switchyard_function_sources")
+            .fetch_all(&mut *transaction)
+            .await
+            .map_err(failed("(all)"))?;
+    let mut applied = Vec::new();
+    for (name, source) in FUNCTION_SOURCES {
+        let current = recorded.iter().find(|(recorded, ..)| recorded == name);
+        let stale = match current {
+            None => true,
+            Some((_, text, applied_by)) => text != source && *applied_by <= newest,
+        };
+        if !stale {
+            continue;
+        }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(source))
+            .execute(&mut *transaction)
+            .await
+            .map_err(failed(name))?;
+        sqlx::query(
+            "INSERT INTO switchyard_function_sources (name, source, applied_by) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET source = $2, applied_by = $3, applied_at = now()",
+        )
+        .bind(name)
+        .bind(source)
+        .bind(newest)
+        .execute(&mut *transaction)
+        .await
+        .map_err(failed(name))?;
+        applied.push(name);
+    }
+    transaction.commit().await.map_err(failed("(all)"))?;
+    if !applied.is_empty() {
+        tracing::info!(functions = ?applied, "applied the groups' function sources (db/functions)");
+    }
+    Ok(applied)
 }
 
 /// Connects a pool; with `create_if_missing`, creates the database first.

@@ -9,35 +9,60 @@ use shared::groups::ConsumerGroup;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// The aggregate keys `events` will modify in `group`'s projection. What
-/// the events alone do not tell — the SKUs a cancelled order's reservation
-/// holds, for `inventory` — is looked up in one query for the whole batch
-/// (none yet means the handler fails transiently).
+/// The aggregate keys `events` will modify in `group`'s projection, as
+/// [`aggregate_keys`] gives them. What the events alone do not tell — the
+/// SKUs a cancelled order's reservation holds, for `inventory` — is looked
+/// up in one query for the whole batch (none yet means the event fails
+/// transiently).
 pub async fn lock_keys(
     group: ConsumerGroup,
     connection: &mut PgConnection,
     events: &[&Event],
 ) -> Result<Vec<String>, sqlx::Error> {
-    let mut keys: Vec<String> = events
+    let reservations = if group == ConsumerGroup::Inventory {
+        reserved_skus(connection, events).await?
+    } else {
+        HashMap::new()
+    };
+    Ok(events
         .iter()
-        .filter_map(|event| known_lock_keys(group, event))
-        .flatten()
-        .collect();
-    if group == ConsumerGroup::Inventory {
-        let reserved = reserved_skus(connection, events).await?;
-        keys.extend(
-            reserved
-                .into_values()
-                .flatten()
-                .map(|sku| format!("sku:{sku}")),
-        );
+        .flat_map(|event| aggregate_keys(group, event, &reservations))
+        .collect())
+}
+
+/// The aggregates `event` touches in `group`'s projection: what it locks
+/// and what orders it after earlier events of a batch. The one place
+/// they are derived: the set-wise call and the event-by-event path's locks
+/// both use it. `reservations`: the SKUs reserved for each order a
+/// cancellation in `inventory` releases.
+pub(super) fn aggregate_keys(
+    group: ConsumerGroup,
+    event: &Event,
+    reservations: &HashMap<Uuid, Vec<String>>,
+) -> Vec<String> {
+    let order = |id: &Uuid| format!("order:{id}");
+    let sku = |sku: &str| format!("sku:{sku}");
+    match (group, &event.payload) {
+        (ConsumerGroup::Inventory, EventPayload::OrderPlaced(placed)) => placed
+            .lines
+            .iter()
+            .map(|line| sku(&line.sku))
+            .chain([order(&placed.order_id)])
+            .collect(),
+        (ConsumerGroup::Inventory, EventPayload::OrderCancelled(cancelled)) => reservations
+            .get(&cancelled.order_id)
+            .into_iter()
+            .flatten()
+            .map(|reserved| sku(reserved))
+            .chain([order(&cancelled.order_id)])
+            .collect(),
+        _ => known_lock_keys(event),
     }
-    Ok(keys)
 }
 
 /// The SKUs the reservation of each order cancelled in `events` holds, in
 /// one query (what `inventory` must lock for a cancellation; none yet
-/// means its handler fails transiently).
+/// means the event fails transiently).
 pub async fn reserved_skus(
     connection: &mut PgConnection,
     events: &[&Event],
@@ -69,8 +94,8 @@ pub async fn reserved_skus(
     Ok(skus)
 }
 
-/// The aggregate keys `event` will modify in `group`'s projection, when the
-/// event alone tells them; `None` when they need a lookup.
+/// The aggregate keys `event` will modify, for every case but
+/// `inventory`'s orders and cancellations ([`aggregate_keys`]).
 ///
 /// `order.placed` locks its order in `orders` and `sales` although it only
 /// inserts rows there: a later event on the order in a concurrent batch
@@ -81,26 +106,19 @@ pub async fn reserved_skus(
 /// 0.91× one process's rate (`bench/scaling.sh`). Copies of one event are
 /// claimed in ascending id order (see `bulk`), so they wait rather than
 /// deadlock.
-pub fn known_lock_keys(group: ConsumerGroup, event: &Event) -> Option<Vec<String>> {
+fn known_lock_keys(event: &Event) -> Vec<String> {
     let order = |id: &uuid::Uuid| vec![format!("order:{id}")];
-    let keys = match (group, &event.payload) {
-        (ConsumerGroup::Inventory, EventPayload::OrderPlaced(placed)) => placed
-            .lines
-            .iter()
-            .map(|line| format!("sku:{}", line.sku))
-            .collect(),
-        (ConsumerGroup::Inventory, EventPayload::OrderCancelled(_)) => return None,
-        (_, EventPayload::OrderPlaced(placed)) => order(&placed.order_id),
-        (_, EventPayload::CustomerRegistered(e)) => vec![format!("customer:{}", e.customer_id)],
-        (_, EventPayload::ProductListed(e)) => vec![format!("sku:{}", e.sku)],
-        (_, EventPayload::ProductPriceChanged(e)) => vec![format!("sku:{}", e.sku)],
-        (_, EventPayload::InventoryRestocked(e)) => vec![format!("sku:{}", e.sku)],
-        (_, EventPayload::PaymentCaptured(e)) => order(&e.order_id),
-        (_, EventPayload::PaymentFailed(e)) => order(&e.order_id),
-        (_, EventPayload::OrderShipped(e)) => order(&e.order_id),
-        (_, EventPayload::OrderCancelled(e)) => order(&e.order_id),
-    };
-    Some(keys)
+    match &event.payload {
+        EventPayload::OrderPlaced(placed) => order(&placed.order_id),
+        EventPayload::CustomerRegistered(e) => vec![format!("customer:{}", e.customer_id)],
+        EventPayload::ProductListed(e) => vec![format!("sku:{}", e.sku)],
+        EventPayload::ProductPriceChanged(e) => vec![format!("sku:{}", e.sku)],
+        EventPayload::InventoryRestocked(e) => vec![format!("sku:{}", e.sku)],
+        EventPayload::PaymentCaptured(e) => order(&e.order_id),
+        EventPayload::PaymentFailed(e) => order(&e.order_id),
+        EventPayload::OrderShipped(e) => order(&e.order_id),
+        EventPayload::OrderCancelled(e) => order(&e.order_id),
+    }
 }
 
 /// A stable 64-bit advisory-lock id for `key` within `group` (FNV-1a: the

@@ -1,18 +1,18 @@
-//! Set-wise application of a whole batch, whatever its mix of event types:
-//! one call of the group's SQL function (migration `set_wise_batches`)
-//! locks the batch's aggregates, applies each type with one statement per
-//! level, claims what it applied in `processed_events` and, being its own
-//! statement, commits — one round trip per batch.
+//! Applying events: one call of the group's SQL function (its source in
+//! `db/functions/<group>.sql`) locks the events' aggregates, applies each
+//! type with one statement per level, claims what it applied in
+//! `processed_events`, and reports each event it did not apply (a
+//! duplicate, or a failure such as `order_unknown`), writing nothing for
+//! it. The function is the store's only copy of each rule: a whole batch
+//! goes through it in one round trip, and the event-by-event path calls it
+//! with one event at a time.
 //!
 //! Levels keep each aggregate's delivery order within the batch: an
 //! event's level is one more than that of the last earlier event sharing
 //! an aggregate with it, so a payment after its order in the same batch
-//! sees the order. The function checks the conditions the per-event
-//! handlers check and reports each event it did not apply (a duplicate, or
-//! a failure such as `order_unknown`), writing nothing for it. When it
-//! raises instead (a constraint, bad data) nothing was written and this
-//! returns `Ok(None)`: the runtime redoes the batch event by event, where
-//! each failure is isolated and classified.
+//! sees the order. When the function raises (a constraint, bad data)
+//! nothing was written and this returns the error: the runtime redoes the
+//! batch event by event, where each failure is isolated and classified.
 
 use std::collections::HashMap;
 
@@ -23,7 +23,9 @@ use shared::groups::ConsumerGroup;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Disposition, HandlerError, advisory_lock_id, classify_database_error};
+use super::HandlerError;
+use super::fields::Fields;
+use super::lock_keys::{advisory_lock_id, aggregate_keys, reserved_skus};
 
 /// What became of one event of a batch applied set-wise.
 #[derive(Debug)]
@@ -36,21 +38,27 @@ pub enum Verdict {
     Failed(HandlerError),
 }
 
-/// Applies `events` for `group` in one autocommit call; one verdict per
-/// event, in order. `Ok(None)`: nothing was written, redo the batch event
-/// by event. `Err`: the database failed (an outage, contention).
+/// Applies `events` for `group` in one call of the group's function; one
+/// verdict per event, in order. On a connection in autocommit mode the
+/// call is its own transaction (the set-wise path); inside a transaction
+/// it is part of it (the event-by-event path calls it with one event in a
+/// savepoint). `Err`: nothing was written — the call raised (a constraint
+/// or bad data: [`HandlerError::disposition`] is `DeadLetter`; redo the
+/// batch event by event, where the event at fault is found), the database
+/// failed (an outage, contention), or the function's report does not match
+/// this build (`set_wise_mismatch`, transient).
 pub async fn apply_batch(
     group: ConsumerGroup,
     connection: &mut PgConnection,
     events: &[&Event],
-) -> Result<Option<Vec<Verdict>>, HandlerError> {
+) -> Result<Vec<Verdict>, HandlerError> {
     let mut verdicts: Vec<Option<Verdict>> = events.iter().map(|_| None).collect();
     // The SKUs each cancellation releases: those reserved before the batch,
     // and (added below) those its order reserves earlier in the batch, so
     // the cancellation comes after that order and before any later order
     // on those SKUs.
     let mut reservations = if group == ConsumerGroup::Inventory {
-        super::lock_keys::reserved_skus(connection, events).await?
+        reserved_skus(connection, events).await?
     } else {
         HashMap::new()
     };
@@ -58,7 +66,7 @@ pub async fn apply_batch(
     let mut lock_ids = Vec::new();
     let mut batch = Vec::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
-        let fields = match fields(group, event) {
+        let fields = match super::fields::fields(group, event) {
             Ok(fields) => fields,
             Err(error) => {
                 verdicts[index] = Some(Verdict::Failed(error));
@@ -89,19 +97,12 @@ pub async fn apply_batch(
     let reported: Vec<(i32, String, Option<String>, Option<i64>)> = if batch.is_empty() {
         Vec::new()
     } else {
-        match sqlx::query_as("SELECT * FROM switchyard_apply_reported($1, $2, $3)")
+        sqlx::query_as("SELECT * FROM switchyard_apply_reported($1, $2, $3)")
             .bind(group.as_str())
             .bind(&lock_ids)
             .bind(sqlx::types::Json(&batch))
             .fetch_all(&mut *connection)
-            .await
-        {
-            Ok(rows) => rows,
-            Err(error) if classify_database_error(&error) == Disposition::DeadLetter => {
-                return Ok(None);
-            }
-            Err(error) => return Err(error.into()),
-        }
+            .await?
     };
     for (index, verdict, sku, quantity) in reported {
         // Only indexes this batch sent come back, each once; anything else
@@ -113,7 +114,7 @@ pub async fn apply_batch(
             .filter(|index| batch.iter().any(|entry| entry.i == *index));
         let Some(index) = sent.filter(|index| verdicts[*index].is_none()) else {
             tracing::error!(%group, index, "the set-wise function reported an event not sent, or twice");
-            return Ok(None);
+            return Err(mismatch(group, "reported an event not sent, or twice"));
         };
         let event = events[index];
         verdicts[index] = Some(match verdict.as_str() {
@@ -127,39 +128,22 @@ pub async fn apply_batch(
     let mut complete = Vec::with_capacity(verdicts.len());
     for (index, verdict) in verdicts.into_iter().enumerate() {
         let Some(verdict) = verdict else {
-            tracing::error!(%group, index, "the set-wise function did not report on an event; redoing the batch event by event");
-            return Ok(None);
+            tracing::error!(%group, index, "the set-wise function did not report on an event");
+            return Err(mismatch(group, "did not report on an event"));
         };
         complete.push(verdict);
     }
-    Ok(Some(complete))
+    Ok(complete)
 }
 
-/// The aggregates `event` touches in `group`'s projection: what it locks
-/// and what orders it after earlier events of the batch.
-fn aggregate_keys(
-    group: ConsumerGroup,
-    event: &Event,
-    reservations: &HashMap<Uuid, Vec<String>>,
-) -> Vec<String> {
-    let order = |id: &Uuid| format!("order:{id}");
-    let sku = |sku: &str| format!("sku:{sku}");
-    match (group, &event.payload) {
-        (ConsumerGroup::Inventory, EventPayload::OrderPlaced(placed)) => placed
-            .lines
-            .iter()
-            .map(|line| sku(&line.sku))
-            .chain([order(&placed.order_id)])
-            .collect(),
-        (ConsumerGroup::Inventory, EventPayload::OrderCancelled(cancelled)) => reservations
-            .get(&cancelled.order_id)
-            .into_iter()
-            .flatten()
-            .map(|reserved| sku(reserved))
-            .chain([order(&cancelled.order_id)])
-            .collect(),
-        _ => super::known_lock_keys(group, event).unwrap_or_default(),
-    }
+/// The function's report does not match this build (a database migrated
+/// by another version): transient, so the events wait for a matching
+/// build rather than being taken as applied or dead-lettered.
+fn mismatch(group: ConsumerGroup, what: &str) -> HandlerError {
+    HandlerError::transient(
+        "set_wise_mismatch",
+        format!("the {group} batch function {what}"),
+    )
 }
 
 /// Each event's level: one more than the last earlier event sharing a key,
@@ -199,8 +183,7 @@ impl Levels {
 
 /// One event of a batch as the group's function reads it
 /// (`jsonb_to_recordset`): its index, id, type, level, time and the
-/// fields of its type — serialized straight into the call's parameter,
-/// without a JSON tree per event.
+/// fields of its type.
 #[derive(Serialize)]
 struct Entry<'a> {
     i: usize,
@@ -213,209 +196,8 @@ struct Entry<'a> {
     fields: Fields<'a>,
 }
 
-/// The fields the group's function reads for one event type.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Fields<'a> {
-    Customer {
-        customer_id: Uuid,
-        email: &'a str,
-        name: &'a str,
-    },
-    Order {
-        order_id: Uuid,
-        customer_id: Uuid,
-        currency: &'a str,
-        total: i64,
-        lines: Vec<Line<'a>>,
-    },
-    Payment {
-        order_id: Uuid,
-        payment_id: Uuid,
-        amount: i64,
-        currency: &'a str,
-    },
-    PaymentFailed {
-        order_id: Uuid,
-        payment_id: Uuid,
-        amount: i64,
-        currency: &'a str,
-        reason: &'a str,
-    },
-    Shipment {
-        order_id: Uuid,
-        shipment_id: Uuid,
-        carrier: &'a str,
-        tracking_number: &'a str,
-    },
-    Cancellation {
-        order_id: Uuid,
-    },
-    Product {
-        sku: &'a str,
-        name: &'a str,
-        category: &'a str,
-        price: i64,
-        currency: &'a str,
-    },
-    PriceChange {
-        sku: &'a str,
-        price: i64,
-        currency: &'a str,
-    },
-    Restock {
-        sku: &'a str,
-        quantity: i64,
-    },
-    Reservation {
-        order_id: Uuid,
-        wanted: Vec<Wanted<'a>>,
-    },
-    Sale {
-        order_id: Uuid,
-        currency: &'a str,
-        categories: super::sales::CategoryTotals,
-    },
-    SaleDay {
-        order_id: Uuid,
-        day: chrono::NaiveDate,
-    },
-}
-
-/// An order line as `orders` reads it (`n` counts from 1).
-#[derive(Serialize)]
-struct Line<'a> {
-    n: usize,
-    sku: &'a str,
-    category: &'a str,
-    quantity: i64,
-    unit_price: i64,
-}
-
-/// Units of one SKU an order reserves.
-#[derive(Serialize)]
-struct Wanted<'a> {
-    sku: &'a str,
-    quantity: i64,
-}
-
-/// The fields the group's function reads for `event`; `Err` for an event
-/// that can never apply (a sum that does not fit 64 bits, as its handler
-/// would refuse it, or a type the group does not handle). One exhaustive
-/// match per group: a new event type does not compile until each group
-/// decides what to do with it.
-fn fields(group: ConsumerGroup, event: &Event) -> Result<Fields<'_>, HandlerError> {
-    use EventPayload as P;
-    let not_handled = || Err(HandlerError::not_handled(group, event));
-    let cancellation = |cancelled: &shared::events::catalog::OrderCancelled| Fields::Cancellation {
-        order_id: cancelled.order_id,
-    };
-    let fields = match group {
-        ConsumerGroup::Orders => match &event.payload {
-            P::CustomerRegistered(customer) => Fields::Customer {
-                customer_id: customer.customer_id,
-                email: &customer.email,
-                name: &customer.name,
-            },
-            P::OrderPlaced(order) => Fields::Order {
-                order_id: order.order_id,
-                customer_id: order.customer_id,
-                currency: &order.currency,
-                total: order
-                    .total_cents()
-                    .ok_or_else(super::orders::total_overflow)?,
-                lines: order
-                    .lines
-                    .iter()
-                    .enumerate()
-                    .map(|(number, line)| Line {
-                        n: number + 1,
-                        sku: &line.sku,
-                        category: &line.category,
-                        quantity: line.quantity,
-                        unit_price: line.unit_price_cents,
-                    })
-                    .collect(),
-            },
-            P::PaymentCaptured(payment) => Fields::Payment {
-                order_id: payment.order_id,
-                payment_id: payment.payment_id,
-                amount: payment.amount_cents,
-                currency: &payment.currency,
-            },
-            P::PaymentFailed(payment) => Fields::PaymentFailed {
-                order_id: payment.order_id,
-                payment_id: payment.payment_id,
-                amount: payment.amount_cents,
-                currency: &payment.currency,
-                reason: &payment.reason,
-            },
-            P::OrderShipped(shipment) => Fields::Shipment {
-                order_id: shipment.order_id,
-                shipment_id: shipment.shipment_id,
-                carrier: &shipment.carrier,
-                tracking_number: &shipment.tracking_number,
-            },
-            P::OrderCancelled(cancelled) => cancellation(cancelled),
-            P::ProductListed(_) | P::ProductPriceChanged(_) | P::InventoryRestocked(_) => {
-                return not_handled();
-            }
-        },
-        ConsumerGroup::Inventory => match &event.payload {
-            P::ProductListed(product) => Fields::Product {
-                sku: &product.sku,
-                name: &product.name,
-                category: &product.category,
-                price: product.price_cents,
-                currency: &product.currency,
-            },
-            P::ProductPriceChanged(change) => Fields::PriceChange {
-                sku: &change.sku,
-                price: change.new_price_cents,
-                currency: &change.currency,
-            },
-            P::InventoryRestocked(restock) => Fields::Restock {
-                sku: &restock.sku,
-                quantity: restock.quantity,
-            },
-            P::OrderPlaced(order) => Fields::Reservation {
-                order_id: order.order_id,
-                wanted: super::inventory::units_per_sku(order)?
-                    .into_iter()
-                    .map(|(sku, quantity)| Wanted { sku, quantity })
-                    .collect(),
-            },
-            P::OrderCancelled(cancelled) => cancellation(cancelled),
-            P::CustomerRegistered(_)
-            | P::PaymentCaptured(_)
-            | P::PaymentFailed(_)
-            | P::OrderShipped(_) => return not_handled(),
-        },
-        ConsumerGroup::Sales => match &event.payload {
-            P::OrderPlaced(order) => Fields::Sale {
-                order_id: order.order_id,
-                currency: &order.currency,
-                categories: super::sales::category_totals(order)
-                    .ok_or_else(|| super::sales::too_large(order))?,
-            },
-            P::PaymentCaptured(payment) => Fields::SaleDay {
-                order_id: payment.order_id,
-                day: event.time.date_naive(),
-            },
-            P::OrderCancelled(cancelled) => cancellation(cancelled),
-            P::CustomerRegistered(_)
-            | P::ProductListed(_)
-            | P::ProductPriceChanged(_)
-            | P::InventoryRestocked(_)
-            | P::PaymentFailed(_)
-            | P::OrderShipped(_) => return not_handled(),
-        },
-    };
-    Ok(fields)
-}
-
-/// The handler error of a failure the function reported, as the per-event
-/// handler words it.
+/// The handler error of a failure the function reported, worded by the
+/// group's module.
 fn failure(
     group: ConsumerGroup,
     kind: &str,

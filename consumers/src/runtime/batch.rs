@@ -157,11 +157,12 @@ async fn process_batch_set_wise(
     }
     let started = std::time::Instant::now();
     let verdicts = match handlers::apply_batch(context.group, &mut *connection, &events).await {
-        Ok(Some(verdicts)) => verdicts,
-        Ok(None) => return Ok(None),
+        Ok(verdicts) => verdicts,
         Err(error) => {
             outage(error)?;
-            return Ok(None); // contention: the isolating path takes its time
+            // It raised (the isolating path finds the event at fault), or
+            // contention (the isolating path takes its time).
+            return Ok(None);
         }
     };
     let handling = started.elapsed();
@@ -299,6 +300,9 @@ async fn lock_aggregates(
     Ok(())
 }
 
+/// One event in its own savepoint, through the group's function (a batch
+/// of one): the same rule, claim and verdicts as the set-wise path, and a
+/// raise is this event's alone.
 async fn process_event(
     connection: &mut PgConnection,
     context: &BatchContext,
@@ -308,37 +312,28 @@ async fn process_event(
     sqlx::query("SAVEPOINT event")
         .execute(&mut *connection)
         .await?;
-    let first_time = sqlx::query(
-        "INSERT INTO processed_events (consumer_group, event_id, event_type) VALUES ($1, $2, $3) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(context.group.as_str())
-    .bind(event.id)
-    .bind(event.event_type().as_str())
-    .execute(&mut *connection)
-    .await?
-    .rows_affected()
-        == 1;
-    if !first_time {
-        sqlx::query("RELEASE SAVEPOINT event")
-            .execute(&mut *connection)
-            .await?;
-        return Ok(Outcome::Duplicate);
-    }
-    let error = match handlers::apply(context.group, connection, event).await {
-        Ok(()) => {
-            sqlx::query("RELEASE SAVEPOINT event")
+    let verdict = handlers::apply_batch(context.group, &mut *connection, &[event])
+        .await
+        .and_then(|verdicts| {
+            verdicts.into_iter().next().ok_or_else(|| {
+                HandlerError::transient("set_wise_mismatch", "no verdict for the event")
+            })
+        });
+    let outcome = match verdict {
+        Ok(Verdict::Applied) => Outcome::Applied,
+        Ok(Verdict::Duplicate) => Outcome::Duplicate,
+        Ok(Verdict::Failed(error)) | Err(error) => {
+            sqlx::query("ROLLBACK TO SAVEPOINT event")
                 .execute(&mut *connection)
                 .await?;
-            return Ok(Outcome::Applied);
+            let error = outage(error)?;
+            return failed_outcome(connection, context, incoming, event, &error).await;
         }
-        Err(error) => error,
     };
-    sqlx::query("ROLLBACK TO SAVEPOINT event")
+    sqlx::query("RELEASE SAVEPOINT event")
         .execute(&mut *connection)
         .await?;
-    let error = outage(error)?;
-    failed_outcome(connection, context, incoming, event, &error).await
+    Ok(outcome)
 }
 
 /// What becomes of an event whose handler failed, once its effects are

@@ -496,7 +496,6 @@ async fn set_wise_plans_made_on_empty_tables_read_every_table_through_an_index()
                 .collect();
             let verdicts = consumers::handlers::apply_batch(group, &mut transaction, &batch)
                 .await
-                .unwrap()
                 .expect("applied set-wise");
             applied += verdicts
                 .iter()

@@ -1,10 +1,11 @@
 //! Projections converge: whatever the delivery order and however many
 //! duplicates arrive, the final database equals the in-order result. The
-//! reference applies the stream in order, one event at a time, through the
-//! per-event handlers (savepoint path); the run under test delivers it
-//! shuffled with copies, in batches that mix types and aggregates, through
-//! the set-wise path — so each type's set-wise statement is checked
-//! against its handler.
+//! reference applies the stream in order, one event at a time (the
+//! savepoint path: the group's function called with one event); the run
+//! under test delivers it shuffled with copies, in batches that mix types
+//! and aggregates, through the set-wise path — so each type's statement is
+//! checked against itself applied alone, in order, and the levels that
+//! keep an aggregate's order within a batch are checked too.
 
 use std::collections::VecDeque;
 
@@ -38,7 +39,7 @@ const SNAPSHOT_TABLES: [&str; 10] = [
 enum Path {
     /// The runtime's choice, which must be set-wise for a valid stream.
     SetWise,
-    /// A savepoint per event, through the per-event handlers.
+    /// A savepoint per event, the group's function called with that event alone.
     EventByEvent,
 }
 

@@ -121,3 +121,83 @@ async fn a_connection_given_up_on_a_silent_database_frees_its_place_in_the_pool(
     assert_eq!(answered, Some(2), "the pool opened a fresh connection");
     shared::database::close(&pool).await;
 }
+
+/// The groups' functions come from `db/functions/*.sql`: a fresh database
+/// runs each file's text, applying again changes nothing, a source the
+/// database ran that differs from the file (an older build's) is replaced,
+/// and one recorded by a build with newer migrations is left alone.
+#[tokio::test]
+async fn the_functions_are_their_files_applied_once_and_never_put_back_by_an_older_build() {
+    use shared::database::{FUNCTION_SOURCES, MIGRATOR, apply_function_sources};
+
+    let database = TestDatabase::create().await;
+    let pool = &database.pool;
+    // What PostgreSQL runs is each file's function body.
+    let bodies: Vec<(String, String)> = sqlx::query_as(
+        "SELECT proname::text, prosrc FROM pg_proc WHERE proname IN \
+         ('switchyard_apply_orders', 'switchyard_apply_inventory', 'switchyard_apply_sales', \
+          'switchyard_apply_reported') ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(bodies.len(), 4);
+    for (function, body) in &bodies {
+        let group = function.trim_start_matches("switchyard_apply_");
+        let (_, source) = FUNCTION_SOURCES
+            .iter()
+            .find(|(name, _)| *name == group)
+            .unwrap();
+        assert!(
+            source.contains(body.as_str()),
+            "{function} is not db/functions/{group}.sql"
+        );
+    }
+    assert_eq!(
+        apply_function_sources(pool).await.unwrap(),
+        Vec::<&str>::new()
+    );
+
+    // An older build's source of `sales` (a body that raises) is replaced.
+    let newest = MIGRATOR.iter().map(|m| m.version).max().unwrap();
+    let older = "CREATE OR REPLACE FUNCTION switchyard_apply_sales(lock_ids BIGINT[], batch JSONB) \
+                 RETURNS TABLE (failed_index INTEGER, failure TEXT, failed_sku TEXT, failed_quantity BIGINT) \
+                 LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'older'; END $$";
+    sqlx::raw_sql(older).execute(pool).await.unwrap();
+    sqlx::query(
+        "UPDATE switchyard_function_sources SET source = $1, applied_by = $2 WHERE name = 'sales'",
+    )
+    .bind(older)
+    .bind(newest - 1)
+    .execute(pool)
+    .await
+    .unwrap();
+    assert_eq!(apply_function_sources(pool).await.unwrap(), ["sales"]);
+    let body: String =
+        sqlx::query_scalar("SELECT prosrc FROM pg_proc WHERE proname = 'switchyard_apply_sales'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(!body.contains("older"));
+
+    // A newer build's source stays, whatever this build's file says.
+    sqlx::raw_sql(older).execute(pool).await.unwrap();
+    sqlx::query(
+        "UPDATE switchyard_function_sources SET source = $1, applied_by = $2 WHERE name = 'sales'",
+    )
+    .bind(older)
+    .bind(newest + 1)
+    .execute(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        apply_function_sources(pool).await.unwrap(),
+        Vec::<&str>::new()
+    );
+    let body: String =
+        sqlx::query_scalar("SELECT prosrc FROM pg_proc WHERE proname = 'switchyard_apply_sales'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(body.contains("older"));
+}
