@@ -51,6 +51,7 @@ async fn run(stream: &[Event], path: Path) -> (usize, f64) {
     for group in ConsumerGroup::ALL {
         let context = BatchContext {
             group,
+            handlers: consumers::handlers::Store::shared(),
             worker: "bench".into(),
             policy: RetryPolicy {
                 max_attempts: u32::MAX,

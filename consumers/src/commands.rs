@@ -201,6 +201,7 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
         batch_linger: std::time::Duration::from_millis(u64::from(args.batch_linger_ms)),
         batch_timeout: std::time::Duration::from_millis(u64::from(args.batch_timeout_ms)),
         group_concurrency: args.group_concurrency,
+        handlers: crate::handlers::Store::shared(),
     };
     // Each worker holds one connection; the rest serve the dead-letter
     // movers (one per group, briefly), readiness checks and outage probes;
@@ -308,6 +309,7 @@ async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {
             batch_linger: crate::runtime::DEFAULT_BATCH_LINGER,
             batch_timeout: crate::runtime::DEFAULT_BATCH_TIMEOUT,
             group_concurrency: crate::runtime::DEFAULT_GROUP_CONCURRENCY,
+            handlers: crate::handlers::Store::shared(),
         },
         deadline: std::time::Duration::from_secs(args.max_seconds),
     };

@@ -36,7 +36,6 @@ pub async fn run_demo(
     options: DemoOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let metrics = crate::metrics::install_recorder();
     let connections = options.workers.groups.len() as u32 * options.workers.workers as u32 + 4;
     let pool = shared::startup::prepare_database(settings, connections).await?;
     let (connection, topology) =
@@ -108,7 +107,7 @@ pub async fn run_demo(
             .latency
             .map_or("-".to_owned(), |latency| latency.to_string())
     );
-    crate::report::print_batch_paths(&metrics);
+    crate::report::print_batch_paths();
     crate::report::print_totals(&pool).await?;
     shared::database::close(&pool).await;
     if let Some(done) = unfinished {

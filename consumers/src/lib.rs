@@ -14,6 +14,7 @@ pub mod cli;
 pub mod commands;
 pub mod dead_letters;
 pub mod demo;
+pub mod fnv;
 pub mod handlers;
 pub mod http;
 pub mod metrics;

@@ -1,12 +1,11 @@
 //! Every metric the workers emit, recorded from this one place, and the
 //! Prometheus recorder that renders them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use shared::groups::ConsumerGroup;
-
-use crate::runtime::batch::BatchTiming;
 
 /// Events by group, type and outcome (`applied`, `duplicate`, `retried`, `dead_lettered`).
 pub const EVENTS_TOTAL: &str = "switchyard_events_total";
@@ -70,6 +69,7 @@ pub fn batch_events(
     for (event_type, outcome, lag) in events {
         if let Some(lag) = lag {
             lag_seconds.record(lag.as_secs_f64());
+            shared::metrics_recorder::tally_lag(lag.as_secs_f64());
         }
         match counts
             .iter_mut()
@@ -85,12 +85,63 @@ pub fn batch_events(
     }
 }
 
+/// How a committed batch was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchPath {
+    /// The whole batch in one call of the group's function (one round
+    /// trip); dead letters of its failures, if any, in one more transaction.
+    SetWise,
+    /// Redone with a savepoint per event: poison, or the set-wise call
+    /// raised (a constraint, bad data).
+    EventByEvent,
+}
+
+impl BatchPath {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchPath::SetWise => "set_wise",
+            BatchPath::EventByEvent => "event_by_event",
+        }
+    }
+}
+
+/// Batches this process committed, per group (in [`ConsumerGroup::ALL`]'s
+/// order) and path: the typed tally the end-of-run reports read (the
+/// recorder's counter of the same is for `/metrics`).
+static BATCHES: [[AtomicU64; 2]; 3] = [const { [const { AtomicU64::new(0) }; 2] }; 3];
+
+fn batch_tally(group: ConsumerGroup, path: BatchPath) -> &'static AtomicU64 {
+    let group = ConsumerGroup::ALL
+        .iter()
+        .position(|each| *each == group)
+        .unwrap_or_default();
+    &BATCHES[group][path as usize]
+}
+
+/// Batches of `group` this process committed along `path` so far.
+pub fn batches_committed(group: ConsumerGroup, path: BatchPath) -> u64 {
+    batch_tally(group, path).load(Ordering::Relaxed)
+}
+
+/// How long a committed batch took, and along which path.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchTiming {
+    /// The path.
+    pub path: BatchPath,
+    /// Applying (for the set-wise path, including its commit).
+    pub handling: Duration,
+    /// The commit, when it was a step of its own.
+    pub commit: Option<Duration>,
+}
+
 /// A committed batch: its path, its size, how long applying it took and,
 /// when the commit was a step of its own, how long committing took (a batch
 /// applied in one autocommit statement has its commit inside `handling`).
 pub fn batch_committed(group: ConsumerGroup, size: usize, timing: BatchTiming) {
     metrics::counter!(BATCHES_TOTAL, "group" => group.as_str(), "path" => timing.path.as_str())
         .increment(1);
+    batch_tally(group, timing.path).fetch_add(1, Ordering::Relaxed);
     metrics::histogram!(BATCH_SIZE, "group" => group.as_str()).record(size as f64);
     metrics::histogram!(HANDLER_SECONDS, "group" => group.as_str())
         .record(timing.handling.as_secs_f64());
@@ -123,21 +174,6 @@ pub fn broker_reconnect() {
 /// Deliveries taken (positive) or settled (negative).
 pub fn in_flight(group: ConsumerGroup, change: f64) {
     metrics::gauge!(IN_FLIGHT, "group" => group.as_str()).increment(change);
-}
-
-/// Committed batches by (group, path) so far in this process, read back
-/// from the recorder's rendering.
-pub fn batches_by_path(
-    handle: &PrometheusHandle,
-) -> std::collections::HashMap<(String, String), f64> {
-    let rendered = handle.render();
-    shared::prometheus_text::samples(&rendered, BATCHES_TOTAL)
-        .filter_map(|sample| {
-            let group = sample.label("group")?.to_owned();
-            let path = sample.label("path")?.to_owned();
-            Some(((group, path), sample.value))
-        })
-        .collect()
 }
 
 /// Ready messages on a group's work queue (sampled).
@@ -177,55 +213,34 @@ pub fn queue_sample_failed() {
     metrics::counter!(QUEUE_SAMPLES_FAILED_TOTAL).increment(1);
 }
 
-/// A group's sampled queue figures.
-pub fn queue_figures(figures: &crate::stats::GroupStats) {
-    let group = figures.group.as_str();
-    metrics::gauge!(QUEUE_READY, "group" => group).set(figures.ready as f64);
-    metrics::gauge!(QUEUE_RETRYING, "group" => group).set(figures.retrying as f64);
-    metrics::gauge!(QUEUE_BACKLOG, "group" => group).set(figures.backlog as f64);
-    metrics::gauge!(QUEUE_CONSUMERS, "group" => group).set(figures.consumers as f64);
-    metrics::gauge!(DEAD_LETTERS_OPEN, "group" => group).set(figures.open_dead_letters as f64);
-    if let Some(unacked) = figures.unacked {
-        metrics::gauge!(QUEUE_UNACKED, "group" => group).set(unacked as f64);
-    }
-    if let Some(rate) = figures.ack_rate {
-        metrics::gauge!(QUEUE_ACK_RATE, "group" => group).set(rate);
-    }
-    if let Some(age) = figures.oldest_waiting_seconds {
-        metrics::gauge!(QUEUE_OLDEST_WAITING_SECONDS, "group" => group).set(age);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use shared::groups::ConsumerGroup;
 
-    use crate::runtime::batch::{BatchPath, BatchTiming};
+    use super::{BatchPath, BatchTiming, batches_committed};
 
     #[test]
-    fn batches_by_path_reads_back_what_was_counted() {
-        let handle = super::install_recorder();
+    fn batches_committed_reads_back_what_was_counted() {
         let timing = |path| BatchTiming {
             path,
             handling: Duration::from_millis(1),
             commit: None,
         };
-        let key = |group: ConsumerGroup, path: BatchPath| {
-            (group.as_str().to_owned(), path.as_str().to_owned())
+        let counts = || {
+            [
+                batches_committed(ConsumerGroup::Inventory, BatchPath::SetWise),
+                batches_committed(ConsumerGroup::Sales, BatchPath::EventByEvent),
+                batches_committed(ConsumerGroup::Orders, BatchPath::SetWise),
+            ]
         };
-        let before = super::batches_by_path(&handle);
+        let before = counts();
         super::batch_committed(ConsumerGroup::Inventory, 3, timing(BatchPath::SetWise));
         super::batch_committed(ConsumerGroup::Inventory, 2, timing(BatchPath::SetWise));
         super::batch_committed(ConsumerGroup::Sales, 1, timing(BatchPath::EventByEvent));
-        let after = super::batches_by_path(&handle);
-        let added = |group, path| {
-            let key = key(group, path);
-            after.get(&key).copied().unwrap_or(0.0) - before.get(&key).copied().unwrap_or(0.0)
-        };
-        assert_eq!(added(ConsumerGroup::Inventory, BatchPath::SetWise), 2.0);
-        assert_eq!(added(ConsumerGroup::Sales, BatchPath::EventByEvent), 1.0);
-        assert_eq!(added(ConsumerGroup::Orders, BatchPath::SetWise), 0.0);
+        let after = counts();
+        let added: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+        assert_eq!(added, [2, 1, 0]);
     }
 }

@@ -4,21 +4,15 @@
 use shared::groups::ConsumerGroup;
 use sqlx::PgPool;
 
-use crate::runtime::batch::BatchPath;
+use crate::metrics::{BatchPath, batches_committed};
 
 /// How this process's batches were applied, per group.
-pub fn print_batch_paths(metrics: &metrics_exporter_prometheus::PrometheusHandle) {
+pub fn print_batch_paths() {
     println!("batches this run (set-wise / event by event):");
-    let counts = crate::metrics::batches_by_path(metrics);
     for group in ConsumerGroup::ALL {
-        let count = |path: BatchPath| {
-            counts
-                .get(&(group.as_str().to_owned(), path.as_str().to_owned()))
-                .copied()
-                .unwrap_or(0.0)
-        };
+        let count = |path| batches_committed(group, path);
         println!(
-            "  {:<21} {:.0} / {:.0}",
+            "  {:<21} {} / {}",
             group.as_str(),
             count(BatchPath::SetWise),
             count(BatchPath::EventByEvent)

@@ -277,10 +277,26 @@ pub fn table(stats: &Stats) -> String {
     table
 }
 
-/// Sets the queue gauges (see [`crate::metrics`]) from `stats`.
+/// Sets the queue gauges (named in [`crate::metrics`]) from `stats`.
 pub fn record(stats: &Stats) {
-    for group in &stats.groups {
-        crate::metrics::queue_figures(group);
+    use crate::metrics as m;
+    for figures in &stats.groups {
+        let group = figures.group.as_str();
+        metrics::gauge!(m::QUEUE_READY, "group" => group).set(figures.ready as f64);
+        metrics::gauge!(m::QUEUE_RETRYING, "group" => group).set(figures.retrying as f64);
+        metrics::gauge!(m::QUEUE_BACKLOG, "group" => group).set(figures.backlog as f64);
+        metrics::gauge!(m::QUEUE_CONSUMERS, "group" => group).set(figures.consumers as f64);
+        metrics::gauge!(m::DEAD_LETTERS_OPEN, "group" => group)
+            .set(figures.open_dead_letters as f64);
+        if let Some(unacked) = figures.unacked {
+            metrics::gauge!(m::QUEUE_UNACKED, "group" => group).set(unacked as f64);
+        }
+        if let Some(rate) = figures.ack_rate {
+            metrics::gauge!(m::QUEUE_ACK_RATE, "group" => group).set(rate);
+        }
+        if let Some(age) = figures.oldest_waiting_seconds {
+            metrics::gauge!(m::QUEUE_OLDEST_WAITING_SECONDS, "group" => group).set(age);
+        }
     }
 }
 

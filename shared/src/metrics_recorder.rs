@@ -3,6 +3,7 @@
 //! every Switchyard metric.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -61,6 +62,46 @@ pub fn lag_buckets() -> Vec<f64> {
     tenths
         .map(|tenth: u32| f64::from(tenth) / 10_000.0)
         .chain([1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0])
+        .collect()
+}
+
+/// This process's lag counts per [`lag_buckets`] bound (and one past the
+/// last): what reports in this process read (the main job's progress
+/// lines), typed, instead of parsing the recorder's rendering, which is
+/// for `/metrics`.
+static LAG_COUNTS: OnceLock<(Vec<f64>, Vec<AtomicU64>)> = OnceLock::new();
+
+fn lag_counts() -> &'static (Vec<f64>, Vec<AtomicU64>) {
+    LAG_COUNTS.get_or_init(|| {
+        let bounds = lag_buckets();
+        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        (bounds, counts)
+    })
+}
+
+/// Counts one lag of `seconds` in this process's tally (the workers call
+/// it beside the [`LAG_SECONDS`] histogram).
+pub fn tally_lag(seconds: f64) {
+    let (bounds, counts) = lag_counts();
+    let bucket = bounds.partition_point(|bound| *bound < seconds);
+    counts[bucket].fetch_add(1, Ordering::Relaxed);
+}
+
+/// This process's lags so far: per bucket, its upper bound in seconds
+/// (`f64::INFINITY` for the last) and the count at or below it
+/// (cumulative, as a Prometheus histogram's buckets).
+pub fn lag_tally() -> Vec<(f64, u64)> {
+    let (bounds, counts) = lag_counts();
+    let mut cumulative = 0;
+    bounds
+        .iter()
+        .copied()
+        .chain([f64::INFINITY])
+        .zip(counts)
+        .map(|(bound, count)| {
+            cumulative += count.load(Ordering::Relaxed);
+            (bound, cumulative)
+        })
         .collect()
 }
 

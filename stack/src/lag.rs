@@ -1,41 +1,36 @@
 //! End-to-end lag (commit time minus event time) over the last interval,
-//! from the workers' histogram in the process's Prometheus recorder.
+//! from the workers' typed lag tally in this process
+//! (`shared::metrics_recorder::lag_tally`, the same buckets as the
+//! `/metrics` histogram).
 
 use std::collections::BTreeMap;
 
-use metrics_exporter_prometheus::PrometheusHandle;
-use shared::metrics_recorder::LAG_SECONDS;
-
-/// Cumulative counts per bucket bound (seconds), summed over groups.
+/// Cumulative counts per bucket bound (microseconds; `u64::MAX` for the
+/// last, unbounded one), over every group.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LagSnapshot(BTreeMap<u64, f64>);
 
 impl LagSnapshot {
-    /// The histogram as rendered now.
-    pub fn take(metrics: &PrometheusHandle) -> Self {
-        Self::parse(&metrics.render())
+    /// The tally now.
+    pub fn take() -> Self {
+        Self::from_cumulative(shared::metrics_recorder::lag_tally())
     }
 
-    /// Reads `…_lag_seconds_bucket{…,le="0.005"} 12` lines (bounds kept
-    /// in microseconds so they can be map keys; `+Inf` as `u64::MAX`).
-    pub fn parse(rendered: &str) -> Self {
-        let name = format!("{LAG_SECONDS}_bucket");
-        let mut buckets = BTreeMap::new();
-        for sample in shared::prometheus_text::samples(rendered, &name) {
-            let Some(bound) = sample.label("le") else {
-                continue;
-            };
-            let count = sample.value;
-            let key = if bound == "+Inf" {
-                u64::MAX
-            } else {
-                bound
-                    .parse::<f64>()
-                    .map_or(u64::MAX, |seconds| (seconds * 1e6).round() as u64)
-            };
-            *buckets.entry(key).or_insert(0.0) += count;
-        }
-        Self(buckets)
+    /// From cumulative counts per bucket bound in seconds.
+    pub fn from_cumulative(buckets: impl IntoIterator<Item = (f64, u64)>) -> Self {
+        Self(
+            buckets
+                .into_iter()
+                .map(|(bound, count)| {
+                    let key = if bound.is_finite() {
+                        (bound * 1e6).round() as u64
+                    } else {
+                        u64::MAX
+                    };
+                    (key, count as f64)
+                })
+                .collect(),
+        )
     }
 
     /// The `quantile` of the events recorded between `earlier` and this
@@ -69,30 +64,22 @@ mod tests {
 
     #[test]
     fn quantiles_come_from_the_interval_only() {
-        let line = |group: &str, le: &str, count: u32| {
-            format!("{LAG_SECONDS}_bucket{{group=\"{group}\",le=\"{le}\"}} {count}\n")
-        };
-        let earlier = LagSnapshot::parse(
-            &[
-                line("orders", "0.005", 10),
-                line("orders", "0.1", 10),
-                line("orders", "+Inf", 10),
-            ]
-            .concat(),
-        );
-        let now = LagSnapshot::parse(
-            &[
-                line("orders", "0.005", 10),
-                line("orders", "0.1", 19),
-                line("orders", "+Inf", 20),
-                line("sales", "0.005", 0),
-                line("sales", "0.1", 0),
-                line("sales", "+Inf", 0),
-            ]
-            .concat(),
-        );
+        let earlier = LagSnapshot::from_cumulative([(0.005, 10), (0.1, 10), (f64::INFINITY, 10)]);
+        let now = LagSnapshot::from_cumulative([(0.005, 10), (0.1, 19), (f64::INFINITY, 20)]);
         assert_eq!(now.quantile_since(&earlier, 0.5), Some(100.0));
         assert_eq!(now.quantile_since(&earlier, 0.99), Some(f64::INFINITY));
         assert_eq!(earlier.quantile_since(&earlier, 0.5), None);
+    }
+
+    #[test]
+    fn the_tally_counts_each_lag_in_its_bucket() {
+        let before = LagSnapshot::take();
+        shared::metrics_recorder::tally_lag(0.000_2);
+        shared::metrics_recorder::tally_lag(0.003);
+        shared::metrics_recorder::tally_lag(1_000.0);
+        let after = LagSnapshot::take();
+        assert_eq!(after.quantile_since(&before, 0.3), Some(0.5));
+        assert_eq!(after.quantile_since(&before, 0.6), Some(3.0));
+        assert_eq!(after.quantile_since(&before, 1.0), Some(f64::INFINITY));
     }
 }

@@ -80,7 +80,8 @@ pub async fn run_stack(
     options: StackOptions,
     stop: CancellationToken,
 ) -> anyhow::Result<StackSummary> {
-    let metrics = shared::metrics_recorder::install();
+    // One recorder for the workers and the gateway, which serves `/metrics`.
+    shared::metrics_recorder::install();
     let groups = ConsumerGroup::ALL.len() as u32;
     let connections = groups * (options.workers as u32 + 1) + 32 + 3 + 10;
     let pool = shared::startup::prepare_database(settings, connections).await?;
@@ -135,6 +136,7 @@ pub async fn run_stack(
             batch_linger: consumers::runtime::DEFAULT_BATCH_LINGER,
             batch_timeout: consumers::runtime::DEFAULT_BATCH_TIMEOUT,
             group_concurrency: consumers::runtime::DEFAULT_GROUP_CONCURRENCY,
+            handlers: consumers::handlers::Store::shared(),
         },
         services.clone(),
         "switchyard-stack-workers",
@@ -173,7 +175,7 @@ pub async fn run_stack(
     ));
 
     let started = Instant::now();
-    let mut lag_before = LagSnapshot::take(&metrics);
+    let mut lag_before = LagSnapshot::take();
     let mut applied_before = (started, database_counts(&pool).await?.applied);
     let mut print_progress = async |phase: &str| -> anyhow::Result<()> {
         let depths = topology.depths(&connection).await?;
@@ -187,7 +189,7 @@ pub async fn run_stack(
         let rate = (applied - applied_before.1) as f64
             / applied_before.0.elapsed().as_secs_f64().max(0.001);
         applied_before = (Instant::now(), applied);
-        let lag_now = LagSnapshot::take(&metrics);
+        let lag_now = LagSnapshot::take();
         let lag = |quantile| {
             lag_now
                 .quantile_since(&lag_before, quantile)
@@ -239,7 +241,7 @@ pub async fn run_stack(
         load: load_report,
         groups: totals,
     };
-    print_summary(&summary, &metrics);
+    print_summary(&summary);
     consumers::report::print_totals(&pool).await?;
     shared::database::close(&pool).await;
     Ok(summary)
@@ -267,7 +269,7 @@ async fn database_counts(pool: &PgPool) -> Result<DatabaseCounts, sqlx::Error> {
     })
 }
 
-fn print_summary(summary: &StackSummary, metrics: &metrics_exporter_prometheus::PrometheusHandle) {
+fn print_summary(summary: &StackSummary) {
     let load = &summary.load;
     println!("\nsummary");
     println!(
@@ -302,7 +304,7 @@ fn print_summary(summary: &StackSummary, metrics: &metrics_exporter_prometheus::
             totals.missing()
         );
     }
-    consumers::report::print_batch_paths(metrics);
+    consumers::report::print_batch_paths();
     if summary.balanced() {
         println!(
             "  totals match the database: every accepted event was applied or dead-lettered by each group that receives it"

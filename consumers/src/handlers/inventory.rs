@@ -12,8 +12,8 @@ use shared::events::{Event, EventPayload};
 use shared::groups::ConsumerGroup;
 use uuid::Uuid;
 
-use super::HandlerError;
 use super::fields::{Fields, Wanted};
+use crate::runtime::handler::HandlerError;
 
 /// What `switchyard_apply_inventory` reads of `event`; `Err` for an event
 /// it must never be given (units that do not fit 64 bits, a type this

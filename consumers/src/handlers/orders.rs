@@ -9,8 +9,8 @@ use shared::events::{Event, EventPayload};
 use shared::groups::ConsumerGroup;
 use uuid::Uuid;
 
-use super::HandlerError;
 use super::fields::{Fields, Line};
+use crate::runtime::handler::HandlerError;
 
 /// What `switchyard_apply_orders` reads of `event`; `Err` for an event it
 /// must never be given (a total that does not fit 64 bits, a type this

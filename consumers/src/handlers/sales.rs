@@ -12,8 +12,8 @@ use shared::events::catalog::OrderPlaced;
 use shared::events::{Event, EventPayload};
 use shared::groups::ConsumerGroup;
 
-use super::HandlerError;
 use super::fields::Fields;
+use crate::runtime::handler::HandlerError;
 
 pub(super) type CategoryTotals = BTreeMap<String, CategoryTotal>;
 

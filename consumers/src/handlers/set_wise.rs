@@ -23,20 +23,9 @@ use shared::groups::ConsumerGroup;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::HandlerError;
 use super::fields::Fields;
 use super::lock_keys::{advisory_lock_id, aggregate_keys, reserved_skus};
-
-/// What became of one event of a batch applied set-wise.
-#[derive(Debug)]
-pub enum Verdict {
-    /// Applied and claimed, committed.
-    Applied,
-    /// Processed before, or a later copy of an event in the same batch.
-    Duplicate,
-    /// Not applied (nothing written, not claimed): why.
-    Failed(HandlerError),
-}
+use crate::runtime::handler::{HandlerError, Verdict};
 
 /// Applies `events` for `group` in one call of the group's function; one
 /// verdict per event, in order. On a connection in autocommit mode the

@@ -11,8 +11,10 @@ use sqlx::{Connection, PgConnection};
 
 use super::attempts::{AttemptHistory, AttemptRecord};
 use super::dead_letter_store;
+use super::handler::{Disposition, HandlerError, Handlers, Verdict, classify_database_error};
 use super::incoming::Incoming;
-use crate::handlers::{self, Disposition, HandlerError, Verdict, classify_database_error};
+pub use crate::metrics::BatchPath;
+use crate::metrics::BatchTiming;
 
 /// What happened to one event of a committed batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,43 +58,14 @@ impl From<sqlx::Error> for BatchError {
     }
 }
 
-/// How a committed batch was applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchPath {
-    /// The whole batch in one call of the group's function (one round
-    /// trip); dead letters of its failures, if any, in one more transaction.
-    SetWise,
-    /// Redone with a savepoint per event: poison, or the set-wise call
-    /// raised (a constraint, bad data).
-    EventByEvent,
-}
-
-impl BatchPath {
-    /// The metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BatchPath::SetWise => "set_wise",
-            BatchPath::EventByEvent => "event_by_event",
-        }
-    }
-}
-
-/// How long a committed batch took, and along which path.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchTiming {
-    /// The path.
-    pub path: BatchPath,
-    /// Applying (for [`BatchPath::SetWise`], including its commit).
-    pub handling: std::time::Duration,
-    /// The commit, when it was a step of its own.
-    pub commit: Option<std::time::Duration>,
-}
-
-/// Who processes, for which group, under which retry policy.
+/// Who processes, for which group, with which handlers, under which
+/// retry policy.
 #[derive(Debug, Clone)]
 pub struct BatchContext {
     /// The consumer group.
     pub group: ConsumerGroup,
+    /// What applies its events.
+    pub handlers: std::sync::Arc<dyn Handlers>,
     /// The worker's name (recorded in attempt logs).
     pub worker: String,
     /// Attempt budget.
@@ -156,7 +129,11 @@ async fn process_batch_set_wise(
         return Ok(None); // poison: the isolating path records it
     }
     let started = std::time::Instant::now();
-    let verdicts = match handlers::apply_batch(context.group, &mut *connection, &events).await {
+    let verdicts = match context
+        .handlers
+        .apply(context.group, &mut *connection, &events)
+        .await
+    {
         Ok(verdicts) => verdicts,
         Err(error) => {
             outage(error)?;
@@ -224,18 +201,6 @@ fn outage(error: HandlerError) -> Result<HandlerError, BatchError> {
     }
 }
 
-/// The advisory-lock ids of `keys`, ascending and distinct: the one order
-/// every batch takes its locks in.
-fn lock_ids(group: ConsumerGroup, keys: impl IntoIterator<Item = String>) -> Vec<i64> {
-    let mut ids: Vec<i64> = keys
-        .into_iter()
-        .map(|key| handlers::advisory_lock_id(group, &key))
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
-}
-
 /// The isolating path: each event in its own savepoint.
 async fn process_batch_isolating_failures(
     connection: &mut PgConnection,
@@ -244,7 +209,7 @@ async fn process_batch_isolating_failures(
 ) -> Result<Applied, BatchError> {
     let started = std::time::Instant::now();
     let mut transaction = connection.begin().await?;
-    lock_aggregates(&mut transaction, context.group, batch).await?;
+    lock_aggregates(&mut transaction, context, batch).await?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for incoming in batch {
         let outcome = match &incoming.event {
@@ -282,17 +247,17 @@ async fn process_batch_isolating_failures(
 /// wait for one another instead of deadlocking on rows locked in different orders.
 async fn lock_aggregates(
     connection: &mut PgConnection,
-    group: ConsumerGroup,
+    context: &BatchContext,
     batch: &[Incoming],
 ) -> Result<(), BatchError> {
     let events: Vec<&Event> = batch
         .iter()
         .filter_map(|incoming| incoming.event.as_ref().ok())
         .collect();
-    let ids = lock_ids(
-        group,
-        handlers::lock_keys(group, connection, &events).await?,
-    );
+    let ids = context
+        .handlers
+        .lock_ids(context.group, connection, &events)
+        .await?;
     sqlx::query("SELECT pg_advisory_xact_lock(id) FROM UNNEST($1::bigint[]) WITH ORDINALITY AS t(id, n) ORDER BY n")
         .bind(&ids)
         .execute(connection)
@@ -312,7 +277,9 @@ async fn process_event(
     sqlx::query("SAVEPOINT event")
         .execute(&mut *connection)
         .await?;
-    let verdict = handlers::apply_batch(context.group, &mut *connection, &[event])
+    let verdict = context
+        .handlers
+        .apply(context.group, &mut *connection, &[event])
         .await
         .and_then(|verdicts| {
             verdicts.into_iter().next().ok_or_else(|| {

@@ -12,11 +12,11 @@ use shared::groups::ConsumerGroup;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::RuntimeError;
 use super::attempts::{AttemptHistory, AttemptRecord};
 use super::batch::BatchContext;
 use super::consuming;
 use super::dead_letter_store;
+use super::error::RuntimeError;
 use super::incoming::Incoming;
 
 /// Consumes `queue` (a group's dead-letter queue) until shutdown, storing

@@ -182,12 +182,7 @@ fn lease_id(group: ConsumerGroup, slot: i32) -> i32 {
 
 /// A stable, positive 31-bit key (FNV-1a).
 fn key(text: &str) -> i32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in text.bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    (hash & 0x7fff_ffff) as i32
+    (crate::fnv::fnv1a_32(text.as_bytes()) & 0x7fff_ffff) as i32
 }
 
 struct Keeper {

@@ -17,6 +17,8 @@ pub mod batch;
 pub mod broker_dead_letters;
 pub mod consuming;
 pub mod dead_letter_store;
+pub mod error;
+pub mod handler;
 pub mod health;
 pub mod incoming;
 pub mod leases;
@@ -37,47 +39,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use attempts::AttemptKey;
 pub use batch::{BatchContext, Outcome};
+pub use error::RuntimeError;
 pub use health::Health;
 pub use leases::Leases;
 pub use worker::Worker;
-
-/// Why the runtime stopped abnormally.
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    /// The broker failed in a way lapin could not recover from.
-    #[error("broker error: {0}")]
-    Broker(#[from] lapin::Error),
-    /// The workers' broker connection could not be opened.
-    #[error(transparent)]
-    Connect(#[from] shared::broker::ConnectError),
-    /// The broker ended a worker's consumer (its queue was deleted, or the
-    /// consumer was cancelled) while the worker was not stopping.
-    #[error("the broker ended the consumer on {queue}")]
-    ConsumerEnded {
-        /// The queue consumed.
-        queue: String,
-    },
-    /// A worker's consumer ended with its channel closed under it (the
-    /// connection was lost and not recovered).
-    #[error("the broker connection was lost while consuming {queue}")]
-    ConnectionLost {
-        /// The queue consumed.
-        queue: String,
-    },
-    /// The key that signs attempt histories could not be read.
-    #[error("cannot read the attempt-history key from the database: {0}")]
-    AttemptKey(#[source] sqlx::Error),
-    /// A worker panicked; the others were stopped.
-    #[error("a worker panicked: {0}")]
-    WorkerPanicked(String),
-}
-
-impl RuntimeError {
-    /// Whether a new broker connection could fix it.
-    pub fn is_connection_lost(&self) -> bool {
-        matches!(self, Self::Broker(_) | Self::ConnectionLost { .. })
-    }
-}
 
 /// Runs the workers of `options` in a task of their own, on a broker
 /// connection of their own named `name`, until `shutdown` (see
@@ -251,6 +216,8 @@ pub struct WorkerOptions {
     /// Processes that may consume a group at once (its lease slots; see
     /// [`leases`]): 1 by default, the others standing by.
     pub group_concurrency: u16,
+    /// What applies the groups' events (the store's: `handlers::Store`).
+    pub handlers: Arc<dyn handler::Handlers>,
 }
 
 /// Processes consuming a group at once, by default: one. On the store mix
@@ -340,6 +307,7 @@ async fn run_workers(
             .map(|index| Worker {
                 context: BatchContext {
                     group: *group,
+                    handlers: Arc::clone(&options.handlers),
                     worker: format!("{group}-{}-{index}", std::process::id()),
                     policy: settings.retry.clone(),
                     attempt_key: attempt_key.clone(),
@@ -368,6 +336,7 @@ async fn run_workers(
         let (dead_letter_queue, max_bytes) = (queues.dead_letter.clone(), settings.max_event_bytes);
         let context = BatchContext {
             group: *group,
+            handlers: Arc::clone(&options.handlers),
             worker: format!("{group}-{}-dead-letter-mover", std::process::id()),
             policy: settings.retry.clone(),
             attempt_key: attempt_key.clone(),

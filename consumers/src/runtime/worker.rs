@@ -18,9 +18,9 @@ use shared::publish::Publisher;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::RuntimeError;
 use super::batch::{BatchContext, BatchError, Outcome};
 use super::consuming;
+use super::error::RuntimeError;
 use super::health::Health;
 use super::incoming::Incoming;
 use super::positions::Position;

@@ -18,6 +18,7 @@ use crate::support::incoming;
 fn context(group: ConsumerGroup) -> BatchContext {
     BatchContext {
         group,
+        handlers: consumers::handlers::Store::shared(),
         worker: "batch-paths".into(),
         policy: RetryPolicy::default(),
         attempt_key: consumers::runtime::AttemptKey::from_bytes([1; 32]),
@@ -499,7 +500,7 @@ async fn set_wise_plans_made_on_empty_tables_read_every_table_through_an_index()
                 .expect("applied set-wise");
             applied += verdicts
                 .iter()
-                .filter(|verdict| matches!(verdict, consumers::handlers::Verdict::Applied))
+                .filter(|verdict| matches!(verdict, consumers::runtime::handler::Verdict::Applied))
                 .count();
         }
     }

@@ -50,6 +50,7 @@ async fn apply_all(pool: &PgPool, stream: &[Event], batch_size: usize, path: Pat
     for group in ConsumerGroup::ALL {
         let context = BatchContext {
             group,
+            handlers: consumers::handlers::Store::shared(),
             worker: "property".into(),
             policy: RetryPolicy {
                 max_attempts: u32::MAX,

@@ -236,6 +236,7 @@ fn any_delivery_is_dead_lettered_once_and_the_valid_event_beside_it_applied() {
     proptest!(config, |(hostile in hostile())| {
         let context = BatchContext {
             group: hostile.group,
+            handlers: consumers::handlers::Store::shared(),
             worker: "properties".into(),
             policy: RetryPolicy::default(),
             attempt_key: key.clone(),

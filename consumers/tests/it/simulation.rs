@@ -593,6 +593,7 @@ enum Ending {
 fn context() -> BatchContext {
     BatchContext {
         group: ConsumerGroup::Orders,
+        handlers: consumers::handlers::Store::shared(),
         worker: "simulated".into(),
         policy: RetryPolicy {
             max_attempts: MAX_ATTEMPTS,

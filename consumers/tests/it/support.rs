@@ -79,6 +79,7 @@ impl Stack {
             batch_linger: consumers::runtime::DEFAULT_BATCH_LINGER,
             batch_timeout: consumers::runtime::DEFAULT_BATCH_TIMEOUT,
             group_concurrency: 1,
+            handlers: consumers::handlers::Store::shared(),
         }
     }
 

@@ -43,7 +43,7 @@ pub enum GrantError {
 
 /// The longest source a grant may name: an event's `source`, bounded the
 /// same way at decode (it travels as the AMQP `app_id`).
-pub const MAX_SOURCE_BYTES: usize = shared::events::decode::MAX_SHORT_ATTRIBUTE_BYTES;
+pub const MAX_SOURCE_BYTES: usize = shared::events::limits::MAX_SHORT_ATTRIBUTE_BYTES;
 
 fn known_types() -> String {
     EventType::ALL

@@ -7,15 +7,8 @@ use super::decode_error::DecodeError;
 use super::envelope::{CloudEventEnvelope, SPEC_VERSION};
 use super::event::Event;
 use super::event_type::{EventType, SCHEMA_URI_PREFIX};
+use super::limits::{MAX_ATTRIBUTE_CHARS, MAX_SHORT_ATTRIBUTE_BYTES};
 use super::payload::{EventPayload, PayloadData};
-
-/// Default largest accepted event body: 256 KiB.
-pub const DEFAULT_MAX_EVENT_BYTES: usize = 256 * 1024;
-/// Longest `source` and `correlationid`, in bytes: each also travels in an
-/// AMQP short string (`app_id`, `correlation_id`), which holds 255 bytes.
-pub const MAX_SHORT_ATTRIBUTE_BYTES: usize = 255;
-/// Longest other text attribute (`subject`, `causationid`, `partitionkey`), in characters.
-pub const MAX_ATTRIBUTE_CHARS: usize = 1024;
 
 impl Event {
     /// Decodes a structured-mode CloudEvent, refusing bodies over `max_bytes`.
@@ -277,6 +270,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::events::limits::DEFAULT_MAX_EVENT_BYTES;
     use crate::simulation::StoreTraffic;
 
     /// What `decode` gave before the direct path: the parsed path alone.

@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::decode::{MAX_ATTRIBUTE_CHARS, MAX_SHORT_ATTRIBUTE_BYTES};
+use super::limits::{MAX_ATTRIBUTE_CHARS, MAX_SHORT_ATTRIBUTE_BYTES};
 use super::validation::{ASCII_TEXT_PATTERN, TEXT_PATTERN, URI_REFERENCE_PATTERN};
 
 /// JSON Schema pattern of `traceparent`.

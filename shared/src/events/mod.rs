@@ -19,13 +19,14 @@ pub mod decode_error;
 pub mod envelope;
 pub mod event;
 pub mod event_type;
+pub mod limits;
 pub mod payload;
 pub mod schema;
 pub mod validation;
 
-pub use decode::DEFAULT_MAX_EVENT_BYTES;
 pub use decode_error::DecodeError;
 pub use envelope::CloudEventEnvelope;
 pub use event::Event;
 pub use event_type::EventType;
+pub use limits::DEFAULT_MAX_EVENT_BYTES;
 pub use payload::{EventPayload, PayloadData};

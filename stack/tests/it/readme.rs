@@ -78,6 +78,7 @@ impl Running {
                 batch_linger: consumers::runtime::DEFAULT_BATCH_LINGER,
                 batch_timeout: consumers::runtime::DEFAULT_BATCH_TIMEOUT,
                 group_concurrency: consumers::runtime::DEFAULT_GROUP_CONCURRENCY,
+                handlers: consumers::handlers::Store::shared(),
             },
             stop.clone(),
             "readme-workers",

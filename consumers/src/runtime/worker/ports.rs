@@ -18,9 +18,9 @@ use shared::topology::GroupQueues;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
 
-use super::super::RuntimeError;
 use super::super::attempts::{AttemptHistory, AttemptKey};
 use super::super::batch::{BatchContext, BatchError, Outcome, process_batch};
+use super::super::error::RuntimeError;
 use super::super::incoming::Incoming;
 use super::super::positions::Position;
 use super::super::settlement::Acknowledge;

@@ -1,8 +1,58 @@
-//! [`HandlerError`]: what went wrong, and so what happens next.
+//! What the runtime needs of a store, and nothing of any store: the
+//! [`Handlers`] interface a binary passes in (the store's is
+//! `crate::handlers::Store`), the [`Verdict`] it gives each event, and
+//! [`HandlerError`] with the [`Disposition`] that decides what happens
+//! next. The runtime batches, locks, retries and dead-letters; the
+//! handlers apply.
 
 use std::fmt;
 
+use futures_util::future::BoxFuture;
 use shared::database_errors::{DatabaseFault, classify};
+use shared::events::Event;
+use shared::groups::ConsumerGroup;
+use sqlx::PgConnection;
+
+/// Applies a group's events to its projection. Called with a batch on a
+/// connection in autocommit mode (the set-wise path: the call is its own
+/// transaction, one round trip), or with one event inside a transaction's
+/// savepoint (the event-by-event path, after [`Handlers::lock_ids`]'s
+/// locks were taken for the whole batch).
+pub trait Handlers: Send + Sync + std::fmt::Debug {
+    /// Applies `events` for `group`: one verdict per event, in order,
+    /// writing nothing for an event that is not [`Verdict::Applied`].
+    /// `Err`: nothing was written (a raise with disposition `DeadLetter`
+    /// sends the batch to the event-by-event path, which finds the event
+    /// at fault).
+    fn apply<'a>(
+        &'a self,
+        group: ConsumerGroup,
+        connection: &'a mut PgConnection,
+        events: &'a [&'a Event],
+    ) -> BoxFuture<'a, Result<Vec<Verdict>, HandlerError>>;
+
+    /// The advisory-lock ids of every aggregate `events` touch in `group`,
+    /// ascending and distinct: the event-by-event path takes them before
+    /// its first event, so batches sharing an aggregate wait for one
+    /// another instead of deadlocking.
+    fn lock_ids<'a>(
+        &'a self,
+        group: ConsumerGroup,
+        connection: &'a mut PgConnection,
+        events: &'a [&'a Event],
+    ) -> BoxFuture<'a, Result<Vec<i64>, sqlx::Error>>;
+}
+
+/// What became of one event given to [`Handlers::apply`].
+#[derive(Debug)]
+pub enum Verdict {
+    /// Applied and claimed.
+    Applied,
+    /// Processed before, or a later copy of an event in the same batch.
+    Duplicate,
+    /// Not applied (nothing written, not claimed): why.
+    Failed(HandlerError),
+}
 
 /// What the runtime does with a failed event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
