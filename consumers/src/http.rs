@@ -8,7 +8,6 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -100,13 +99,5 @@ async fn readiness(State(state): State<HttpState>) -> impl IntoResponse {
         }
         None => false,
     };
-    let status = if broker && database {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(json!({"broker": broker, "database": database})),
-    )
+    shared::http_server::readiness(broker, database)
 }

@@ -277,6 +277,23 @@ impl TrustedProxies {
     }
 }
 
+/// The answer of a `/readyz` endpoint: 200 when both the broker and the
+/// database answered, 503 otherwise, with each one's state as JSON
+/// (`{"broker": true, "database": false}`) so a supervisor or a person sees
+/// which one is missing.
+pub fn readiness(broker: bool, database: bool) -> Response<Body> {
+    let status = if broker && database {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(serde_json::json!({"broker": broker, "database": database})),
+    )
+        .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

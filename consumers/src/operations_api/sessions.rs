@@ -182,28 +182,39 @@ pub async fn close(pool: &PgPool, known: &KnownSessions, cookie: &str) -> Result
     Ok(())
 }
 
-/// The value of cookie `name` in a `Cookie` header.
+/// The value of cookie `name` in a `Cookie` header (`cookie` parses it;
+/// a pair it cannot read is skipped).
 pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header.split(';').find_map(|pair| {
-        let (key, value) = pair.trim().split_once('=')?;
-        (key == name).then_some(value)
-    })
+    cookie::Cookie::split_parse(header)
+        .filter_map(Result::ok)
+        .find(|cookie| cookie.name() == name)
+        .and_then(|cookie| cookie.value_raw())
 }
 
-/// A `Set-Cookie` value holding `value` for [`LIFETIME`] (`Secure` when
-/// the page is served over TLS).
+/// The session cookie's attributes: the whole site, never read by the
+/// page's scripts, never sent from another site, `Secure` when the page
+/// is served over TLS.
+fn session_cookie(value: &str, max_age: std::time::Duration, secure: bool) -> String {
+    let max_age =
+        cookie::time::Duration::seconds(i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX));
+    cookie::Cookie::build((COOKIE, value))
+        .path("/")
+        .http_only(true)
+        .same_site(cookie::SameSite::Strict)
+        .max_age(max_age)
+        .secure(secure)
+        .build()
+        .to_string()
+}
+
+/// A `Set-Cookie` value holding `value` for [`LIFETIME`].
 pub fn set_cookie(value: &str, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    format!(
-        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-        LIFETIME.as_secs()
-    )
+    session_cookie(value, LIFETIME, secure)
 }
 
 /// A `Set-Cookie` value that removes the cookie.
 pub fn clear_cookie(secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
+    session_cookie("", std::time::Duration::ZERO, secure)
 }
 
 /// Whether `presented` is the session's CSRF token (compared in constant
@@ -232,7 +243,7 @@ mod tests {
         let plain = set_cookie("v", false);
         assert!(plain.contains("HttpOnly") && plain.contains("SameSite=Strict"));
         assert!(!plain.contains("Secure"));
-        assert!(set_cookie("v", true).ends_with("; Secure"));
+        assert!(set_cookie("v", true).contains("; Secure"));
         assert!(clear_cookie(false).contains("Max-Age=0"));
     }
 }

@@ -295,8 +295,8 @@ fn the_keda_example_scales_on_the_backlog_the_workers_export() {
         env!("CARGO_MANIFEST_DIR"),
         "/../deploy/keda/orders-workers.yaml"
     );
-    let document: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let document: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert_eq!(document["kind"].as_str(), Some("ScaledObject"));
     assert!(document["spec"]["minReplicaCount"].as_u64() >= Some(1));
     let trigger = &document["spec"]["triggers"][0];

@@ -209,15 +209,7 @@ async fn readiness(State(state): State<GatewayState>) -> impl IntoResponse {
         state.publisher.ready(patience),
         shared::database::responds(&state.pool, patience),
     );
-    let status = if broker && database {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(json!({"broker": broker, "database": database})),
-    )
+    shared::http_server::readiness(broker, database)
 }
 
 /// Serves until `shutdown`, then stops accepting connections and lets the

@@ -6,18 +6,18 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use clap::Parser;
-use serde_yaml::Value;
+use serde_norway::Value;
 use shared::settings::ENVIRONMENT_VARIABLES;
 
 fn compose() -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker-compose.yml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let mut value: Value = serde_yaml::from_str(&text).expect("docker-compose.yml is valid YAML");
+    let mut value: Value = serde_norway::from_str(&text).expect("docker-compose.yml is valid YAML");
     value.apply_merge().unwrap();
     value
 }
 
-fn services(compose: &Value) -> &serde_yaml::Mapping {
+fn services(compose: &Value) -> &serde_norway::Mapping {
     compose["services"].as_mapping().expect("a services map")
 }
 
