@@ -129,32 +129,9 @@ pub struct OperationsApiArgs {
         default_value = "127.0.0.1:9470"
     )]
     pub http_address: std::net::SocketAddr,
-    /// Longest wait for a request's headers, on a new connection or an
-    /// idle kept-alive one (the connection is closed after).
-    #[arg(
-        long,
-        env = "SWITCHYARD_OPERATIONS_HEADER_TIMEOUT_MS",
-        default_value_t = 10_000,
-        value_parser = clap::value_parser!(u64).range(1..=3_600_000)
-    )]
-    pub header_timeout_ms: u64,
-    /// Most connections open at once (new ones wait in the listen backlog).
-    #[arg(
-        long,
-        env = "SWITCHYARD_OPERATIONS_MAX_CONNECTIONS",
-        default_value_t = 256,
-        value_parser = clap::value_parser!(u32).range(1..)
-    )]
-    pub max_connections: u32,
-    /// Most connections open at once from one client address (more are
-    /// closed on arrival).
-    #[arg(
-        long,
-        env = "SWITCHYARD_OPERATIONS_MAX_CONNECTIONS_PER_ADDRESS",
-        default_value_t = 32,
-        value_parser = clap::value_parser!(u32).range(1..)
-    )]
-    pub max_connections_per_address: u32,
+    /// Connection limits, the header deadline and trusted proxies.
+    #[command(flatten)]
+    pub server: OperationsServerArgs,
     /// Failed token checks one client address may make per second, twice
     /// as many at once; past that, every request from it is answered 429
     /// until its allowance recovers (callers with a live token never fail).
@@ -165,28 +142,15 @@ pub struct OperationsApiArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub token_failures_per_address: u32,
-    /// Proxies (addresses or CIDR networks, comma-separated) whose
-    /// `X-Forwarded-For` names the client: the per-address limits then
-    /// count the real client, not the proxy. Read from no one else.
-    #[arg(
-        long,
-        env = "SWITCHYARD_TRUSTED_PROXIES",
-        default_value = "",
-        value_parser = shared::http_server::TrustedProxies::parse
-    )]
-    pub trusted_proxies: shared::http_server::TrustedProxies,
 }
 
-impl OperationsApiArgs {
-    /// The header deadline and connection limits these arguments describe.
-    pub fn limits(&self) -> shared::http_server::ConnectionLimits {
-        shared::http_server::ConnectionLimits {
-            header_timeout: std::time::Duration::from_millis(self.header_timeout_ms),
-            max_connections: self.max_connections as usize,
-            max_connections_per_address: self.max_connections_per_address as usize,
-        }
-    }
-}
+shared::server_limit_args!(
+    /// The operations API's connection limits and trusted proxies.
+    OperationsServerArgs,
+    env_prefix: "SWITCHYARD_OPERATIONS",
+    max_connections: 256,
+    max_connections_per_address: 32,
+);
 
 /// The subcommands of `operator-tokens`.
 #[derive(Debug, Subcommand)]

@@ -92,9 +92,13 @@ async fn operations_api(args: OperationsApiArgs, settings: &Settings) -> anyhow:
     tracing::info!(address = %listener.local_addr()?, "serving the operations API");
     let state = crate::operations_api::ApiState::new(pool.clone(), settings.clone(), shutdown)
         .with_token_failures_per_address(args.token_failures_per_address);
-    let served =
-        crate::operations_api::serve(listener, state, args.limits(), args.trusted_proxies.clone())
-            .await;
+    let served = crate::operations_api::serve(
+        listener,
+        state,
+        args.server.limits(),
+        args.server.trusted_proxies.clone(),
+    )
+    .await;
     shared::database::close(&pool).await;
     Ok(served?)
 }

@@ -4,8 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use producers::load::{Limit, LoadOptions, LoadProgress, Target, run_load};
 use shared::groups::ConsumerGroup;
-use shared::load::run_load;
 use shared::publish::Publisher;
 use shared::settings::Settings;
 use shared::simulation::StoreTraffic;
@@ -52,13 +54,21 @@ pub async fn run_demo(
     );
     let publisher =
         Publisher::connect(settings, topology.events_exchange(), "switchyard-demo-load").await?;
-    let load = {
-        let (publisher, count, rate, seed) =
-            (publisher.clone(), options.count, options.rate, options.seed);
-        tokio::spawn(
-            async move { run_load(&publisher, StoreTraffic::new(seed), count, rate).await },
-        )
-    };
+    // The load generator of `producers load`, straight to the broker with
+    // confirms: the store's events in order of partition key, nothing
+    // invalid, nothing through the outbox.
+    let load = tokio::spawn(run_load(
+        Target::Amqp(publisher.clone()),
+        None,
+        LoadOptions {
+            limit: Limit::Count(options.count),
+            rate: options.rate,
+            seed: options.seed,
+            ..LoadOptions::default()
+        },
+        Arc::new(LoadProgress::default()),
+        shutdown.clone(),
+    ));
     println!(
         "switchyard demo: {} store events → {expected} deliveries to {} groups",
         options.count,
@@ -94,13 +104,13 @@ pub async fn run_demo(
         }
     }
     shutdown.cancel();
-    let report = load.await?;
+    let report = load.await??;
     workers.await??;
     publisher.close().await;
     let _ = connection.close(200, "OK".into()).await;
     println!(
         "\npublished {} ({} failed) at {:.0}/s; confirm {}",
-        report.published,
+        report.accepted_direct,
         report.failed,
         report.rate(),
         report

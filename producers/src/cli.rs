@@ -132,43 +132,18 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub key_lookups_per_address: u32,
-    /// Longest wait for a request's headers, on a new connection or an
-    /// idle kept-alive one (the connection is closed after).
-    #[arg(
-        long,
-        env = "SWITCHYARD_GATEWAY_HEADER_TIMEOUT_MS",
-        default_value_t = 10_000,
-        value_parser = clap::value_parser!(u64).range(1..=3_600_000)
-    )]
-    pub header_timeout_ms: u64,
-    /// Most connections open at once (new ones wait in the listen backlog).
-    #[arg(
-        long,
-        env = "SWITCHYARD_GATEWAY_MAX_CONNECTIONS",
-        default_value_t = 1024,
-        value_parser = clap::value_parser!(u32).range(1..)
-    )]
-    pub max_connections: u32,
-    /// Most connections open at once from one client address (more are
-    /// closed on arrival).
-    #[arg(
-        long,
-        env = "SWITCHYARD_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS",
-        default_value_t = 256,
-        value_parser = clap::value_parser!(u32).range(1..)
-    )]
-    pub max_connections_per_address: u32,
-    /// Proxies (addresses or CIDR networks, comma-separated) whose
-    /// `X-Forwarded-For` names the client: the per-address limits then
-    /// count the real client, not the proxy. Read from no one else.
-    #[arg(
-        long,
-        env = "SWITCHYARD_TRUSTED_PROXIES",
-        default_value = "",
-        value_parser = shared::http_server::TrustedProxies::parse
-    )]
-    pub trusted_proxies: shared::http_server::TrustedProxies,
+    /// Connection limits, the header deadline and trusted proxies.
+    #[command(flatten)]
+    pub server: GatewayServerArgs,
 }
+
+shared::server_limit_args!(
+    /// The gateway's connection limits and trusted proxies.
+    GatewayServerArgs,
+    env_prefix: "SWITCHYARD_GATEWAY",
+    max_connections: 1024,
+    max_connections_per_address: 256,
+);
 
 impl ServeArgs {
     /// The gateway configuration these arguments describe.
@@ -182,12 +157,8 @@ impl ServeArgs {
             idempotency_window: Duration::from_secs(self.idempotency_window_secs),
             key_cache_ttl: Duration::from_millis(self.key_cache_ms),
             key_lookups_per_address: self.key_lookups_per_address,
-            trusted_proxies: self.trusted_proxies.clone(),
-            connections: shared::http_server::ConnectionLimits {
-                header_timeout: Duration::from_millis(self.header_timeout_ms),
-                max_connections: self.max_connections as usize,
-                max_connections_per_address: self.max_connections_per_address as usize,
-            },
+            trusted_proxies: self.server.trusted_proxies.clone(),
+            connections: self.server.limits(),
         }
     }
 }

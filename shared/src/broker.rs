@@ -3,12 +3,21 @@
 
 use std::time::Duration;
 
-use backon::ExponentialBuilder;
 use lapin::{Connection, ConnectionProperties};
 
 use crate::retry::RetryPolicy;
 use crate::settings::Settings;
 use crate::tls::install_crypto_provider;
+
+/// lapin's reconnection after a network failure: 100 ms growing to 3 s,
+/// jittered, eight times.
+const RECONNECT: RetryPolicy = RetryPolicy {
+    max_attempts: 8,
+    initial_delay: Duration::from_millis(100),
+    max_delay: Duration::from_secs(3),
+    multiplier: 2.0,
+    jitter: 0.5,
+};
 
 /// The connection could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -39,17 +48,12 @@ fn address_of(url: &str) -> String {
 /// queues, bindings and consumers. When its attempts run out the connection
 /// is left errored and callers open a new one.
 pub async fn connect(settings: &Settings, name: &str) -> Result<Connection, ConnectError> {
-    let reconnect = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(3))
-        .with_jitter()
-        .with_max_times(8);
     open(
         settings,
         ConnectionProperties::default()
             .with_connection_name(name.into())
             .enable_auto_recover()
-            .with_backoff(reconnect),
+            .with_backoff(RECONNECT.for_lapin()),
     )
     .await
 }
@@ -88,7 +92,9 @@ pub async fn connect_with_retry(
     policy: &RetryPolicy,
     patience: Duration,
 ) -> Result<Connection, ConnectError> {
-    retry(policy, patience, || connect(settings, name)).await
+    policy
+        .retry_for(patience, "broker", || connect(settings, name), |_| true)
+        .await
 }
 
 /// Like [`connect_once`], retried with `policy`'s backoff for at most
@@ -99,29 +105,12 @@ pub async fn connect_once_with_retry(
     policy: &RetryPolicy,
     patience: Duration,
 ) -> Result<Connection, ConnectError> {
-    retry(policy, patience, || connect_once(settings, name)).await
-}
-
-async fn retry<F, Fut>(
-    policy: &RetryPolicy,
-    patience: Duration,
-    mut open: F,
-) -> Result<Connection, ConnectError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Connection, ConnectError>>,
-{
-    let mut schedule = policy.backoff();
-    schedule.max_elapsed_time = Some(patience);
-    backoff::future::retry_notify(
-        schedule,
-        || {
-            let opening = open();
-            async move { opening.await.map_err(backoff::Error::transient) }
-        },
-        |error: ConnectError, wait: Duration| {
-            tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "broker not reachable yet");
-        },
-    )
-    .await
+    policy
+        .retry_for(
+            patience,
+            "broker",
+            || connect_once(settings, name),
+            |_| true,
+        )
+        .await
 }

@@ -41,6 +41,75 @@ pub struct ConnectionLimits {
     pub max_connections_per_address: usize,
 }
 
+/// Declares `$name`, a server's command-line arguments for its
+/// [`ConnectionLimits`] and [`TrustedProxies`] (flattened into the
+/// gateway's and the operations API's arguments), read from the
+/// environment variables `<prefix>_HEADER_TIMEOUT_MS`,
+/// `<prefix>_MAX_CONNECTIONS` and `<prefix>_MAX_CONNECTIONS_PER_ADDRESS`
+/// and `SWITCHYARD_TRUSTED_PROXIES`. The calling crate depends on `clap`.
+#[macro_export]
+macro_rules! server_limit_args {
+    (
+        $(#[$meta:meta])*
+        $name:ident,
+        env_prefix: $prefix:literal,
+        max_connections: $max:literal,
+        max_connections_per_address: $per:literal $(,)?
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, clap::Args)]
+        pub struct $name {
+            /// Longest wait for a request's headers, on a new connection or an
+            /// idle kept-alive one (the connection is closed after).
+            #[arg(
+                long,
+                env = concat!($prefix, "_HEADER_TIMEOUT_MS"),
+                default_value_t = 10_000,
+                value_parser = clap::value_parser!(u64).range(1..=3_600_000)
+            )]
+            pub header_timeout_ms: u64,
+            /// Most connections open at once (new ones wait in the listen backlog).
+            #[arg(
+                long,
+                env = concat!($prefix, "_MAX_CONNECTIONS"),
+                default_value_t = $max,
+                value_parser = clap::value_parser!(u32).range(1..)
+            )]
+            pub max_connections: u32,
+            /// Most connections open at once from one client address (more are
+            /// closed on arrival).
+            #[arg(
+                long,
+                env = concat!($prefix, "_MAX_CONNECTIONS_PER_ADDRESS"),
+                default_value_t = $per,
+                value_parser = clap::value_parser!(u32).range(1..)
+            )]
+            pub max_connections_per_address: u32,
+            /// Proxies (addresses or CIDR networks, comma-separated) whose
+            /// `X-Forwarded-For` names the client: the per-address limits then
+            /// count the real client, not the proxy. Read from no one else.
+            #[arg(
+                long,
+                env = "SWITCHYARD_TRUSTED_PROXIES",
+                default_value = "",
+                value_parser = $crate::http_server::TrustedProxies::parse
+            )]
+            pub trusted_proxies: $crate::http_server::TrustedProxies,
+        }
+
+        impl $name {
+            /// The header deadline and connection limits these arguments describe.
+            pub fn limits(&self) -> $crate::http_server::ConnectionLimits {
+                $crate::http_server::ConnectionLimits {
+                    header_timeout: ::std::time::Duration::from_millis(self.header_timeout_ms),
+                    max_connections: self.max_connections as usize,
+                    max_connections_per_address: self.max_connections_per_address as usize,
+                }
+            }
+        }
+    };
+}
+
 /// What a server says and counts beside its limits.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {

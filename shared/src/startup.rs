@@ -50,23 +50,15 @@ pub async fn prepare_database_with_retry(
     max_connections: u32,
     patience: Duration,
 ) -> Result<PgPool, StartupError> {
-    let mut schedule = settings.retry.backoff();
-    schedule.max_elapsed_time = Some(patience);
-    let pool = backoff::future::retry_notify(
-        schedule,
-        || async {
-            connect_and_migrate(settings, max_connections)
-                .await
-                .map_err(|error| match error {
-                    DatabaseError::Unreachable { .. } => backoff::Error::transient(error),
-                    other => backoff::Error::permanent(other),
-                })
-        },
-        |error: DatabaseError, wait: Duration| {
-            tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "database not reachable yet");
-        },
-    )
-    .await?;
+    let pool = settings
+        .retry
+        .retry_for(
+            patience,
+            "database",
+            || connect_and_migrate(settings, max_connections),
+            |error| matches!(error, DatabaseError::Unreachable { .. }),
+        )
+        .await?;
     Ok(pool)
 }
 

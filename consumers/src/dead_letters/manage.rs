@@ -7,7 +7,7 @@ use serde::Serialize;
 use shared::database::on_connection;
 use sqlx::{Connection, PgPool};
 
-use super::filter::{Filter, FilterError, bind_filter, filter_condition};
+use super::filter::{Filter, FilterError, FilteredQuery};
 use super::operations::{self, Action, Actor};
 
 /// Why an operation on dead letters failed.
@@ -134,35 +134,39 @@ async fn close_on(
         &operations::filter_json(filter),
     )
     .await?;
-    let statement = match action {
-        Action::Resolve => sqlx::query(concat!(
-            "UPDATE dead_letters SET status = 'resolved', status_changed_at = now(), \
-               operation_id = $14 WHERE status = 'open' AND ",
-            filter_condition!()
-        )),
-        Action::Reopen => sqlx::query(concat!(
-            "UPDATE dead_letters d SET status = 'open', status_changed_at = now(), \
-               operation_id = $14 WHERE status = 'resolved' AND ",
-            filter_condition!(),
+    let (set, condition) = match action {
+        Action::Resolve => ("status = 'resolved'", "status = 'open' AND"),
+        Action::Reopen => ("status = 'open'", "status = 'resolved' AND"),
+        _ => (
+            "status = 'purged', body = ''::bytea, original_body = NULL, \
+             headers = '{}'::jsonb, original_headers = NULL",
+            "status <> 'purged' AND",
+        ),
+    };
+    let mut statement = FilteredQuery::new("UPDATE dead_letters d SET ");
+    statement
+        .push(set)
+        .push(", status_changed_at = now(), operation_id = ")
+        .push_bind(operation_id)
+        .push(" WHERE ")
+        .push(condition);
+    filter.push_condition(&mut statement);
+    if action == Action::Reopen {
+        statement.push(
             " AND NOT EXISTS (SELECT 1 FROM dead_letters o WHERE o.status = 'open' \
                  AND o.consumer_group = d.consumer_group \
                  AND (o.event_id = d.event_id \
                       OR (d.event_id IS NULL AND o.message_sha256 = d.message_sha256)) \
-                 AND coalesce(o.previous_id, 0) = coalesce(d.previous_id, 0))"
-        )),
-        _ => sqlx::query(concat!(
-            "UPDATE dead_letters SET status = 'purged', status_changed_at = now(), \
-               operation_id = $14, body = ''::bytea, original_body = NULL, \
-               headers = '{}'::jsonb, original_headers = NULL \
-             WHERE status <> 'purged' AND ",
-            filter_condition!()
-        )),
-    };
-    let affected = bind_filter!(statement, filter)
-        .bind(operation_id)
+                 AND coalesce(o.previous_id, 0) = coalesce(d.previous_id, 0))",
+        );
+    }
+    let affected = statement
+        .build()
+        .persistent(false)
         .execute(&mut *transaction)
         .await?
         .rows_affected() as i64;
+
     operations::completed(&mut transaction, operation_id, affected).await?;
     let note = if action == Action::Reopen {
         still_resolved(&mut transaction, filter).await?
@@ -186,11 +190,10 @@ async fn still_resolved(
     connection: &mut sqlx::PgConnection,
     filter: &Filter,
 ) -> Result<Option<String>, sqlx::Error> {
-    let statement = sqlx::query_scalar::<_, i64>(concat!(
-        "SELECT count(*) FROM dead_letters WHERE ",
-        filter_condition!()
-    ));
-    let left: i64 = bind_filter!(statement, filter)
+    let left: i64 = filter
+        .query("SELECT count(*) FROM dead_letters WHERE")
+        .build_query_scalar()
+        .persistent(false)
         .fetch_one(&mut *connection)
         .await?;
     Ok((left > 0).then(|| {
@@ -213,12 +216,11 @@ async fn elsewhere(
         status: super::filter::Status::All,
         ..filter.clone()
     };
-    let statement = sqlx::query_as::<_, (String, i64)>(concat!(
-        "SELECT status, count(*) FROM dead_letters WHERE ",
-        filter_condition!(),
-        " GROUP BY status ORDER BY status"
-    ));
-    let counts: Vec<(String, i64)> = bind_filter!(statement, &any_status)
+    let mut statement = any_status.query("SELECT status, count(*) FROM dead_letters WHERE");
+    statement.push(" GROUP BY status ORDER BY status");
+    let counts: Vec<(String, i64)> = statement
+        .build_query_as()
+        .persistent(false)
         .fetch_all(&mut *connection)
         .await?;
     let others: Vec<String> = counts

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::filter::{Filter, bind_filter, filter_condition};
+use super::filter::Filter;
 
 /// Most rows in one page.
 pub const MAX_PAGE: u32 = 1_000;
@@ -76,16 +76,19 @@ pub async fn list(
     limit: u32,
 ) -> Result<Page, sqlx::Error> {
     let limit = limit.clamp(1, MAX_PAGE);
-    let query = sqlx::query_as::<_, DeadLetterRow>(concat!(
+    let mut query = filter.query(concat!(
         "SELECT ",
         row_columns!(),
-        " FROM dead_letters WHERE ",
-        filter_condition!(),
-        " AND id > $14 ORDER BY id LIMIT $15"
+        " FROM dead_letters WHERE"
     ));
-    let items = bind_filter!(query, filter)
-        .bind(after)
-        .bind(i64::from(limit) + 1)
+    query
+        .push(" AND id > ")
+        .push_bind(after)
+        .push(" ORDER BY id LIMIT ")
+        .push_bind(i64::from(limit) + 1);
+    let items = query
+        .build_query_as()
+        .persistent(false)
         .fetch_all(pool)
         .await?;
     Ok(page(items, limit))
@@ -125,11 +128,12 @@ pub async fn fresh_statistics(pool: &PgPool) -> Result<(), sqlx::Error> {
 
 /// How many dead letters match `filter`.
 pub async fn count(pool: &PgPool, filter: &Filter) -> Result<i64, sqlx::Error> {
-    let query = sqlx::query_scalar(concat!(
-        "SELECT count(*) FROM dead_letters WHERE ",
-        filter_condition!()
-    ));
-    bind_filter!(query, filter).fetch_one(pool).await
+    filter
+        .query("SELECT count(*) FROM dead_letters WHERE")
+        .build_query_scalar()
+        .persistent(false)
+        .fetch_one(pool)
+        .await
 }
 
 /// One line of a summary: the dead letters of one group, event type and
@@ -156,16 +160,21 @@ pub struct SummaryLine {
 /// The dead letters matching `filter` grouped by group, event type and
 /// fingerprint, largest groups first (at most 1,000 lines).
 pub async fn summary(pool: &PgPool, filter: &Filter) -> Result<Vec<SummaryLine>, sqlx::Error> {
-    let query = sqlx::query_as::<_, SummaryLine>(concat!(
+    let mut query = filter.query(
         "SELECT consumer_group, event_type, fingerprint, count(*) AS count, \
            min(first_failed_at) AS first_failed_at, max(last_failed_at) AS last_failed_at, \
            min(id) AS example_id \
-         FROM dead_letters WHERE ",
-        filter_condition!(),
+         FROM dead_letters WHERE",
+    );
+    query.push(
         " GROUP BY consumer_group, event_type, fingerprint \
-          ORDER BY count DESC, consumer_group, event_type, fingerprint LIMIT 1000"
-    ));
-    bind_filter!(query, filter).fetch_all(pool).await
+          ORDER BY count DESC, consumer_group, event_type, fingerprint LIMIT 1000",
+    );
+    query
+        .build_query_as()
+        .persistent(false)
+        .fetch_all(pool)
+        .await
 }
 
 /// One dead letter in full.

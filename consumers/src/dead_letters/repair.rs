@@ -13,7 +13,7 @@ use shared::events::envelope::CLOUDEVENTS_JSON;
 use shared::groups::ConsumerGroup;
 use sqlx::{Connection, PgPool};
 
-use super::filter::{Filter, bind_filter, filter_condition};
+use super::filter::Filter;
 use super::manage::OperationError;
 use super::operations::{self, Action, Actor};
 use super::query::Body;
@@ -222,15 +222,20 @@ pub async fn export_page(
     after: i64,
     patience: Duration,
 ) -> Result<Option<(String, u64, i64)>, OperationError> {
-    let query = sqlx::query_as::<_, ExportRow>(concat!(
+    let mut query = filter.query(
         "SELECT id, consumer_group, status, event_id, event_type, error_kind, reason, body \
-         FROM dead_letters WHERE ",
-        filter_condition!(),
-        " AND id > $14 ORDER BY id LIMIT 500"
-    ));
+         FROM dead_letters WHERE",
+    );
+    query
+        .push(" AND id > ")
+        .push_bind(after)
+        .push(" ORDER BY id LIMIT 500");
     let rows = within(
         patience,
-        bind_filter!(query, filter).bind(after).fetch_all(pool),
+        query
+            .build_query_as::<ExportRow>()
+            .persistent(false)
+            .fetch_all(pool),
     )
     .await?;
     let Some(last) = rows.last().map(|row| row.id) else {

@@ -31,7 +31,7 @@ use sqlx::{Connection, PgPool};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::filter::{Filter, bind_filter, filter_condition};
+use super::filter::{Filter, FilteredQuery};
 use super::manage::OperationError;
 use super::operations::{self, Action, Actor, Counts};
 use crate::runtime::dead_letter_store::{REPLAY_OF_HEADER, REPLAY_OPERATION_HEADER};
@@ -54,7 +54,7 @@ async fn bounded<T>(
 }
 
 /// Fewest events per second a paced replay may be asked for (one every
-/// 100 s): below it the pause between batches is not a number of seconds.
+/// 100 s).
 pub const MIN_RATE: f64 = 0.01;
 /// Most events per second a paced replay may be asked for.
 pub const MAX_RATE: f64 = 100_000.0;
@@ -196,16 +196,20 @@ struct ReplayRow {
     content_type: Option<String>,
 }
 
-macro_rules! replay_rows {
-    ($lock:literal) => {
-        concat!(
-            "SELECT id, consumer_group, event_id, event_type, body, headers, content_type \
-             FROM dead_letters WHERE ",
-            filter_condition!(),
-            " AND id > $14 ORDER BY id LIMIT $15",
-            $lock
-        )
-    };
+/// The next `limit` rows `filter` matches after id `after`, with `lock`
+/// (empty, or a locking clause) appended.
+fn replay_rows(filter: &Filter, after: i64, limit: u32, lock: &str) -> FilteredQuery {
+    let mut query = filter.query(
+        "SELECT id, consumer_group, event_id, event_type, body, headers, content_type \
+         FROM dead_letters WHERE",
+    );
+    query
+        .push(" AND id > ")
+        .push_bind(after)
+        .push(" ORDER BY id LIMIT ")
+        .push_bind(i64::from(limit))
+        .push(lock);
+    query
 }
 
 /// The message that replays `row` to its group's work queue, or why it
@@ -269,12 +273,12 @@ pub async fn dry_run(
     };
     let mut after = 0;
     loop {
-        let query = sqlx::query_as::<_, ReplayRow>(replay_rows!(""));
+        let mut query = replay_rows(&options.filter, after, options.batch, "");
         let rows = bounded(
             settings,
-            bind_filter!(query, &options.filter)
-                .bind(after)
-                .bind(i64::from(options.batch))
+            query
+                .build_query_as::<ReplayRow>()
+                .persistent(false)
                 .fetch_all(pool),
         )
         .await?;
@@ -386,13 +390,15 @@ async fn replay_batches(
     cancel: &CancellationToken,
 ) -> Result<(String, Option<String>), OperationError> {
     let topology = Topology::new(settings);
-    // Paced, a batch is at most a second's worth, and the wait for the
-    // pace comes between batches, never while a batch's rows are locked.
-    let mut pace = options.rate.map(Pace::new);
     let batch_size = match options.rate {
         Some(rate) => options.batch.min((rate.floor() as u32).max(1)),
         None => options.batch,
     };
+    // Paced, a batch is at most a second's worth, and the wait for the
+    // pace comes between batches, never while a batch's rows are locked.
+    let pace = options
+        .rate
+        .map(|rate| shared::pace::Pace::per_second(rate, batch_size));
     let mut after = 0;
     // The breaker's window: the ids most recently marked replayed.
     let mut recent = std::collections::VecDeque::new();
@@ -404,7 +410,10 @@ async fn replay_batches(
             ));
         }
         if let Some(pace) = &pace
-            && cancel.run_until_cancelled(pace.ready()).await.is_none()
+            && cancel
+                .run_until_cancelled(pace.take(batch_size))
+                .await
+                .is_none()
         {
             return Ok((
                 "cancelled".to_owned(),
@@ -417,13 +426,17 @@ async fn replay_batches(
         // unknown state: it is closed, not returned to the pool.
         let batch = async {
             let mut transaction = bounded(settings, connection.begin()).await?;
-            let query =
-                sqlx::query_as::<_, ReplayRow>(replay_rows!(" FOR NO KEY UPDATE SKIP LOCKED"));
+            let mut query = replay_rows(
+                &options.filter,
+                after,
+                batch_size,
+                " FOR NO KEY UPDATE SKIP LOCKED",
+            );
             let rows = bounded(
                 settings,
-                bind_filter!(query, &options.filter)
-                    .bind(after)
-                    .bind(i64::from(batch_size))
+                query
+                    .build_query_as::<ReplayRow>()
+                    .persistent(false)
                     .fetch_all(&mut *transaction),
             )
             .await?;
@@ -498,9 +511,6 @@ async fn replay_batches(
             let detail = bounded(settings, left_open(pool, options, state)).await?;
             return Ok(("completed".to_owned(), detail));
         };
-        if let Some(pace) = &mut pace {
-            pace.sent(marked.len());
-        }
         recent.extend(marked);
         let excess = recent.len().saturating_sub(options.breaker.window as usize);
         recent.drain(..excess);
@@ -525,39 +535,6 @@ async fn replay_batches(
     }
 }
 
-/// A replay's pace: after `n` events, the next batch waits until `n / rate`
-/// seconds after the previous one could start.
-struct Pace {
-    rate: f64,
-    next: tokio::time::Instant,
-}
-
-impl Pace {
-    fn new(rate: f64) -> Self {
-        Self {
-            rate,
-            next: tokio::time::Instant::now(),
-        }
-    }
-
-    async fn ready(&self) {
-        tokio::time::sleep_until(self.next).await;
-    }
-
-    fn sent(&mut self, events: usize) {
-        // The rate is bounded (MIN_RATE) and a batch is at most 10,000: the
-        // pause is at most 10^6 s, and a number.
-        let pause = Duration::try_from_secs_f64(events as f64 / self.rate)
-            .unwrap_or(Duration::from_secs(1));
-        // A batch slower than its pause gives its lateness back to at most
-        // one batch: the pace never bursts past the rate for long.
-        let earliest = tokio::time::Instant::now()
-            .checked_sub(pause)
-            .unwrap_or(self.next);
-        self.next = self.next.max(earliest) + pause;
-    }
-}
-
 /// When a replay found nothing more to take but matching dead letters are
 /// still open beyond those it skipped: another replay holds them (it locks
 /// its batch; this one passes over locked rows), or they arrived since.
@@ -569,14 +546,19 @@ async fn left_open(
 ) -> Result<Option<String>, sqlx::Error> {
     // Not counting the dead letters of this replay's own events that
     // failed again (open, and matching the same filter).
-    let query = sqlx::query_scalar(concat!(
-        "SELECT count(*) FROM dead_letters d WHERE ",
-        filter_condition!(),
-        " AND NOT EXISTS (SELECT 1 FROM dead_letters r \
-                          WHERE r.id = d.previous_id AND r.operation_id = $14)"
-    ));
-    let open: i64 = bind_filter!(query, &options.filter)
-        .bind(state.operation_id)
+    let mut query = options
+        .filter
+        .query("SELECT count(*) FROM dead_letters d WHERE");
+    query
+        .push(
+            " AND NOT EXISTS (SELECT 1 FROM dead_letters r \
+                WHERE r.id = d.previous_id AND r.operation_id = ",
+        )
+        .push_bind(state.operation_id)
+        .push(")");
+    let open: i64 = query
+        .build_query_scalar()
+        .persistent(false)
         .fetch_one(pool)
         .await?;
     let untaken = open - state.skipped;

@@ -57,15 +57,10 @@ pub async fn move_broker_dead_letters(
                 }
                 Err(error) => {
                     crate::metrics::dead_letter_held(group);
-                    let wait = backoff::backoff::Backoff::next_backoff(&mut pause)
-                        .unwrap_or(Duration::from_secs(30));
+                    let wait = pause.next_pause();
                     tracing::warn!(%group, %error, retry_in_ms = wait.as_millis() as u64,
                         "could not store a broker dead letter; holding it");
-                    if shutdown
-                        .run_until_cancelled(tokio::time::sleep(wait))
-                        .await
-                        .is_none()
-                    {
+                    if !shared::retry::Pauses::sleep(wait, &shutdown).await {
                         return Ok(());
                     }
                 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, Stream, StreamExt};
 use shared::publish::Publisher;
+use shared::retry::Pauses;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -360,8 +361,7 @@ async fn apply_until_committed<S: Store>(
             "batch not applied: the database failed or did not answer in time (not its events); holding it and trying again");
         crate::metrics::batch_held(context.group);
         parts.health.set_database_ready(false);
-        let wait = backoff::backoff::Backoff::next_backoff(&mut pause).unwrap_or(PAUSE_LONGEST);
-        if !pause_then_probe(store, context, wait, shutdown).await {
+        if !pause_then_probe(store, context, pause.next_pause(), shutdown).await {
             return None;
         }
     };
@@ -459,22 +459,12 @@ async fn pause_then_probe(
     pause: Duration,
     shutdown: &CancellationToken,
 ) -> bool {
-    use backoff::backoff::Backoff;
-    if shutdown
-        .run_until_cancelled(tokio::time::sleep(pause))
-        .await
-        .is_none()
-    {
+    if !Pauses::sleep(pause, shutdown).await {
         return false;
     }
-    let mut schedule = context.policy.pauses(PAUSE_FIRST, PAUSE_LONGEST);
+    let mut pauses = context.policy.pauses(PAUSE_FIRST, PAUSE_LONGEST);
     loop {
-        let wait = schedule.next_backoff().unwrap_or(PAUSE_LONGEST);
-        if shutdown
-            .run_until_cancelled(tokio::time::sleep(wait))
-            .await
-            .is_none()
-        {
+        if !pauses.wait(shutdown).await {
             return false;
         }
         if store.responds(PROBE_PATIENCE).await {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use shared::events::EventType;
 use shared::latency::{LatencyRecorder, LatencySummary};
+use shared::pace::Pace;
 use shared::publish::Publisher;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -218,6 +219,11 @@ pub async fn run_load(
         0.0
     };
     let mut planner = Planner::new(options.seed, options.invalid_share, outbox_share, lanes);
+    // Paced, a run that fell behind (a slow send holding its lane's
+    // queue) catches up by at most 50 ms of its rate.
+    let pace = options
+        .rate
+        .map(|rate| Pace::per_second(rate as f64, (rate / 20).min(u64::from(u32::MAX)) as u32));
     let started = Instant::now();
     let mut sent = 0u64;
     loop {
@@ -228,13 +234,10 @@ pub async fn run_load(
         if done || stop.is_cancelled() {
             break;
         }
-        if let Some(rate) = options.rate {
-            let due = tokio::time::Instant::from_std(started)
-                + Duration::from_secs_f64(sent as f64 / rate.max(1) as f64);
-            tokio::select! {
-                () = tokio::time::sleep_until(due) => {}
-                () = stop.cancelled() => break,
-            }
+        if let Some(pace) = &pace
+            && stop.run_until_cancelled(pace.take(1)).await.is_none()
+        {
+            break;
         }
         let Planned { item, route, lane } = planner.next_planned();
         if let Some(recorder) = recorder.as_mut() {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use shared::events::Event;
 use shared::publish::{OutgoingMessage, Publisher};
+use shared::retry::RetryPolicy;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -114,6 +115,10 @@ impl GatewayClient {
         content_type: &str,
         stop: &CancellationToken,
     ) -> Result<(StatusCode, String), String> {
+        // A connection that fails is tried again on the retry policy's
+        // schedule until its attempts are spent; 429 and 503 after the
+        // gateway's `Retry-After` for as long as the run goes on.
+        let policy = RetryPolicy::default();
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -142,12 +147,13 @@ impl GatewayClient {
                     let status = response.status();
                     return Ok((status, response.text().await.unwrap_or_default()));
                 }
-                Err(error) if attempts >= 5 => return Err(format!("gateway unreachable: {error}")),
-                Err(_) => Duration::from_secs(1),
+                Err(error) => match policy.delay_after_attempt(attempts) {
+                    Some(wait) => wait,
+                    None => return Err(format!("gateway unreachable: {error}")),
+                },
             };
-            // Keep retrying while the run goes on; after a stop, give up
-            // only once several attempts failed.
-            if stop.is_cancelled() && attempts >= 5 {
+            // After a stop, give up once the policy's attempts are spent.
+            if stop.is_cancelled() && attempts >= policy.max_attempts {
                 return Err("gateway still refusing when the run stopped".to_owned());
             }
             tokio::time::sleep(wait).await;

@@ -2,7 +2,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use shared::groups::ConsumerGroup;
-use shared::load::run_load;
 use shared::simulation::StoreTraffic;
 use shared::testing::{IsolatedTopology, connect, eventually};
 
@@ -41,11 +40,29 @@ async fn every_confirmed_load_event_is_queued_for_each_group_that_handles_its_ty
         }
     }
 
-    let report = run_load(&publisher, StoreTraffic::new(5), count, None).await;
+    // Paced at 3,000 a second, catching up by at most 50 ms of it.
+    let rate = 3_000;
+    let report = producers::load::run_load(
+        producers::load::Target::Amqp(publisher),
+        None,
+        producers::load::LoadOptions {
+            limit: producers::load::Limit::Count(count as u64),
+            rate: Some(rate),
+            seed: 5,
+            ..producers::load::LoadOptions::default()
+        },
+        std::sync::Arc::new(producers::load::LoadProgress::default()),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
 
-    assert_eq!((report.published, report.failed), (count, 0));
+    assert_eq!((report.accepted_direct, report.failed), (count as u64, 0));
     assert_eq!(report.latency.unwrap().count, count as usize);
     assert_eq!(queued_when(&isolated, &expected).await, Some(expected));
+    // Never faster than the rate allows: all but the burst at 3,000 a second.
+    let least = Duration::from_secs_f64((count as u64 - rate / 20) as f64 / rate as f64);
+    assert!(report.elapsed >= least, "{count} events in {:?}", report.elapsed);
 }
 
 /// Through the gateway, with invalid items and a share of aggregates

@@ -13,6 +13,7 @@ use super::super::incoming::Incoming;
 use super::super::settlement::{Acknowledge, Decision, Ledger};
 use super::ports::Retries;
 use super::{PAUSE_FIRST, PAUSE_LONGEST, Parts, Taken};
+use shared::retry::Pauses;
 
 /// Settles `taken`, whose batch was committed with `outcomes` (one per
 /// message, in order): schedules the retries together (each waits for its
@@ -69,14 +70,10 @@ async fn hold_until_scheduled<R: Retries>(
             return true;
         };
         crate::metrics::retry_held(context.group);
-        let wait = backoff::backoff::Backoff::next_backoff(&mut pause).unwrap_or(PAUSE_LONGEST);
+        let wait = pause.next_pause();
         tracing::warn!(worker = %context.worker, %error, retry_in_ms = wait.as_millis() as u64,
             "retry not scheduled: the broker failed, not the event; holding it and trying again");
-        if shutdown
-            .run_until_cancelled(tokio::time::sleep(wait))
-            .await
-            .is_none()
-        {
+        if !Pauses::sleep(wait, shutdown).await {
             return false;
         }
     }
