@@ -13,10 +13,8 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use consumers::runtime::batch::{
-    BatchContext, Outcome, process_batch, process_batch_event_by_event,
-};
-use consumers::runtime::incoming::Incoming;
+use runtime::batch::{BatchContext, Outcome, process_batch, process_batch_event_by_event};
+use runtime::incoming::Incoming;
 use shared::events::Event;
 use shared::groups::ConsumerGroup;
 use shared::retry::RetryPolicy;
@@ -37,7 +35,7 @@ fn incoming(event: &Event) -> Incoming {
             .with_message_id(event.id.to_string().into())
             .with_type(event.event_type().as_str().into()),
         event: Ok(event.clone()),
-        history: consumers::runtime::attempts::AttemptHistory::default(),
+        history: runtime::attempts::AttemptHistory::default(),
         oversize: None,
     }
 }
@@ -57,7 +55,7 @@ async fn run(stream: &[Event], path: Path) -> (usize, f64) {
                 max_attempts: u32::MAX,
                 ..RetryPolicy::default()
             },
-            attempt_key: consumers::runtime::AttemptKey::from_bytes([1; 32]),
+            attempt_key: runtime::AttemptKey::from_bytes([1; 32]),
         };
         let mut pending: VecDeque<Incoming> = stream
             .iter()

@@ -64,24 +64,24 @@ pub struct RunArgs {
     /// and group; the others stand by and take over). Set the same on every
     /// process. One keeps a group's batches from waiting on each other's
     /// locks; raise it when a group is bound by database round trips.
-    #[arg(long, env = "SWITCHYARD_GROUP_CONCURRENCY", default_value_t = crate::runtime::DEFAULT_GROUP_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, env = "SWITCHYARD_GROUP_CONCURRENCY", default_value_t = runtime::DEFAULT_GROUP_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub group_concurrency: u16,
     /// Deliveries the broker may send each worker ahead of its acks.
-    #[arg(long, env = "SWITCHYARD_PREFETCH", default_value_t = crate::runtime::DEFAULT_PREFETCH, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "SWITCHYARD_PREFETCH", default_value_t = runtime::DEFAULT_PREFETCH, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
     /// Most events applied in one transaction.
-    #[arg(long, env = "SWITCHYARD_BATCH_SIZE", default_value_t = crate::runtime::DEFAULT_BATCH_SIZE, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    #[arg(long, env = "SWITCHYARD_BATCH_SIZE", default_value_t = runtime::DEFAULT_BATCH_SIZE, value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub batch_size: u16,
     /// Longest wait, in milliseconds, after a batch's first event arrives
     /// for more to join it while it is not full: fewer, fuller database
     /// calls at moderate rates, for at most this much latency. 0 applies
     /// what is ready at once (the default).
-    #[arg(long, env = "SWITCHYARD_BATCH_LINGER_MS", default_value_t = crate::runtime::DEFAULT_BATCH_LINGER.as_millis() as u16, value_parser = clap::value_parser!(u16).range(0..=10_000))]
+    #[arg(long, env = "SWITCHYARD_BATCH_LINGER_MS", default_value_t = runtime::DEFAULT_BATCH_LINGER.as_millis() as u16, value_parser = clap::value_parser!(u16).range(0..=10_000))]
     pub batch_linger_ms: u16,
     /// Longest, in milliseconds, a batch's database work may take; past
     /// it the worker gives up on the connection, holds the batch as in an
     /// outage and tries it again on a fresh one.
-    #[arg(long, env = "SWITCHYARD_BATCH_TIMEOUT_MS", default_value_t = crate::runtime::DEFAULT_BATCH_TIMEOUT.as_millis() as u32, value_parser = clap::value_parser!(u32).range(100..=3_600_000))]
+    #[arg(long, env = "SWITCHYARD_BATCH_TIMEOUT_MS", default_value_t = runtime::DEFAULT_BATCH_TIMEOUT.as_millis() as u32, value_parser = clap::value_parser!(u32).range(100..=3_600_000))]
     pub batch_timeout_ms: u32,
     /// Threads that run the workers (the broker connection's I/O has a
     /// thread of its own). One spends least CPU per delivery while the

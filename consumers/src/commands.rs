@@ -10,7 +10,7 @@ use crate::cli::{
     Command, DemoArgs, OperationsApiArgs, OperatorTokenCommand, RunArgs, StatsArgs, TeardownArgs,
 };
 use crate::http::HttpState;
-use crate::runtime::{Health, WorkerOptions, run_workers_reconnecting};
+use runtime::{Health, WorkerOptions, run_workers_reconnecting};
 
 /// Runs one subcommand to completion.
 pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
@@ -216,8 +216,8 @@ async fn run_until_signalled(args: RunArgs, settings: &Settings) -> anyhow::Resu
     // Served first: "alive, not ready" while the broker and database are awaited.
     let health = Health::default();
     health.set_database_ready(false);
-    let http = HttpState::new(health.clone(), crate::metrics::install_recorder());
-    crate::metrics::runtime_threads(tokio::runtime::Handle::current().metrics().num_workers());
+    let http = HttpState::new(health.clone(), runtime::metrics::install_recorder());
+    runtime::metrics::runtime_threads(tokio::runtime::Handle::current().metrics().num_workers());
     let listener = tokio::net::TcpListener::bind(args.http_address)
         .await
         .with_context(|| format!("cannot listen on {} (--http-address)", args.http_address))?;
@@ -308,11 +308,11 @@ async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {
         workers: WorkerOptions {
             groups: shared::groups::ConsumerGroup::ALL.to_vec(),
             workers: usize::from(args.workers),
-            prefetch: crate::runtime::DEFAULT_PREFETCH,
-            batch_size: usize::from(crate::runtime::DEFAULT_BATCH_SIZE),
-            batch_linger: crate::runtime::DEFAULT_BATCH_LINGER,
-            batch_timeout: crate::runtime::DEFAULT_BATCH_TIMEOUT,
-            group_concurrency: crate::runtime::DEFAULT_GROUP_CONCURRENCY,
+            prefetch: runtime::DEFAULT_PREFETCH,
+            batch_size: usize::from(runtime::DEFAULT_BATCH_SIZE),
+            batch_linger: runtime::DEFAULT_BATCH_LINGER,
+            batch_timeout: runtime::DEFAULT_BATCH_TIMEOUT,
+            group_concurrency: runtime::DEFAULT_GROUP_CONCURRENCY,
             handlers: crate::handlers::Store::shared(),
         },
         deadline: std::time::Duration::from_secs(args.max_seconds),

@@ -14,7 +14,7 @@ use shared::simulation::StoreTraffic;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{WorkerOptions, spawn_workers};
+use runtime::{WorkerOptions, spawn_workers};
 
 /// What the demo runs.
 #[derive(Debug, Clone)]

@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::Health;
+use runtime::Health;
 
 /// What the endpoints look at.
 #[derive(Clone)]

@@ -4,7 +4,7 @@
 use shared::groups::ConsumerGroup;
 use sqlx::PgPool;
 
-use crate::metrics::{BatchPath, batches_committed};
+use runtime::metrics::{BatchPath, batches_committed};
 
 /// How this process's batches were applied, per group.
 pub fn print_batch_paths() {

@@ -62,7 +62,7 @@ pub struct GroupStats {
     pub throughput: Vec<f64>,
     /// End-to-end lag (event time to commit) of the events applied in the
     /// last [`LAG_WINDOW_SECONDS`]: the median, within 19 % (see
-    /// [`crate::runtime::positions::lag_quantile`]); absent when none was
+    /// [`runtime::positions::lag_quantile`]); absent when none was
     /// applied.
     pub lag_p50_seconds: Option<f64>,
     /// The same, 99th percentile.
@@ -127,7 +127,7 @@ pub async fn collect(
     .fetch_all(pool)
     .await?;
     let lag = |group: ConsumerGroup, quantile: f64| {
-        let mut buckets = vec![0_i64; crate::runtime::positions::LAG_BUCKETS];
+        let mut buckets = vec![0_i64; runtime::positions::LAG_BUCKETS];
         for (_, bucket, count) in lag_counts
             .iter()
             .filter(|(name, _, _)| name == group.as_str())
@@ -139,7 +139,7 @@ pub async fn collect(
                 *slot += count;
             }
         }
-        crate::runtime::positions::lag_quantile(&buckets, quantile)
+        runtime::positions::lag_quantile(&buckets, quantile)
     };
     let throughput = |group: ConsumerGroup| {
         // Slot 0 is under way (workers report every few seconds): left out.
@@ -277,9 +277,9 @@ pub fn table(stats: &Stats) -> String {
     table
 }
 
-/// Sets the queue gauges (named in [`crate::metrics`]) from `stats`.
+/// Sets the queue gauges (named in `runtime::metrics`) from `stats`.
 pub fn record(stats: &Stats) {
-    use crate::metrics as m;
+    use runtime::metrics as m;
     for figures in &stats.groups {
         let group = figures.group.as_str();
         metrics::gauge!(m::QUEUE_READY, "group" => group).set(figures.ready as f64);
@@ -347,11 +347,11 @@ pub async fn sample_every(
         match sampled {
             Ok(stats) => {
                 record(&stats);
-                crate::metrics::queue_figures_sampled(stats.at);
+                runtime::metrics::queue_figures_sampled(stats.at);
                 failing = false;
             }
             Err(error) => {
-                crate::metrics::queue_sample_failed();
+                runtime::metrics::queue_sample_failed();
                 if failing {
                     tracing::debug!(%error, "queue figures not sampled");
                 } else {

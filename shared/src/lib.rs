@@ -21,7 +21,6 @@
 //! - [`retry`]: the exponential-backoff retry policy.
 //! - [`telemetry`]: log output set-up.
 //! - [`metrics_recorder`]: the process's one Prometheus recorder and its buckets.
-//! - [`prometheus_text`]: reading back what a recorder rendered.
 //! - [`shutdown`]: SIGINT/SIGTERM → graceful shutdown, twice → exit.
 //! - [`tls`]: the process-wide rustls crypto provider.
 //! - `testing` (feature `testing`): support for integration tests.
@@ -41,7 +40,6 @@ pub mod metrics_recorder;
 pub mod outbox;
 pub mod pace;
 pub mod printable;
-pub mod prometheus_text;
 pub mod publish;
 pub mod retry;
 pub mod secret_tokens;

@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use consumers::runtime::{WorkerOptions, spawn_workers};
 use producers::gateway::api_keys::{self, NewApiKey};
 use producers::gateway::grants::Grants;
 use producers::gateway::{GatewayConfig, GatewayState};
 use producers::load::senders::GatewayClient;
 use producers::load::{Limit, LoadOptions, LoadProgress, LoadReport, Target, run_load};
 use producers::relay::{Relay, RelayConfig};
+use runtime::{WorkerOptions, spawn_workers};
 use shared::groups::ConsumerGroup;
 use shared::publish::Publisher;
 use shared::settings::Settings;
@@ -131,11 +131,11 @@ pub async fn run_stack(
         WorkerOptions {
             groups: ConsumerGroup::ALL.to_vec(),
             workers: options.workers,
-            prefetch: consumers::runtime::DEFAULT_PREFETCH,
-            batch_size: usize::from(consumers::runtime::DEFAULT_BATCH_SIZE),
-            batch_linger: consumers::runtime::DEFAULT_BATCH_LINGER,
-            batch_timeout: consumers::runtime::DEFAULT_BATCH_TIMEOUT,
-            group_concurrency: consumers::runtime::DEFAULT_GROUP_CONCURRENCY,
+            prefetch: runtime::DEFAULT_PREFETCH,
+            batch_size: usize::from(runtime::DEFAULT_BATCH_SIZE),
+            batch_linger: runtime::DEFAULT_BATCH_LINGER,
+            batch_timeout: runtime::DEFAULT_BATCH_TIMEOUT,
+            group_concurrency: runtime::DEFAULT_GROUP_CONCURRENCY,
             handlers: consumers::handlers::Store::shared(),
         },
         services.clone(),

@@ -199,7 +199,8 @@ pub async fn wait_consuming(processes: &[ConsumerProcess]) {
             let Some(text) = process.metrics(&client).await else {
                 continue;
             };
-            for sample in shared::prometheus_text::samples(&text, "switchyard_group_lease") {
+            for sample in shared::testing::prometheus_text::samples(&text, "switchyard_group_lease")
+            {
                 let group = sample.label("group").unwrap_or_default().to_owned();
                 *held.entry(group).or_default() += sample.value;
             }
@@ -222,7 +223,7 @@ pub fn settled_in(metrics: &str) -> f64 {
     ["applied", "duplicate", "dead_lettered"]
         .iter()
         .map(|outcome| {
-            shared::prometheus_text::sum(
+            shared::testing::prometheus_text::sum(
                 metrics,
                 "switchyard_events_total",
                 &[("outcome", outcome)],

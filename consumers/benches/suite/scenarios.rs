@@ -326,7 +326,7 @@ pub async fn switchyard_latency(workload: Workload, events: Vec<Event>, rate: u6
 fn lag_buckets(rendered: &str) -> BTreeMap<u64, f64> {
     let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
     let name = format!("{}_bucket", shared::metrics_recorder::LAG_SECONDS);
-    for sample in shared::prometheus_text::samples(rendered, &name) {
+    for sample in shared::testing::prometheus_text::samples(rendered, &name) {
         let le = sample.label("le").unwrap();
         let bound: f64 = if le == "+Inf" {
             f64::INFINITY

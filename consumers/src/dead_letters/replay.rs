@@ -34,8 +34,8 @@ use tokio_util::sync::CancellationToken;
 use super::filter::{Filter, FilteredQuery};
 use super::manage::OperationError;
 use super::operations::{self, Action, Actor, Counts};
-use crate::runtime::dead_letter_store::{REPLAY_OF_HEADER, REPLAY_OPERATION_HEADER};
-use crate::runtime::incoming::headers_from_json;
+use runtime::dead_letter_store::{REPLAY_OF_HEADER, REPLAY_OPERATION_HEADER};
+use runtime::incoming::headers_from_json;
 
 /// The longest a replay waits to record how it ended: short, because
 /// after a failure the database may be the reason.

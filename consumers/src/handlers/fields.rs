@@ -8,7 +8,7 @@ use shared::events::Event;
 use shared::groups::ConsumerGroup;
 use uuid::Uuid;
 
-use crate::runtime::handler::HandlerError;
+use runtime::handler::HandlerError;
 
 /// What `group`'s function reads of `event`; `Err` for an event that can
 /// never apply (a sum that does not fit 64 bits, or a type the group does

@@ -13,7 +13,7 @@ use shared::groups::ConsumerGroup;
 use uuid::Uuid;
 
 use super::fields::{Fields, Wanted};
-use crate::runtime::handler::HandlerError;
+use runtime::handler::HandlerError;
 
 /// What `switchyard_apply_inventory` reads of `event`; `Err` for an event
 /// it must never be given (units that do not fit 64 bits, a type this

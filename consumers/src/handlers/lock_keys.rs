@@ -124,7 +124,7 @@ fn known_lock_keys(event: &Event) -> Vec<String> {
 /// A stable 64-bit advisory-lock id for `key` within `group` (FNV-1a: the
 /// same in every build, so workers of different versions agree).
 pub fn advisory_lock_id(group: ConsumerGroup, key: &str) -> i64 {
-    crate::fnv::fnv1a_64([group.as_str().as_bytes(), b"/", key.as_bytes()]) as i64
+    runtime::fnv::fnv1a_64([group.as_str().as_bytes(), b"/", key.as_bytes()]) as i64
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use shared::events::Event;
 use shared::groups::ConsumerGroup;
 use sqlx::PgConnection;
 
-use crate::runtime::handler::{HandlerError, Handlers, Verdict};
+use runtime::handler::{HandlerError, Handlers, Verdict};
 
 /// The store's handlers, as the runtime calls them.
 #[derive(Debug, Clone, Copy, Default)]

@@ -10,7 +10,7 @@ use shared::groups::ConsumerGroup;
 use uuid::Uuid;
 
 use super::fields::{Fields, Line};
-use crate::runtime::handler::HandlerError;
+use runtime::handler::HandlerError;
 
 /// What `switchyard_apply_orders` reads of `event`; `Err` for an event it
 /// must never be given (a total that does not fit 64 bits, a type this

@@ -13,7 +13,7 @@ use shared::events::{Event, EventPayload};
 use shared::groups::ConsumerGroup;
 
 use super::fields::Fields;
-use crate::runtime::handler::HandlerError;
+use runtime::handler::HandlerError;
 
 pub(super) type CategoryTotals = BTreeMap<String, CategoryTotal>;
 

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::fields::Fields;
 use super::lock_keys::{advisory_lock_id, aggregate_keys, reserved_skus};
-use crate::runtime::handler::{HandlerError, Verdict};
+use runtime::handler::{HandlerError, Verdict};
 
 /// Applies `events` for `group` in one call of the group's function; one
 /// verdict per event, in order. On a connection in autocommit mode the

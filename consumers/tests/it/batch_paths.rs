@@ -4,8 +4,8 @@
 //! fallback that redoes a batch event by event for poison or when the
 //! call raises. Exact outcomes and row counts.
 
-use consumers::runtime::batch::{Applied, BatchContext, BatchPath, Outcome, process_batch};
-use consumers::runtime::incoming::Incoming;
+use runtime::batch::{Applied, BatchContext, BatchPath, Outcome, process_batch};
+use runtime::incoming::Incoming;
 use shared::events::Event;
 use shared::groups::ConsumerGroup;
 use shared::retry::RetryPolicy;
@@ -21,7 +21,7 @@ fn context(group: ConsumerGroup) -> BatchContext {
         handlers: consumers::handlers::Store::shared(),
         worker: "batch-paths".into(),
         policy: RetryPolicy::default(),
-        attempt_key: consumers::runtime::AttemptKey::from_bytes([1; 32]),
+        attempt_key: runtime::AttemptKey::from_bytes([1; 32]),
     }
 }
 
@@ -429,7 +429,7 @@ async fn a_poison_message_is_dead_lettered_while_its_batch_neighbours_commit() {
     let mut batch: Vec<Incoming> = before.iter().map(incoming).collect();
     let mut poison = incoming(&before[0]);
     poison.body = b"{\"specversion\":\"1.0\", truncated".to_vec();
-    poison.event = Err(consumers::runtime::incoming::Refusal::Undecodable(
+    poison.event = Err(runtime::incoming::Refusal::Undecodable(
         Event::decode(&poison.body, 1 << 20).unwrap_err(),
     ));
     poison.properties = lapin::BasicProperties::default();
@@ -500,7 +500,7 @@ async fn set_wise_plans_made_on_empty_tables_read_every_table_through_an_index()
                 .expect("applied set-wise");
             applied += verdicts
                 .iter()
-                .filter(|verdict| matches!(verdict, consumers::runtime::handler::Verdict::Applied))
+                .filter(|verdict| matches!(verdict, runtime::handler::Verdict::Applied))
                 .count();
         }
     }

@@ -9,11 +9,11 @@
 
 use std::collections::VecDeque;
 
-use consumers::runtime::batch::{
+use proptest::prelude::*;
+use runtime::batch::{
     BatchContext, BatchPath, Outcome, process_batch, process_batch_event_by_event,
 };
-use consumers::runtime::incoming::Incoming;
-use proptest::prelude::*;
+use runtime::incoming::Incoming;
 use shared::events::Event;
 use shared::groups::ConsumerGroup;
 use shared::retry::RetryPolicy;
@@ -56,7 +56,7 @@ async fn apply_all(pool: &PgPool, stream: &[Event], batch_size: usize, path: Pat
                 max_attempts: u32::MAX,
                 ..RetryPolicy::default()
             },
-            attempt_key: consumers::runtime::AttemptKey::from_bytes([1; 32]),
+            attempt_key: runtime::AttemptKey::from_bytes([1; 32]),
         };
         let mut pending: VecDeque<Incoming> = stream
             .iter()

@@ -80,7 +80,7 @@ async fn an_unreachable_database_pauses_consumption_without_dead_letters_and_it_
         "an_unreachable_database_pauses_consumption_without_dead_letters_and_it_resumes",
         crate::support::TEST_LIMIT,
     );
-    let metrics = consumers::metrics::install_recorder();
+    let metrics = runtime::metrics::install_recorder();
     let held_before = orders_counter(&metrics, "switchyard_batches_held_total");
     let stack = Stack::new().await;
     let (proxy, through_proxy) = TcpProxy::in_front_of(&database_url(&stack.settings)).await;
@@ -212,7 +212,7 @@ async fn a_consumer_ended_by_the_broker_stops_the_runtime_with_an_error() {
     let _ = connection.close(200, "OK".into()).await;
 
     match workers.stopped_by_themselves(Duration::from_secs(20)).await {
-        Err(consumers::runtime::RuntimeError::ConsumerEnded { queue: ended }) => {
+        Err(runtime::RuntimeError::ConsumerEnded { queue: ended }) => {
             assert_eq!(ended, queue)
         }
         other => panic!("expected ConsumerEnded, got {other:?}"),
@@ -239,7 +239,7 @@ async fn a_read_only_database_holds_the_batch_and_it_is_applied_after_recovery()
         "a_read_only_database_holds_the_batch_and_it_is_applied_after_recovery",
         crate::support::TEST_LIMIT,
     );
-    let metrics = consumers::metrics::install_recorder();
+    let metrics = runtime::metrics::install_recorder();
     let stack = Stack::new().await;
     // As after a failover to a replica: every new session is read-only.
     stack.set_read_only(true).await;

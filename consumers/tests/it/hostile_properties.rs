@@ -5,14 +5,14 @@
 //! exchange — it is dead-lettered exactly once (a redelivery adds
 //! nothing), and the valid event beside it in the batch is applied.
 
-use consumers::runtime::batch::{BatchContext, Outcome, process_batch};
-use consumers::runtime::incoming::Incoming;
 use lapin::BasicProperties;
 use lapin::message::Delivery;
 use lapin::types::{
     AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString, ShortString,
 };
 use proptest::prelude::*;
+use runtime::batch::{BatchContext, Outcome, process_batch};
+use runtime::incoming::Incoming;
 use shared::events::catalog::ProductListed;
 use shared::events::{Event, EventPayload};
 use shared::groups::ConsumerGroup;
@@ -176,7 +176,7 @@ fn hostile() -> impl Strategy<Value = Hostile> {
 
 impl Hostile {
     /// Through the real decoding of a delivery, as a worker takes it.
-    fn incoming(&self, key: &consumers::runtime::AttemptKey) -> Incoming {
+    fn incoming(&self, key: &runtime::AttemptKey) -> Incoming {
         let exchange = if self.via_exchange { "events" } else { "" };
         let mut delivery = Delivery::mock(
             1,
@@ -228,7 +228,7 @@ fn any_delivery_is_dead_lettered_once_and_the_valid_event_beside_it_applied() {
         .build()
         .unwrap();
     let database = runtime.block_on(TestDatabase::create());
-    let key = consumers::runtime::AttemptKey::from_bytes([3; 32]);
+    let key = runtime::AttemptKey::from_bytes([3; 32]);
     let config = ProptestConfig {
         cases: 256,
         ..ProptestConfig::default()

@@ -387,7 +387,7 @@ async fn a_broker_dead_letter_with_nul_and_binary_headers_is_stored_exactly() {
 /// loop — and stores it once the database takes writes again.
 #[tokio::test]
 async fn a_broker_dead_letter_the_database_refuses_is_held_and_stored_once_it_can_be() {
-    let metrics = consumers::metrics::install_recorder();
+    let metrics = runtime::metrics::install_recorder();
     let stack = Stack::new().await;
     let event = order_placed(Uuid::now_v7());
     stack.publish(std::slice::from_ref(&event)).await;

@@ -81,10 +81,8 @@ async fn a_transient_failure_succeeds_once_its_dependency_arrives() {
 /// dependency arrives, instead of being dead-lettered at once.
 #[tokio::test]
 async fn attempt_headers_a_producer_forges_are_ignored() {
-    use consumers::runtime::attempts::{
-        ATTEMPT_COUNT_HEADER, ATTEMPT_LOG_HEADER, ATTEMPT_SIGNATURE_HEADER,
-    };
     use lapin::types::{AMQPValue, FieldTable};
+    use runtime::attempts::{ATTEMPT_COUNT_HEADER, ATTEMPT_LOG_HEADER, ATTEMPT_SIGNATURE_HEADER};
     use shared::publish::OutgoingMessage;
 
     let stack = Stack::new().await; // 4 attempts
@@ -147,7 +145,7 @@ async fn attempt_headers_a_producer_forges_are_ignored() {
 async fn a_retry_the_broker_refuses_is_held_and_scheduled_once_it_can_be() {
     use lapin::options::QueueDeleteOptions;
 
-    let metrics = consumers::metrics::install_recorder();
+    let metrics = runtime::metrics::install_recorder();
     let stack = Stack::new().await;
     let wait_queue = stack.isolated.topology.group(ConsumerGroup::Orders).retry[0].clone();
     let connection = shared::testing::connect(&stack.settings).await;

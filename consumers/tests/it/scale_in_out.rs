@@ -71,9 +71,9 @@ impl Process {
     /// Events with `outcome` this process counted, from its own `/metrics`.
     async fn events(&self, outcome: &str) -> f64 {
         match get(self.http, "/metrics").await {
-            Some((_, metrics)) => shared::prometheus_text::sum(
+            Some((_, metrics)) => shared::testing::prometheus_text::sum(
                 &metrics,
-                consumers::metrics::EVENTS_TOTAL,
+                runtime::metrics::EVENTS_TOTAL,
                 &[("outcome", outcome)],
             ),
             None => 0.0,
@@ -85,7 +85,8 @@ impl Process {
     async fn leases(&self) -> Option<Vec<String>> {
         let (_, metrics) = get(self.http, "/metrics").await?;
         let leases: Vec<_> =
-            shared::prometheus_text::samples(&metrics, consumers::metrics::GROUP_LEASE).collect();
+            shared::testing::prometheus_text::samples(&metrics, runtime::metrics::GROUP_LEASE)
+                .collect();
         let held = leases
             .iter()
             .filter(|sample| sample.value == 1.0)
@@ -114,7 +115,6 @@ async fn a_standby_process_takes_over_from_a_stopped_one_and_nothing_is_applied_
     let payments: Vec<_> = ids.iter().map(|id| captured(*id)).collect();
     stack.publish(&placed).await;
     stack.publish(&payments).await;
-    let expected = (2 * ORDERS) as i64;
     let applied = || stack.number("SELECT count(*) FROM processed_events");
 
     let mut first = Process::spawn(&stack);
@@ -151,13 +151,25 @@ async fn a_standby_process_takes_over_from_a_stopped_one_and_nothing_is_applied_
     );
     assert_eq!(second.applied().await, 0.0, "the standby applied nothing");
 
-    // Scale in: SIGTERM the holder while work remains; the standby takes over.
+    // Scale in while work certainly remains (the first process could
+    // otherwise finish the backlog before it is told to stop): the holder
+    // is held still (SIGSTOP) while a second tranche is published, told to
+    // stop (SIGTERM, pending while it is stopped) and let go (SIGCONT).
+    shared::testing::signal(&first.child, "STOP");
+    let more: Vec<Uuid> = (0..ORDERS).map(|_| Uuid::now_v7()).collect();
+    let more_placed: Vec<_> = more.iter().map(|id| order_placed(*id)).collect();
+    let more_payments: Vec<_> = more.iter().map(|id| captured(*id)).collect();
+    stack.publish(&more_placed).await;
+    stack.publish(&more_payments).await;
+    let expected = (4 * ORDERS) as i64;
     let before_stop = applied().await;
     assert!(
         before_stop < expected,
         "work remained at the stop ({before_stop})"
     );
-    let status = sigterm_and_wait(&mut first.child, Duration::from_secs(60))
+    shared::testing::signal(&first.child, "TERM");
+    shared::testing::signal(&first.child, "CONT");
+    let status = shared::testing::exit_within(&mut first.child, Duration::from_secs(60))
         .await
         .expect("the stopped process leaves in time");
     assert!(status.success(), "it exits cleanly after committing");
@@ -171,7 +183,7 @@ async fn a_standby_process_takes_over_from_a_stopped_one_and_nothing_is_applied_
     assert!(second.applied().await > 0.0, "the standby took over");
     assert_eq!(second.leases().await, Some(vec!["orders".to_owned()]));
     assert!(crate::support::eventually_drained(&stack, ConsumerGroup::Orders).await);
-    assert_orders_and_payments_once(&stack, ORDERS).await;
+    assert_orders_and_payments_once(&stack, 2 * ORDERS).await;
     assert_eq!(stack.number("SELECT count(*) FROM dead_letters").await, 0);
 
     // What the stopped process received it committed and acknowledged: had
@@ -210,7 +222,7 @@ async fn a_member_that_never_takes_its_share_keeps_no_group_unconsumed() {
     // Two members running every group: each is designated at least one of
     // the three leases (the first and third go to the lower pid).
     let (class, member) =
-        consumers::runtime::leases::member_lock(&stack.settings.namespace, &ConsumerGroup::ALL);
+        runtime::leases::member_lock(&stack.settings.namespace, &ConsumerGroup::ALL);
     let mut hung = stack
         .database
         .pool

@@ -1,6 +1,6 @@
 //! A deterministic simulation of the worker loop, in the manner of
 //! FoundationDB's simulation testing and TigerBeetle's VOPR: the real loop
-//! ([`consumers::runtime::worker::consume`]: batching, lingering,
+//! ([`runtime::worker::consume`]: batching, lingering,
 //! pipelining, holding, settling, retries, stopping) runs against an
 //! in-memory broker channel and database that fail, stall, commit late,
 //! refuse retries and lose the connection at random moments, with stop
@@ -29,17 +29,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use consumers::runtime::attempts::{AttemptHistory, AttemptKey, AttemptRecord};
-use consumers::runtime::batch::{BatchContext, BatchError, Outcome};
-use consumers::runtime::incoming::{Incoming, Refusal};
-use consumers::runtime::positions::Position;
-use consumers::runtime::settlement::Acknowledge;
-use consumers::runtime::worker::ports::{Channel, Received, Retries, Store};
-use consumers::runtime::worker::{Batching, Parts, consume};
-use consumers::runtime::{Health, RuntimeError};
 use futures_util::Stream;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use runtime::attempts::{AttemptHistory, AttemptKey, AttemptRecord};
+use runtime::batch::{BatchContext, BatchError, Outcome};
+use runtime::incoming::{Incoming, Refusal};
+use runtime::positions::Position;
+use runtime::settlement::Acknowledge;
+use runtime::worker::ports::{Channel, Received, Retries, Store};
+use runtime::worker::{Batching, Parts, consume};
+use runtime::{Health, RuntimeError};
 use shared::events::{DecodeError, Event};
 use shared::groups::ConsumerGroup;
 use shared::publish::PublishError;

@@ -306,7 +306,7 @@ fn the_keda_example_scales_on_the_backlog_the_workers_export() {
         query,
         format!(
             "max({}{{group=\"orders\"}})",
-            consumers::metrics::QUEUE_BACKLOG
+            runtime::metrics::QUEUE_BACKLOG
         )
     );
 }
@@ -558,7 +558,7 @@ async fn stats_gives_up_on_a_database_that_stops_answering() {
 
 /// The value of the unlabelled metric `name` in a `/metrics` body.
 fn metric_value(body: &str, name: &str) -> Option<f64> {
-    shared::prometheus_text::samples(body, name)
+    shared::testing::prometheus_text::samples(body, name)
         .next()
         .map(|sample| sample.value)
 }
@@ -596,8 +596,8 @@ async fn a_sample_the_database_does_not_answer_is_given_up_counted_and_sampling_
         let (_, body) = get(address, "/metrics").await?;
         metric_value(&body, name)
     };
-    let sampled = consumers::metrics::QUEUE_FIGURES_SAMPLED;
-    let failed = consumers::metrics::QUEUE_SAMPLES_FAILED_TOTAL;
+    let sampled = runtime::metrics::QUEUE_FIGURES_SAMPLED;
+    let failed = runtime::metrics::QUEUE_SAMPLES_FAILED_TOTAL;
 
     let first = eventually(Duration::from_secs(60), || metric(sampled)).await;
     let first = first.expect("the figures were sampled");

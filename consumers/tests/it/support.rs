@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use consumers::runtime::{RuntimeError, WorkerOptions, spawn_workers};
 use lapin::BasicProperties;
+use runtime::{RuntimeError, WorkerOptions, spawn_workers};
 use shared::events::Event;
 use shared::groups::ConsumerGroup;
 use shared::publish::{OutgoingMessage, Publisher};
@@ -76,8 +76,8 @@ impl Stack {
             workers,
             prefetch: 64,
             batch_size: 32,
-            batch_linger: consumers::runtime::DEFAULT_BATCH_LINGER,
-            batch_timeout: consumers::runtime::DEFAULT_BATCH_TIMEOUT,
+            batch_linger: runtime::DEFAULT_BATCH_LINGER,
+            batch_timeout: runtime::DEFAULT_BATCH_TIMEOUT,
             group_concurrency: 1,
             handlers: consumers::handlers::Store::shared(),
         }
@@ -231,8 +231,8 @@ pub async fn eventually_drained(stack: &Stack, group: ConsumerGroup) -> bool {
 
 /// `event` as a worker receives it when published the ordinary way: first
 /// attempt, no headers.
-pub fn incoming(event: &Event) -> consumers::runtime::incoming::Incoming {
-    consumers::runtime::incoming::Incoming {
+pub fn incoming(event: &Event) -> runtime::incoming::Incoming {
+    runtime::incoming::Incoming {
         body: event.to_json_bytes(),
         routing_key: event.event_type().as_str().to_owned(),
         properties: lapin::BasicProperties::default()
@@ -240,7 +240,7 @@ pub fn incoming(event: &Event) -> consumers::runtime::incoming::Incoming {
             .with_type(event.event_type().as_str().into())
             .with_content_type("application/cloudevents+json".into()),
         event: Ok(event.clone()),
-        history: consumers::runtime::attempts::AttemptHistory::default(),
+        history: runtime::attempts::AttemptHistory::default(),
         oversize: None,
     }
 }

@@ -62,7 +62,11 @@ async fn every_confirmed_load_event_is_queued_for_each_group_that_handles_its_ty
     assert_eq!(queued_when(&isolated, &expected).await, Some(expected));
     // Never faster than the rate allows: all but the burst at 3,000 a second.
     let least = Duration::from_secs_f64((count as u64 - rate / 20) as f64 / rate as f64);
-    assert!(report.elapsed >= least, "{count} events in {:?}", report.elapsed);
+    assert!(
+        report.elapsed >= least,
+        "{count} events in {:?}",
+        report.elapsed
+    );
 }
 
 /// Through the gateway, with invalid items and a share of aggregates

@@ -22,12 +22,17 @@ pub fn assert_refused(output: &std::process::Output, named: &str, what: &dyn std
 
 /// Sends SIGTERM to `child` (asserting that it was sent).
 pub fn sigterm(child: &Child) {
+    signal(child, "TERM");
+}
+
+/// Sends signal `name` (`TERM`, `STOP`, `CONT`…) to `child`.
+pub fn signal(child: &Child, name: &str) {
     let pid = child.id().to_string();
     let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
+        .args([&format!("-{name}"), &pid])
         .status()
         .is_ok_and(|status| status.success());
-    assert!(sent, "SIGTERM sent to {pid}");
+    assert!(sent, "SIG{name} sent to {pid}");
 }
 
 /// Sends SIGTERM to `child` and waits (at most `within`) for it to exit.

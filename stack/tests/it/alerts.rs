@@ -55,9 +55,9 @@ fn every_metric_an_alert_reads_is_exported_by_the_binaries_and_documented() {
     let rules = std::fs::read_to_string(workspace().join("deploy/prometheus/alerts.yml")).unwrap();
     let mut sources = String::new();
     for file in [
-        "consumers/src/metrics.rs",
+        "runtime/src/metrics.rs",
         "consumers/src/stats.rs",
-        "consumers/src/runtime/leases.rs",
+        "runtime/src/leases.rs",
         "shared/src/broker.rs",
     ] {
         sources.push_str(&std::fs::read_to_string(workspace().join(file)).unwrap());

@@ -8,11 +8,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use clap::Parser;
-use consumers::runtime::{WorkerOptions, spawn_workers};
 use producers::cli::{Cli, Command as ProducersCommand, KeysCommand};
 use producers::gateway::api_keys::{self, NewApiKey};
 use producers::gateway::grants::Grants;
 use producers::gateway::{GatewayConfig, GatewayState, serve};
+use runtime::{WorkerOptions, spawn_workers};
 use shared::groups::ConsumerGroup;
 use shared::publish::Publisher;
 use shared::testing::{IsolatedTopology, TestDatabase, database_url, eventually};
@@ -73,11 +73,11 @@ impl Running {
             WorkerOptions {
                 groups: ConsumerGroup::ALL.to_vec(),
                 workers: 1,
-                prefetch: consumers::runtime::DEFAULT_PREFETCH,
-                batch_size: usize::from(consumers::runtime::DEFAULT_BATCH_SIZE),
-                batch_linger: consumers::runtime::DEFAULT_BATCH_LINGER,
-                batch_timeout: consumers::runtime::DEFAULT_BATCH_TIMEOUT,
-                group_concurrency: consumers::runtime::DEFAULT_GROUP_CONCURRENCY,
+                prefetch: runtime::DEFAULT_PREFETCH,
+                batch_size: usize::from(runtime::DEFAULT_BATCH_SIZE),
+                batch_linger: runtime::DEFAULT_BATCH_LINGER,
+                batch_timeout: runtime::DEFAULT_BATCH_TIMEOUT,
+                group_concurrency: runtime::DEFAULT_GROUP_CONCURRENCY,
                 handlers: consumers::handlers::Store::shared(),
             },
             stop.clone(),

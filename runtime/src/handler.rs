@@ -1,6 +1,6 @@
 //! What the runtime needs of a store, and nothing of any store: the
 //! [`Handlers`] interface a binary passes in (the store's is
-//! `crate::handlers::Store`), the [`Verdict`] it gives each event, and
+//! `consumers::handlers::Store`), the [`Verdict`] it gives each event, and
 //! [`HandlerError`] with the [`Disposition`] that decides what happens
 //! next. The runtime batches, locks, retries and dead-letters; the
 //! handlers apply.

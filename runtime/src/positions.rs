@@ -1,6 +1,6 @@
 //! How far a worker has got in its work queue, for the age of the oldest
 //! waiting event (see `queue_positions` in the migrations and
-//! [`crate::stats`]): the newest send time (AMQP `timestamp`, seconds)
+//! `consumers::stats`): the newest send time (AMQP `timestamp`, seconds)
 //! among the deliveries it has taken, raised in the database every few
 //! seconds while it works, never on the hot path of a batch. With it, what
 //! the worker applied since its last report and those events' end-to-end

@@ -191,7 +191,7 @@ pub const QUEUE_CONSUMERS: &str = "switchyard_queue_consumers";
 /// the management API).
 pub const QUEUE_ACK_RATE: &str = "switchyard_queue_ack_rate";
 /// Seconds the oldest ready event of a group has waited, at most (sampled;
-/// see [`crate::stats`]).
+/// see `consumers::stats`).
 pub const QUEUE_OLDEST_WAITING_SECONDS: &str = "switchyard_queue_oldest_waiting_seconds";
 /// Open dead letters of a group in the store (sampled).
 pub const DEAD_LETTERS_OPEN: &str = "switchyard_dead_letters_open";

@@ -1,5 +1,8 @@
 //! The worker runtime: for each consumer group, N workers with prefetch and
-//! batching, plus a mover for the broker's own dead letters.
+//! batching, plus a mover for the broker's own dead letters. It applies
+//! events through the [`handler::Handlers`] it is given and knows no store:
+//! this crate depends on nothing of the store's rules (`consumers`'s
+//! `handlers` implement the interface; the binary passes them in).
 //!
 //! - [`worker`]: consume, batch, commit, then ack; retries; outage pauses.
 //! - [`batch`]: one transaction per batch, one savepoint per event, dedup.
@@ -11,6 +14,10 @@
 //! - [`health`]: readiness flags.
 //! - [`positions`]: how far the workers have got, for the oldest waiting age.
 //! - [`settlement`]: the one rule for acks and nacks, and the ledger that enforces it.
+//! - [`leases`]: which process runs which group.
+//! - [`handler`]: the interface the runtime applies events through.
+//! - [`metrics`]: every metric the workers emit.
+//! - [`fnv`]: the FNV-1a hash of advisory-lock ids.
 
 pub mod attempts;
 pub mod batch;
@@ -18,10 +25,12 @@ pub mod broker_dead_letters;
 pub mod consuming;
 pub mod dead_letter_store;
 pub mod error;
+pub mod fnv;
 pub mod handler;
 pub mod health;
 pub mod incoming;
 pub mod leases;
+pub mod metrics;
 pub mod positions;
 pub mod settlement;
 pub mod worker;
