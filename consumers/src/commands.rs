@@ -305,16 +305,10 @@ async fn demo(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {
         count: args.count,
         rate: (args.rate > 0).then_some(args.rate),
         seed: args.seed,
-        workers: WorkerOptions {
-            groups: shared::groups::ConsumerGroup::ALL.to_vec(),
-            workers: usize::from(args.workers),
-            prefetch: runtime::DEFAULT_PREFETCH,
-            batch_size: usize::from(runtime::DEFAULT_BATCH_SIZE),
-            batch_linger: runtime::DEFAULT_BATCH_LINGER,
-            batch_timeout: runtime::DEFAULT_BATCH_TIMEOUT,
-            group_concurrency: runtime::DEFAULT_GROUP_CONCURRENCY,
-            handlers: crate::handlers::Store::shared(),
-        },
+        workers: WorkerOptions::defaults(
+            usize::from(args.workers),
+            crate::handlers::Store::shared(),
+        ),
         deadline: std::time::Duration::from_secs(args.max_seconds),
     };
     crate::demo::run_demo(settings, options, shutdown).await

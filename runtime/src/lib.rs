@@ -229,6 +229,24 @@ pub struct WorkerOptions {
     pub handlers: Arc<dyn handler::Handlers>,
 }
 
+impl WorkerOptions {
+    /// Every group, `workers` per group, and the defaults for the rest
+    /// (prefetch, batch size, linger, timeout, group concurrency) — the
+    /// values `consumers run` starts with when given no flags.
+    pub fn defaults(workers: usize, handlers: Arc<dyn handler::Handlers>) -> Self {
+        Self {
+            groups: ConsumerGroup::ALL.to_vec(),
+            workers,
+            prefetch: DEFAULT_PREFETCH,
+            batch_size: usize::from(DEFAULT_BATCH_SIZE),
+            batch_linger: DEFAULT_BATCH_LINGER,
+            batch_timeout: DEFAULT_BATCH_TIMEOUT,
+            group_concurrency: DEFAULT_GROUP_CONCURRENCY,
+            handlers,
+        }
+    }
+}
+
 /// Processes consuming a group at once, by default: one. On the store mix
 /// two or three processes competing for a group were slower than one
 /// (hot aggregates' locks, orders overtaken by their payments).

@@ -25,7 +25,7 @@ use super::error::RuntimeError;
 use super::health::Health;
 use super::incoming::Incoming;
 use super::positions::Position;
-use super::settlement::Ledger;
+use super::settlement::{Acknowledge, Ledger};
 
 pub mod ports;
 mod settle;
@@ -155,7 +155,7 @@ where
     let mut finished_after_stop = 0_usize;
     let mut position = Position::default();
     // Taken and decoded while the previous batch was applied.
-    let mut ahead: Option<Taken<C::Acker>> = None;
+    let mut ahead: Option<Taken> = None;
     let result = loop {
         // Under steady load a batch is always waiting ahead: look at the
         // stop request here too, not only while waiting for a delivery.
@@ -206,7 +206,7 @@ where
                     }
                 };
                 let mut taken = Taken::default();
-                taken.push(first);
+                taken.push(first, &mut ledger);
                 taken
             }
         };
@@ -217,17 +217,16 @@ where
         let batching = parts.batching;
         while taken.ended.is_none() && taken.batch.len() < batching.size {
             match deliveries.next().now_or_never() {
-                Some(next) => taken.take(next),
+                Some(next) => taken.take(next, &mut ledger),
                 None => break,
             }
         }
         if !draining && !batching.linger.is_zero() {
-            linger(deliveries, &mut taken, batching, shutdown).await;
+            linger(deliveries, &mut taken, &mut ledger, batching, shutdown).await;
         }
         if draining {
             finished_after_stop += taken.batch.len();
         }
-        taken.enter(&mut ledger);
         let count = taken.batch.len() as f64;
         position.taken(&taken.batch);
         crate::metrics::in_flight(parts.context.group, count);
@@ -246,7 +245,7 @@ where
                         && next.ended.is_none()
                         && next.batch.len() < batching.size =>
                     {
-                        next.take(received);
+                        next.take(received, &mut ledger);
                     }
                 }
             }
@@ -257,7 +256,6 @@ where
             // is settled. It goes back to the broker, with everything
             // received after it; the rest of the prefetch goes back when
             // the channel closes.
-            next.enter(&mut ledger);
             let returned = ledger.return_all().await;
             tracing::warn!(
                 worker,
@@ -275,9 +273,6 @@ where
         }
         ahead = Some(next);
     };
-    if let Some(mut ahead) = ahead.take() {
-        ahead.enter(&mut ledger);
-    }
     if ledger.outstanding() > 0 && channel.connected() {
         let returned = ledger.return_all().await;
         tracing::info!(
@@ -308,10 +303,12 @@ async fn stop_deliveries(channel: &impl Channel, worker: &str) -> bool {
 /// since its first delivery arrived; a stop request ends the wait.
 async fn linger<A, D>(
     deliveries: &mut D,
-    taken: &mut Taken<A>,
+    taken: &mut Taken,
+    ledger: &mut Ledger<A>,
     batching: Batching,
     shutdown: &CancellationToken,
 ) where
+    A: Acknowledge,
     D: Stream<Item = Result<Received<A>, RuntimeError>> + Unpin,
 {
     let Some(first_arrived) = taken.first_arrived else {
@@ -327,7 +324,7 @@ async fn linger<A, D>(
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            next = deliveries.next() => taken.take(next),
+            next = deliveries.next() => taken.take(next, ledger),
             () = &mut lingering => break,
         }
     }
@@ -374,57 +371,46 @@ async fn apply_until_committed<S: Store>(
 
 /// Deliveries taken for one batch, decoded as they were taken, and how the
 /// stream stood after the last of them (`Some`: it ended, with the error
-/// if it failed; it is not polled again).
-pub(super) struct Taken<A> {
-    /// Each delivery's tag, in order.
-    pub(super) tags: Vec<u64>,
-    /// Their ackers, until handed to the ledger.
-    ackers: Vec<A>,
-    /// The messages, in the same order.
+/// if it failed; it is not polled again). Each delivery's acker goes to
+/// the [`Ledger`] the moment it is taken — the ledger alone settles — so
+/// what a batch keeps is its messages and, beside each, its tag.
+#[derive(Default)]
+pub(super) struct Taken {
+    /// The messages, in the order received (the slice a batch applies).
     pub(super) batch: Vec<Incoming>,
+    /// `tags[i]` is `batch[i]`'s delivery tag; both are written only by
+    /// [`Taken::push`], together.
+    tags: Vec<u64>,
     ended: Option<Option<RuntimeError>>,
     /// When the first delivery was received.
     first_arrived: Option<tokio::time::Instant>,
 }
 
-impl<A> Default for Taken<A> {
-    fn default() -> Self {
-        Self {
-            tags: Vec::new(),
-            ackers: Vec::new(),
-            batch: Vec::new(),
-            ended: None,
-            first_arrived: None,
-        }
-    }
-}
-
-impl<A> Taken<A> {
-    fn push(&mut self, received: Received<A>) {
+impl Taken {
+    fn push<A: Acknowledge>(&mut self, received: Received<A>, ledger: &mut Ledger<A>) {
         self.first_arrived
             .get_or_insert_with(tokio::time::Instant::now);
+        ledger.received(received.tag, received.acker);
         self.tags.push(received.tag);
-        self.ackers.push(received.acker);
         self.batch.push(received.incoming);
     }
 
     /// What the stream gave next.
-    fn take(&mut self, next: Option<Result<Received<A>, RuntimeError>>) {
+    fn take<A: Acknowledge>(
+        &mut self,
+        next: Option<Result<Received<A>, RuntimeError>>,
+        ledger: &mut Ledger<A>,
+    ) {
         match next {
-            Some(Ok(received)) => self.push(received),
+            Some(Ok(received)) => self.push(received, ledger),
             Some(Err(error)) => self.ended = Some(Some(error)),
             None => self.ended = Some(None),
         }
     }
 
-    /// Hands the deliveries' ackers to the ledger, which settles them.
-    fn enter(&mut self, ledger: &mut Ledger<A>)
-    where
-        A: super::settlement::Acknowledge,
-    {
-        for (tag, acker) in self.tags.iter().zip(self.ackers.drain(..)) {
-            ledger.received(*tag, acker);
-        }
+    /// Each message with its delivery tag, in order.
+    pub(super) fn deliveries(&self) -> impl Iterator<Item = (u64, &Incoming)> {
+        self.tags.iter().copied().zip(&self.batch)
     }
 }
 

@@ -128,16 +128,7 @@ pub async fn run_stack(
         settings.clone(),
         topology.clone(),
         pool.clone(),
-        WorkerOptions {
-            groups: ConsumerGroup::ALL.to_vec(),
-            workers: options.workers,
-            prefetch: runtime::DEFAULT_PREFETCH,
-            batch_size: usize::from(runtime::DEFAULT_BATCH_SIZE),
-            batch_linger: runtime::DEFAULT_BATCH_LINGER,
-            batch_timeout: runtime::DEFAULT_BATCH_TIMEOUT,
-            group_concurrency: runtime::DEFAULT_GROUP_CONCURRENCY,
-            handlers: consumers::handlers::Store::shared(),
-        },
+        WorkerOptions::defaults(options.workers, consumers::handlers::Store::shared()),
         services.clone(),
         "switchyard-stack-workers",
     );

@@ -589,6 +589,13 @@ async fn a_database_that_stops_answering_holds_the_batch_until_it_answers_again(
         2,
         "the second order is applied"
     );
+    // Its commit is seen here before the worker may have read the
+    // database's answer: silencing the database now could hold that
+    // answer back, and the stop would rightly give the order back.
+    assert!(
+        until_queued(&stack, (0, 0, 0)).await.is_some(),
+        "the second order is acknowledged"
+    );
     proxy.stall();
     let status = sigterm_and_wait(&mut worker.0, Duration::from_secs(30))
         .await

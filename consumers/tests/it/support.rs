@@ -71,15 +71,12 @@ impl Stack {
     }
 
     pub fn options(&self, groups: &[ConsumerGroup], workers: usize) -> WorkerOptions {
+        // Smaller than the defaults, so batches split and interleave.
         WorkerOptions {
             groups: groups.to_vec(),
-            workers,
             prefetch: 64,
             batch_size: 32,
-            batch_linger: runtime::DEFAULT_BATCH_LINGER,
-            batch_timeout: runtime::DEFAULT_BATCH_TIMEOUT,
-            group_concurrency: 1,
-            handlers: consumers::handlers::Store::shared(),
+            ..WorkerOptions::defaults(workers, consumers::handlers::Store::shared())
         }
     }
 

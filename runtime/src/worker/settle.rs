@@ -22,33 +22,32 @@ pub(super) async fn settle<A: Acknowledge, R: Retries>(
     parts: &Parts<'_>,
     retries: &R,
     ledger: &mut Ledger<A>,
-    taken: &Taken<A>,
+    taken: &Taken,
     outcomes: &[Outcome],
     shutdown: &CancellationToken,
 ) {
     debug_assert_eq!(taken.batch.len(), outcomes.len());
-    let scheduling = taken
-        .batch
-        .iter()
-        .zip(outcomes)
-        .map(|(incoming, outcome)| async move {
-            match outcome {
-                Outcome::Retry(history) => {
-                    if hold_until_scheduled(parts, retries, incoming, history, shutdown).await {
-                        Decision::Ack
-                    } else {
-                        // Stopping with the retry unscheduled: the broker
-                        // gives the delivery back with its old history.
-                        Decision::Return
+    let scheduling =
+        taken
+            .deliveries()
+            .zip(outcomes)
+            .map(|((tag, incoming), outcome)| async move {
+                let decision = match outcome {
+                    Outcome::Retry(history) => {
+                        if hold_until_scheduled(parts, retries, incoming, history, shutdown).await {
+                            Decision::Ack
+                        } else {
+                            // Stopping with the retry unscheduled: the broker
+                            // gives the delivery back with its old history.
+                            Decision::Return
+                        }
                     }
-                }
-                Outcome::Applied | Outcome::Duplicate | Outcome::DeadLettered => Decision::Ack,
-            }
-        });
+                    Outcome::Applied | Outcome::Duplicate | Outcome::DeadLettered => Decision::Ack,
+                };
+                (tag, decision)
+            });
     let decisions = futures_util::future::join_all(scheduling).await;
-    ledger
-        .settle(taken.tags.iter().copied().zip(decisions))
-        .await;
+    ledger.settle(decisions).await;
 }
 
 /// Schedules the retry, and while the broker refuses it (an outage, a

@@ -13,7 +13,6 @@ use producers::gateway::api_keys::{self, NewApiKey};
 use producers::gateway::grants::Grants;
 use producers::gateway::{GatewayConfig, GatewayState, serve};
 use runtime::{WorkerOptions, spawn_workers};
-use shared::groups::ConsumerGroup;
 use shared::publish::Publisher;
 use shared::testing::{IsolatedTopology, TestDatabase, database_url, eventually};
 use tokio_util::sync::CancellationToken;
@@ -70,16 +69,7 @@ impl Running {
             settings,
             isolated.topology.clone(),
             pool,
-            WorkerOptions {
-                groups: ConsumerGroup::ALL.to_vec(),
-                workers: 1,
-                prefetch: runtime::DEFAULT_PREFETCH,
-                batch_size: usize::from(runtime::DEFAULT_BATCH_SIZE),
-                batch_linger: runtime::DEFAULT_BATCH_LINGER,
-                batch_timeout: runtime::DEFAULT_BATCH_TIMEOUT,
-                group_concurrency: runtime::DEFAULT_GROUP_CONCURRENCY,
-                handlers: consumers::handlers::Store::shared(),
-            },
+            WorkerOptions::defaults(1, consumers::handlers::Store::shared()),
             stop.clone(),
             "readme-workers",
         );
