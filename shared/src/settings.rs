@@ -151,7 +151,7 @@ impl Settings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let read = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
         let amqp_url = read(AMQP_URL).unwrap_or_else(|| DEFAULT_AMQP_URL.to_owned());
-        check_scheme(AMQP_URL, &amqp_url, &["amqp", "amqps"])?;
+        check_amqp_urls(&amqp_url)?;
         let database_url = read(DATABASE_URL).unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
         check_scheme(DATABASE_URL, &database_url, &["postgres", "postgresql"])?;
         let namespace = read(NAMESPACE).unwrap_or_default();
@@ -250,9 +250,16 @@ impl Settings {
         self
     }
 
-    /// The broker URL, for the connection code only.
+    /// The first (or only) broker URL, for the connection code only:
+    /// the node the management API and `rabbitmqctl` are aimed at.
     pub fn expose_amqp_url(&self) -> &str {
-        self.amqp_url.expose_secret()
+        self.expose_amqp_urls().next().unwrap_or_default()
+    }
+
+    /// Every broker URL `AMQP_URL` lists (comma-separated: the nodes of a
+    /// cluster, tried in turn), for the connection code only.
+    pub fn expose_amqp_urls(&self) -> impl Iterator<Item = &str> {
+        self.amqp_url.expose_secret().split(',').map(str::trim)
     }
 
     /// The database URL, for the connection code only.
@@ -277,6 +284,54 @@ fn check_scheme(variable: &'static str, url: &str, schemes: &[&str]) -> Result<(
             format!("must be a URL starting with {}://", schemes.join(":// or ")),
         )),
     }
+}
+
+/// Most broker addresses `AMQP_URL` may list.
+pub const MAX_AMQP_ADDRESSES: usize = 16;
+
+/// `AMQP_URL`: one broker URL, or several separated by commas (the nodes
+/// of one cluster), each `amqp://` or `amqps://`, all with the same user,
+/// password and virtual host (one connection's credentials, whichever
+/// node answers). Messages never repeat a URL (it may hold a password).
+fn check_amqp_urls(urls: &str) -> Result<(), SettingsError> {
+    let listed: Vec<&str> = urls.split(',').map(str::trim).collect();
+    if listed.len() > MAX_AMQP_ADDRESSES {
+        return Err(invalid(
+            AMQP_URL,
+            format!(
+                "lists {} addresses; at most {MAX_AMQP_ADDRESSES}",
+                listed.len()
+            ),
+        ));
+    }
+    let mut first: Option<lapin::uri::AMQPUri> = None;
+    for (index, url) in listed.iter().enumerate() {
+        check_scheme(AMQP_URL, url, &["amqp", "amqps"])?;
+        let position = index + 1;
+        let uri: lapin::uri::AMQPUri = url.parse().map_err(|_| {
+            invalid(
+                AMQP_URL,
+                format!("address {position} is not a valid AMQP URL"),
+            )
+        })?;
+        match &first {
+            None => first = Some(uri),
+            Some(first)
+                if first.authority.userinfo != uri.authority.userinfo
+                    || first.vhost != uri.vhost =>
+            {
+                return Err(invalid(
+                    AMQP_URL,
+                    format!(
+                        "address {position} has another user, password or virtual host than the first; \
+                         the addresses must be nodes of one cluster, reached with one set of credentials"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 fn check_namespace(namespace: &str) -> Result<(), SettingsError> {

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod addresses;
 mod contract;
 mod database;
 mod dead_lettering;

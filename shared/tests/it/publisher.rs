@@ -78,7 +78,7 @@ pub fn sample_event(event_type: EventType) -> Event {
 }
 
 /// Takes every message currently in `queue` and returns their message ids.
-async fn drain_message_ids(connection: &lapin::Connection, queue: &str) -> Vec<String> {
+pub async fn drain_message_ids(connection: &lapin::Connection, queue: &str) -> Vec<String> {
     let channel = connection.create_channel().await.unwrap();
     let mut ids = Vec::new();
     while let Some(message) = channel
