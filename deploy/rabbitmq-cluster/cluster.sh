@@ -8,6 +8,7 @@
 #   deploy/rabbitmq-cluster/cluster.sh url         # AMQP_URL listing the three nodes
 #   deploy/rabbitmq-cluster/cluster.sh stop-node 2 # stop one node (start-node 2 starts it again)
 #   deploy/rabbitmq-cluster/cluster.sh status
+#   deploy/rabbitmq-cluster/cluster.sh ctl 1 list_queues name leader  # rabbitmqctl on node 1
 #   deploy/rabbitmq-cluster/cluster.sh stop        # stop all three and forget the cluster
 #
 # Node N (1-3) is rabbit-cluster-N@localhost, AMQP on 56710+N, management
@@ -119,12 +120,18 @@ case "${1:-}" in
   status)
     ctl 1 cluster_status
     ;;
+  ctl)
+    # rabbitmqctl aimed at node N: ctl N list_queues name leader
+    n=${2:?node number 1-3}
+    shift 2
+    ctl "$n" "$@"
+    ;;
   stop)
     for n in 1 2 3; do ctl "$n" stop > /dev/null 2>&1 || true; done
     rm -rf "$dir"
     ;;
   *)
-    echo "usage: $0 start | url | management-url [N] | start-node N | stop-node N | status | stop" >&2
+    echo "usage: $0 start | url | management-url [N] | start-node N | stop-node N | status | ctl N ARGS... | stop" >&2
     exit 2
     ;;
 esac

@@ -7,6 +7,7 @@
 mod batch_paths;
 mod binary_mode;
 mod browser;
+mod cluster;
 mod convergence;
 mod dashboard;
 mod dead_letters;

@@ -13,19 +13,11 @@ use shared::testing::{
     IsolatedTopology, TcpProxy, Watchdog, connect, eventually, isolated_settings,
 };
 
-use crate::publisher::{drain_message_ids, sample_event};
+use crate::publisher::{drain_message_ids, sample_event, settings_for};
 
 /// Settings of `isolated`'s namespace with `AMQP_URL` listing `urls`.
 fn listing(isolated: &IsolatedTopology, urls: &[&str]) -> Settings {
-    let url = urls.join(",");
-    let namespace = isolated.settings.namespace.clone();
-    Settings::from_lookup(move |name| match name {
-        "AMQP_URL" => Some(url.clone()),
-        "SWITCHYARD_NAMESPACE" => Some(namespace.clone()),
-        "SWITCHYARD_PUBLISH_TIMEOUT_MS" => Some("2000".into()),
-        _ => None,
-    })
-    .unwrap()
+    settings_for(&urls.join(","), &isolated.settings.namespace)
 }
 
 /// Publishes `event`, again while it fails (a fail-over in progress),

@@ -229,7 +229,16 @@ async fn proxy_to_broker(settings: &Settings) -> TcpProxy {
 }
 
 fn settings_through(proxy: &TcpProxy, namespace: &str) -> Settings {
-    let url = format!("amqp://guest:guest@{}/%2f", proxy.address);
+    settings_for(
+        &format!("amqp://guest:guest@{}/%2f", proxy.address),
+        namespace,
+    )
+}
+
+/// Settings with `AMQP_URL` set to `url` (one address or several), in
+/// `namespace`, with a short publish timeout.
+pub fn settings_for(url: &str, namespace: &str) -> Settings {
+    let url = url.to_owned();
     let namespace = namespace.to_owned();
     Settings::from_lookup(move |name| match name {
         "AMQP_URL" => Some(url.clone()),
